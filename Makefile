@@ -1,0 +1,32 @@
+# Two entry points, each bootstrapping what it needs: `make bench` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+SCENARIO ?= scenarios/rec.yaml
+
+.PHONY: setup bench test lint clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: an open torch requirement on a bare machine pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0 -c constraints.txt
+	$(BIN)/python -m pip install -q -e '.[torch,dev]' -c constraints.txt
+	touch $(STAMP)
+
+bench: setup
+	$(BIN)/bench run $(SCENARIO)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

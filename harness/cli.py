@@ -1,0 +1,223 @@
+"""The command line: parse, call the library, map errors to exit codes. Nothing heavy at import."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import BenchError
+
+
+class _Group(click.Group):
+    """Turns already-explained errors into one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            click.echo(f"bench: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo(
+                "bench: interrupted; finished cells are kept in the run's journal (bench run --resume)", err=True
+            )
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-p",
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="Load a plugin module (repeatable); also BENCH_PLUGINS=mod1,mod2.",
+)
+@click.version_option(package_name="bench", prog_name="bench")
+@click.pass_context
+def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
+    """bench: measure inference runtimes across batch sizes, precisions and devices.
+
+    Set BENCH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the plugins named with -p.
+    """
+    ctx.obj = {"plugins": plugins}
+
+
+def _load(path: str):  # -> Scenario
+    from harness.scenario import load_scenario
+
+    return load_scenario(Path(path))
+
+
+def _registries(ctx: click.Context):  # -> Registries
+    from harness.pluginmanager import registries
+
+    return registries(ctx.obj["plugins"])
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False), required=False)
+@click.option(
+    "--out",
+    "out_root",
+    type=click.Path(file_okay=False),
+    default="results",
+    show_default=True,
+    help="Results root; the run gets its own folder inside it.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(),
+    default=None,
+    help="Finish an interrupted run folder: run only the cells missing from its journal.",
+)
+@click.option("--backend", "backends", multiple=True, help="Only these backends (repeatable).")
+@click.option("--batch-size", "batch_sizes", multiple=True, type=click.IntRange(min=1), help="Only these batch sizes.")
+@click.option("--precision", "precisions", multiple=True, help="Only these precisions (repeatable).")
+@click.option("--quick", is_flag=True, help="Smoke run: short windows, the smallest batch size only.")
+@click.option(
+    "--report/--no-report",
+    "make_report",
+    default=True,
+    show_default=True,
+    help="Render reports/<run_id>.html at the end.",
+)
+@click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True)
+@click.option("--json", "json_output", is_flag=True, help="Print the run's summary as JSON on stdout.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    scenario: str | None,
+    out_root: str,
+    resume_dir: str | None,
+    backends: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    precisions: tuple[str, ...],
+    quick: bool,
+    make_report: bool,
+    reports_dir: str,
+    json_output: bool,
+) -> None:
+    """Run a scenario's sweep (or --resume an interrupted one)."""
+    from harness import runner
+    from harness.errors import UsageError
+    from harness.progress import make_reporter
+
+    options = runner.RunOptions(
+        out_root=Path(out_root),
+        quick=quick,
+        backends=backends,
+        batch_sizes=batch_sizes,
+        precisions=precisions,
+        plugins=ctx.obj["plugins"],
+    )
+    reporter = make_reporter(json_output)
+    if resume_dir:
+        if scenario or backends or batch_sizes or precisions or quick:
+            raise UsageError("--resume takes the scenario and filters stored in the run folder; give no others")
+        run_dir, _ = runner.resume(Path(resume_dir), options, reporter)
+    else:
+        if not scenario:
+            raise UsageError("give a SCENARIO file, or --resume RUN_DIR")
+        run_dir = runner.run_scenario(_load(scenario), options, reporter)
+    records = list(run_dir.records())
+    report_path = None
+    if make_report:
+        from harness.report import render_run
+
+        report_path = render_run([run_dir.path], Path(reports_dir) / f"{run_dir.path.name}.html")
+    if json_output:
+        payload = {
+            "run_dir": str(run_dir.path),
+            "report": str(report_path) if report_path else None,
+            "counts": runner.outcome(records),
+            "cells": records,
+        }
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        from harness.summary import print_summary
+
+        print_summary(records)
+        click.echo(f"results: {run_dir.path}")
+        if report_path:
+            click.echo(f"report:  {report_path}")
+    runner.raise_if_nothing_measured(records, run_dir)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="HTML file to write (default reports/<run_id>.html).",
+)
+def report(run_dirs: tuple[str, ...], output: str | None) -> None:
+    """Render the HTML report of one or several run folders."""
+    from harness.report import render_run
+
+    paths = [Path(p) for p in run_dirs]
+    target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
+    click.echo(render_run(paths, target))
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.pass_context
+def validate(ctx: click.Context, scenario: str) -> None:
+    """Check a scenario file (schema, names of models and backends) without running it."""
+    from harness import environment, runner
+    from harness.scenario import describe, expand_cells
+
+    loaded = _load(scenario)
+    regs = _registries(ctx)
+    runner.check_names(loaded, regs)
+    planned = runner.plan(expand_cells(loaded, environment.usable_cpus()), regs)
+    skipped = [p for p in planned if p.skip_reason]
+    click.echo(describe(loaded))
+    click.echo(f"{len(planned)} cells: {len(planned) - len(skipped)} to run here, {len(skipped)} skipped")
+    for p in skipped:
+        click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
+    click.echo(f"{scenario}: valid")
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["backends", "models", "scenarios"]))
+@click.pass_context
+def list_(ctx: click.Context, what: str) -> None:
+    """What is available here, and why not where it is not."""
+    if what == "scenarios":
+        for path in sorted(Path("scenarios").glob("*.yaml")):
+            click.echo(str(path))
+        return
+    regs = _registries(ctx)
+    if what == "backends":
+        for name in regs.backends.names():
+            cls = regs.backends.get(name)
+            avail = cls.availability()
+            state = "available" if avail.ok else f"unavailable: {avail.reason}"
+            click.echo(f"{name:<14} {state}")
+            click.echo(
+                f"{'':<14} devices {', '.join(cls.devices)}; precisions {', '.join(cls.precisions)}; "
+                f"plugin {regs.backends.owner(name)}"
+            )
+            for opt, meaning in cls.options.items():
+                click.echo(f"{'':<14} option {opt}: {meaning}")
+    else:
+        for name in regs.models.names():
+            cls = regs.models.get(name)
+            click.echo(f"{name:<14} {cls.description} (plugin {regs.models.owner(name)})")
+
+
+def main() -> None:
+    cli(prog_name="bench")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

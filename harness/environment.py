@@ -1,0 +1,140 @@
+"""The machine and software fingerprint recorded in every run's manifest.
+
+Nothing here imports a runtime: versions come from package metadata, hardware from /proc and
+``nvidia-smi`` when it exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: distributions whose versions identify a result (missing ones are recorded as null)
+TRACKED_PACKAGES = ("bench", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy", "pluggy")
+#: CPU flags that change what a runtime can do (vector width, int8 dot products, bf16/fp16 math)
+INTERESTING_FLAGS = (
+    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx512_fp16",
+)  # fmt: skip
+
+
+@functools.cache
+def cpu_info() -> dict[str, Any]:
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model or platform.processor() or "unknown",
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "flags": sorted(f for f in INTERESTING_FLAGS if f in flags),
+        "machine": platform.machine(),
+    }
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset(cpu_info()["flags"])
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def memory_total_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def gpus() -> list[dict[str, str]]:
+    """NVIDIA GPUs from nvidia-smi (empty where there is none or no driver)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    query = "name,driver_version,memory.total,uuid"
+    try:
+        out = subprocess.run(
+            [exe, f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if out.returncode != 0:
+        return []
+    rows = []
+    for line in out.stdout.strip().splitlines():
+        name, driver, memory, uuid = (part.strip() for part in line.split(","))
+        rows.append({"name": name, "driver": driver, "memory": memory, "uuid": uuid})
+    return rows
+
+
+def git_commit(path: Path | None = None) -> dict[str, Any]:
+    """The commit of the checkout bench runs from (and whether it has uncommitted changes)."""
+    where = path or Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def fingerprint() -> dict[str, Any]:
+    """Everything that makes a number from this machine comparable (or not) with another's."""
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "cpu": cpu_info(),
+        "memory_total_mb": memory_total_mb(),
+        "gpus": gpus(),
+        "packages": package_versions(),
+        "git": git_commit(),
+    }
+
+
+def comparable_fields(env: dict[str, Any]) -> dict[str, Any]:
+    """The fields two runs must share for their numbers to be compared directly."""
+    return {
+        "cpu.model": env.get("cpu", {}).get("model"),
+        "cpu.usable_cpus": env.get("cpu", {}).get("usable_cpus"),
+        "gpus": [g.get("name") for g in env.get("gpus", [])],
+        **{f"packages.{k}": v for k, v in env.get("packages", {}).items() if k != "bench"},
+    }

@@ -1,0 +1,39 @@
+"""Errors that are already explained: the CLI prints their message and exits with their code."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """Base for every error whose message is complete: printed as is, no traceback."""
+
+    exit_code = 2
+
+
+class UsageError(BenchError):
+    """Bad command-line usage or a bad argument value."""
+
+
+class ScenarioError(BenchError):
+    """A scenario file that cannot be read or does not validate."""
+
+
+class PluginError(BenchError):
+    """A plugin that cannot be loaded, or that registers a name already taken."""
+
+
+class StoreError(BenchError):
+    """A run folder that is missing, corrupt, or of an unknown schema version."""
+
+
+class AllCellsFailed(BenchError):
+    """The run finished but no cell produced a measurement."""
+
+    exit_code = 3
+
+
+class SkipCell(Exception):
+    """Raised by a backend during prepare when it cannot serve a cell here; the reason is recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,1 @@
+"""Executors run one cell's job somewhere and return its result record."""

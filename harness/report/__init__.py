@@ -1,0 +1,73 @@
+"""HTML report rendering: one self-contained file (no network), Jinja2 with autoescape."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.store import RunDir, write_atomic
+
+#: columns of the results table, in order; each gets its unit and meaning from harness.metrics
+TABLE_COLUMNS = (
+    "label", "status", "backend", "backend_options", "device", "precision", "batch_size", "threads",
+    "throughput_sps", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms", "p99_ci_low_ms",
+    "p99_ci_high_ms", "p99_early_stop_ms", "p99_9_ms", "mean_ms", "cold_ms", "prepare_s", "n_queries",
+    "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare", "peak_rss_mb_measure", "noise_fraction", "reason",
+)  # fmt: skip
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+def _run_view(run: RunDir) -> dict[str, Any]:
+    from harness.metrics import describe
+
+    manifest = run.manifest()
+    records = list(run.records())
+    columns = []
+    for name in TABLE_COLUMNS:
+        unit, meaning = describe(name) or ("", "")
+        columns.append({"name": name, "unit": unit, "meaning": meaning})
+    rows = []
+    for rec in records:
+        flat = {**rec.get("config", {}), **rec}
+        flat["backend_options"] = json.dumps(flat.get("backend_options", {}), sort_keys=True)
+        rows.append([_clean(flat.get(c)) for c in TABLE_COLUMNS])
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+    return {
+        "run_id": manifest.get("run_id", run.path.name),
+        "path": str(run.path),
+        "manifest": manifest,
+        "columns": columns,
+        "rows": rows,
+        "counts": counts,
+        "not_ok": [r for r in records if r["status"] != "ok"],
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.get("created_at", 0))),
+    }
+
+
+def render_run(run_paths: Sequence[Path], target: Path) -> Path:
+    """Render one or several run folders into ``target`` (written atomically); return its path."""
+    import jinja2
+
+    runs = [_run_view(RunDir.open(p)) for p in run_paths]
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("run.html.j2").render(
+        runs=runs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, html.encode())
+    return target

@@ -1,0 +1,319 @@
+"""Sweep orchestration: plan the cells, run each in a worker, journal every result, write the tables."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from harness import environment
+from harness.cells import Cell
+from harness.errors import AllCellsFailed, UsageError
+from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell
+from harness.pluginmanager import Registries, explicit_plugins, registries
+from harness.store import RunDir, new_run_id
+
+if TYPE_CHECKING:
+    from harness.scenario import Scenario
+
+#: --quick: a smoke run, every backend, option and precision kept, the smallest batch size only,
+#: short windows (compilation dominates a quick run: each torch.compile cell costs ~10 s to prepare)
+QUICK_MEASUREMENT = {
+    "warmup_s": 0.1,
+    "warmup_queries": 3,
+    "min_duration_s": 0.2,
+    "max_duration_s": 0.4,
+    "min_queries": 50,
+    "ci_rel_width": None,
+}
+FINAL_STATUSES = ("ok", "skipped", "failed", "crashed", "oom", "timeout")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_root: Path = Path("results")
+    quick: bool = False
+    backends: tuple[str, ...] = ()
+    batch_sizes: tuple[int, ...] = ()
+    precisions: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
+    autoload: bool | None = None
+    command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    cell: Cell
+    skip_reason: str | None = None
+
+
+class Reporter(Protocol):
+    def start(self, run_dir: RunDir, total: int) -> None: ...
+    def cell_started(self, cell: Cell, repeat: int) -> None: ...
+    def event(self, cell: Cell, message: dict[str, Any]) -> None: ...
+    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None: ...
+    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None: ...
+
+
+class SilentReporter:
+    def start(self, run_dir: RunDir, total: int) -> None:
+        pass
+
+    def cell_started(self, cell: Cell, repeat: int) -> None:
+        pass
+
+    def event(self, cell: Cell, message: dict[str, Any]) -> None:
+        pass
+
+    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None:
+        pass
+
+
+def check_names(scenario: Scenario, regs: Registries) -> None:
+    """Unknown model or backend names are scenario errors at the line that names them."""
+    if scenario.model.name not in regs.models:
+        raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
+    for index, entry in enumerate(scenario.backends):
+        if entry.name not in regs.backends:
+            raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))
+
+
+def derived_min_queries(headline: float, confidence: float) -> int:
+    """Queries needed for a two-sided CI of the headline percentile and LoadGen's early-stopping
+    estimate with one overage allowed (p99: max(368, 662) = 662)."""
+    from harness import stats
+
+    return max(stats.min_queries_for_ci(headline, confidence), stats.min_queries_for_early_stopping(headline, t=1))
+
+
+def effective_measurement(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    m = scenario.measurement
+    settings = {
+        "warmup_s": m.warmup_s,
+        "warmup_queries": m.warmup_queries,
+        "min_duration_s": m.min_duration_s,
+        "max_duration_s": m.max_duration_s,
+        "min_queries": m.min_queries or derived_min_queries(m.headline_percentile, m.confidence),
+        "headline_percentile": m.headline_percentile,
+        "confidence": m.confidence,
+        "ci_rel_width": m.ci_rel_width,
+    }
+    if quick:
+        settings.update(QUICK_MEASUREMENT)
+    return settings
+
+
+def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
+    from harness.scenario import expand_cells
+
+    cells = expand_cells(scenario, environment.usable_cpus())
+    for flag, values, attr in (
+        ("--backend", options.backends, "backend"),
+        ("--precision", options.precisions, "precision"),
+        ("--batch-size", options.batch_sizes, "batch_size"),
+    ):
+        if not values:
+            continue
+        present = {getattr(c, attr) for c in cells}
+        missing = [v for v in values if v not in present]
+        if missing:
+            have = ", ".join(str(v) for v in sorted(present, key=str))
+            raise UsageError(f"{flag} {', '.join(map(str, missing))}: not in the scenario (it has {have})")
+        cells = [c for c in cells if getattr(c, attr) in values]
+    if options.quick:
+        smallest = min(c.batch_size for c in cells)
+        cells = [c for c in cells if c.batch_size == smallest]
+    return cells
+
+
+def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
+    planned = []
+    for cell in cells:
+        support = regs.backends.get(cell.backend).supports(cell)
+        planned.append(PlannedCell(cell, None if support.ok else support.reason))
+    return planned
+
+
+def _worker_env(run: RunDir, cell: Cell) -> dict[str, str]:
+    tmp = run.work_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"TMPDIR": str(tmp)}
+    env.update({var: str(cell.threads) for var in THREAD_ENV_VARS})
+    return env
+
+
+def _job(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any]) -> dict[str, Any]:
+    settings = manifest["settings"]
+    rule = {k: settings["measurement"][k] for k in (
+        "warmup_s", "warmup_queries", "min_duration_s", "max_duration_s", "min_queries",
+        "headline_percentile", "confidence", "ci_rel_width",
+    )}  # fmt: skip
+    return {
+        "cell": cell.config(),
+        "repeat": repeat,
+        "rule": rule,
+        "percentiles": settings["percentiles"],
+        "noise_threshold": settings["noise_threshold"],
+        "plugins": settings["plugins"],
+        "autoload": settings["autoload"],
+        "workdir": str(run.work_dir),
+        "cell_dir": str(run.cell_dir(cell.id)),
+    }
+
+
+def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    limits = Limits(**manifest["settings"]["limits"])
+    attempts = []
+    for _attempt in range(1 + manifest["settings"]["noise_retries"]):
+        record = run_cell(
+            _job(run, cell, repeat, manifest),
+            limits=limits,
+            log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
+            env=_worker_env(run, cell),
+            on_event=lambda message: reporter.event(cell, message),
+        )
+        attempts.append(record)
+        if not record.get("noisy"):
+            break
+    # a noisy window was measured again; the quieter attempt is kept, the count recorded
+    best = min(attempts, key=lambda r: r.get("noise_fraction") or 0.0) if len(attempts) > 1 else attempts[0]
+    best["attempts"] = len(attempts)
+    return best
+
+
+def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cell_id": cell.id,
+        "label": cell.label,
+        "repeat": repeat,
+        "config": cell.config(),
+        "started_at": started,
+        "ended_at": time.time(),
+        **result,
+    }
+
+
+def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
+    m = scenario.measurement
+    manifest = {
+        "run_id": None,
+        "created_at": time.time(),
+        "command": options.command,
+        "scenario": {
+            "name": scenario.name,
+            "description": scenario.description,
+            "path": str(scenario.source_path) if scenario.source_path else None,
+            "text": scenario.source_text,
+            "fingerprint": scenario.fingerprint(),
+        },
+        "environment": environment.fingerprint(),
+        "settings": {
+            "quick": options.quick,
+            "filters": {
+                "backends": list(options.backends),
+                "batch_sizes": list(options.batch_sizes),
+                "precisions": list(options.precisions),
+            },
+            "measurement": effective_measurement(scenario, options.quick),
+            "percentiles": sorted(m.percentiles),
+            "noise_threshold": m.noise_threshold,
+            "noise_retries": 1,
+            "repeats": m.repeats,
+            "limits": {"timeout_s": scenario.limits.timeout_s, "memory_mb": scenario.limits.memory_mb},
+            "plugins": explicit_plugins(options.plugins),
+            "autoload": options.autoload,
+        },
+    }
+    run_id = new_run_id(scenario.name)
+    manifest["run_id"] = run_id
+    return RunDir.create(options.out_root, run_id, manifest)
+
+
+def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[dict[str, Any]]:
+    """Run every planned cell not yet in the journal; return all records of the run."""
+    manifest = run.manifest()
+    settings = manifest["settings"]
+    regs = registries(settings["plugins"], autoload=settings["autoload"])
+    check_names(scenario, regs)
+    planned = plan(select_cells(scenario, options), regs)
+    run.repair_journal()
+    done = {(r["cell_id"], r.get("repeat", 0)) for r in run.records() if r.get("status") in FINAL_STATUSES}
+
+    todo: list[tuple[PlannedCell, int]] = []
+    for repeat in range(settings["repeats"]):  # repeats interleave across cells
+        for p in planned:
+            if p.skip_reason is not None and repeat > 0:
+                continue
+            if (p.cell.id, repeat) not in done:
+                todo.append((p, repeat))
+    reporter.start(run, len(todo))
+    for p, repeat in todo:
+        started = time.time()
+        reporter.cell_started(p.cell, repeat)
+        if p.skip_reason is not None:
+            result: dict[str, Any] = {"status": "skipped", "reason": p.skip_reason}
+        else:
+            result = _measure(run, p.cell, repeat, manifest, reporter)
+        record = _record(p.cell, repeat, started, result)
+        run.append(record)
+        reporter.cell_finished(p.cell, record)
+
+    records = list(run.records())
+    run.write_tables()
+    run.update_manifest(finished_at=time.time())
+    reporter.finish(run, records)
+    return records
+
+
+def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | None = None) -> RunDir:
+    # names and filters are checked before a run folder exists: bad input leaves nothing behind
+    check_names(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
+    select_cells(scenario, options)
+    run = create_run(scenario, options)
+    execute(run, scenario, options, reporter or SilentReporter())
+    return run
+
+
+def resume(run_path: Path, options: RunOptions, reporter: Reporter | None = None) -> tuple[RunDir, Scenario]:
+    """Finish a run folder: the scenario and settings come from its manifest, not the command line."""
+    from harness.scenario import load_scenario_text
+
+    run = RunDir.open(run_path)
+    manifest = run.manifest()
+    source = manifest["scenario"].get("path") or "<manifest>"
+    scenario = load_scenario_text(manifest["scenario"]["text"], source=f"{source} (as stored in {run.manifest_path})")
+    filters = manifest["settings"]["filters"]
+    stored = replace(
+        options,
+        quick=manifest["settings"]["quick"],
+        backends=tuple(filters["backends"]),
+        batch_sizes=tuple(filters["batch_sizes"]),
+        precisions=tuple(filters["precisions"]),
+        plugins=tuple(manifest["settings"]["plugins"]),
+        autoload=manifest["settings"]["autoload"],
+    )
+    execute(run, scenario, stored, reporter or SilentReporter())
+    return run, scenario
+
+
+def outcome(records: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts
+
+
+def raise_if_nothing_measured(records: list[dict[str, Any]], run: RunDir) -> None:
+    if records and not any(r["status"] == "ok" for r in records):
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome(records).items()))
+        raise AllCellsFailed(f"no cell produced a measurement ({counts}); see {run.path}/journal.jsonl")
+
+
+__all__ = ["PlannedCell", "Reporter", "RunOptions", "execute", "resume", "run_scenario"]

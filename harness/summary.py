@@ -1,0 +1,73 @@
+"""The summary table printed at the end of a run."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _num(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _ci(record: dict[str, Any], key: str) -> str:
+    est = record.get(f"{key}_ms")
+    if est is None:
+        return ""
+    lo, hi = record.get(f"{key}_ci_low_ms"), record.get(f"{key}_ci_high_ms")
+    band = f" [{_num(lo, '.3f') or '?'}, {_num(hi, '.3f') or '?'}]"
+    return f"{est:.3f}{band}"
+
+
+COLUMNS = (
+    ("cell", "model backend device precision batch"),
+    ("status", ""),
+    ("samples/s", "completed samples / wall time of the measured window"),
+    ("p50 ms [95% CI]", "median latency per call, order-statistic CI"),
+    ("p99 ms [95% CI]", "99th percentile latency per call; '?' = too few queries for that bound"),
+    ("cold ms", "first call after prepare"),
+    ("prepare s", "load + convert/compile"),
+    ("peak MiB", "resident high-water mark while measuring"),
+    ("note", ""),
+)
+
+
+def rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    out = []
+    for r in records:  # in the order they ran, which is the scenario's order
+        if r["status"] == "ok":
+            notes = []
+            if r.get("noisy"):
+                notes.append(f"noisy ({r.get('noise_fraction', 0):.0%})")
+            if not r.get("valid", True):
+                notes.append("too few queries")
+            out.append([
+                r["label"], "ok", _num(r.get("throughput_sps"), ",.0f"), _ci(r, "p50"), _ci(r, "p99"),
+                _num(r.get("cold_ms"), ".2f"), _num(r.get("prepare_s"), ".2f"),
+                _num(r.get("peak_rss_mb_measure"), ".0f"), "; ".join(notes),
+            ])  # fmt: skip
+        else:
+            out.append([r["label"], r["status"], "", "", "", "", "", "", r.get("reason", "")[:120]])
+    return out
+
+
+def print_summary(records: list[dict[str, Any]]) -> None:
+    table_rows = rows(records)
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="results", show_lines=False)
+        for name, _ in COLUMNS:
+            table.add_column(name, overflow="fold")
+        for row in table_rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    headers = [name for name, _ in COLUMNS]
+    widths = [
+        max(len(h), *(len(row[i]) for row in table_rows)) if table_rows else len(h) for i, h in enumerate(headers)
+    ]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in table_rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

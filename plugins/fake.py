@@ -1,0 +1,143 @@
+"""A deterministic fake backend and a tiny model, for testing the harness itself.
+
+Not loaded automatically: ``bench -p plugins.fake ...`` or ``BENCH_PLUGINS=plugins.fake``. The
+backend busy-waits a known service time per call, so the measurement engine can be checked against
+the truth, and can be told to fail in each way the harness must survive.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.api import Backend, Model, Session
+from harness.cells import Cell
+from harness.errors import SkipCell
+from harness.hookspecs import hookimpl
+
+FAULTS = ("none", "raise", "segfault", "abort", "hang", "exit", "alloc", "skip")
+
+
+class ToyModel(Model):
+    """Two inputs, one output, numpy only: what the fake backend pretends to run."""
+
+    name = "toy"
+    description = "tiny numpy model for harness tests (x @ w + b)"
+    input_names = ("x",)
+    output_names = ("y",)
+
+    def build_torch(self) -> Any:
+        import torch
+
+        torch.manual_seed(0)
+        return torch.nn.Linear(4, 1).eval()
+
+    def example_inputs(self, batch_size: int, seed: int = 0) -> dict[str, Any]:
+        import numpy as np
+
+        return {"x": np.random.default_rng(seed).standard_normal((batch_size, 4), dtype=np.float32)}
+
+
+def _busy_wait_ns(duration_ns: int) -> None:
+    end = time.perf_counter_ns() + duration_ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
+class FakeSession(Session):
+    def __init__(self, service_ns: int, per_sample_ns: int, batch_size: int, fault: str, fault_after: int) -> None:
+        super().__init__()
+        self._wait_ns = service_ns + per_sample_ns * batch_size
+        self._fault = fault
+        self._calls_left = fault_after
+        self._batch = batch_size
+        self.info = {"executed_precision": "fp32", "service_ns": self._wait_ns}
+
+    def run(self) -> None:
+        if self._fault != "none":
+            self._calls_left -= 1
+            if self._calls_left < 0:
+                _fail(self._fault)
+        _busy_wait_ns(self._wait_ns)
+
+    def outputs(self) -> dict[str, Any]:
+        import numpy as np
+
+        self.run()
+        return {"y": np.zeros((self._batch, 1), dtype=np.float32)}
+
+
+def _fail(fault: str) -> None:
+    if fault == "raise":
+        raise RuntimeError("injected failure in the fake backend")
+    if fault == "segfault":
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    if fault == "abort":
+        os.kill(os.getpid(), signal.SIGABRT)
+    if fault == "hang":
+        while True:
+            time.sleep(3600)
+    if fault == "exit":
+        os._exit(7)
+    if fault == "skip":
+        raise SkipCell("injected skip: the fake backend declined this cell")
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    description = "busy-waits a known time per call; injects faults on demand (harness tests)"
+    devices = ("cpu",)
+    precisions = ("fp32",)
+    options: ClassVar[dict[str, str]] = {
+        "service_ms": "busy-wait per call, ms (default 1.0)",
+        "per_sample_us": "extra busy-wait per sample of the batch, microseconds (default 0)",
+        "fault": f"one of {', '.join(FAULTS)}: how to fail",
+        "fault_at": "prepare or run (default run)",
+        "fault_after": "calls that succeed before the fault, when fault_at=run (default 0)",
+        "alloc_mb": "with fault=alloc: MiB to allocate and touch in prepare, 16 MiB at a time",
+    }
+
+    def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
+        opts = cell.backend_options
+        fault = str(opts.get("fault", "none"))
+        if fault not in FAULTS:
+            raise ValueError(f"fake backend: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        if fault == "alloc":
+            _allocate(int(opts.get("alloc_mb", 1024)))
+            fault = "none"
+        elif opts.get("fault_at", "run") == "prepare" and fault != "none":
+            _fail(fault)
+        model.example_inputs(cell.batch_size)
+        return FakeSession(
+            service_ns=int(float(opts.get("service_ms", 1.0)) * 1e6),
+            per_sample_ns=int(float(opts.get("per_sample_us", 0.0)) * 1e3),
+            batch_size=cell.batch_size,
+            fault=fault,
+            fault_after=int(opts.get("fault_after", 0)),
+        )
+
+
+_HELD: list[bytearray] = []
+
+
+def _allocate(total_mb: int) -> None:
+    chunk = 16 * 1024 * 1024
+    for _ in range(max(1, total_mb // 16)):
+        block = bytearray(chunk)
+        block[::4096] = b"\x01" * len(block[::4096])  # touch every page so it is resident
+        _HELD.append(block)
+        time.sleep(0.005)  # let the parent's memory poll see the growth
+
+
+@hookimpl
+def bench_register_backends(register: Any) -> None:
+    register(FakeBackend)
+
+
+@hookimpl
+def bench_register_models(register: Any) -> None:
+    register(ToyModel)
