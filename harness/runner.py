@@ -171,9 +171,9 @@ def _job(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any]) -> dict
 def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
     limits = Limits(**manifest["settings"]["limits"])
     attempts = []
-    for _attempt in range(1 + manifest["settings"]["noise_retries"]):
+    for attempt in range(1 + manifest["settings"]["noise_retries"]):
         record = run_cell(
-            _job(run, cell, repeat, manifest),
+            {**_job(run, cell, repeat, manifest), "attempt": attempt},
             limits=limits,
             log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
             env=_worker_env(run, cell),

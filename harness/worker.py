@@ -106,7 +106,7 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
     wall_s = window.wall_ns / 1e9
     guard = noise.between(marks["noise"], noise_end, wall_s)
     n = int(window.latencies_ns.size)
-    latency_file = cell_dir / f"latencies_ns.r{job['repeat']}.npy"
+    latency_file = cell_dir / f"latencies_ns.r{job['repeat']}.a{job.get('attempt', 0)}.npy"
     _write_npy_atomic(latency_file, window.latencies_ns)
     summary = stats.summarize(
         window.latencies_ns,

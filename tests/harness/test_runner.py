@@ -108,3 +108,26 @@ def test_filters_and_quick(tmp_path: Path) -> None:
     bad = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--batch-size", "3")
     assert bad.returncode == 2
     assert "--batch-size 3: not in the scenario" in bad.stderr
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_a_noisy_cell_is_flagged_and_measured_again(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path, min_s=0.5, max_s=0.6)
+    scenario.write_text(scenario.read_text().replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 0.05"))
+    spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        out = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--json", "--no-report")
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert out.returncode == 0, out.stderr
+    (cell,) = json.loads(out.stdout)["cells"]
+    assert cell["noisy"] is True
+    assert cell["noise_fraction"] > 0.05
+    assert cell["attempts"] == 2
+    import numpy as np
+
+    kept = np.load(Path(json.loads(out.stdout)["run_dir"]) / cell["latency_file"])
+    assert kept.size == cell["n_queries"], "the latencies kept must be those of the attempt kept"
