@@ -12,7 +12,7 @@ Scalar = str | int | float | bool | None
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the sweep: model x backend (with options) x device x precision x batch x threads.
+    """One point of the sweep: model x backend (with options) x device x precision x batch x threads x seed.
 
     Measurement settings are not part of the identity: two runs with other durations measure the
     same cell, which is what resume and comparison need.
@@ -25,6 +25,8 @@ class Cell:
     batch_size: int
     threads: int
     load: str = "single_stream"
+    #: seed of the generated inputs (the model's weights have their own fixed seed)
+    seed: int = 0
     model_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Scalar] = field(default_factory=dict)
 

@@ -48,7 +48,9 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
+    """The CPU flags among INTERESTING_FLAGS (read once from /proc/cpuinfo)."""
     return frozenset(cpu_info()["flags"])
 
 

@@ -20,6 +20,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "batch_size": ("samples", "samples per call"),
     "threads": ("", "intra-op threads given to the runtime (OMP/MKL env and the runtime's own setting)"),
     "load": ("", "load scenario; single_stream = closed loop, one query in flight"),
+    "seed": ("", "seed of the generated input data (from the scenario)"),
     "status": (
         "",
         "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap, allocation failure or OOM kill), timeout (hard limit)",

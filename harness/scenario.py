@@ -909,6 +909,7 @@ def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
                             batch_size=batch_size,
                             threads=threads,
                             load=scenario.load,
+                            seed=scenario.seed,
                             model_options=dict(scenario.model.options),
                             backend_options=dict(options),
                         )

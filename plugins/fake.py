@@ -111,7 +111,7 @@ class FakeBackend(Backend):
             fault = "none"
         elif opts.get("fault_at", "run") == "prepare" and fault != "none":
             _fail(fault)
-        model.example_inputs(cell.batch_size)
+        model.example_inputs(cell.batch_size, cell.seed)
         return FakeSession(
             service_ns=int(float(opts.get("service_ms", 1.0)) * 1e6),
             per_sample_ns=int(float(opts.get("per_sample_us", 0.0)) * 1e3),

@@ -1,0 +1,331 @@
+"""The built-in PyTorch backend (``pytorch``): eager or ``torch.compile``, fp32/fp16/bf16/dynamic int8, CPU or CUDA.
+
+Torch is imported inside :meth:`TorchBackend.prepare` only: the CLI imports this module to list
+backends, and :meth:`TorchBackend.supports` decides from the cell and ``/proc/cpuinfo`` alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.api import Backend, Model, Session, Support, module_available
+from harness.environment import cpu_flags
+from harness.errors import SkipCell
+from harness.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from harness.cells import Cell
+
+MODES = ("eager", "compile")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: precision name -> torch dtype name of the weights and floating-point inputs (int8: see _quantize)
+FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+INDUCTOR_DIR = "torchinductor"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+class TorchSession(Session):
+    """One prepared module with its inputs bound; :meth:`run` is the timed call."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        inputs: tuple[torch.Tensor, ...],
+        output_names: tuple[str, ...],
+        *,
+        module: torch.nn.Module,
+        sync: Callable[[], None] | None,
+        info: dict[str, Any],
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        import torch
+
+        self.info = info
+        #: the module as converted for the cell (before torch.compile): for inspection, not for timing
+        self.module = module
+        self._fn = fn
+        self._inputs = inputs
+        self._output_names = output_names
+        self._sync = sync
+        self._on_close = on_close
+        # A fresh inference-mode guard per call (thread-safe, re-entrant, no state left behind between
+        # calls): the C++ guard behind torch.inference_mode() costs ~1.6 us a call here against ~4 us
+        # for the Python wrapper; a guard held open for the session's lifetime saves that but binds
+        # the mode to the preparing thread only, and leaks it into the caller's code.
+        self._inference_mode = getattr(torch._C, "_InferenceMode", torch.inference_mode)
+
+    def run(self) -> None:
+        with self._inference_mode(True):
+            self._fn(*self._inputs)
+        if self._sync is not None:
+            self._sync()
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        import torch
+
+        with self._inference_mode(True):
+            result = self._fn(*self._inputs)
+            if self._sync is not None:
+                self._sync()
+            if isinstance(result, torch.Tensor):
+                tensors = {self._output_names[0]: result}
+            elif isinstance(result, dict):
+                tensors = {name: result[name] for name in self._output_names}
+            else:
+                tensors = dict(zip(self._output_names, result, strict=True))
+            return {name: t.to("cpu", torch.float32, copy=True).numpy() for name, t in tensors.items()}
+
+    def close(self) -> None:
+        self._fn = None  # type: ignore[assignment]
+        self.module = None  # type: ignore[assignment]
+        self._inputs = ()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+
+class TorchBackend(Backend):
+    name = "pytorch"
+    description = "PyTorch: eager or torch.compile (inductor); fp32, fp16/bf16 (cast), int8 (dynamic quantisation, CPU)"
+    devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16", "bf16", "int8")
+    options: ClassVar[dict[str, str]] = {
+        "mode": "eager or compile (torch.compile, default inductor); default eager",
+        "compile_mode": (
+            "torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs "
+            "(only with mode=compile)"
+        ),
+    }
+
+    @classmethod
+    def availability(cls) -> Support:
+        return module_available("torch")
+
+    @classmethod
+    def supports(cls, cell: Cell) -> Support:
+        base = super().supports(cell)
+        if not base.ok:
+            return base
+        device_kind = cell.device.split(":", 1)[0]
+        if device_kind == "cpu" and cell.precision == "fp16":
+            return Support.no(
+                "fp16 on CPU is not a supported inference precision in this backend "
+                "(no native fp16 matmul path on CPU: it would be emulated or upcast)"
+            )
+        if device_kind == "cpu" and cell.precision == "bf16" and not (cpu_flags() & NATIVE_BF16_FLAGS):
+            return Support.no("this CPU has no native bf16 (avx512_bf16/amx_bf16 absent): bf16 would be emulated")
+        if device_kind == "cuda" and cell.precision == "int8":
+            return Support.no("int8 here is dynamic quantisation, which PyTorch runs on CPU only")
+        mode = cell.backend_options.get("mode", "eager")
+        if mode not in MODES:
+            return Support.no(f"backend '{cls.name}' option mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if "compile_mode" in cell.backend_options:
+            compile_mode = cell.backend_options["compile_mode"]
+            if mode != "compile":
+                return Support.no("option compile_mode applies only with mode=compile")
+            if compile_mode not in COMPILE_MODES:
+                return Support.no(
+                    f"backend '{cls.name}' option compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                    f"got {compile_mode!r}"
+                )
+        return Support.yes()
+
+    def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
+        """Build ``model`` for the cell, bind one batch of its example inputs (``seed``), compile if asked.
+
+        ``cell.threads`` > 0 sets torch's intra-op threads (process-wide); 0 or less leaves torch's default.
+        """
+        verdict = self.supports(cell)  # the harness asks first; this guards direct calls
+        if not verdict.ok:
+            raise SkipCell(verdict.reason)
+        import torch
+
+        mode = cell.backend_options.get("mode", "eager")
+        compile_mode = str(cell.backend_options.get("compile_mode", "default"))
+        device = torch.device(cell.device)
+        on_cuda = device.type == "cuda"
+        if on_cuda:
+            self._check_cuda(torch, device, cell.precision)
+            torch.cuda.reset_peak_memory_stats(device)
+
+        info: dict[str, Any] = {"mode": mode, "torch_version": torch.__version__}
+        if mode == "compile":
+            info["compile_mode"] = compile_mode
+        if cell.threads > 0:
+            torch.set_num_threads(cell.threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError as exc:  # set already, or inter-op work has started in this process
+            info["interop_threads_note"] = f"set_num_interop_threads(1) refused: {_first_line(exc)}"
+        info["threads"] = torch.get_num_threads()
+        info["interop_threads"] = torch.get_num_interop_threads()
+
+        module = model.build_torch().eval()
+        if cell.precision == "int8":
+            module = self._quantize(torch, module)
+            info["quantization"] = (
+                "dynamic int8 of nn.Linear (weights int8 per tensor, activations quantised per call), "
+                "other ops fp32; torch.ao.quantization.quantize_dynamic"
+            )
+            info["quantized_engine"] = torch.backends.quantized.engine
+            dtype = torch.float32
+        else:
+            dtype = getattr(torch, FLOAT_DTYPES[cell.precision])
+            module = module.to(dtype)
+        module = module.to(device)
+        info["executed_precision"] = cell.precision
+
+        arrays = model.example_inputs(cell.batch_size, cell.seed)
+        inputs = tuple(self._to_tensor(torch, arrays[name], dtype, device) for name in model.input_names)
+
+        fn: Callable[..., Any] = module
+        cleanups: list[Callable[[], None]] = []
+        sync = functools.partial(torch.cuda.synchronize, device) if on_cuda else None
+        if on_cuda:
+            cleanups.append(torch.cuda.empty_cache)  # so the next cell's reserved-memory peak starts clean
+        if mode == "compile":
+            restore = _redirect_inductor_files(Path(workdir) / INDUCTOR_DIR)
+            cleanups.insert(0, restore)
+            try:
+                with warnings.catch_warnings():
+                    # torch's own import-time noise (torch.utils.mkldnn, imported by inductor)
+                    warnings.filterwarnings(
+                        "ignore", message=r".*torch\.jit\.script_method.*", category=DeprecationWarning
+                    )
+                    start = time.perf_counter()  # from torch.compile(): its first use imports dynamo (~3 s)
+                    fn = torch.compile(module, mode=compile_mode, dynamic=False)
+                    before = _dynamo_counts()
+                    with torch.inference_mode():
+                        fn(*inputs)  # compiles here, so that prepare_s includes compilation
+                        if sync is not None:
+                            sync()
+                    info["compile_s"] = time.perf_counter() - start
+                    after = _dynamo_counts()
+                    if before is not None and after is not None:
+                        # > 0 breaks: parts of the model run eagerly between compiled graphs
+                        info["compiled_graphs"] = after[0] - before[0]
+                        info["graph_breaks"] = after[1] - before[1]
+                    if on_cuda and compile_mode == "reduce-overhead":
+                        with torch.inference_mode():  # CUDA graphs record on the calls after the first
+                            for _ in range(2):
+                                fn(*inputs)
+                            sync()
+            except Exception as exc:
+                restore()
+                if cell.precision == "int8":
+                    raise SkipCell(f"torch.compile of the dynamic-int8 model failed: {_first_line(exc)}") from exc
+                raise
+
+        if on_cuda:
+            info["device_name"] = torch.cuda.get_device_name(device)
+            info["gpu_mem_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            info["gpu_mem_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
+            info["gpu_mem_note"] = (
+                "peaks of the CUDA caching allocator during prepare "
+                "(torch.cuda.max_memory_allocated / max_memory_reserved), not the driver's view"
+            )
+
+        def on_close() -> None:
+            for cleanup in cleanups:
+                cleanup()
+
+        return TorchSession(
+            fn, inputs, tuple(model.output_names), module=module, sync=sync, info=info, on_close=on_close
+        )
+
+    @staticmethod
+    def _check_cuda(torch: Any, device: torch.device, precision: str) -> None:
+        if not torch.cuda.is_available():
+            raise SkipCell("no CUDA device visible to torch (torch.cuda.is_available() is False)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise SkipCell(f"device {device} asked, but torch sees {count} CUDA device(s)")
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise SkipCell("this CUDA device has no native bf16 (torch.cuda.is_bf16_supported() is False)")
+
+    @staticmethod
+    def _quantize(torch: Any, module: torch.nn.Module) -> torch.nn.Module:
+        """Dynamic int8 quantisation of every nn.Linear.
+
+        torch.ao.quantization is deprecated in favour of the separate torchao package, but it is the
+        only route inside torch itself; its deprecation warnings are silenced here, locally.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*", category=UserWarning)
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+
+    @staticmethod
+    def _to_tensor(torch: Any, array: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        tensor = torch.tensor(array)  # a copy: the session owns its inputs
+        if tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        return tensor.to(device)
+
+
+def _dynamo_counts() -> tuple[int, int] | None:
+    """(graphs compiled, graph breaks) so far in this process, from dynamo's counters (private: None
+    where they are not there)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+    except Exception:
+        return None
+
+
+def _redirect_inductor_files(folder: Path) -> Callable[[], None]:
+    """Point inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) and the temporary folder of this process
+    (``tempfile.tempdir``) and of its children such as the C++ compiler (``TMPDIR``) into ``folder``;
+    return the function that puts all three back (each only if nobody changed it since).
+
+    Paths inductor computes once, at its first import (its precompiled-header folder, under the
+    temporary folder), keep the value of the first compiling session of the process.
+    """
+    import tempfile  # here: importing it costs ~10 ms, and the CLI imports this module
+
+    tmp = folder / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    cache = str(folder.resolve())
+    tmp_path = str(tmp.resolve())
+    new_env = {"TORCHINDUCTOR_CACHE_DIR": cache, "TMPDIR": tmp_path}
+    old_env = {key: os.environ.get(key) for key in new_env}
+    old_tempdir = tempfile.tempdir
+    os.environ.update(new_env)
+    tempfile.tempdir = tmp_path
+
+    def restore() -> None:
+        for key, value in new_env.items():
+            # inductor rewrites its variable as an absolute path: compare resolved
+            if os.path.realpath(os.environ.get(key, "")) == value:
+                if old_env[key] is None:
+                    del os.environ[key]
+                else:
+                    os.environ[key] = old_env[key]  # type: ignore[assignment]
+        if tempfile.tempdir == tmp_path:
+            tempfile.tempdir = old_tempdir
+
+    return restore
+
+
+@hookimpl
+def bench_register_backends(register: Any) -> None:
+    register(TorchBackend)
