@@ -7,6 +7,7 @@ imported inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run
 from __future__ import annotations
 
 import importlib.util
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,28 @@ if TYPE_CHECKING:
     import numpy as np
 
     from harness.cells import Cell
+
+
+#: environment variable through which the harness hands workers the cross-run cache folder
+CACHE_DIR_ENV = "BENCH_CACHE_DIR"
+#: that folder's name inside the results root
+CACHE_FOLDER = ".cache"
+
+
+def cache_dir(name: str) -> Path | None:
+    """``<results root>/.cache/<name>``, created: a folder kept across runs for what is costly to
+    rebuild and safe to reuse (compiled kernels, converted models, keyed by content), or ``None``
+    when the run was started with ``--no-cache`` (then keep such files under ``workdir``).
+
+    What a cache saved must show in the cell's ``info`` (hits and misses), so that ``prepare_s``
+    is read as warm or cold.
+    """
+    root = os.environ.get(CACHE_DIR_ENV)
+    if not root:
+        return None
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,27 @@ class Model(ABC):
     def params(self) -> dict[str, Any]:
         """Facts about the model recorded with each result (parameter count, sizes)."""
         return {}
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Axes that vary between calls, by input and output name (exporters keep them dynamic).
+
+        The default: axis 0 of every input and output is the batch.
+        """
+        return {name: {0: "batch"} for name in (*self.input_names, *self.output_names)}
+
+    def torch_support(self) -> Support:
+        """Whether :meth:`build_torch` can give this model (a model that exists only as an ONNX
+        file cannot: PyTorch cells are skipped with this reason)."""
+        return Support.yes()
+
+    def onnx_file(self) -> Path | None:
+        """The model's own ONNX file, or ``None`` to export :meth:`build_torch` (cached by content)."""
+        return None
+
+    def calibration_inputs(self, n_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """Inputs for post-training quantisation: by default ``n_samples`` samples of
+        :meth:`example_inputs` under a seed apart from the measured inputs'."""
+        return self.example_inputs(n_samples, seed + 10_000)
 
 
 class Session(ABC):

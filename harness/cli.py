@@ -87,6 +87,13 @@ def _registries(ctx: click.Context):  # -> Registries
     show_default=True,
     help="Render reports/<run_id>.html at the end.",
 )
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse compiled kernels and converted models from OUT/.cache across runs; "
+    "--no-cache compiles every cell from scratch inside the run folder.",
+)
 @click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True)
 @click.option("--json", "json_output", is_flag=True, help="Print the run's summary as JSON on stdout.")
 @click.pass_context
@@ -100,6 +107,7 @@ def run(
     precisions: tuple[str, ...],
     quick: bool,
     make_report: bool,
+    cache: bool,
     reports_dir: str,
     json_output: bool,
 ) -> None:
@@ -111,6 +119,7 @@ def run(
     options = runner.RunOptions(
         out_root=Path(out_root),
         quick=quick,
+        cache=cache,
         backends=backends,
         batch_sizes=batch_sizes,
         precisions=precisions,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import environment
+from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
 from harness.cells import Cell
 from harness.errors import AllCellsFailed, UsageError
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell
@@ -42,6 +43,8 @@ class RunOptions:
     precisions: tuple[str, ...] = ()
     plugins: tuple[str, ...] = ()
     autoload: bool | None = None
+    #: keep compiled artefacts (inductor kernels, converted models) in ``<out_root>/.cache`` across runs
+    cache: bool = True
     command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
 
 
@@ -141,10 +144,13 @@ def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
     return planned
 
 
-def _worker_env(run: RunDir, cell: Cell) -> dict[str, str]:
+def _worker_env(run: RunDir, cell: Cell, manifest: dict[str, Any]) -> dict[str, str]:
     tmp = run.work_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"TMPDIR": str(tmp)}
+    cache = manifest["settings"].get("cache_dir")
+    if cache:
+        env[CACHE_DIR_ENV] = cache
     env.update({var: str(cell.threads) for var in THREAD_ENV_VARS})
     return env
 
@@ -176,7 +182,7 @@ def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], rep
             {**_job(run, cell, repeat, manifest), "attempt": attempt},
             limits=limits,
             log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
-            env=_worker_env(run, cell),
+            env=_worker_env(run, cell, manifest),
             on_event=lambda message: reporter.event(cell, message),
         )
         attempts.append(record)
@@ -229,6 +235,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "limits": {"timeout_s": scenario.limits.timeout_s, "memory_mb": scenario.limits.memory_mb},
             "plugins": explicit_plugins(options.plugins),
             "autoload": options.autoload,
+            # compiled artefacts reused across runs; null: every run compiles from scratch (--no-cache)
+            "cache_dir": str((options.out_root / CACHE_FOLDER).resolve()) if options.cache else None,
         },
     }
     run_id = new_run_id(scenario.name)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.api import Backend, Model, Session
+from harness.api import Backend, Model, Session, cache_dir
 from harness.cells import Cell
 from harness.errors import SkipCell
 from harness.hookspecs import hookimpl
@@ -112,13 +112,16 @@ class FakeBackend(Backend):
         elif opts.get("fault_at", "run") == "prepare" and fault != "none":
             _fail(fault)
         model.example_inputs(cell.batch_size, cell.seed)
-        return FakeSession(
+        session = FakeSession(
             service_ns=int(float(opts.get("service_ms", 1.0)) * 1e6),
             per_sample_ns=int(float(opts.get("per_sample_us", 0.0)) * 1e3),
             batch_size=cell.batch_size,
             fault=fault,
             fault_after=int(opts.get("fault_after", 0)),
         )
+        cache = cache_dir("fake")  # what the harness handed this worker, for the tests of that hand-over
+        session.info["cache_dir"] = str(cache) if cache else None
+        return session
 
 
 _HELD: list[bytearray] = []

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, module_available
+from harness.api import Backend, Model, Session, Support, cache_dir, module_available
 from harness.environment import cpu_flags
 from harness.errors import SkipCell
 from harness.hookspecs import hookimpl
@@ -200,7 +201,10 @@ class TorchBackend(Backend):
         if on_cuda:
             cleanups.append(torch.cuda.empty_cache)  # so the next cell's reserved-memory peak starts clean
         if mode == "compile":
-            restore = _redirect_inductor_files(Path(workdir) / INDUCTOR_DIR)
+            shared = cache_dir(INDUCTOR_DIR)
+            inductor_dir = shared or Path(workdir) / INDUCTOR_DIR
+            info["compile_cache_dir"] = str(inductor_dir)
+            restore = _redirect_inductor_files(inductor_dir, Path(workdir) / INDUCTOR_DIR / "tmp")
             cleanups.insert(0, restore)
             try:
                 with warnings.catch_warnings():
@@ -211,12 +215,18 @@ class TorchBackend(Backend):
                     start = time.perf_counter()  # from torch.compile(): its first use imports dynamo (~3 s)
                     fn = torch.compile(module, mode=compile_mode, dynamic=False)
                     before = _dynamo_counts()
+                    hits_before = _cache_counts()
                     with torch.inference_mode():
                         fn(*inputs)  # compiles here, so that prepare_s includes compilation
                         if sync is not None:
                             sync()
                     info["compile_s"] = time.perf_counter() - start
                     after = _dynamo_counts()
+                    hits_after = _cache_counts()
+                    if hits_before is not None and hits_after is not None:
+                        # hits: kernels loaded from an earlier compile (warm, prepare_s much shorter)
+                        info["compile_cache_hits"] = hits_after[0] - hits_before[0]
+                        info["compile_cache_misses"] = hits_after[1] - hits_before[1]
                     if before is not None and after is not None:
                         # > 0 breaks: parts of the model run eagerly between compiled graphs
                         info["compiled_graphs"] = after[0] - before[0]
@@ -292,23 +302,42 @@ def _dynamo_counts() -> tuple[int, int] | None:
         return None
 
 
-def _redirect_inductor_files(folder: Path) -> Callable[[], None]:
-    """Point inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) and the temporary folder of this process
-    (``tempfile.tempdir``) and of its children such as the C++ compiler (``TMPDIR``) into ``folder``;
-    return the function that puts all three back (each only if nobody changed it since).
+def _cache_counts() -> tuple[int, int] | None:
+    """(FX graph cache hits, misses) so far in this process, from inductor's counters (private: None
+    if they moved)."""
+    try:
+        from torch._dynamo.utils import counters
 
-    Paths inductor computes once, at its first import (its precompiled-header folder, under the
-    temporary folder), keep the value of the first compiling session of the process.
+        return int(counters["inductor"]["fxgraph_cache_hit"]), int(counters["inductor"]["fxgraph_cache_miss"])
+    except Exception:
+        return None
+
+
+def _redirect_inductor_files(cache: Path, tmp: Path) -> Callable[[], None]:
+    """Point inductor's cache (``TORCHINDUCTOR_CACHE_DIR``) into ``cache`` and the temporary folder
+    of this process (``tempfile.tempdir``) and of its children such as the C++ compiler (``TMPDIR``)
+    into ``tmp``; return the function that puts all three back (each only if nobody changed it since).
+
+    Inductor computes its precompiled-header folder once, at its first import, from the temporary
+    folder; that import happens here with the temporary folder set to ``cache``, so the headers are
+    kept (and reused) with the kernels. Later sessions of the process keep the first one's folder.
     """
     import tempfile  # here: importing it costs ~10 ms, and the CLI imports this module
 
-    tmp = folder / "tmp"
+    cache.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    cache = str(folder.resolve())
     tmp_path = str(tmp.resolve())
-    new_env = {"TORCHINDUCTOR_CACHE_DIR": cache, "TMPDIR": tmp_path}
+    new_env = {"TORCHINDUCTOR_CACHE_DIR": str(cache.resolve()), "TMPDIR": tmp_path}
     old_env = {key: os.environ.get(key) for key in new_env}
     old_tempdir = tempfile.tempdir
+    if "torch._inductor.codecache" not in sys.modules:
+        # inductor keeps its precompiled headers (~5 s of g++ per folder) under the temporary
+        # folder as it is when codecache is first imported: put them beside the kernel cache
+        tempfile.tempdir = str(cache.resolve())
+        try:
+            import torch._inductor.codecache  # noqa: F401
+        finally:
+            tempfile.tempdir = old_tempdir
     os.environ.update(new_env)
     tempfile.tempdir = tmp_path
 

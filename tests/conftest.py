@@ -44,6 +44,11 @@ def bench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     )
 
 
+def run_dirs(out_root: Path) -> list[Path]:
+    """The run folders in a results root (not its ``.cache``)."""
+    return sorted(p for p in out_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def journal(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
 

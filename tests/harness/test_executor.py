@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bench, fake_scenario, journal
+from conftest import bench, fake_scenario, journal, run_dirs
 
 
 def _statuses(run_dir: Path) -> dict[str, dict]:
@@ -18,7 +18,7 @@ def test_faults_are_told_apart_and_the_sweep_goes_on(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, faults="[raise, segfault, abort, exit, hang, skip, none]", timeout=4)
     out = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
     assert out.returncode == 0, out.stderr
-    (run_dir,) = (tmp_path / "r").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "r")
     by_fault = _statuses(run_dir)
     assert by_fault["none"]["status"] == "ok"
     assert by_fault["raise"]["status"] == "failed"
@@ -45,7 +45,7 @@ def test_memory_cap_kills_and_records_oom(tmp_path: Path) -> None:
     scenario.write_text(text)
     out = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
     assert out.returncode == 0, out.stderr
-    (run_dir,) = (tmp_path / "r").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "r")
     by_fault = _statuses(run_dir)
     assert by_fault["alloc"]["status"] == "oom"
     assert "cap of 400 MiB" in by_fault["alloc"]["reason"]

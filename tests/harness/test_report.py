@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bench, fake_scenario
+from conftest import bench, fake_scenario, run_dirs
 
 
 @pytest.mark.usefixtures("fake_plugin")
@@ -21,7 +21,7 @@ def test_report_renders_and_escapes(tmp_path: Path) -> None:
     assert "injected failure in the fake backend" in html
     assert "throughput_sps" in html and "samples/s" in html
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
-    (run_dir,) = (tmp_path / "r").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "r")
     second = bench("report", str(run_dir), str(run_dir), "-o", str(tmp_path / "two.html"))
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "two.html").read_text().count("<h2>Run ") == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from conftest import ROOT, bench, fake_scenario, journal
+from conftest import ROOT, bench, fake_scenario, journal, run_dirs
 
 
 @pytest.mark.usefixtures("fake_plugin")
@@ -62,7 +62,7 @@ def test_resume_after_a_torn_journal_line(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]")
     out = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
     assert out.returncode == 0, out.stderr
-    (run_dir,) = (tmp_path / "r").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "r")
     lines = (run_dir / "journal.jsonl").read_text().splitlines(keepends=True)
     (run_dir / "journal.jsonl").write_text(lines[0] + lines[1][: len(lines[1]) // 2])
     resumed = bench("run", "--resume", str(run_dir), "--no-report")
@@ -94,6 +94,23 @@ def test_run_records_manifest_measurement_and_json_output(tmp_path: Path) -> Non
         assert (run_dir / cell["latency_file"]).is_file()
         # a 0.5 ms busy-wait per call: the median is the truth within a few percent
         assert cell["p50_ms"] == pytest.approx(0.5, rel=0.03)
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_cache_folder_is_shared_across_runs_unless_no_cache(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path)
+    out_root = tmp_path / "r"
+    seen = []
+    for flag in ("--cache", "--no-cache"):
+        out = bench("run", str(scenario), "--out", str(out_root), "--json", "--no-report", flag)
+        assert out.returncode == 0, out.stderr
+        payload = json.loads(out.stdout)
+        manifest = json.loads((Path(payload["run_dir"]) / "manifest.json").read_text())
+        seen.append((manifest["settings"]["cache_dir"], payload["cells"][0]["info"]["cache_dir"]))
+    shared = out_root.resolve() / ".cache"
+    assert seen[0] == (str(shared), str(shared / "fake"))
+    assert (shared / "fake").is_dir()
+    assert seen[1] == (None, None)
 
 
 @pytest.mark.usefixtures("fake_plugin")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 import harness
-from conftest import bench
+from conftest import bench, run_dirs
 
 PLUGIN = '''
 """A third-party plugin: a pure-numpy backend and model, nothing from bench but its public API."""
@@ -95,7 +95,7 @@ def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
 
     out = bench("run", str(scenario), "--out", str(tmp_path / "results"), "--reports-dir", str(tmp_path), env=env)
     assert out.returncode == 0, out.stderr
-    (run_dir,) = (tmp_path / "results").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "results")
     frame = harness.load_results(run_dir)
     by_key = {(r.precision, r.batch_size): r for r in frame.itertuples()}
     assert len(by_key) == 6

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.api import Support
+from harness.api import CACHE_DIR_ENV, Support
 from harness.cells import Cell
 from harness.environment import INTERESTING_FLAGS
 from harness.errors import SkipCell
@@ -275,6 +275,22 @@ def test_compile_fp32_batch1(model: DLRMSmall, tmp_path: Path) -> None:
     assert tempfile.tempdir == tempdir_before
     assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == env_before
     assert os.environ.get("TMPDIR") == tmpdir_env_before
+
+
+def test_compile_reuses_the_shared_cache(model: DLRMSmall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    infos = []
+    for _ in range(2):  # the second compile of the same graph loads the first one's kernels
+        session = TorchBackend().prepare(model, cell(batch_size=2, mode="compile"), tmp_path / "work")
+        infos.append(session.info)
+        session.close()
+        torch._dynamo.reset()  # forget the compiled frame in memory, as a new worker process would
+    shared = tmp_path / "cache" / "torchinductor"
+    assert infos[0]["compile_cache_dir"] == str(shared)
+    assert infos[0]["compile_cache_misses"] >= 1
+    assert (infos[1]["compile_cache_hits"], infos[1]["compile_cache_misses"]) == (infos[0]["compile_cache_misses"], 0)
+    assert any(p.suffix == ".so" for p in shared.rglob("*"))
+    assert not (tmp_path / "work" / "torchinductor" / "fxgraph").exists()  # kernels went to the cache
 
 
 def test_compile_fp32_small_batch(model: DLRMSmall, prepared: Any) -> None:
