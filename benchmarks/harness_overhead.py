@@ -1,9 +1,14 @@
-"""Harness overhead: bench's throughput / a minimal hand-written loop over the same torch model.
+"""Harness overhead: bench's throughput / a minimal hand-written loop over the same model and runtime.
 
-Same model (dlrm-small, fp32, eager), batch, threads and duration; the harness cell runs in its worker,
-the hand loop in a fresh process of its own; the two alternate (order flipped each round) so drift on
-a shared machine hits both. Target (issue: core harness): ratio >= 0.97 at batch 1 and batch 64.
-Run: .venv/bin/python benchmarks/harness_overhead.py [--rounds 7] [--seconds 2]
+Same model (dlrm-small, fp32), batch, threads and duration; the harness cell runs in its worker, the
+hand loop in a fresh process of its own; the two alternate (order flipped each round) so drift on a
+shared machine hits both. Targets: ratio >= 0.97 at batch 1 and batch 64 for pytorch (issue: core
+harness), onnxruntime and openvino (issue: backends).
+Hand loops: pytorch calls the eager module; onnxruntime calls `session.run(None, feeds)` on a session
+with the same options (threads, sequential, all graph optimisations); openvino calls `infer()` on one
+request whose input tensors are set once (latency hint, f32, same threads).
+Run: .venv/bin/python benchmarks/harness_overhead.py [--backend pytorch|onnxruntime|openvino]...
+     [--rounds 7] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -21,83 +26,123 @@ from harness.executors.local import THREAD_ENV_VARS
 SCENARIO = """\
 name: overhead
 model: dlrm-small
-backends: [{{name: pytorch, options: {{mode: eager}}}}]
+backends: [{{name: {backend}, options: {options}}}]
 precisions: [fp32]
 batch_sizes: [{batch}]
 threads: {threads}
 measurement: {{warmup_s: 0.5, min_duration_s: {seconds}, max_duration_s: {seconds}}}
 """
+#: options of the harness's cell, matched by the hand loop
+OPTIONS = {"pytorch": "{mode: eager}", "onnxruntime": "{}", "openvino": "{hint: latency}"}
 
 # The same conditions the harness's worker sets that are not overhead (thread pools sized by the
-# environment, one inter-op thread, the garbage collector paused while timing), so the ratio is the
-# harness's cost alone.
-HAND_LOOP = """
-import gc, sys, time, torch
+# environment, the garbage collector paused while timing), so the ratio is the harness's cost alone.
+LOOP = """
+import gc, sys, time
 sys.path.insert(0, {root!r})
 from plugins.models.dlrm import DLRMSmall
-torch.set_num_threads({threads})
-torch.set_num_interop_threads(1)
 model = DLRMSmall()
-module = model.build_torch().eval()
-inputs = [torch.from_numpy(v) for v in model.example_inputs({batch}).values()]
-with torch.inference_mode():
-    end = time.perf_counter() + 0.5
-    while time.perf_counter() < end:
-        module(*inputs)
-    gc.collect()
-    gc.disable()
-    n = 0
-    t0 = time.perf_counter()
-    end = t0 + {seconds}
-    while time.perf_counter() < end:
-        module(*inputs)
-        n += 1
-    elapsed = time.perf_counter() - t0
+feeds = model.example_inputs({batch})
+{setup}
+end = time.perf_counter() + 0.5
+while time.perf_counter() < end:
+    call()
+gc.collect()
+gc.disable()
+n = 0
+t0 = time.perf_counter()
+end = t0 + {seconds}
+while time.perf_counter() < end:
+    call()
+    n += 1
+elapsed = time.perf_counter() - t0
 print(n * {batch} / elapsed)
 """
 
+SETUP = {
+    "pytorch": """
+import torch
+torch.set_num_threads({threads})
+torch.set_num_interop_threads(1)
+module = model.build_torch().eval()
+inputs = [torch.from_numpy(feeds[n]) for n in model.input_names]
+torch.inference_mode().__enter__()
+call = lambda: module(*inputs)
+""",
+    "onnxruntime": """
+import tempfile
+from pathlib import Path
+import onnxruntime as ort
+from plugins.convert import onnx_model
+path = onnx_model(model, Path(tempfile.mkdtemp())).path
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = {threads}
+opts.inter_op_num_threads = 1
+opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+call = lambda: session.run(None, feeds)
+""",
+    "openvino": """
+import tempfile
+from pathlib import Path
+import openvino as ov
+from plugins.convert import onnx_model
+path = onnx_model(model, Path(tempfile.mkdtemp())).path
+compiled = ov.Core().compile_model(str(path), "CPU", {{"PERFORMANCE_HINT": "LATENCY",
+    "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": {threads}}})
+request = compiled.create_infer_request()
+for name in model.input_names:
+    request.set_tensor(name, ov.Tensor(feeds[name], shared_memory=True))
+call = request.infer
+""",
+}
 
-def harness_sps(batch: int, threads: int, seconds: float) -> float:
-    text = SCENARIO.format(batch=batch, threads=threads, seconds=seconds)
+
+def harness_sps(backend: str, batch: int, threads: int, seconds: float) -> float:
+    text = SCENARIO.format(backend=backend, options=OPTIONS[backend], batch=batch, threads=threads, seconds=seconds)
     (record,) = run_scenario_text(text, temp_root("overhead-"))
     assert record["status"] == "ok", record
     return record["throughput_sps"]
 
 
-def hand_sps(batch: int, threads: int, seconds: float) -> float:
-    code = HAND_LOOP.format(root=str(ROOT), batch=batch, threads=threads, seconds=seconds)
+def hand_sps(backend: str, batch: int, threads: int, seconds: float) -> float:
+    setup = SETUP[backend].format(threads=threads)
+    code = LOOP.format(root=str(ROOT), batch=batch, seconds=seconds, setup=setup)
     env = {**os.environ, **{var: str(threads) for var in THREAD_ENV_VARS}}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"hand loop ({backend}) failed: {out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", action="append", choices=sorted(SETUP), default=None)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, action="append", default=None)
     args = parser.parse_args()
     ok = True
-    for batch in args.batch or [1, 64]:
-        ratios, hs, ls = [], [], []
-        for i in range(args.rounds):
-            if i % 2 == 0:
-                h = harness_sps(batch, args.threads, args.seconds)
-                loop = hand_sps(batch, args.threads, args.seconds)
-            else:
-                loop = hand_sps(batch, args.threads, args.seconds)
-                h = harness_sps(batch, args.threads, args.seconds)
-            hs.append(h)
-            ls.append(loop)
-            ratios.append(h / loop)
-        ratio = statistics.median(ratios)
-        ok = ok and ratio >= 0.97
-        print(
-            f"batch {batch:>3}: harness {statistics.median(hs):>10,.0f} samples/s, hand loop "
-            f"{statistics.median(ls):>10,.0f} samples/s; ratio median {ratio:.3f} "
-            f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}) target >= 0.97"
-        )
+    for backend in args.backend or ["pytorch"]:
+        for batch in args.batch or [1, 64]:
+            ratios, hs, ls = [], [], []
+            for i in range(args.rounds):
+                pair = (harness_sps, hand_sps) if i % 2 == 0 else (hand_sps, harness_sps)
+                first, second = (f(backend, batch, args.threads, args.seconds) for f in pair)
+                h, loop = (first, second) if i % 2 == 0 else (second, first)
+                hs.append(h)
+                ls.append(loop)
+                ratios.append(h / loop)
+            ratio = statistics.median(ratios)
+            ok = ok and ratio >= 0.97
+            print(
+                f"{backend:>11} batch {batch:>3}: harness {statistics.median(hs):>10,.0f} samples/s, hand loop "
+                f"{statistics.median(ls):>10,.0f} samples/s; ratio median {ratio:.3f} "
+                f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}) target >= 0.97",
+                flush=True,
+            )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -224,6 +224,16 @@ def list_(ctx: click.Context, what: str) -> None:
             click.echo(f"{name:<14} {cls.description} (plugin {regs.models.owner(name)})")
 
 
+@cli.command()
+@click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
+def doctor(json_output: bool) -> None:
+    """Runtimes, versions, devices and CPU features here, and what would spoil a measurement."""
+    from harness.doctor import diagnose, render
+
+    found = diagnose()
+    click.echo(json.dumps(found, indent=2) if json_output else render(found))
+
+
 def main() -> None:
     cli(prog_name="bench")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -11,63 +10,9 @@ import pandas as pd
 import harness
 from conftest import bench, run_dirs
 
-PLUGIN = '''
-"""A third-party plugin: a pure-numpy backend and model, nothing from bench but its public API."""
-from harness import hookimpl
-from harness.api import Backend, Model, Session, Support
+#: the plugin lives in its own folder, outside the package, imported only by name
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "thirdparty"
 
-
-class Squares(Model):
-    name = "squares"
-    description = "y = sum(x**2) per sample"
-    input_names = ("x",)
-    output_names = ("y",)
-
-    def build_torch(self):
-        raise NotImplementedError("this model has no torch form")
-
-    def example_inputs(self, batch_size, seed=0):
-        import numpy as np
-        return {"x": np.random.default_rng(seed).standard_normal((batch_size, 256)).astype("float32")}
-
-
-class NumpySession(Session):
-    def __init__(self, x):
-        super().__init__()
-        self.x = x
-        self.info = {"executed_precision": "fp32", "runtime": "numpy"}
-
-    def run(self):
-        (self.x * self.x).sum(axis=1)
-
-    def outputs(self):
-        return {"y": (self.x * self.x).sum(axis=1, keepdims=True)}
-
-
-class NumpyBackend(Backend):
-    name = "numpy-ref"
-    description = "numpy reference backend from a third-party plugin"
-    precisions = ("fp32",)
-
-    @classmethod
-    def supports(cls, cell):
-        if cell.batch_size > 64:
-            return Support.no("numpy-ref serves batches up to 64")
-        return super().supports(cell)
-
-    def prepare(self, model, cell, workdir):
-        return NumpySession(model.example_inputs(cell.batch_size)["x"])
-
-
-@hookimpl
-def bench_register_backends(register):
-    register(NumpyBackend)
-
-
-@hookimpl
-def bench_register_models(register):
-    register(Squares)
-'''
 
 SCENARIO = """\
 name: thirdparty
@@ -81,12 +26,10 @@ measurement: {min_duration_s: 0.1, max_duration_s: 0.2, warmup_s: 0.01}
 
 
 def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "bench_numpy_plugin.py").write_text(textwrap.dedent(PLUGIN))
     scenario = tmp_path / "third.yaml"
     scenario.write_text(SCENARIO)
     env = {
-        "PYTHONPATH": os.pathsep.join([str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")]),
         "BENCH_PLUGINS": "bench_numpy_plugin",
     }
     listed = bench("list", "backends", env=env)
