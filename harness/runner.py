@@ -296,7 +296,12 @@ def resume(run_path: Path, options: RunOptions, reporter: Reporter | None = None
     run = RunDir.open(run_path)
     manifest = run.manifest()
     source = manifest["scenario"].get("path") or "<manifest>"
-    scenario = load_scenario_text(manifest["scenario"]["text"], source=f"{source} (as stored in {run.manifest_path})")
+    path = manifest["scenario"].get("path")
+    scenario = load_scenario_text(
+        manifest["scenario"]["text"],
+        source=f"{source} (as stored in {run.manifest_path})",
+        base_dir=Path(path).resolve().parent if path else None,  # model files named relative to the scenario
+    )
     filters = manifest["settings"]["filters"]
     stored = replace(
         options,

@@ -155,6 +155,9 @@ class TorchBackend(Backend):
         verdict = self.supports(cell)  # the harness asks first; this guards direct calls
         if not verdict.ok:
             raise SkipCell(verdict.reason)
+        has_torch = model.torch_support()
+        if not has_torch.ok:  # e.g. a model given as an ONNX file
+            raise SkipCell(has_torch.reason)
         import torch
 
         mode = cell.backend_options.get("mode", "eager")
@@ -191,6 +194,12 @@ class TorchBackend(Backend):
             module = module.to(dtype)
         module = module.to(device)
         info["executed_precision"] = cell.precision
+        if cell.precision == "int8":
+            quantized = sum(1 for m in module.modules() if "quantized" in type(m).__module__)
+            info["quantized_modules"] = quantized
+            if not quantized:  # e.g. a torch.export program: no nn.Linear for quantize_dynamic to replace
+                info["executed_precision"] = "fp32"
+                info["executed_precision_note"] = "dynamic quantisation found no nn.Linear: the model ran in fp32"
 
         arrays = model.example_inputs(cell.batch_size, cell.seed)
         inputs = tuple(self._to_tensor(torch, arrays[name], dtype, device) for name in model.input_names)

@@ -72,7 +72,8 @@ def test_yaml_bomb_is_refused(tmp_path: Path) -> None:
 def test_validate_reports_cells_and_skips() -> None:
     out = bench("validate", "scenarios/rec.yaml")
     assert out.returncode == 0, out.stderr
-    assert "24 cells" in out.stdout
+    assert "48 cells: 44 to run here, 4 skipped" in out.stdout
+    assert "skipped dlrm-small onnxruntime cpu bf16 b1: backend 'onnxruntime' has no precision 'bf16'" in out.stdout
     assert "scenarios/rec.yaml: valid" in out.stdout
 
 

@@ -66,7 +66,7 @@ def assert_line(message: str, path: Path | str, line: int | None, *fragments: st
 # --------------------------------------------------------------------------------------------
 
 
-def test_rec_yaml_loads_and_expands_to_24_distinct_cells() -> None:
+def test_rec_yaml_loads_and_expands_to_48_distinct_cells() -> None:
     scenario = load_scenario(REC)
     assert scenario.name == "rec"
     assert scenario.model == ModelRef(name="dlrm-small")
@@ -80,15 +80,17 @@ def test_rec_yaml_loads_and_expands_to_24_distinct_cells() -> None:
     assert scenario.source_text == REC.read_text(encoding="utf-8")
 
     cells = expand_cells(scenario, cpu_count=2)
-    assert len(cells) == 2 * 3 * 4 == 24
-    assert len({c.id for c in cells}) == 24
-    assert {c.backend_options["mode"] for c in cells} == {"eager", "compile"}
+    # pytorch eager + compile, onnxruntime, openvino x 3 precisions x 4 batch sizes
+    assert len(cells) == 4 * 3 * 4 == 48
+    assert len({c.id for c in cells}) == 48
+    assert {c.backend for c in cells} == {"pytorch", "onnxruntime", "openvino"}
+    assert {c.backend_options["mode"] for c in cells if c.backend == "pytorch"} == {"eager", "compile"}
     assert {c.precision for c in cells} == {"fp32", "int8", "bf16"}
     assert all(c.threads == 2 and c.model == "dlrm-small" and c.device == "cpu" for c in cells)
 
-    # the default sweep's worst-case measuring time fits in 5 minutes on a 2-core box
+    # the default sweep's worst-case measuring time leaves room for preparing within 10 minutes
     m = scenario.measurement
-    assert len(cells) * m.repeats * (m.warmup_s + m.max_duration_s) < 5 * 60 * 0.6
+    assert len(cells) * m.repeats * (m.warmup_s + m.max_duration_s) < 10 * 60 * 0.4
 
     # a stored copy reloads to the same scenario
     copy = load_scenario_text(scenario.source_text, "copy.yaml")
@@ -97,7 +99,7 @@ def test_rec_yaml_loads_and_expands_to_24_distinct_cells() -> None:
     assert copy.source_path is None
 
     summary = describe(scenario, cpu_count=2)
-    assert "rec" in summary and "dlrm-small" in summary and "24" in summary
+    assert "rec" in summary and "dlrm-small" in summary and "48" in summary
 
 
 def test_full_file_round_trip(tmp_path: Path) -> None:
@@ -589,3 +591,88 @@ def test_arbitrary_text_never_escapes_as_another_exception(text: str) -> None:
         load_scenario_text(text)
     except ScenarioError as exc:
         assert "Traceback" not in str(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# model files: model: {onnx: FILE} and model: {torch_export: FILE}
+# --------------------------------------------------------------------------------------------
+
+
+def file_model_scenario(tmp_path: Path, model: str) -> Path:
+    """A scenario in ``tmp_path/scenarios/`` whose model line is ``model``, with ``models/m.onnx``
+    and ``models/m.pt2`` next to it (empty files: the schema checks only that they exist)."""
+    (tmp_path / "scenarios" / "models").mkdir(parents=True, exist_ok=True)
+    for name in ("m.onnx", "m.pt2"):
+        (tmp_path / "scenarios" / "models" / name).write_bytes(b"")
+    return write(tmp_path / "scenarios", f"name: t\nmodel: {model}\nbackends: [onnxruntime]\nbatch_sizes: [1]\n")
+
+
+def test_onnx_shorthand_resolves_against_the_scenario_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = file_model_scenario(tmp_path, "{onnx: models/m.onnx, shapes: {ids: [batch, 16]}, int_high: 10}")
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder: the path must not depend on where bench runs
+    scenario = load_scenario(Path("scenarios") / path.name)
+    expected = str(tmp_path / "scenarios" / "models" / "m.onnx")
+    assert scenario.model == ModelRef(
+        name="onnx-file", options={"shapes": {"ids": ["batch", 16]}, "int_high": 10, "path": expected}
+    )
+    (cell,) = expand_cells(scenario, cpu_count=1)
+    assert cell.model == "onnx-file" and cell.model_options["path"] == expected
+    assert cell.model_options["shapes"] == {"ids": ["batch", 16]}
+
+
+def test_torch_export_shorthand_and_the_long_form(tmp_path: Path) -> None:
+    short = load_scenario(file_model_scenario(tmp_path, "{torch_export: models/m.pt2}"))
+    assert short.model == ModelRef(
+        name="torch-export-file", options={"path": str(tmp_path / "scenarios" / "models" / "m.pt2")}
+    )
+    long = load_scenario(file_model_scenario(tmp_path, "{name: torch-export-file, options: {path: models/m.pt2}}"))
+    assert long.model == short.model  # the long form's relative path is resolved the same way
+
+
+def test_model_file_paths_in_text_resolve_against_base_dir(tmp_path: Path) -> None:
+    file_model_scenario(tmp_path, "{onnx: models/m.onnx}")
+    text = "name: t\nmodel: {onnx: models/m.onnx}\nbackends: [onnxruntime]\nbatch_sizes: [1]\n"
+    scenario = load_scenario_text(text, base_dir=tmp_path / "scenarios")
+    assert scenario.model.options["path"] == str(tmp_path / "scenarios" / "models" / "m.onnx")
+    with pytest.raises(ScenarioError, match=r"^<string>:2: model\.onnx: no such file"):
+        load_scenario_text(text, base_dir=tmp_path)
+
+
+def test_missing_model_file_names_file_line_and_key(tmp_path: Path) -> None:
+    path = file_model_scenario(tmp_path, "{onnx: models/gone.onnx}")
+    message = error_of(path)
+    missing = tmp_path / "scenarios" / "models" / "gone.onnx"
+    line = assert_line(message, path, 2, "model.onnx: no such file", str(missing))
+    assert f"(relative to {tmp_path / 'scenarios'})" in line
+    path = file_model_scenario(tmp_path, "{name: onnx-file, options: {path: gone.onnx}}")
+    assert_line(error_of(path), path, 2, "model.options.path: no such file")
+    path = file_model_scenario(tmp_path, "{onnx: models}")
+    assert_line(error_of(path), path, 2, "model.onnx:", "is not a file")
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "fragment"),
+    [
+        ("{onnx: models/m.onnx, shape: {}}", "model.shape", "unknown key 'shape'; did you mean 'shapes'?"),
+        ("{onnx: models/m.onnx, device: cpu}", "model.device", "unknown key 'device'; remove it"),
+        ("{onnx: models/m.onnx, name: x}", "model.name", "'name' and 'onnx' both pick the model"),
+        (
+            "{onnx: models/m.onnx, options: {int_high: 3}}",
+            "model.options",
+            "with 'onnx: FILE' the model's options sit beside it",
+        ),
+        ("{onnx: models/m.onnx, torch_export: models/m.pt2}", "model.torch_export", "give one model file"),
+        ("{onnx: 3}", "model.onnx", "Input should be the path of the ONNX file (got 3)"),
+    ],
+)
+def test_model_file_shorthand_stays_strict(tmp_path: Path, model: str, key: str, fragment: str) -> None:
+    path = file_model_scenario(tmp_path, model)
+    assert_line(error_of(path), path, 2, f"{key}: {fragment}")
+
+
+def test_model_options_may_nest_but_stay_plain_values() -> None:
+    text = "name: t\nmodel: {name: m, options: {shapes: {x: [batch, 3]}, n: .inf}}\nbackends: [p]\nbatch_sizes: [1]\n"
+    with pytest.raises(ScenarioError, match=r"model\.options\.n: Input should be a finite number"):
+        load_scenario_text(text)
+    s = load_scenario_text(text.replace(", n: .inf", ""))
+    assert s.model.options == {"shapes": {"x": ["batch", 3]}}

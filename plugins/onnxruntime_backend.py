@@ -1,0 +1,715 @@
+"""The ONNX Runtime backend (``onnxruntime``): the model exported to ONNX, fp32, int8 (dynamic or static
+QDQ quantisation, CPU) or fp16 (converted model, CUDA), on the CPU, CUDA or TensorRT execution provider.
+
+onnxruntime and onnx are imported inside :meth:`OnnxRuntimeBackend.prepare` only: the CLI imports this
+module to list backends, and :meth:`OnnxRuntimeBackend.supports` decides from the cell alone.
+
+The timed call is one ``run_with_iobinding`` on inputs bound once in prepare (no per-call feed dict,
+no numpy conversion, outputs written into the buffer the first call allocated), plus an output
+synchronisation on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.api import Backend, Model, Session, Support, cache_dir, module_available
+from harness.environment import cpu_flags
+from harness.errors import SkipCell
+from harness.hookspecs import hookimpl
+from plugins.convert import Conversion, cached, digest, onnx_model
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from harness.cells import Cell
+
+#: option value -> onnxruntime.ExecutionMode member
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+#: option value -> onnxruntime.GraphOptimizationLevel member
+GRAPH_OPTIMIZATION = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+QUANTIZATIONS = ("dynamic", "static")
+#: option value -> onnxruntime.quantization.CalibrationMethod member
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
+PROVIDERS = ("default", "tensorrt")
+DEFAULTS: dict[str, Any] = {
+    "execution_mode": "sequential",
+    "inter_op_threads": 1,
+    "graph_optimization": "all",
+    "quantization": "dynamic",
+    "calibration": "minmax",
+    "calibration_samples": 256,
+    "provider": "default",
+}
+#: CPU features with an int8 dot product that accumulates without saturating (u8 x s8 -> s32)
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+#: ops that compute on integers (a graph without any ran in float, whatever was asked)
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+        "QGemm",
+        "QAttention",
+        "QEmbedLayerNormalization",
+    }
+)
+#: samples per calibration batch when the model's batch axis is dynamic
+CALIBRATION_BATCH = 32
+#: bumped when the quantisation or fp16 recipe changes, so older cached files are not reused
+RECIPE = 1
+#: facts about a derived model, saved beside it so that a cache hit reports them too
+SIDECAR = "recipe.json"
+#: ONNX tensor type -> numpy dtype name, for checking the model's example inputs against the graph
+ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+SPINNING_KEY = "session.intra_op.allow_spinning"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+class ModelFileError(RuntimeError):
+    """An ONNX file that cannot be read (truncated, corrupt, missing): a failed cell, never a skip,
+    since it is broken here as anywhere."""
+
+
+class OrtSession(Session):
+    """One onnxruntime session with its inputs and outputs bound; :meth:`run` is the timed call."""
+
+    def __init__(
+        self,
+        sess: ort.InferenceSession,
+        binding: ort.IOBinding,
+        output_names: tuple[str, ...],
+        *,
+        inputs: dict[str, Any],
+        on_device: bool,
+        info: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.info = info
+        #: the onnxruntime.InferenceSession, for inspection (providers, metadata), not for timing
+        self.session = sess
+        self._binding = binding
+        #: the buffers the binding reads (host arrays, or OrtValues on the GPU): kept alive with it
+        self._inputs = inputs
+        self._output_names = output_names
+        # looked up once: run() is one bound-method call (plus one on CUDA)
+        self._run = sess.run_with_iobinding
+        self._sync = binding.synchronize_outputs if on_device else None
+
+    def run(self) -> None:
+        # Outputs need no rebinding: the first call allocates them and later calls write into the
+        # same buffers (same shapes), so each call costs onnxruntime's Run and nothing else.
+        self._run(self._binding)
+        if self._sync is not None:
+            self._sync()
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        self.run()
+        arrays = self._binding.copy_outputs_to_cpu()  # fresh host copies, in the order bound
+        result = {}
+        for name, array in zip(self._output_names, arrays, strict=True):
+            result[name] = array.astype(np.float32) if array.dtype == np.float16 else array
+        return result
+
+    def close(self) -> None:
+        if self._binding is not None:
+            self._binding.clear_binding_inputs()
+            self._binding.clear_binding_outputs()
+        self._binding = None  # type: ignore[assignment]
+        self._inputs = {}
+        self._run = None  # type: ignore[assignment]
+        self._sync = None
+        self.session = None  # type: ignore[assignment]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    description = (
+        "ONNX Runtime on the exported ONNX model: fp32, int8 (quantize_dynamic or static QDQ, CPU), "
+        "fp16 (converted model, CUDA); CPU, CUDA or TensorRT execution provider"
+    )
+    devices = ("cpu", "cuda")
+    precisions = ("fp32", "fp16", "int8")
+    options: ClassVar[dict[str, str]] = {
+        "execution_mode": "sequential or parallel (run independent graph branches concurrently); default sequential",
+        "inter_op_threads": "threads of the inter-op pool (used by execution_mode=parallel only); default 1",
+        "graph_optimization": "disable, basic, extended or all (onnxruntime graph optimisation level); default all",
+        "quantization": "int8 method: dynamic (quantize_dynamic) or static (QDQ, calibrated); default dynamic",
+        "quantize_ops": "int8: comma-separated op types to quantise (e.g. Gemm,MatMul); default all it can",
+        "calibration": "static int8 calibration: minmax or percentile; default minmax",
+        "calibration_samples": "static int8 calibration samples (model.calibration_inputs); default 256",
+        "provider": "CUDA only: default (CUDA provider) or tensorrt (TensorRT, CUDA as fallback); default default",
+    }
+
+    @classmethod
+    def availability(cls) -> Support:
+        return module_available("onnxruntime")
+
+    @classmethod
+    def supports(cls, cell: Cell) -> Support:
+        base = super().supports(cell)
+        if not base.ok:
+            return base
+        device_kind = cell.device.split(":", 1)[0]
+        if device_kind == "cpu" and cell.precision == "fp16":
+            return Support.no(
+                "fp16 on CPU: onnxruntime's CPU provider has fp16 kernels for few ops and wraps the others "
+                "in casts to fp32, so it would not measure fp16 inference"
+            )
+        if device_kind == "cuda" and cell.precision == "int8":
+            return Support.no(
+                "int8 here is onnxruntime's quantize_dynamic/quantize_static, whose integer kernels "
+                "(MatMulInteger, QLinear*) the CUDA provider lacks: they would run on the CPU"
+            )
+        opts = cell.backend_options
+        for option, allowed in (
+            ("execution_mode", EXECUTION_MODES),
+            ("graph_optimization", GRAPH_OPTIMIZATION),
+            ("quantization", QUANTIZATIONS),
+            ("calibration", CALIBRATION_METHODS),
+            ("provider", PROVIDERS),
+        ):
+            if option in opts and opts[option] not in allowed:
+                return Support.no(
+                    f"backend '{cls.name}' option {option} must be one of {', '.join(allowed)}, got {opts[option]!r}"
+                )
+        for option in ("inter_op_threads", "calibration_samples"):
+            if option in opts:
+                value = opts[option]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    return Support.no(f"backend '{cls.name}' option {option} must be an integer >= 1, got {value!r}")
+        if "quantize_ops" in opts and not _op_list(opts["quantize_ops"]):
+            return Support.no(
+                f"backend '{cls.name}' option quantize_ops must be op types separated by commas (e.g. Gemm,MatMul), "
+                f"got {opts['quantize_ops']!r}"
+            )
+        if cell.precision != "int8":
+            # A sweep over quantization keeps its non-int8 cells once: under the default value only.
+            if opts.get("quantization", DEFAULTS["quantization"]) != DEFAULTS["quantization"]:
+                return Support.no(
+                    f"option quantization={opts['quantization']} applies only with precision int8 (this "
+                    f"{cell.precision} cell would repeat the one with quantization={DEFAULTS['quantization']}, "
+                    "the default)"
+                )
+            if "quantize_ops" in opts:
+                return Support.no(
+                    f"option quantize_ops applies only with precision int8 (this {cell.precision} cell would "
+                    "repeat the one without it)"
+                )
+        static = opts.get("quantization", DEFAULTS["quantization"]) == "static"
+        for option in ("calibration", "calibration_samples"):
+            if option in opts and not (static and cell.precision == "int8"):
+                return Support.no(f"option {option} applies only with precision int8 and quantization=static")
+        if opts.get("provider", "default") == "tensorrt" and device_kind != "cuda":
+            return Support.no("option provider=tensorrt applies only to CUDA devices (TensorRT runs on NVIDIA GPUs)")
+        return Support.yes()
+
+    def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
+        """Convert ``model`` for the cell (ONNX export, quantisation or fp16: each cached by content),
+        open an onnxruntime session on the cell's provider and bind one batch of example inputs."""
+        verdict = self.supports(cell)  # the harness asks first; this guards direct calls
+        if not verdict.ok:
+            raise SkipCell(verdict.reason)
+        import onnxruntime as ort
+
+        workdir = Path(workdir)
+        opts = {**DEFAULTS, **cell.backend_options}
+        device_kind, _, index = cell.device.partition(":")
+        device_id = int(index) if index else 0
+        on_device = device_kind == "cuda"
+        tensorrt = on_device and opts["provider"] == "tensorrt"
+        info: dict[str, Any] = {"onnxruntime_version": ort.__version__}
+        providers = self._providers(ort, cell, device_id, tensorrt, workdir, info)
+
+        conv = onnx_model(model, workdir)
+        info.update(conv.info("onnx_export"))
+        conversions = [conv]
+        path = conv.path
+        if cell.precision == "int8":
+            derived = _quantize(model, conv, cell, opts, workdir, info)
+            conversions.append(derived)
+            path = derived.path
+        elif cell.precision == "fp16" and not tensorrt:
+            derived = _to_fp16(conv, workdir, info)
+            conversions.append(derived)
+            path = derived.path
+        elif cell.precision == "fp16":  # TensorRT builds fp16 engines from the fp32 model itself
+            info["executed_precision"] = "fp16"
+            info["executed_precision_note"] = (
+                "TensorRT with trt_fp16_enable: fp16 kernels where TensorRT finds them faster, fp32 elsewhere"
+            )
+        else:
+            info["executed_precision"] = "fp32"
+        info["compile_cache_hits"] = sum(c.cached for c in conversions)
+        info["compile_cache_misses"] = sum(not c.cached for c in conversions)
+        info["model_file"] = str(path)
+
+        so = self._session_options(ort, cell, opts, info)
+        sess = _open(ort, path, so, providers, cell)
+        used = list(sess.get_providers())
+        info["providers"] = used
+        wanted = providers[0][0]
+        if wanted not in used:
+            raise SkipCell(
+                f"onnxruntime fell back to {', '.join(used)}: {wanted} did not load for {cell.device} "
+                "(see the worker log for onnxruntime's warning; check the CUDA/cuDNN/TensorRT libraries)"
+            )
+
+        binding, keep = self._bind(ort, sess, model, cell, path, device_id if on_device else None)
+        session = OrtSession(sess, binding, tuple(model.output_names), inputs=keep, on_device=on_device, info=info)
+        if tensorrt:
+            # TensorRT builds its engine on the first call: build it here, so that prepare_s includes it
+            engines = _count_engines(info)
+            start = time.perf_counter()
+            session.run()
+            info["trt_first_call_s"] = time.perf_counter() - start
+            info["trt_engines_built"] = _count_engines(info) - engines
+        return session
+
+    @staticmethod
+    def _providers(
+        ort: Any, cell: Cell, device_id: int, tensorrt: bool, workdir: Path, info: dict[str, Any]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Execution providers in order of preference; a skip when the installed build lacks them."""
+        available = list(ort.get_available_providers())
+        info["providers_available"] = available
+        if cell.device.partition(":")[0] == "cpu":
+            return [("CPUExecutionProvider", {})]
+        needed = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if tensorrt else ["CUDAExecutionProvider"]
+        missing = [p for p in needed if p not in available]
+        if missing:
+            raise SkipCell(
+                f"this onnxruntime build ({ort.__version__}) has no {' or '.join(missing)} "
+                f"(installed providers: {', '.join(available)}); install onnxruntime-gpu for CUDA"
+                + (" built with TensorRT, and TensorRT itself" if tensorrt else "")
+            )
+        cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+        if not tensorrt:
+            return [cuda]
+        engines = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
+        engines.mkdir(parents=True, exist_ok=True)
+        info["trt_engine_cache_dir"] = str(engines)
+        trt = {
+            "device_id": device_id,
+            "trt_fp16_enable": cell.precision == "fp16",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engines),
+        }
+        return [("TensorrtExecutionProvider", trt), cuda]
+
+    @staticmethod
+    def _session_options(ort: Any, cell: Cell, opts: dict[str, Any], info: dict[str, Any]) -> Any:
+        """SessionOptions with every setting explicit, and recorded (threads, mode, optimisation level)."""
+        so = ort.SessionOptions()
+        if cell.threads > 0:
+            so.intra_op_num_threads = cell.threads
+        so.inter_op_num_threads = int(opts["inter_op_threads"])
+        so.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[opts["execution_mode"]])
+        so.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[opts["graph_optimization"]]
+        )
+        info["threads"] = info["intra_op_threads"] = so.intra_op_num_threads  # 0: onnxruntime's default
+        if cell.threads <= 0:
+            info["intra_op_threads_note"] = "0: onnxruntime's default (one thread per physical core)"
+        info["inter_op_threads"] = so.inter_op_num_threads
+        if opts["execution_mode"] == "sequential":
+            info["inter_op_threads_note"] = "unused: the inter-op pool runs only with execution_mode=parallel"
+        info["execution_mode"] = opts["execution_mode"]
+        info["graph_optimization"] = opts["graph_optimization"]
+        # Left at onnxruntime's default, recorded: its intra-op threads spin-wait after each call, which
+        # lowers latency and burns CPU between calls (what a latency benchmark of one runtime wants).
+        try:
+            spinning = so.get_session_config_entry(SPINNING_KEY)
+            info["intra_op_allow_spinning"] = spinning
+        except RuntimeError:  # not set: the default applies
+            info["intra_op_allow_spinning"] = "1"
+            info["intra_op_allow_spinning_note"] = "onnxruntime's default, not set here: idle intra-op threads spin"
+        return so
+
+    @staticmethod
+    def _bind(
+        ort: Any, sess: Any, model: Model, cell: Cell, path: Path, device_id: int | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """An IOBinding with the example inputs bound once (host arrays, or copies on the GPU) and the
+        outputs bound by name to the host or the GPU; returns it and the buffers it reads."""
+        import numpy as np
+
+        arrays = model.example_inputs(cell.batch_size, cell.seed)
+        expected = {i.name: i.type for i in sess.get_inputs()}
+        binding = sess.io_binding()
+        keep: dict[str, Any] = {}
+        for name in model.input_names:
+            if name not in expected:
+                msg = f"the ONNX graph {path} has no input '{name}' (its inputs: {', '.join(expected)})"
+                raise ValueError(msg)
+            array = np.array(arrays[name], copy=True, order="C")  # a copy: the session owns its inputs
+            want = ONNX_TYPES.get(expected[name])
+            if want is not None and array.dtype != np.dtype(want):
+                msg = (
+                    f"input '{name}': model '{model.name}' example_inputs give {array.dtype}, but the ONNX graph "
+                    f"{path} expects {expected[name]}; make example_inputs return {want}"
+                )
+                raise ValueError(msg)
+            if device_id is None:
+                binding.bind_cpu_input(name, array)  # reads the array's memory in place, every call
+                keep[name] = array
+            else:
+                value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", device_id)  # copied to the GPU once
+                binding.bind_ortvalue_input(name, value)
+                keep[name] = value
+        outputs = {o.name for o in sess.get_outputs()}
+        for name in model.output_names:
+            if name not in outputs:
+                msg = f"the ONNX graph {path} has no output '{name}' (its outputs: {', '.join(sorted(outputs))})"
+                raise ValueError(msg)
+            if device_id is None:
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_output(name, "cuda", device_id)
+        return binding, keep
+
+
+def _op_list(value: Any) -> tuple[str, ...]:
+    """``"Gemm, MatMul"`` -> ``("Gemm", "MatMul")``; empty for anything that is not such a list."""
+    if not isinstance(value, str):
+        return ()
+    ops = tuple(part.strip() for part in value.split(","))
+    return ops if all(op.isidentifier() for op in ops) else ()
+
+
+def _open(ort: Any, path: Path, so: Any, providers: list[tuple[str, dict[str, Any]]], cell: Cell) -> Any:
+    """The InferenceSession; an unreadable file is a clear :class:`ModelFileError`, a provider that
+    cannot take this model a skip."""
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:
+        names = ", ".join(p for p, _ in providers)
+        if _unreadable(exc) or not Path(path).is_file():
+            raise ModelFileError(_unreadable_message(path, exc)) from exc
+        if cell.device.partition(":")[0] != "cpu":
+            raise SkipCell(
+                f"onnxruntime could not build {path} on {names} ({cell.device}): {_first_line(exc)}"
+            ) from exc
+        msg = f"onnxruntime could not build {path} on {names}: {_first_line(exc)}"
+        raise RuntimeError(msg) from exc
+
+
+def _unreadable(exc: BaseException) -> bool:
+    text = str(exc)
+    return type(exc).__name__ in {"InvalidProtobuf", "NoSuchFile", "DecodeError"} or "Protobuf parsing failed" in text
+
+
+def _unreadable_message(path: Path, exc: BaseException) -> str:
+    return (
+        f"cannot read ONNX model file {path}: {_first_line(exc)}. The file is truncated or corrupt: delete it "
+        "(a cached export or quantised model is rebuilt on the next run; a model's own file must be replaced)"
+    )
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """The ONNX graph of ``path`` (weights kept external when they are), or a clear ModelFileError."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFileError(_unreadable_message(path, exc)) from exc
+
+
+def count_ops(graph: onnx.GraphProto, ops: Callable[[str], bool]) -> int:
+    """Nodes of ``graph`` and its subgraphs whose op type ``ops`` accepts."""
+    count = 0
+    for node in graph.node:
+        count += ops(node.op_type)
+        for attr in node.attribute:
+            if attr.g.node:
+                count += count_ops(attr.g, ops)
+            for sub in attr.graphs:
+                count += count_ops(sub, ops)
+    return count
+
+
+def is_quantized_op(op_type: str) -> bool:
+    """An op that computes on integers (weight-only DequantizeLinear does not count: it computes in float)."""
+    return op_type in QUANTIZED_OPS or op_type.startswith("QLinear")
+
+
+def reduce_range_choice() -> tuple[bool, str]:
+    """(reduce_range, why): 7-bit weights where the CPU's u8 x s8 dot product can saturate (no VNNI)."""
+    flags = cpu_flags()
+    vnni = sorted(flags & VNNI_FLAGS)
+    if vnni:
+        return False, f"this CPU has {', '.join(vnni)}: int8 dot products do not saturate, full 8-bit range kept"
+    return True, (
+        "this CPU has no VNNI (avx512_vnni/avx_vnni/amx_int8 absent): AVX2's u8 x s8 multiply-add saturates "
+        "int16, so weights are quantised to 7 bits (reduce_range=True)"
+    )
+
+
+def _quantize(
+    model: Model, conv: Conversion, cell: Cell, opts: dict[str, Any], workdir: Path, info: dict[str, Any]
+) -> Conversion:
+    """The int8 model (dynamic, or static QDQ calibrated on ``model.calibration_inputs``), cached by
+    the source's key, the onnxruntime version and the settings; facts about it go into ``info``."""
+    import onnxruntime as ort
+
+    source = _load(conv.path)  # a clear error for an unreadable file, before quantisation reads it
+    method = opts["quantization"]
+    reduce_range, why = reduce_range_choice()
+    settings: dict[str, Any] = {
+        "method": method,
+        "weight_type": "QInt8",
+        "per_channel": False,
+        "reduce_range": reduce_range,
+        "op_types": _op_list(opts["quantize_ops"]) if "quantize_ops" in opts else "all",
+        "preprocess": "onnxruntime.quantization.quant_pre_process",
+    }
+    if method == "static":
+        fixed = _fixed_batch(source)
+        samples = int(opts["calibration_samples"])
+        settings.update(
+            {
+                "format": "QDQ",
+                "activation_type": "QInt8",
+                "calibration": opts["calibration"],
+                "calibration_samples": samples,
+                "calibration_batch": fixed or CALIBRATION_BATCH,
+                "calibration_batch_fixed": fixed is not None,
+                "calibration_seed": cell.seed,
+            }
+        )
+    else:
+        settings["activations"] = "QUInt8, quantised per call (DynamicQuantizeLinear)"
+    del source
+    key = digest("onnxruntime-int8", conv.key, ort.__version__, settings, RECIPE)
+
+    def build(folder: Path) -> None:
+        facts = _build_int8(model, conv.path, folder, settings)
+        (folder / SIDECAR).write_text(json.dumps(facts, indent=1))
+
+    try:
+        result = cached("onnxruntime-int8", key, "model.onnx", build, workdir)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # the quantiser cannot take this model: the cell cannot run here
+        raise SkipCell(f"onnxruntime {method} int8 quantisation of {conv.path} failed: {_first_line(exc)}") from exc
+    facts = json.loads((result.path.parent / SIDECAR).read_text())
+    quantized_ops = count_ops(_load(result.path).graph, is_quantized_op)
+    info.update(result.info("quantization"))
+    info.update({f"quantization_{k}": v for k, v in {**settings, **facts}.items()})
+    info["quantization_reduce_range_reason"] = why
+    info["quantized_ops"] = quantized_ops
+    if quantized_ops:
+        info["executed_precision"] = "int8"
+    else:
+        info["executed_precision"] = "fp32"
+        info["executed_precision_note"] = (
+            f"{method} quantisation found no op to quantise in this model: the graph computes in fp32"
+        )
+    return result
+
+
+def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Write ``folder/model.onnx``: pre-process (shape inference, basic fusions), then quantise."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    facts: dict[str, Any] = {}
+    prepped = folder / "preprocessed.onnx"
+    quiet = contextlib.redirect_stdout(io.StringIO())  # the calibrators print progress to stdout
+    cwd = Path.cwd()
+    try:
+        # it writes scratch files (sym_shape_infer_temp.onnx, external data) into the current folder
+        os.chdir(folder)
+        with quiet, _quiet_root_logger():
+            quant_pre_process(str(source), str(prepped))
+        src = prepped
+        facts["preprocessed"] = True
+    except Exception as exc:  # symbolic shape inference refuses some graphs: quantise the original
+        src = source
+        facts["preprocessed"] = False
+        facts["preprocess_error"] = _first_line(exc)
+    finally:
+        os.chdir(cwd)
+    out = str(folder / "model.onnx")
+    op_types = None if settings["op_types"] == "all" else list(settings["op_types"])
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        if settings["method"] == "dynamic":
+            quantize_dynamic(
+                str(src),
+                out,
+                weight_type=QuantType.QInt8,
+                per_channel=settings["per_channel"],
+                reduce_range=settings["reduce_range"],
+                op_types_to_quantize=op_types,
+            )
+        else:
+            reader = _calibration_reader(model, settings)
+            quantize_static(
+                str(src),
+                out,
+                reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=settings["per_channel"],
+                reduce_range=settings["reduce_range"],
+                op_types_to_quantize=op_types,
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[settings["calibration"]]),
+            )
+            facts["calibration_samples_used"] = reader.samples
+            facts["calibration_batches"] = len(reader.batches)
+    facts["quantize_s"] = time.perf_counter() - start
+    prepped.unlink(missing_ok=True)
+    return facts
+
+
+def _calibration_reader(model: Model, settings: dict[str, Any]) -> Any:
+    """A CalibrationDataReader over ``model.calibration_inputs`` in batches (a whole last batch only
+    when the graph's batch axis is fixed)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    samples, batch = settings["calibration_samples"], settings["calibration_batch"]
+    data = model.calibration_inputs(samples, settings["calibration_seed"])
+    names = tuple(model.input_names)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            stop = samples - samples % batch if settings["calibration_batch_fixed"] else samples
+            self.batches = [{n: data[n][i : min(i + batch, stop)] for n in names} for i in range(0, stop, batch)]
+            self.samples = stop
+            self._next = iter(self.batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._next, None)
+
+        def rewind(self) -> None:
+            self._next = iter(self.batches)
+
+    reader = Reader()
+    if not reader.batches:
+        msg = f"calibration_samples={samples} is less than the model's fixed batch of {batch}"
+        raise ValueError(msg)
+    return reader
+
+
+def _fixed_batch(graph_model: onnx.ModelProto) -> int | None:
+    """The first input's batch size when the graph fixes it, else None (a dynamic batch axis)."""
+    inputs = [i for i in graph_model.graph.input if i.name not in {t.name for t in graph_model.graph.initializer}]
+    if not inputs or not inputs[0].type.tensor_type.shape.dim:
+        return None
+    dim = inputs[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Any:
+    """The quantisation tools log advice through the root logger: keep it out of the worker's log."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def fp16_converter() -> tuple[str, Callable[..., Any]]:
+    """(name and version, convert_float_to_float16): onnxconverter-common's when installed, else the
+    copy inside onnxruntime.transformers (same function, same arguments)."""
+    try:
+        import onnxconverter_common
+        from onnxconverter_common import float16
+
+        return f"onnxconverter-common {onnxconverter_common.__version__}", float16.convert_float_to_float16
+    except ImportError:
+        import onnxruntime as ort
+        from onnxruntime.transformers import float16
+
+        return f"onnxruntime.transformers.float16 {ort.__version__}", float16.convert_float_to_float16
+
+
+def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversion:
+    """The model with fp16 weights and compute, fp32 inputs and outputs (keep_io_types), cached."""
+    import onnx
+
+    converter, convert = fp16_converter()
+    key = digest("onnxruntime-fp16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
+
+    def build(folder: Path) -> None:
+        source = _load(conv.path)
+        if conv.path.with_suffix(".onnx.data").exists() or any(
+            t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer
+        ):
+            source = onnx.load(str(conv.path))  # with its external weights
+        with _quiet_root_logger():
+            converted = convert(source, keep_io_types=True)
+        onnx.save(converted, str(folder / "model.onnx"))
+
+    try:
+        result = cached("onnxruntime-fp16", key, "model.onnx", build, workdir)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise SkipCell(f"fp16 conversion of {conv.path} ({converter}) failed: {_first_line(exc)}") from exc
+    graph = _load(result.path).graph
+    fp16_weights = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    info.update(result.info("fp16_conversion"))
+    info["fp16_converter"] = converter
+    info["fp16_initializers"] = fp16_weights
+    info["fp32_initializers"] = sum(t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)
+    info["executed_precision"] = "fp16" if fp16_weights else "fp32"
+    info["executed_precision_note"] = (
+        "weights and compute fp16, inputs and outputs fp32 (keep_io_types); the converter's op block list "
+        "keeps a few ops in fp32"
+    )
+    return result
+
+
+def _count_engines(info: dict[str, Any]) -> int:
+    folder = info.get("trt_engine_cache_dir")
+    return sum(1 for _ in Path(folder).glob("*.engine")) if folder else 0
+
+
+@hookimpl
+def bench_register_backends(register: Any) -> None:
+    register(OnnxRuntimeBackend)

@@ -1,0 +1,482 @@
+"""The onnxruntime backend, with real onnxruntime on dlrm-small: verdicts, fp32, int8 (dynamic and static),
+caching, threads, I/O binding, unreadable files, fp16 conversion, CUDA skips."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.api import CACHE_DIR_ENV, Model, Support
+from harness.cells import Cell
+from harness.errors import SkipCell
+from harness.pluginmanager import registries
+from plugins import onnxruntime_backend
+from plugins.convert import onnx_model
+from plugins.models.dlrm import DLRMSmall
+from plugins.onnxruntime_backend import (
+    ModelFileError,
+    OnnxRuntimeBackend,
+    OrtSession,
+    fp16_converter,
+    reduce_range_choice,
+)
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'bench[onnxruntime]')")
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'bench[onnxruntime]')")
+torch = pytest.importorskip("torch", reason="the fp32 reference is PyTorch eager (pip install 'bench[torch]')")
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def cell(device: str = "cpu", precision: str = "fp32", batch_size: int = 4, threads: int = 2, **options: Any) -> Cell:
+    return Cell("dlrm-small", "onnxruntime", device, precision, batch_size, threads, backend_options=options)
+
+
+@pytest.fixture(scope="module")
+def model() -> DLRMSmall:
+    return DLRMSmall()
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One results-root cache for the module: the model is exported (and quantised) once."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_DIR_ENV, str(root))
+        yield root
+
+
+@pytest.fixture
+def prepared(model: DLRMSmall, shared_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """prepare(cell[, model]) -> session, closing every session at the end of the test."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(shared_cache))
+    sessions: list[OrtSession] = []
+
+    def make(c: Cell, m: Model | None = None) -> OrtSession:
+        session = OnnxRuntimeBackend().prepare(m or model, c, tmp_path)
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture(scope="module")
+def references(model: DLRMSmall) -> dict[int, np.ndarray]:
+    """fp32 PyTorch eager outputs by batch size, on the example inputs of seed 0."""
+    module = model.build_torch()
+    found = {}
+    for batch in (4, 32, 256):
+        inputs = model.example_inputs(batch)
+        with torch.inference_mode():
+            found[batch] = module(*(torch.from_numpy(inputs[n]) for n in model.input_names)).numpy()
+    return found
+
+
+def op_counts(path: str | Path) -> collections.Counter[str]:
+    return collections.Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+# --- declarations and verdicts (no onnxruntime needed by the backend) -------------------------------
+
+
+def test_declarations() -> None:
+    assert OnnxRuntimeBackend.name == "onnxruntime"
+    assert OnnxRuntimeBackend.devices == ("cpu", "cuda")
+    assert OnnxRuntimeBackend.precisions == ("fp32", "fp16", "int8")
+    assert {"execution_mode", "inter_op_threads", "graph_optimization", "quantization", "provider"} <= set(
+        OnnxRuntimeBackend.options
+    )
+    assert all(isinstance(v, str) and v and "\n" not in v for v in OnnxRuntimeBackend.options.values())
+    assert OnnxRuntimeBackend.availability().ok
+
+
+def test_registers_through_hook_and_plugin_manager() -> None:
+    registered: list[type] = []
+    onnxruntime_backend.bench_register_backends(register=registered.append)
+    assert registered == [OnnxRuntimeBackend]
+    regs = registries(["plugins.onnxruntime_backend"], autoload=False)
+    assert regs.backends.get("onnxruntime") is OnnxRuntimeBackend
+
+
+def test_import_and_supports_do_not_import_onnxruntime() -> None:
+    code = (
+        "import sys; from harness.cells import Cell; from plugins.onnxruntime_backend import OnnxRuntimeBackend as B; "
+        "[B.supports(Cell('m', 'onnxruntime', d, p, 1, 1, backend_options=o)) for d in ('cpu', 'cuda:1') "
+        "for p in B.precisions for o in ({}, {'quantization': 'static'}, {'provider': 'tensorrt'})]; "
+        "print('onnxruntime' in sys.modules, 'onnx' in sys.modules, 'numpy' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False", "False"]
+
+
+def test_supports_yes() -> None:
+    assert OnnxRuntimeBackend.supports(cell()) == Support.yes()
+    assert OnnxRuntimeBackend.supports(cell(precision="int8", quantization="static", calibration="percentile")).ok
+    assert OnnxRuntimeBackend.supports(cell(precision="int8", quantization="static", calibration_samples=64)).ok
+    assert OnnxRuntimeBackend.supports(cell(precision="int8", quantize_ops="Gemm, MatMul")).ok
+    assert OnnxRuntimeBackend.supports(cell(execution_mode="parallel", inter_op_threads=2)).ok
+    assert OnnxRuntimeBackend.supports(cell(graph_optimization="disable")).ok
+    # a sweep over quantization keeps its fp32 cell once, under the default
+    assert OnnxRuntimeBackend.supports(cell(quantization="dynamic")).ok
+    # GPU presence and the installed build's providers are prepare's business
+    assert OnnxRuntimeBackend.supports(cell(device="cuda", precision="fp16")).ok
+    assert OnnxRuntimeBackend.supports(cell(device="cuda:1", provider="tensorrt")).ok
+
+
+def test_supports_cpu_fp16_and_cuda_int8_no() -> None:
+    verdict = OnnxRuntimeBackend.supports(cell(precision="fp16"))
+    assert not verdict.ok and "fp16 on CPU" in verdict.reason and "casts to fp32" in verdict.reason
+    verdict = OnnxRuntimeBackend.supports(cell(device="cuda", precision="int8"))
+    assert not verdict.ok and "CUDA provider lacks" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"fuse": True}, "no option fuse"),
+        ({"execution_mode": "fast"}, "execution_mode must be one of sequential, parallel, got 'fast'"),
+        ({"graph_optimization": "max"}, "graph_optimization must be one of disable, basic, extended, all, got 'max'"),
+        ({"inter_op_threads": 0}, "inter_op_threads must be an integer >= 1, got 0"),
+        ({"inter_op_threads": "2"}, "inter_op_threads must be an integer >= 1, got '2'"),
+        ({"inter_op_threads": True}, "inter_op_threads must be an integer >= 1, got True"),
+        ({"provider": "cuda-graph"}, "provider must be one of default, tensorrt, got 'cuda-graph'"),
+        ({"provider": "tensorrt"}, "provider=tensorrt applies only to CUDA devices"),
+        ({"quantization": "static"}, "quantization=static applies only with precision int8 (this fp32 cell would"),
+        ({"quantize_ops": "Gemm"}, "quantize_ops applies only with precision int8"),
+        ({"calibration": "minmax"}, "calibration applies only with precision int8 and quantization=static"),
+    ],
+)
+def test_supports_bad_options(options: dict[str, Any], expected: str) -> None:
+    verdict = OnnxRuntimeBackend.supports(cell(**options))
+    assert not verdict.ok and expected in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"quantization": "awq"}, "quantization must be one of dynamic, static, got 'awq'"),
+        ({"quantization": "static", "calibration": "entropy"}, "calibration must be one of minmax, percentile"),
+        ({"quantization": "static", "calibration_samples": -1}, "calibration_samples must be an integer >= 1"),
+        ({"calibration_samples": 64}, "applies only with precision int8 and quantization=static"),
+        ({"quantize_ops": "Gemm;MatMul"}, "quantize_ops must be op types separated by commas"),
+    ],
+)
+def test_supports_bad_int8_options(options: dict[str, Any], expected: str) -> None:
+    verdict = OnnxRuntimeBackend.supports(cell(precision="int8", **options))
+    assert not verdict.ok and expected in verdict.reason
+
+
+def test_prepare_refuses_what_supports_refuses(model: DLRMSmall, tmp_path: Path) -> None:
+    with pytest.raises(SkipCell, match="fp16 on CPU"):
+        OnnxRuntimeBackend().prepare(model, cell(precision="fp16"), tmp_path)
+    with pytest.raises(SkipCell, match="'fast'"):
+        OnnxRuntimeBackend().prepare(model, cell(execution_mode="fast"), tmp_path)
+
+
+# --- fp32, I/O binding, threads -----------------------------------------------------------------------
+
+
+def test_fp32_matches_torch(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(batch_size=32))
+    out = session.outputs()
+    assert list(out) == ["click_probability"]
+    assert out["click_probability"].dtype == np.float32 and out["click_probability"].shape == (32, 1)
+    np.testing.assert_allclose(out["click_probability"], references[32], rtol=0, atol=1e-5)
+    info = session.info
+    assert info["executed_precision"] == "fp32"
+    assert info["providers"] == ["CPUExecutionProvider"]
+    assert info["onnxruntime_version"] == ort.__version__
+    assert info["onnx_export_key"] and isinstance(info["onnx_export_cached"], bool)
+    assert info["graph_optimization"] == "all" and info["execution_mode"] == "sequential"
+    assert info["intra_op_allow_spinning"] == "1" and "default" in info["intra_op_allow_spinning_note"]
+    assert Path(info["model_file"]).is_file()
+
+
+def test_run_writes_the_same_outputs_through_the_binding(prepared: Any) -> None:
+    session = prepared(cell(batch_size=4))
+    session.run()
+    bound = session._binding.get_outputs()[0].numpy().copy()
+    first = session.outputs()["click_probability"]
+    second = session.outputs()["click_probability"]
+    np.testing.assert_array_equal(bound, first)
+    np.testing.assert_array_equal(first, second)
+    assert not np.shares_memory(first, second)  # outputs() hands out copies, not the bound buffer
+    for _ in range(3):
+        session.run()
+    np.testing.assert_array_equal(session._binding.get_outputs()[0].numpy(), first)
+
+
+def test_outputs_follow_the_bound_input_buffers(model: DLRMSmall, prepared: Any) -> None:
+    """The binding reads the input arrays in place on every call, and writes the same output buffer:
+    nothing needs rebinding between calls."""
+    session = prepared(cell(batch_size=4))
+    before = session.outputs()["click_probability"]
+    pointer = session._binding.get_outputs()[0].data_ptr()
+    other = model.example_inputs(4, seed=1)
+    for name, array in session._inputs.items():
+        array[...] = other[name]
+    after = session.outputs()["click_probability"]
+    assert session._binding.get_outputs()[0].data_ptr() == pointer
+    expected = ort.InferenceSession(session.info["model_file"], providers=["CPUExecutionProvider"]).run(None, other)[0]
+    np.testing.assert_array_equal(after, expected)
+    assert not np.allclose(after, before)
+
+
+def test_threads_and_modes_recorded(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(threads=1, execution_mode="parallel", inter_op_threads=2, graph_optimization="disable"))
+    info = session.info
+    assert info["threads"] == info["intra_op_threads"] == 1
+    assert info["inter_op_threads"] == 2 and "inter_op_threads_note" not in info
+    assert info["execution_mode"] == "parallel" and info["graph_optimization"] == "disable"
+    np.testing.assert_allclose(session.outputs()["click_probability"], references[4], rtol=0, atol=1e-5)
+    default = prepared(cell(threads=0))
+    assert default.info["intra_op_threads"] == 0 and "default" in default.info["intra_op_threads_note"]
+    assert default.info["inter_op_threads"] == 1 and "unused" in default.info["inter_op_threads_note"]
+
+
+def test_input_dtype_mismatch_is_a_clear_error(model: DLRMSmall, prepared: Any, tmp_path: Path) -> None:
+    exported = onnx_model(model, tmp_path).path
+
+    class Int32Sparse(DLRMSmall):
+        def onnx_file(self) -> Path:
+            return exported
+
+        def example_inputs(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+            inputs = super().example_inputs(batch_size, seed)
+            return {**inputs, "sparse": inputs["sparse"].astype(np.int32)}
+
+    with pytest.raises(ValueError, match=r"input 'sparse'.* int32, but the ONNX graph .*model\.onnx expects"):
+        prepared(cell(), Int32Sparse())
+
+
+# --- int8 ----------------------------------------------------------------------------------------------
+
+
+def test_int8_dynamic(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(precision="int8", batch_size=256))
+    out = session.outputs()["click_probability"]
+    ref = references[256]
+    assert out.dtype == np.float32
+    assert np.abs(out - ref).max() < 0.15
+    assert not np.array_equal(out, ref)
+    assert ((out > 0.5) == (ref > 0.5)).mean() >= 0.95
+    info = session.info
+    assert info["executed_precision"] == "int8"
+    assert info["quantization_method"] == "dynamic" and info["quantization_weight_type"] == "QInt8"
+    ops = op_counts(info["model_file"])
+    assert ops["MatMulInteger"] > 0 and ops["DynamicQuantizeLinear"] > 0
+    assert info["quantized_ops"] == ops["MatMulInteger"] + ops["DynamicQuantizeLinear"]
+    expected_rr, why = reduce_range_choice()
+    assert info["quantization_reduce_range"] is expected_rr and info["quantization_reduce_range_reason"] == why
+
+
+@pytest.mark.parametrize(
+    ("flags", "reduce_range", "phrase"),
+    [
+        (frozenset({"avx2", "fma"}), True, "no VNNI"),
+        (frozenset({"avx2", "avx_vnni"}), False, "avx_vnni"),
+        (frozenset({"avx512f", "avx512_vnni"}), False, "avx512_vnni"),
+        (frozenset({"amx_int8"}), False, "amx_int8"),
+    ],
+)
+def test_reduce_range_follows_vnni(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], reduce_range: bool, phrase: str
+) -> None:
+    monkeypatch.setattr(onnxruntime_backend, "cpu_flags", lambda: flags)
+    chosen, why = reduce_range_choice()
+    assert chosen is reduce_range and phrase in why
+
+
+def test_int8_static_qdq(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(precision="int8", batch_size=256, quantization="static"))
+    out = session.outputs()["click_probability"]
+    ref = references[256]
+    info = session.info
+    ops = op_counts(info["model_file"])
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0  # QDQ format
+    assert "MatMulInteger" not in ops
+    assert info["executed_precision"] == "int8" and info["quantized_ops"] == ops["QuantizeLinear"]
+    assert info["quantization_format"] == "QDQ" and info["quantization_calibration"] == "minmax"
+    assert info["quantization_calibration_samples_used"] == 256 and info["quantization_calibration_batches"] == 8
+    agreement = ((out > 0.5) == (ref > 0.5)).mean()
+    assert agreement >= 0.9, f"static int8 agrees with fp32 on {agreement:.1%} of 256 samples"
+    assert np.abs(out - ref).max() < 0.35
+
+
+def test_int8_quantize_ops_limits_what_is_quantised(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(precision="int8", batch_size=256, quantization="static", quantize_ops="Gemm"))
+    out = session.outputs()["click_probability"]
+    assert session.info["quantization_op_types"] == ("Gemm",)
+    full = op_counts(prepared(cell(precision="int8", batch_size=4, quantization="static")).info["model_file"])
+    assert 0 < session.info["quantized_ops"] < full["QuantizeLinear"]
+    assert ((out > 0.5) == (references[256] > 0.5)).mean() >= 0.95
+
+
+def test_conversions_are_cached(
+    model: DLRMSmall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, references: dict[int, np.ndarray]
+) -> None:
+    import onnxruntime.quantization as quantization
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    first = OnnxRuntimeBackend().prepare(model, cell(precision="int8"), tmp_path / "work1")
+    out = first.outputs()["click_probability"]
+    first.close()
+    assert (first.info["onnx_export_cached"], first.info["quantization_cached"]) == (False, False)
+    assert (first.info["compile_cache_hits"], first.info["compile_cache_misses"]) == (0, 2)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("quantised again instead of using the cache")
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", refuse)
+    second = OnnxRuntimeBackend().prepare(model, cell(precision="int8"), tmp_path / "work2")
+    try:
+        info = second.info
+        assert (info["onnx_export_cached"], info["quantization_cached"]) == (True, True)
+        assert info["quantization_s"] == 0.0 and info["quantization_key"] == first.info["quantization_key"]
+        assert (info["compile_cache_hits"], info["compile_cache_misses"]) == (2, 0)
+        assert info["quantization_preprocessed"] == first.info["quantization_preprocessed"]  # from the sidecar
+        assert info["model_file"] == first.info["model_file"]
+        np.testing.assert_array_equal(second.outputs()["click_probability"], out)
+    finally:
+        second.close()
+    assert not (tmp_path / "work2" / "onnxruntime-int8").exists()
+
+
+def test_int8_without_quantisable_ops_reports_fp32(prepared: Any) -> None:
+    """A model with nothing quantize_dynamic takes: the cell says it computed in fp32."""
+
+    class Squares(Model):
+        name = "squares-onnx"
+        input_names = ("x",)
+        output_names = ("y",)
+
+        def build_torch(self) -> Any:
+            class SumOfSquares(torch.nn.Module):
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    return (x * x).sum(dim=1, keepdim=True)
+
+            return SumOfSquares().eval()
+
+        def example_inputs(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+            return {"x": np.random.default_rng(seed).standard_normal((batch_size, 8)).astype(np.float32)}
+
+    session = prepared(cell(precision="int8"), Squares())
+    assert session.info["quantized_ops"] == 0
+    assert session.info["executed_precision"] == "fp32"
+    assert "no op to quantise" in session.info["executed_precision_note"]
+    x = Squares().example_inputs(4)["x"]
+    np.testing.assert_allclose(session.outputs()["y"], (x * x).sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+# --- unreadable model files ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def truncated_model(model: DLRMSmall, tmp_path: Path) -> Model:
+    source = onnx_model(model, tmp_path / "export").path
+    broken = tmp_path / "broken" / "truncated.onnx"
+    broken.parent.mkdir()
+    data = source.read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+
+    class Truncated(DLRMSmall):
+        def onnx_file(self) -> Path:
+            return broken
+
+    return Truncated()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_truncated_onnx_file_is_a_clear_error(truncated_model: Model, tmp_path: Path, precision: str) -> None:
+    with pytest.raises(ModelFileError) as caught:
+        OnnxRuntimeBackend().prepare(truncated_model, cell(precision=precision), tmp_path / "work")
+    message = str(caught.value)
+    assert str(tmp_path / "broken" / "truncated.onnx") in message
+    assert "truncated or corrupt" in message and "delete it" in message
+    assert not isinstance(caught.value, SkipCell)  # broken everywhere: a failed cell, not a skip
+
+
+# --- fp16 and CUDA ---------------------------------------------------------------------------------------
+
+
+def test_fp16_conversion_runs_and_loads_on_cpu(
+    model: DLRMSmall, tmp_path: Path, references: dict[int, np.ndarray]
+) -> None:
+    """The CUDA-only fp16 path, checked on CPU as far as it goes: the converted file, its fp16 weights,
+    fp32 inputs/outputs, and its outputs (onnxruntime's CPU provider runs it, through casts)."""
+    info: dict[str, Any] = {}
+    conv = onnxruntime_backend._to_fp16(onnx_model(model, tmp_path), tmp_path, info)
+    assert conv.path.is_file() and not conv.cached
+    graph = onnx.load(str(conv.path)).graph
+    assert info["fp16_initializers"] > 0 and info["fp32_initializers"] == 0
+    assert info["executed_precision"] == "fp16" and info["fp16_converter"] == fp16_converter()[0]
+    float32 = onnx.TensorProto.FLOAT
+    assert [i.type.tensor_type.elem_type for i in graph.input if i.name == "dense"] == [float32]
+    assert [o.type.tensor_type.elem_type for o in graph.output] == [float32]
+    inputs = model.example_inputs(4)
+    out = ort.InferenceSession(str(conv.path), providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    assert out.dtype == np.float32
+    assert np.abs(out - references[4]).max() < 2e-2
+    again = onnxruntime_backend._to_fp16(onnx_model(model, tmp_path), tmp_path, {})
+    assert again.cached and again.path == conv.path
+
+
+@pytest.mark.skipif(HAS_CUDA_EP, reason="this onnxruntime build has the CUDA provider")
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [({}, "no CUDAExecutionProvider"), ({"provider": "tensorrt"}, "no TensorrtExecutionProvider")],
+)
+def test_cuda_without_provider_is_skipped(
+    model: DLRMSmall, tmp_path: Path, options: dict[str, Any], missing: str
+) -> None:
+    with pytest.raises(SkipCell) as caught:
+        OnnxRuntimeBackend().prepare(model, cell(device="cuda", **options), tmp_path)
+    reason = caught.value.reason
+    assert missing in reason and "CPUExecutionProvider" in reason and "onnxruntime-gpu" in reason
+    assert not (tmp_path / "onnx").exists()  # skipped before exporting anything
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA_EP, reason="this onnxruntime build has no CUDAExecutionProvider (onnxruntime-gpu)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_runs_on_the_gpu(prepared: Any, references: dict[int, np.ndarray], precision: str) -> None:
+    try:
+        session = prepared(cell(device="cuda", precision=precision, batch_size=32))
+    except SkipCell as exc:
+        pytest.skip(f"CUDA provider present but not usable here: {exc.reason}")
+    assert session.info["providers"][0] == "CUDAExecutionProvider"
+    session.run()
+    out = session.outputs()["click_probability"]
+    assert out.dtype == np.float32 and out.shape == (32, 1)
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    assert np.abs(out - references[32]).max() < tolerance
+    assert session.info["executed_precision"] == precision
+    assert session._binding.get_outputs()[0].device_name().lower() == "cuda"
+
+
+def test_close_releases_the_session(prepared: Any) -> None:
+    session = prepared(cell())
+    session.close()
+    assert session.session is None
+    session.close()  # twice is harmless
+
+
+def test_shared_cache_keeps_each_kind_apart(shared_cache: Path, prepared: Any) -> None:
+    prepared(cell(precision="int8"))
+    kinds = {p.name for p in shared_cache.iterdir()}
+    assert {"onnx", "onnxruntime-int8"} <= kinds
+    for folder in (shared_cache / "onnxruntime-int8").iterdir():
+        if folder.is_dir():
+            assert (folder / "model.onnx").is_file() and (folder / "recipe.json").is_file()
+            assert not (folder / "preprocessed.onnx").exists()
+    assert not list(shared_cache.rglob("*.partial"))
