@@ -6,7 +6,7 @@ shared machine hits both. Targets: ratio >= 0.97 at batch 1 and batch 64 for pyt
 harness), onnxruntime and openvino (issue: backends).
 Hand loops: pytorch calls the eager module; onnxruntime calls `session.run(None, feeds)` on a session
 with the same options (threads, sequential, all graph optimisations); openvino calls `infer()` on one
-request whose input tensors are set once (latency hint, f32, same threads).
+request whose input tensors are set once (static input shapes, latency hint, f32, same threads).
 Run: .venv/bin/python benchmarks/harness_overhead.py [--backend pytorch|onnxruntime|openvino]...
      [--rounds 7] [--seconds 2]
 """
@@ -89,7 +89,10 @@ from pathlib import Path
 import openvino as ov
 from plugins.convert import onnx_model
 path = onnx_model(model, Path(tempfile.mkdtemp())).path
-compiled = ov.Core().compile_model(str(path), "CPU", {{"PERFORMANCE_HINT": "LATENCY",
+core = ov.Core()
+graph = core.read_model(str(path))
+graph.reshape({{name: list(feeds[name].shape) for name in model.input_names}})  # static, as bench compiles
+compiled = core.compile_model(graph, "CPU", {{"PERFORMANCE_HINT": "LATENCY",
     "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": {threads}}})
 request = compiled.create_infer_request()
 for name in model.input_names:
