@@ -80,9 +80,14 @@ class SilentReporter:
 
 
 def check_names(scenario: Scenario, regs: Registries) -> None:
-    """Unknown model or backend names are scenario errors at the line that names them."""
+    """Unknown model or backend names, and model options the model refuses, are scenario errors at
+    the line that names them."""
     if scenario.model.name not in regs.models:
         raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
+    try:  # bad model options and unusable model files fail here, before a run folder exists
+        regs.models.get(scenario.model.name)(**scenario.model.options)
+    except ValueError as exc:
+        raise scenario.error(("model",), str(exc)) from exc
     for index, entry in enumerate(scenario.backends):
         if entry.name not in regs.backends:
             raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))

@@ -115,3 +115,22 @@ def test_help_imports_no_runtime() -> None:
     )
     result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True)
     assert json.loads(result.stdout) == []
+
+
+def test_model_options_the_model_refuses_are_scenario_errors(tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text(
+        "name: bad\nmodel: {name: minilm-l6, options: {seq_len: 4}}\nbackends: [pytorch]\nbatch_sizes: [1]\n"
+    )
+    out = bench("validate", str(scenario))
+    _assert_clean_error(out, "option seq_len must be an integer from 8 to 512")
+    assert f"{scenario}:2: model:" in out.stderr
+
+
+def test_a_truncated_onnx_model_stops_the_run_before_it_starts(tmp_path: Path) -> None:
+    (tmp_path / "cut.onnx").write_bytes(b"garbage, not protobuf")
+    scenario = tmp_path / "cut.yaml"
+    scenario.write_text("name: cut\nmodel: {onnx: cut.onnx}\nbackends: [onnxruntime]\nbatch_sizes: [1]\n")
+    out = bench("run", str(scenario), "--out", str(tmp_path / "r"))
+    _assert_clean_error(out, "not a readable ONNX model")
+    assert not (tmp_path / "r").exists()
