@@ -14,14 +14,9 @@ Run: .venv/bin/python benchmarks/harness_overhead.py [--backend pytorch|onnxrunt
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 
-from _common import ROOT, run_scenario_text, temp_root
-
-from harness.executors.local import THREAD_ENV_VARS
+from _common import hand_loop_sps, run_scenario_text, temp_root
 
 SCENARIO = """\
 name: overhead
@@ -35,28 +30,11 @@ measurement: {{warmup_s: 0.5, min_duration_s: {seconds}, max_duration_s: {second
 #: options of the harness's cell, matched by the hand loop
 OPTIONS = {"pytorch": "{mode: eager}", "onnxruntime": "{}", "openvino": "{hint: latency}"}
 
-# The same conditions the harness's worker sets that are not overhead (thread pools sized by the
-# environment, the garbage collector paused while timing), so the ratio is the harness's cost alone.
-LOOP = """
-import gc, sys, time
-sys.path.insert(0, {root!r})
+#: the model and its inputs, before each runtime's setup
+MODEL = """
 from plugins.models.dlrm import DLRMSmall
 model = DLRMSmall()
 feeds = model.example_inputs({batch})
-{setup}
-end = time.perf_counter() + 0.5
-while time.perf_counter() < end:
-    call()
-gc.collect()
-gc.disable()
-n = 0
-t0 = time.perf_counter()
-end = t0 + {seconds}
-while time.perf_counter() < end:
-    call()
-    n += 1
-elapsed = time.perf_counter() - t0
-print(n * {batch} / elapsed)
 """
 
 SETUP = {
@@ -110,13 +88,8 @@ def harness_sps(backend: str, batch: int, threads: int, seconds: float) -> float
 
 
 def hand_sps(backend: str, batch: int, threads: int, seconds: float) -> float:
-    setup = SETUP[backend].format(threads=threads)
-    code = LOOP.format(root=str(ROOT), batch=batch, seconds=seconds, setup=setup)
-    env = {**os.environ, **{var: str(threads) for var in THREAD_ENV_VARS}}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
-    if out.returncode != 0:
-        raise SystemExit(f"hand loop ({backend}) failed: {out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    setup = MODEL.format(batch=batch) + SETUP[backend].format(threads=threads)
+    return hand_loop_sps(setup, batch, threads, seconds)
 
 
 def main() -> int:

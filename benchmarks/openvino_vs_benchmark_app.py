@@ -28,10 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import ROOT, run_scenario_text, temp_root
+from _common import ROOT, hand_loop_sps, run_scenario_text, temp_root, thread_env
 
 from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
-from harness.executors.local import THREAD_ENV_VARS
 
 PLUGIN = "plugins.openvino_backend"
 TARGETS = {1: 0.8, 64: 0.95}
@@ -49,8 +48,7 @@ measurement: {{warmup_s: 0.5, min_duration_s: {seconds}, max_duration_s: {second
 
 # What the backend's session does, without the harness: same IR, static shape, compile settings and
 # bound inputs; a bare loop over request.infer() with the garbage collector paused, as in the worker.
-HAND_LOOP = """
-import gc, sys, time
+HAND_SETUP = """
 import numpy as np, openvino as ov
 arrays = {{name: np.load(path) for name, path in {inputs!r}.items()}}
 core = ov.Core()
@@ -61,24 +59,8 @@ compiled = core.compile_model(model, "CPU", {{"PERFORMANCE_HINT": "LATENCY", "IN
 request = compiled.create_infer_request()
 for name, array in arrays.items():
     request.set_tensor(name, ov.Tensor(array, shared_memory=True))
-infer = request.infer
-end = time.perf_counter() + 0.5
-while time.perf_counter() < end:
-    infer()
-gc.collect()
-gc.disable()
-n = 0
-t0 = time.perf_counter()
-end = t0 + {seconds}
-while time.perf_counter() < end:
-    infer()
-    n += 1
-print(n * {batch} / (time.perf_counter() - t0))
+call = request.infer
 """
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    return {**os.environ, **{var: str(threads) for var in THREAD_ENV_VARS}}
 
 
 def harness_sps(out_root: Path, batch: int, threads: int, seconds: float) -> tuple[float, dict]:
@@ -108,13 +90,8 @@ def app_sps(xml: Path, inputs: dict[str, Path], batch: int, threads: int, second
 
 
 def hand_sps(xml: Path, inputs: dict[str, Path], batch: int, threads: int, seconds: float) -> float:
-    code = HAND_LOOP.format(
-        xml=str(xml), inputs={k: str(v) for k, v in inputs.items()}, threads=threads, seconds=seconds, batch=batch
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=thread_env(threads))
-    if out.returncode != 0:
-        raise RuntimeError(f"hand loop failed:\n{out.stderr[-2000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    setup = HAND_SETUP.format(xml=str(xml), inputs={k: str(v) for k, v in inputs.items()}, threads=threads)
+    return hand_loop_sps(setup, batch, threads, seconds)
 
 
 def throughput(args: argparse.Namespace, out_root: Path) -> bool:
