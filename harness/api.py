@@ -162,7 +162,7 @@ class Backend(ABC):
         avail = cls.availability()
         if not avail.ok:
             return avail
-        device_kind = cell.device.split(":", 1)[0]
+        device_kind = cell.device_kind
         if device_kind not in cls.devices:
             return Support.no(f"backend '{cls.name}' has no device '{cell.device}' (has {', '.join(cls.devices)})")
         if cell.precision not in cls.precisions:

@@ -41,6 +41,11 @@ class Cell:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property
+    def device_kind(self) -> str:
+        """The device without its index: ``cuda:1`` -> ``cuda``."""
+        return self.device.split(":", 1)[0]
+
+    @property
     def label(self) -> str:
         """A short human name, e.g. ``pytorch[mode=compile] cpu int8 b64``."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))

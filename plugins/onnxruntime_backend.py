@@ -186,7 +186,7 @@ class OnnxRuntimeBackend(Backend):
         base = super().supports(cell)
         if not base.ok:
             return base
-        device_kind = cell.device.split(":", 1)[0]
+        device_kind = cell.device_kind
         if device_kind == "cpu" and cell.precision == "fp16":
             return Support.no(
                 "fp16 on CPU: onnxruntime's CPU provider has fp16 kernels for few ops and wraps the others "

@@ -123,7 +123,7 @@ class TorchBackend(Backend):
         base = super().supports(cell)
         if not base.ok:
             return base
-        device_kind = cell.device.split(":", 1)[0]
+        device_kind = cell.device_kind
         if device_kind == "cpu" and cell.precision == "fp16":
             return Support.no(
                 "fp16 on CPU is not a supported inference precision in this backend "
