@@ -139,6 +139,13 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what prepare acquired."""
 
+    def replica(self) -> Session | None:
+        """Another session on the same prepared model with its own inputs, run from another thread
+        at the same time as this one (LoadGen cells with ``concurrency`` > 1), or ``None`` to let
+        the harness call :meth:`Backend.prepare` again. Share what is read-only (the compiled model),
+        never what a call writes (inputs, outputs, bindings)."""
+        return None
+
 
 class Backend(ABC):
     """A runtime plugin. Class attributes and :meth:`availability` / :meth:`supports` must be
@@ -150,6 +157,15 @@ class Backend(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: options a scenario may set (``options:`` / ``sweep:``), with a one-line meaning each
     options: ClassVar[dict[str, str]] = {}
+    #: the most sessions of one cell that may run at once, each on its own thread (``concurrency``);
+    #: 1 unless the backend's sessions are known to run side by side
+    max_concurrency: ClassVar[int] = 1
+
+    @classmethod
+    def service_floor_ms(cls, cell: Cell) -> float | None:
+        """A lower bound on one call's time for ``cell``, where the backend knows one without
+        running (a latency bound below it is refused at validation); ``None`` when unknown."""
+        return None
 
     @classmethod
     def availability(cls) -> Support:

@@ -29,10 +29,23 @@ class Cell:
     seed: int = 0
     model_options: dict[str, Any] = field(default_factory=dict)
     backend_options: dict[str, Scalar] = field(default_factory=dict)
+    #: the load scenario's own axes: concurrency, target_qps, latency_bound_ms, max_wait_us, ...
+    load_options: dict[str, Scalar] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
-        """The configuration as a plain, JSON-ready dict (keys sorted on serialisation)."""
-        return asdict(self)
+        """The configuration as a plain, JSON-ready dict (keys sorted on serialisation).
+
+        Empty ``load_options`` are left out, so single-stream cells keep the ids they had before
+        load scenarios existed (resume and comparison match them)."""
+        data = asdict(self)
+        if not data["load_options"]:
+            del data["load_options"]
+        return data
+
+    @property
+    def concurrency(self) -> int:
+        """Sessions serving queries at once (1 for single-stream)."""
+        return int(self.load_options.get("concurrency") or 1)
 
     @property
     def id(self) -> str:
@@ -50,7 +63,19 @@ class Cell:
         """A short human name, e.g. ``pytorch[mode=compile] cpu int8 b64``."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
         backend = f"{self.backend}[{opts}]" if opts else self.backend
-        return f"{self.model} {backend} {self.device} {self.precision} b{self.batch_size}"
+        label = f"{self.model} {backend} {self.device} {self.precision} b{self.batch_size}"
+        if self.load == "single_stream":
+            return label
+        opts = self.load_options
+        load = self.load
+        if self.load == "server":
+            rate = opts.get("target_qps")
+            load += "@peak" if rate == "peak" else f"@{rate:g}qps" if isinstance(rate, int | float) else ""
+        if self.concurrency > 1:
+            load += f" c{self.concurrency}"
+        if opts.get("max_wait_us"):
+            load += f" wait{opts['max_wait_us']}us"
+        return f"{label} {load}"
 
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> Cell:

@@ -186,7 +186,7 @@ def validate(ctx: click.Context, scenario: str) -> None:
 
     loaded = _load(scenario)
     regs = _registries(ctx)
-    runner.check_names(loaded, regs)
+    runner.check_scenario(loaded, regs)
     planned = runner.plan(expand_cells(loaded, environment.usable_cpus()), regs)
     skipped = [p for p in planned if p.skip_reason]
     click.echo(describe(loaded))

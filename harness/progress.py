@@ -7,6 +7,8 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from harness.summary import validity_notes
+
 if TYPE_CHECKING:
     from harness.cells import Cell
     from harness.store import RunDir
@@ -23,8 +25,9 @@ def cell_line(record: dict[str, Any]) -> str:
         flags = []
         if record.get("noisy"):
             flags.append(f"NOISY {record.get('noise_fraction', 0):.0%} CPU elsewhere")
-        if not record.get("valid", True):
-            flags.append(f"INVALID: {record.get('n_queries')} < {record.get('min_queries')} queries")
+        if record.get("peak_qps"):
+            flags.append(f"peak {record['peak_qps']:,.0f} q/s")
+        flags += validity_notes(record)
         extra = f"  [{'; '.join(flags)}]" if flags else ""
         return (
             f"ok  {_fmt(record.get('throughput_sps'), ',.0f')} samples/s  "

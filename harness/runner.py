@@ -31,6 +31,13 @@ QUICK_MEASUREMENT = {
     "min_queries": 50,
     "ci_rel_width": None,
 }
+#: what --quick does to LoadGen cells: short tests, a short peak search
+QUICK_LOADGEN = {
+    "min_duration_s": 1.0,
+    "min_query_count": 100,
+    "trial_duration_s": 0.5,
+    "max_trials": 6,
+}
 FINAL_STATUSES = ("ok", "skipped", "failed", "crashed", "oom", "timeout")
 
 
@@ -79,9 +86,10 @@ class SilentReporter:
         pass
 
 
-def check_names(scenario: Scenario, regs: Registries) -> None:
-    """Unknown model or backend names, and model options the model refuses, are scenario errors at
-    the line that names them."""
+def check_scenario(scenario: Scenario, regs: Registries) -> None:
+    """What only the plugins can tell, as scenario errors at the line that caused them: unknown
+    model or backend names, model options the model refuses, a concurrency a backend cannot
+    serve, a latency bound below a backend's known service time."""
     if scenario.model.name not in regs.models:
         raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
     try:  # bad model options and unusable model files fail here, before a run folder exists
@@ -91,30 +99,62 @@ def check_names(scenario: Scenario, regs: Registries) -> None:
     for index, entry in enumerate(scenario.backends):
         if entry.name not in regs.backends:
             raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))
+    _check_loads(scenario, regs)
 
 
-def derived_min_queries(headline: float, confidence: float) -> int:
-    """Queries needed for a two-sided CI of the headline percentile and LoadGen's early-stopping
-    estimate with one overage allowed (p99: max(368, 662) = 662)."""
-    from harness import stats
+def _check_loads(scenario: Scenario, regs: Registries) -> None:
+    from harness.scenario import expand_cells
 
-    return max(stats.min_queries_for_ci(headline, confidence), stats.min_queries_for_early_stopping(headline, t=1))
+    for cell in expand_cells(scenario, environment.usable_cpus()):
+        backend = regs.backends.get(cell.backend)
+        if cell.concurrency > backend.max_concurrency:
+            raise scenario.error(
+                ("concurrency",),
+                f"backend '{cell.backend}' serves at most {backend.max_concurrency} concurrent session(s) "
+                f"(its max_concurrency), not {cell.concurrency}: lower concurrency",
+            )
+        bound = cell.load_options.get("latency_bound_ms")
+        floor = backend.service_floor_ms(cell) if cell.load == "server" else None
+        if isinstance(bound, int | float) and floor is not None and bound < floor:
+            raise scenario.error(
+                ("loadgen", "latency_bound_ms"),
+                f"latency bound {bound:g} ms is below the service time of {cell.label} ({floor:g} ms): no load "
+                "can meet it; raise latency_bound_ms",
+            )
 
 
 def effective_measurement(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    from harness import stats
+
     m = scenario.measurement
     settings = {
         "warmup_s": m.warmup_s,
         "warmup_queries": m.warmup_queries,
         "min_duration_s": m.min_duration_s,
         "max_duration_s": m.max_duration_s,
-        "min_queries": m.min_queries or derived_min_queries(m.headline_percentile, m.confidence),
+        "min_queries": m.min_queries or stats.min_queries_for(m.headline_percentile, m.confidence),
         "headline_percentile": m.headline_percentile,
         "confidence": m.confidence,
         "ci_rel_width": m.ci_rel_width,
     }
     if quick:
         settings.update(QUICK_MEASUREMENT)
+    return settings
+
+
+def effective_loadgen(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    """LoadGen's settings as the workers get them (not part of any cell's identity)."""
+    from harness.scenario import loadgen_min_queries
+
+    lg = scenario.loadgen
+    per_cell = {"target_qps", "latency_bound_ms", "samples_per_query", "max_wait_us", "peak_search"}  # in the cells
+    settings = {
+        **lg.model_dump(exclude=per_cell),
+        **lg.peak_search.model_dump(),
+        "min_query_count": loadgen_min_queries(lg, scenario.measurement.confidence),
+    }
+    if quick:
+        settings.update(QUICK_LOADGEN)
     return settings
 
 
@@ -172,6 +212,8 @@ def _job(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any]) -> dict
         "rule": rule,
         "percentiles": settings["percentiles"],
         "noise_threshold": settings["noise_threshold"],
+        "loadgen": settings.get("loadgen"),
+        "timeout_s": settings["limits"]["timeout_s"],
         "plugins": settings["plugins"],
         "autoload": settings["autoload"],
         "workdir": str(run.work_dir),
@@ -233,6 +275,7 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
                 "precisions": list(options.precisions),
             },
             "measurement": effective_measurement(scenario, options.quick),
+            "loadgen": effective_loadgen(scenario, options.quick),
             "percentiles": sorted(m.percentiles),
             "noise_threshold": m.noise_threshold,
             "noise_retries": 1,
@@ -254,7 +297,7 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
     manifest = run.manifest()
     settings = manifest["settings"]
     regs = registries(settings["plugins"], autoload=settings["autoload"])
-    check_names(scenario, regs)
+    check_scenario(scenario, regs)
     planned = plan(select_cells(scenario, options), regs)
     run.repair_journal()
     done = {(r["cell_id"], r.get("repeat", 0)) for r in run.records() if r.get("status") in FINAL_STATUSES}
@@ -287,7 +330,7 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
 
 def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | None = None) -> RunDir:
     # names and filters are checked before a run folder exists: bad input leaves nothing behind
-    check_names(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
+    check_scenario(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
     select_cells(scenario, options)
     run = create_run(scenario, options)
     execute(run, scenario, options, reporter or SilentReporter())

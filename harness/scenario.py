@@ -29,6 +29,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -395,6 +396,9 @@ class _Builder:
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 #: the precisions a scenario may ask for
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+LoadName = Literal["single_stream", "offline", "server", "multi_stream"]
+#: the load scenarios, MLPerf's four: single_stream runs on bench's own loop, the others on LoadGen
+LOADS: tuple[str, ...] = typing.get_args(LoadName)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _DEVICE_RE = re.compile(r"cpu|cuda(?::[0-9]+)?")
@@ -475,6 +479,19 @@ Percentile = Annotated[StrictFloat, Field(gt=0, lt=100)]
 Positive = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+def _listify(value: Any) -> Any:
+    """An axis may be written as one value: ``concurrency: 2`` is ``concurrency: [2]``."""
+    return value if isinstance(value, list | tuple) else [value]
+
+
+def _axis(item: Any) -> Any:
+    """A sweep axis of ``item``: one value or a non-empty list of distinct values."""
+    return Annotated[tuple[item, ...], BeforeValidator(_listify), Field(min_length=1), AfterValidator(_unique)]
+
+
+Concurrency = Annotated[StrictInt, Field(ge=1, le=256)]
 
 
 def _shorthand(data: Any, what: str) -> Any:
@@ -670,6 +687,74 @@ class Measurement(BaseModel):
         return self
 
 
+def _target_qps(value: Any) -> tuple[float, ...] | str | None:
+    """``target_qps``: null, ``peak``, a rate in queries/s or a list of distinct rates."""
+    if value is None or value == "peak":
+        return value
+    rates = value if isinstance(value, list | tuple) else [value]
+    if not rates:
+        raise PydanticCustomError("scenario_target_qps", "give at least one rate, or 'peak'", {})
+    out: list[float] = []
+    for index, rate in enumerate(rates):
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+            raise PydanticCustomError(
+                "scenario_target_qps",
+                "Input should be a rate in queries/s, a list of rates, or 'peak' (got {value})",
+                {"value": _show(rate), "at": (index,) if isinstance(value, list | tuple) else ()},
+            )
+        if rate <= 0:
+            raise PydanticCustomError(
+                "scenario_target_qps",
+                "a target rate must be above 0 queries/s (got {value}); give the Poisson arrival rate to offer",
+                {"value": _show(rate), "at": (index,) if isinstance(value, list | tuple) else ()},
+            )
+        if float(rate) in out:
+            raise PydanticCustomError("scenario_duplicate", "duplicate rate {value}; remove it", {"value": _show(rate)})
+        out.append(float(rate))
+    return tuple(out)
+
+
+class PeakSearchSettings(BaseModel):
+    """Server with ``target_qps: peak``: bisect on the offered rate for the highest one whose
+    latency percentile stays under ``latency_bound_ms``."""
+
+    model_config = _FROZEN
+
+    min_qps: Positive = 1.0
+    max_qps: Positive | None = None
+    precision: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.05
+    trial_duration_s: Positive = 2.0
+    max_trials: Annotated[StrictInt, Field(ge=2, le=30)] = 10
+
+    @model_validator(mode="after")
+    def _check_range(self) -> PeakSearchSettings:
+        if self.max_qps is not None and self.max_qps <= self.min_qps:
+            raise PydanticCustomError(
+                "scenario_peak_range",
+                "max_qps ({max}) must be above min_qps ({min})",
+                {"max": _show(self.max_qps), "min": _show(self.min_qps), "at": ("max_qps",)},
+            )
+        return self
+
+
+class LoadGenSettings(BaseModel):
+    """How LoadGen drives the offline, server and multi_stream cells (MLPerf's TestSettings)."""
+
+    model_config = _FROZEN
+
+    min_duration_s: Positive = 10.0
+    max_duration_s: Positive | None = None
+    min_query_count: Annotated[StrictInt, Field(ge=1)] | None = None
+    target_qps: Annotated[Any, PlainValidator(_target_qps)] = None
+    latency_bound_ms: Positive | None = None
+    latency_percentile: Percentile = 99.0
+    samples_per_query: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 8
+    expected_qps: Positive | None = None
+    max_wait_us: _axis(Annotated[StrictInt, Field(ge=0, le=10_000_000)]) = (0,)  # type: ignore[valid-type]
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    peak_search: PeakSearchSettings = Field(default_factory=PeakSearchSettings)
+
+
 class Limits(BaseModel):
     """Hard limits on one cell's worker process."""
 
@@ -693,7 +778,9 @@ class Scenario(BaseModel):
     precisions: Precisions = ("fp32",)
     batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)]
     threads: int | Literal["auto"] = "auto"
-    load: Literal["single_stream"] = "single_stream"
+    load: _axis(LoadName) = ("single_stream",)  # type: ignore[valid-type]
+    concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]
+    loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     measurement: Measurement = Field(default_factory=Measurement)
     limits: Limits = Field(default_factory=Limits)
@@ -702,6 +789,41 @@ class Scenario(BaseModel):
     _source_name: str = PrivateAttr(default="<scenario>")
     _source_text: str = PrivateAttr(default="")
     _locations: dict[Loc, int] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_load(self) -> Scenario:
+        lg = self.loadgen
+        if "server" in self.load:
+            if lg.target_qps is None:
+                raise PydanticCustomError(
+                    "scenario_server_rate",
+                    "load 'server' needs loadgen.target_qps: the Poisson arrival rate in queries/s, a list of "
+                    "rates, or 'peak' to search for the highest rate that meets latency_bound_ms",
+                    {"at": ("load",)},
+                )
+            if lg.latency_bound_ms is None:
+                raise PydanticCustomError(
+                    "scenario_server_bound",
+                    "load 'server' needs loadgen.latency_bound_ms: the bound its latency_percentile "
+                    "(p{pct}) must stay under, in ms",
+                    {"pct": f"{lg.latency_percentile:g}", "at": ("load",)},
+                )
+        driven = [load for load in self.load if load != "single_stream"]
+        if driven:
+            need = max(loadgen_seconds(self, load) for load in driven) + self.measurement.warmup_s
+            if need >= self.limits.timeout_s:
+                raise PydanticCustomError(
+                    "scenario_loadgen_timeout",
+                    "a LoadGen cell needs at least {need} s here (warm-up, min_duration_s, min_query_count at the "
+                    "target rate, peak-search trials), which limits.timeout_s ({timeout} s) cannot hold: raise "
+                    "limits.timeout_s or lower the durations",
+                    {
+                        "need": f"{need:.4g}",
+                        "timeout": _show(self.limits.timeout_s),
+                        "at": ("loadgen", "min_duration_s"),
+                    },
+                )
+        return self
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -989,10 +1111,62 @@ def usable_cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def loadgen_min_queries(settings: LoadGenSettings, confidence: float = 0.95) -> int:
+    """``min_query_count``, or when null the queries its percentile needs for a two-sided CI and
+    LoadGen's early-stopping estimate (p99: 662)."""
+    if settings.min_query_count is not None:
+        return settings.min_query_count
+    from harness import stats
+
+    return stats.min_queries_for(settings.latency_percentile, confidence)
+
+
+def loadgen_seconds(scenario: Scenario, load: str) -> float:
+    """The least time LoadGen takes to measure one cell of ``load`` (warm-up and preparing apart)."""
+    lg = scenario.loadgen
+    if load != "server" or lg.target_qps is None:
+        return lg.min_duration_s
+    if lg.target_qps == "peak":
+        search = lg.peak_search
+        return search.max_trials * search.trial_duration_s + lg.min_duration_s
+    queries = loadgen_min_queries(lg, scenario.measurement.confidence)
+    seconds = max(max(lg.min_duration_s, queries / rate) for rate in lg.target_qps)
+    return min(seconds, lg.max_duration_s) if lg.max_duration_s else seconds
+
+
+def load_variants(scenario: Scenario, load: str, cpu_count: int) -> list[tuple[dict[str, Scalar], int]]:
+    """The load options of each cell of ``load`` (concurrency, rate, batching wait) with the
+    threads each replica gets: ``threads: auto`` shares the CPUs among the replicas."""
+    lg = scenario.loadgen
+    if load == "single_stream":
+        return [({}, scenario.resolved_threads(cpu_count))]
+    rates: tuple[Any, ...] = (None,)
+    if load == "server":
+        rates = ("peak",) if lg.target_qps == "peak" else tuple(lg.target_qps or ())
+    waits: tuple[int | None, ...] = lg.max_wait_us if load in ("server", "multi_stream") else (None,)
+    out: list[tuple[dict[str, Scalar], int]] = []
+    for concurrency in scenario.concurrency:
+        threads = (
+            max(1, cpu_count // concurrency) if scenario.threads == "auto" else scenario.resolved_threads(cpu_count)
+        )
+        for rate in rates:
+            for wait in waits:
+                options: dict[str, Scalar] = {"concurrency": concurrency}
+                if load == "server":
+                    options.update(target_qps=rate, latency_bound_ms=lg.latency_bound_ms)
+                if load == "multi_stream":
+                    options["samples_per_query"] = lg.samples_per_query
+                if wait is not None:
+                    options["max_wait_us"] = wait
+                out.append((options, threads))
+    return out
+
+
 def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
     """All cells of the scenario, backend outermost, then its sweep combinations, device,
-    precision and batch size innermost; a cell equal to an earlier one is kept once."""
-    threads = scenario.resolved_threads(cpu_count)
+    precision, batch size, load and the load's variants innermost; a cell equal to an earlier one
+    is kept once."""
+    scenario.resolved_threads(cpu_count)  # checks cpu_count
     cells: list[Cell] = []
     seen: set[str] = set()
     for backend in scenario.backends:
@@ -1001,23 +1175,43 @@ def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
             options = {**backend.options, **combo}
             for device in scenario.devices:
                 for precision in precisions:
-                    for batch_size in scenario.batch_sizes:
-                        cell = Cell(
-                            model=scenario.model.name,
-                            backend=backend.name,
-                            device=device,
-                            precision=precision,
-                            batch_size=batch_size,
-                            threads=threads,
-                            load=scenario.load,
-                            seed=scenario.seed,
-                            model_options=dict(scenario.model.options),
-                            backend_options=dict(options),
-                        )
-                        if cell.id not in seen:
-                            seen.add(cell.id)
-                            cells.append(cell)
+                    for batch_size, load in itertools.product(scenario.batch_sizes, scenario.load):
+                        for load_options, threads in load_variants(scenario, load, cpu_count):
+                            cell = Cell(
+                                model=scenario.model.name,
+                                backend=backend.name,
+                                device=device,
+                                precision=precision,
+                                batch_size=batch_size,
+                                threads=threads,
+                                load=load,
+                                seed=scenario.seed,
+                                model_options=dict(scenario.model.options),
+                                backend_options=dict(options),
+                                load_options=load_options,
+                            )
+                            if cell.id not in seen:
+                                seen.add(cell.id)
+                                cells.append(cell)
     return cells
+
+
+def _load_summary(scenario: Scenario) -> str:
+    parts = []
+    lg = scenario.loadgen
+    for load in scenario.load:
+        text = load
+        if load == "server":
+            rates = "peak search" if lg.target_qps == "peak" else " | ".join(f"{r:g}" for r in lg.target_qps or ())
+            text += f" ({rates} q/s, p{lg.latency_percentile:g} <= {lg.latency_bound_ms:g} ms)"
+        elif load == "multi_stream":
+            text += f" ({lg.samples_per_query} samples/query)"
+        parts.append(text)
+    text = ", ".join(parts)
+    if any(load != "single_stream" for load in scenario.load):
+        text += f"; concurrency {' | '.join(map(str, scenario.concurrency))}"
+        text += f"; LoadGen >= {lg.min_duration_s:g} s"
+    return text
 
 
 def _backend_summary(backend: BackendEntry) -> str:
@@ -1052,7 +1246,8 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
         f"  devices:      {', '.join(scenario.devices)}",
         f"  precisions:   {', '.join(scenario.precisions)}",
         f"  batch sizes:  {', '.join(str(b) for b in scenario.batch_sizes)}",
-        f"  threads:      {threads}; load {scenario.load}; seed {scenario.seed}",
+        f"  threads:      {threads}; seed {scenario.seed}",
+        f"  load:         {_load_summary(scenario)}",
         f"  cells:        {len(cells)}" + (f" x {m.repeats} repeats" if m.repeats > 1 else ""),
         f"  measurement:  {m.min_duration_s:g}-{m.max_duration_s:g} s per cell after {m.warmup_s:g} s warm-up, "
         f"headline p{m.headline_percentile:g} (CI {m.confidence:g})",

@@ -286,6 +286,12 @@ def min_queries_for_early_stopping(percentile: float, t: int = 1, confidence: fl
     return _first_true(passes, lo, hi)
 
 
+def min_queries_for(percentile: float, confidence: float = 0.95) -> int:
+    """Queries a window needs for a two-sided CI of ``percentile`` and LoadGen's early-stopping
+    estimate with one overage allowed (p99 at 0.95: max(368, 662) = 662)."""
+    return max(min_queries_for_ci(percentile, confidence), min_queries_for_early_stopping(percentile, t=1))
+
+
 def early_stopping_overage_allowed(n: int, percentile: float, confidence: float = 0.99) -> int | None:
     """How many of the slowest queries LoadGen's early-stopping estimate discards for ``n`` queries.
 

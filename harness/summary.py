@@ -19,6 +19,30 @@ def _ci(record: dict[str, Any], key: str) -> str:
     return f"{est:.3f}{band}"
 
 
+def validity_notes(record: dict[str, Any]) -> list[str]:
+    """Why an ok cell's numbers deserve doubt: an invalid window (and LoadGen's reasons), a load
+    generator that fell behind its schedule."""
+    notes = []
+    if record.get("stop_reason") == "loadgen":
+        if not record.get("valid", True):
+            failed = [
+                text
+                for key, text in (
+                    ("loadgen_perf_constraints_met", "latency bound broken"),
+                    ("loadgen_min_duration_met", "min duration not met"),
+                    ("loadgen_min_queries_met", "too few queries"),
+                    ("loadgen_early_stopping_met", "early stopping unmet"),
+                )
+                if record.get(key) is False
+            ]
+            notes.append("LoadGen INVALID" + (f": {', '.join(failed)}" if failed else ""))
+        if record.get("generator_kept_up") is False:
+            notes.append(f"generator late (issue delay p99 {_num(record.get('issue_delay_p99_ms'), '.2f')} ms)")
+    elif not record.get("valid", True):
+        notes.append(f"too few queries ({record.get('n_queries')} < {record.get('min_queries')})")
+    return notes
+
+
 COLUMNS = (
     ("cell", "model backend device precision batch"),
     ("status", ""),
@@ -39,8 +63,9 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
             notes = []
             if r.get("noisy"):
                 notes.append(f"noisy ({r.get('noise_fraction', 0):.0%})")
-            if not r.get("valid", True):
-                notes.append("too few queries")
+            if r.get("peak_qps"):
+                notes.append(f"peak {r['peak_qps']:,.0f} q/s")
+            notes += validity_notes(r)
             out.append([
                 r["label"], "ok", _num(r.get("throughput_sps"), ",.0f"), _ci(r, "p50"), _ci(r, "p99"),
                 _num(r.get("cold_ms"), ".2f"), _num(r.get("prepare_s"), ".2f"),

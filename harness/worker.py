@@ -57,15 +57,11 @@ def _outputs_check(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
-    from harness import stats
     from harness.cells import Cell
-    from harness.measure import noise
     from harness.measure.memory import PhasePeaks
-    from harness.measure.single_stream import StopRule, run_window
     from harness.pluginmanager import registries
 
     cell = Cell.from_config(job["cell"])
-    rule = StopRule(**job["rule"])
     workdir = Path(job["workdir"])
     cell_dir = Path(job["cell_dir"])
     workdir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +78,53 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
     channel.send({"event": "phase", "phase": "prepare"})
     t0 = time.perf_counter()
     session = backend.prepare(model, cell, workdir)
-    prepare_s = time.perf_counter() - t0
+    sessions = [session]
+    try:
+        for _ in range(cell.concurrency - 1):  # LoadGen cells: one session per concurrent stream
+            sessions.append(session.replica() or backend.prepare(model, cell, workdir))
+        prepare_s = time.perf_counter() - t0
+        if cell.load == "single_stream":
+            result = _single_stream(job, cell, session, peaks, channel, cell_dir)
+        else:
+            result = _loadgen(job, cell, sessions, peaks, channel, cell_dir)
+        result.update(_outputs_check(session.outputs()))
+    finally:
+        for each in sessions:
+            each.close()
+    return {
+        "status": "ok",
+        "reason": "",
+        "prepare_s": prepare_s,
+        **result,
+        **{f"peak_rss_mb_{phase}": mb for phase, mb in peaks.peaks_mb.items()},
+        "peak_rss_per_phase": peaks.resettable,
+        "info": {**session.info, "model": model.params()},
+    }
 
+
+def _latency_file(job: dict[str, Any], cell_dir: Path, stem: str, values: Any) -> str:
+    path = cell_dir / f"{stem}.r{job['repeat']}.a{job.get('attempt', 0)}.npy"
+    _write_npy_atomic(path, values)
+    return str(path.relative_to(cell_dir.parent.parent))
+
+
+def _noise_fields(job: dict[str, Any], start: Any, end: Any, wall_s: float) -> dict[str, Any]:
+    from harness.measure import noise
+
+    guard = noise.between(start, end, wall_s)
+    return {
+        "noise_other_cpu_s": guard.other_cpu_s,
+        "noise_fraction": guard.other_fraction,
+        "noisy": guard.other_fraction is not None and guard.other_fraction > job["noise_threshold"],
+    }
+
+
+def _single_stream(job: dict[str, Any], cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+    from harness import stats
+    from harness.measure import noise
+    from harness.measure.single_stream import StopRule, run_window
+
+    rule = StopRule(**job["rule"])
     marks: dict[str, Any] = {}
 
     def on_phase(phase: str) -> None:
@@ -95,30 +136,19 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
 
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
-    try:
-        window = run_window(session.run, rule, on_phase)
-        noise_end = noise.sample()
-        peaks.stop()
-        checked = _outputs_check(session.outputs())
-    finally:
-        session.close()
+    window = run_window(session.run, rule, on_phase)
+    noise_end = noise.sample()
+    peaks.stop()
 
     wall_s = window.wall_ns / 1e9
-    guard = noise.between(marks["noise"], noise_end, wall_s)
     n = int(window.latencies_ns.size)
-    latency_file = cell_dir / f"latencies_ns.r{job['repeat']}.a{job.get('attempt', 0)}.npy"
-    _write_npy_atomic(latency_file, window.latencies_ns)
     summary = stats.summarize(
         window.latencies_ns,
         percentiles=job["percentiles"],
         confidence=rule.confidence,
         headline=(rule.headline_percentile,),
     )
-    noisy = guard.other_fraction is not None and guard.other_fraction > job["noise_threshold"]
     return {
-        "status": "ok",
-        "reason": "",
-        "prepare_s": prepare_s,
         "cold_ms": window.cold_ns / 1e6,
         "warmup_queries": window.warmup_queries,
         "warmup_s": window.warmup_ns / 1e9,
@@ -132,14 +162,126 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
         "min_queries": rule.min_queries,
         "min_queries_met": window.min_queries_met,
         "valid": window.min_queries_met,
-        **{f"peak_rss_mb_{phase}": mb for phase, mb in peaks.peaks_mb.items()},
-        "peak_rss_per_phase": peaks.resettable,
-        "noise_other_cpu_s": guard.other_cpu_s,
-        "noise_fraction": guard.other_fraction,
-        "noisy": noisy,
-        "latency_file": str(latency_file.relative_to(cell_dir.parent.parent)),
-        "info": {**session.info, "model": model.params()},
-        **checked,
+        **_noise_fields(job, marks["noise"], noise_end, wall_s),
+        "latency_file": _latency_file(job, cell_dir, "latencies_ns", window.latencies_ns),
+    }
+
+
+def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+    """Offline, server and multi-stream cells: warm up, then LoadGen (a peak search for
+    ``target_qps: peak``); the numbers are those of the final LoadGen test."""
+    import numpy as np
+
+    from harness import stats
+    from harness.measure import loadgen, noise
+
+    started = time.monotonic()
+    lg, rule, opts = job["loadgen"], job["rule"], cell.load_options
+    loadgen.set_fine_timer_slack()  # LoadGen's threads, started below, inherit it
+    peaks.start("warmup")
+    channel.send({"event": "phase", "phase": "cold"})
+    warm = loadgen.warm_up(sessions, rule["warmup_s"], rule["warmup_queries"])
+    capacity = loadgen.capacity_qps(warm, cell.batch_size, len(sessions), cell.threads)
+    rate = opts.get("target_qps")
+    call_ms = warm.median_call_ns / 1e6
+    bound = opts.get("latency_bound_ms")
+    if cell.load == "multi_stream" and not bound:  # LoadGen sizes its query pool by the expected latency
+        spq = int(opts.get("samples_per_query") or 8)
+        bound = call_ms * -(-spq // (cell.batch_size * len(sessions)))
+    settings = loadgen.LoadSettings(
+        scenario=cell.load,
+        min_duration_s=lg["min_duration_s"],
+        min_query_count=lg["min_query_count"],
+        max_duration_s=lg["max_duration_s"],
+        target_qps=float(rate) if isinstance(rate, int | float) else None,
+        latency_bound_ms=bound,
+        latency_percentile=lg["latency_percentile"],
+        samples_per_query=int(opts.get("samples_per_query") or 8),
+        expected_qps=lg["expected_qps"] or capacity,
+        seed=lg["seed"],
+    )
+    folder = loadgen.log_folder(cell_dir, job["repeat"], job.get("attempt", 0))
+    wait_ns = int(opts.get("max_wait_us") or 0) * 1000
+    peaks.start("measure")
+    channel.send({"event": "phase", "phase": "measure"})
+    noise_start = noise.sample()
+    t0 = time.perf_counter()
+    if rate == "peak":
+        trials = iter(range(1, 1000))
+
+        def trial(qps: float, duration_s: float) -> loadgen.LoadGenRun:
+            full = duration_s >= settings.min_duration_s
+            left_s = job["timeout_s"] - (time.monotonic() - started) - 10.0
+            queries = min(settings.min_query_count, max(1, int(qps * max(left_s, duration_s)))) if full else 1
+            name = "final" if full else f"trial{next(trials)}"
+            test = loadgen.with_target(settings, qps, duration_s, queries)
+            return loadgen.run_test(sessions, cell.batch_size, test, folder / name, wait_ns)
+
+        search = loadgen.PeakSearch(lg["min_qps"], lg["max_qps"], lg["precision"], lg["trial_duration_s"],
+                                    lg["max_trials"])  # fmt: skip
+        outcome = loadgen.peak_search(trial, search, capacity * 1.1, settings.min_duration_s)
+    else:
+        outcome = loadgen.LoadOutcome(loadgen.run_test(sessions, cell.batch_size, settings, folder, wait_ns))
+    measure_s = time.perf_counter() - t0
+    noise_end = noise.sample()
+    peaks.stop()
+
+    final = outcome.final
+    lat, delay, detail = final.query_latency_ns, final.issue_delay_ns, final.loadgen
+    latency_stats: dict[str, Any] = {}
+    if cell.load != "offline" and lat.size:  # offline has one query: its latency is the run's length
+        summary = stats.summarize(
+            lat, percentiles=job["percentiles"], confidence=rule["confidence"], headline=(rule["headline_percentile"],)
+        )
+        latency_stats = summary.as_flat_dict(scale=1e-6, unit="ms")
+    pct = settings.latency_percentile
+    lg_pct = detail.get(f"result_{pct:.2f}_percentile_latency_ns")
+    delay_p99 = float(np.percentile(delay, 99)) / 1e6 if delay.size else None
+    median_ms = float(np.median(lat)) / 1e6 if lat.size else None
+    kept_up = delay_p99 is not None and median_ms is not None and (delay_p99 <= max(0.1 * median_ms, 0.1))
+    batches = final.batches
+    estimate = detail.get("early_stopping_estimate_ns")
+    wall_s = final.wall_ns / 1e9
+    return {
+        "cold_ms": warm.cold_ns / 1e6,
+        "warmup_queries": warm.queries,
+        "warmup_s": warm.duration_ns / 1e9,
+        "service_ms": call_ms,
+        "n_queries": int(lat.size),
+        "samples": final.n_samples,
+        "wall_s": wall_s,
+        "measure_s": measure_s,
+        "throughput_sps": final.throughput_sps,
+        "queries_per_s": lat.size / wall_s if wall_s > 0 else None,
+        **latency_stats,
+        "stop_reason": "loadgen",
+        "min_queries": final.settings.min_query_count,
+        "min_queries_met": bool(detail.get("result_min_queries_met")),
+        "valid": final.valid,
+        "target_qps": final.settings.target_qps,
+        "scheduled_qps": detail.get("result_scheduled_samples_per_sec"),
+        "latency_bound_ms": final.settings.latency_bound_ms if cell.load == "server" else None,
+        "loadgen_validity": detail.get("result_validity"),
+        "loadgen_min_duration_met": detail.get("result_min_duration_met"),
+        "loadgen_min_queries_met": detail.get("result_min_queries_met"),
+        "loadgen_perf_constraints_met": detail.get("result_perf_constraints_met"),
+        "loadgen_early_stopping_met": detail.get("early_stopping_met"),
+        "loadgen_early_stopping_estimate_ms": estimate / 1e6 if estimate else None,
+        "loadgen_mean_ms": (detail.get("result_mean_latency_ns") or 0) / 1e6 or None,
+        f"loadgen_p{pct:g}_ms": lg_pct / 1e6 if lg_pct else None,
+        "issue_delay_p99_ms": delay_p99,
+        "issue_delay_max_ms": float(delay.max()) / 1e6 if delay.size else None,
+        "generator_kept_up": kept_up,
+        "batch_calls": batches.calls,
+        "mean_batch": batches.mean_batch,
+        "padded_fraction": batches.padded_samples / (batches.calls * cell.batch_size) if batches.calls else None,
+        "peak_qps": outcome.peak_qps,
+        "load_curve": outcome.curve or None,
+        "load_note": outcome.note,
+        "loadgen_log_dir": str(folder.relative_to(cell_dir.parent.parent)),
+        **_noise_fields(job, noise_start, noise_end, measure_s),
+        "latency_file": _latency_file(job, cell_dir, "latencies_ns", lat),
+        "issue_delay_file": _latency_file(job, cell_dir, "issue_delay_ns", delay),
     }
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from time import perf_counter_ns, sleep
 from typing import Any, ClassVar
 
 from harness.api import Backend, Model, Session, cache_dir
@@ -19,6 +20,8 @@ from harness.cells import Cell
 from harness.errors import SkipCell
 from harness.hookspecs import hookimpl
 
+#: the tail of a simulated call that spins without yielding the GIL
+_YIELD_UNTIL_NS = 200_000
 FAULTS = ("none", "raise", "segfault", "abort", "hang", "exit", "alloc", "skip")
 
 
@@ -43,18 +46,38 @@ class ToyModel(Model):
 
 
 def _busy_wait_ns(duration_ns: int) -> None:
-    end = time.perf_counter_ns() + duration_ns
-    while time.perf_counter_ns() < end:
-        pass
+    """Spin for ``duration_ns``. Until the last 200 us the spin lets other threads take the GIL
+    between checks, as a runtime releases it while it computes (a load generator's thread must not
+    wait behind a long call); the tail spins without yielding so the call ends on time."""
+    clock = perf_counter_ns
+    end = clock() + duration_ns
+    while True:
+        left = end - clock()
+        if left <= 0:
+            return
+        if left > _YIELD_UNTIL_NS:
+            sleep(0)
 
 
 class FakeSession(Session):
-    def __init__(self, service_ns: int, per_sample_ns: int, batch_size: int, fault: str, fault_after: int) -> None:
+    def __init__(
+        self,
+        service_ns: int,
+        per_sample_ns: int,
+        batch_size: int,
+        fault: str,
+        fault_after: int,
+        stall_every: int = 0,
+        stall_ns: int = 0,
+    ) -> None:
         super().__init__()
         self._wait_ns = service_ns + per_sample_ns * batch_size
         self._fault = fault
         self._calls_left = fault_after
         self._batch = batch_size
+        self._stall_every = stall_every
+        self._stall_ns = stall_ns
+        self._calls = 0
         self.info = {"executed_precision": "fp32", "service_ns": self._wait_ns}
 
     def run(self) -> None:
@@ -62,7 +85,16 @@ class FakeSession(Session):
             self._calls_left -= 1
             if self._calls_left < 0:
                 _fail(self._fault)
+        self._calls += 1
+        if self._stall_every and self._calls % self._stall_every == 0:
+            _busy_wait_ns(self._wait_ns + self._stall_ns)
+            return
         _busy_wait_ns(self._wait_ns)
+
+    def replica(self) -> FakeSession:
+        return FakeSession(
+            self._wait_ns, 0, self._batch, self._fault, self._calls_left, self._stall_every, self._stall_ns
+        )
 
     def outputs(self) -> dict[str, Any]:
         import numpy as np
@@ -99,7 +131,15 @@ class FakeBackend(Backend):
         "fault_at": "prepare or run (default run)",
         "fault_after": "calls that succeed before the fault, when fault_at=run (default 0)",
         "alloc_mb": "with fault=alloc: MiB to allocate and touch in prepare, 16 MiB at a time",
+        "stall_every": "with stall_ms: every Nth call takes stall_ms longer (default 0: never)",
+        "stall_ms": "extra busy-wait of the stalled calls, ms",
     }
+    max_concurrency = 16
+
+    @classmethod
+    def service_floor_ms(cls, cell: Cell) -> float | None:
+        opts = cell.backend_options
+        return float(opts.get("service_ms", 1.0)) + float(opts.get("per_sample_us", 0.0)) * cell.batch_size / 1000
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
         opts = cell.backend_options
@@ -118,6 +158,8 @@ class FakeBackend(Backend):
             batch_size=cell.batch_size,
             fault=fault,
             fault_after=int(opts.get("fault_after", 0)),
+            stall_every=int(opts.get("stall_every", 0)),
+            stall_ns=int(float(opts.get("stall_ms", 0.0)) * 1e6),
         )
         cache = cache_dir("fake")  # what the harness handed this worker, for the tests of that hand-over
         session.info["cache_dir"] = str(cache) if cache else None

@@ -179,7 +179,8 @@ def test_defaults_and_shorthands() -> None:
     assert s.devices == ("cpu",)
     assert s.precisions == ("fp32",)
     assert s.threads == "auto"
-    assert s.load == "single_stream"
+    assert s.load == ("single_stream",)
+    assert s.concurrency == (1,)
     assert s.seed == 0
     assert s.measurement == Measurement()
     assert s.measurement.headline_percentile in s.measurement.percentiles
@@ -271,7 +272,36 @@ def test_bad_precision_lists_the_allowed(tmp_path: Path) -> None:
         ("devices: [gpu]\n", 5, "devices.0: Input should be 'cpu', 'cuda' or 'cuda:N'"),
         ("threads: 0\n", 5, "threads: Input should be an integer >= 1 or 'auto' (got 0)"),
         ("seed: -1\n", 5, "seed: Input should be greater than or equal to 0 (got -1)"),
-        ("load: server\n", 5, "load: Input should be 'single_stream'"),
+        ("load: burst\n", 5, "load.0: Input should be 'single_stream', 'offline', 'server' or 'multi_stream'"),
+        ("load: server\n", 5, "load: load 'server' needs loadgen.target_qps"),
+        ("concurrency: 0\n", 5, "concurrency.0: Input should be greater than or equal to 1 (got 0)"),
+        (
+            "load: server\nloadgen: {target_qps: 0, latency_bound_ms: 5}\n",
+            6,
+            "loadgen.target_qps: a target rate must be above 0 queries/s (got 0)",
+        ),
+        (
+            "load: server\nloadgen: {target_qps: [100, -1], latency_bound_ms: 5}\n",
+            6,
+            "loadgen.target_qps.1: a target rate must be above 0 queries/s (got -1)",
+        ),
+        ("loadgen: {target_qps: fast}\n", 5, "loadgen.target_qps: Input should be a rate in queries/s"),
+        ("load: server\nloadgen: {target_qps: 100}\n", 5, "load: load 'server' needs loadgen.latency_bound_ms"),
+        (
+            "load: offline\nloadgen: {min_duration_s: 700}\n",
+            6,
+            "loadgen.min_duration_s: a LoadGen cell needs at least 700.5 s here",
+        ),
+        (
+            "load: server\nloadgen: {target_qps: 1, latency_bound_ms: 5, min_duration_s: 1}\nlimits: {timeout_s: 60}\n",
+            6,
+            "which limits.timeout_s (60.0 s) cannot hold",
+        ),
+        (
+            "loadgen: {peak_search: {min_qps: 10, max_qps: 5}}\n",
+            5,
+            "loadgen.peak_search.max_qps: max_qps (5.0) must be above min_qps (10.0)",
+        ),
         ("schema_version: 2\n", 5, "schema_version: unsupported schema_version 2"),
         ("measurement: {confidence: 1.5}\n", 5, "measurement.confidence: Input should be less than 1"),
         ("measurement: {repeats: 101}\n", 5, "measurement.repeats: Input should be less than or equal to 100"),

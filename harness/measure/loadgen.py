@@ -1,0 +1,359 @@
+"""Load scenarios on MLPerf LoadGen: offline, server (Poisson arrivals) and multi-stream.
+
+LoadGen (``mlcommons-loadgen``, imported in the worker only) schedules the queries and judges the
+run; :class:`~harness.measure.sut.BatchingSUT` serves them. Per-sample times come from LoadGen's
+own trace: for every sample the delay from its *scheduled* arrival to its issue (``issue_start_ns``,
+how late the generator was) and to its completion (``complete_ns``, the latency). Latency is
+therefore measured from the schedule, queueing included: a slow system cannot hide its backlog
+(no coordinated omission). A query's latency is that of its last sample.
+
+LoadGen's summary and detail logs are kept per cell; the trace (about 300 bytes per sample) is
+read and deleted, its per-query numbers kept as ``.npy`` files next to the single-stream ones.
+
+Peak search (server, ``target_qps: peak``): a bisection on the offered rate with short LoadGen
+runs, each judged by LoadGen's latency constraint (the percentile under the bound), then one full
+run at the highest passing rate. Every trial is a point of the latency-throughput curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.measure.sut import BatchingSUT, BatchStats, Runnable, loadgen_completer
+
+#: the load scenarios LoadGen runs for bench (single_stream stays on bench's own timed loop)
+LOADGEN_SCENARIOS = ("offline", "server", "multi_stream")
+_NS = 1_000_000_000
+_PR_SET_TIMERSLACK = 29
+_SAMPLE_RE = re.compile(
+    rb'"ts":([0-9.]+),"args":\{"sample_seq":\d+,"query_seq":(\d+),"sample_idx":\d+,'
+    rb'"issue_start_ns":(\d+),"complete_ns":(\d+)'
+)
+_ESTIMATE_RE = re.compile(r"estimate:\s*([0-9]+)")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """One LoadGen test: the scenario and LoadGen's TestSettings in bench's units."""
+
+    scenario: str
+    min_duration_s: float
+    min_query_count: int
+    max_duration_s: float | None = None
+    target_qps: float | None = None  # server: Poisson arrival rate, queries/s
+    latency_bound_ms: float | None = None  # server: the bound; multi_stream: expected latency
+    latency_percentile: float = 99.0
+    samples_per_query: int = 8  # multi_stream
+    expected_qps: float | None = None  # offline: sizes the one query (samples = qps x duration)
+    seed: int = 0
+
+    def test_settings(self, lg: Any) -> Any:
+        ts = lg.TestSettings()
+        ts.mode = lg.TestMode.PerformanceOnly
+        ts.min_duration_ms = int(self.min_duration_s * 1000)
+        ts.min_query_count = int(self.min_query_count)
+        if self.max_duration_s:
+            ts.max_duration_ms = int(self.max_duration_s * 1000)
+        ts.qsl_rng_seed = ts.sample_index_rng_seed = ts.schedule_rng_seed = int(self.seed)
+        fraction = self.latency_percentile / 100.0
+        if self.scenario == "offline":
+            ts.scenario = lg.TestScenario.Offline
+            ts.offline_expected_qps = float(self.expected_qps or 1.0)
+        elif self.scenario == "server":
+            ts.scenario = lg.TestScenario.Server
+            ts.server_target_qps = float(self.target_qps or 1.0)
+            ts.server_target_latency_ns = int((self.latency_bound_ms or 1e6) * 1e6)
+            ts.server_target_latency_percentile = fraction
+        elif self.scenario == "single_stream":  # for measuring LoadGen's own cost (benchmarks/)
+            ts.scenario = lg.TestScenario.SingleStream
+            ts.single_stream_target_latency_percentile = fraction
+            if self.latency_bound_ms:
+                ts.single_stream_expected_latency_ns = int(self.latency_bound_ms * 1e6)
+        elif self.scenario == "multi_stream":
+            ts.scenario = lg.TestScenario.MultiStream
+            ts.multi_stream_samples_per_query = int(self.samples_per_query)
+            ts.multi_stream_target_latency_percentile = fraction
+            if self.latency_bound_ms:
+                ts.multi_stream_expected_latency_ns = int(self.latency_bound_ms * 1e6)
+        else:
+            raise ValueError(f"LoadGen has no scenario {self.scenario!r} here (known: {', '.join(LOADGEN_SCENARIOS)})")
+        return ts
+
+
+@dataclass
+class LoadGenRun:
+    """What one LoadGen test produced."""
+
+    settings: LoadSettings
+    query_latency_ns: np.ndarray  # per query, from its scheduled arrival to its last sample's completion
+    issue_delay_ns: np.ndarray  # per query, from its scheduled arrival to its issue
+    n_samples: int
+    wall_ns: int  # first scheduled arrival to last completion
+    loadgen: dict[str, Any]  # LoadGen's verdict and its own statistics (detail log)
+    batches: BatchStats
+    log_dir: Path
+
+    @property
+    def throughput_sps(self) -> float | None:
+        return self.n_samples * _NS / self.wall_ns if self.wall_ns > 0 else None
+
+    @property
+    def valid(self) -> bool:
+        return self.loadgen.get("result_validity") == "VALID"
+
+    @property
+    def meets_bound(self) -> bool:
+        """LoadGen's latency constraint (server: the percentile under the bound)."""
+        return bool(self.loadgen.get("result_perf_constraints_met"))
+
+    def point(self) -> dict[str, Any]:
+        """One point of a latency-throughput curve."""
+        lat = np.sort(self.query_latency_ns)
+        pct = self.settings.latency_percentile
+
+        def q(p: float) -> float | None:
+            return float(lat[max(0, math.ceil(p / 100 * lat.size) - 1)]) / 1e6 if lat.size else None
+
+        return {
+            "target_qps": self.settings.target_qps,
+            "completed_sps": self.throughput_sps,
+            "p50_ms": q(50),
+            f"p{pct:g}_ms": q(pct),
+            "meets_bound": self.meets_bound,
+            "valid": self.valid,
+            "duration_s": self.wall_ns / _NS,
+        }
+
+
+def set_fine_timer_slack() -> None:
+    """Ask for 1 ns timer slack on this thread (threads started later inherit it): the kernel's
+    default 50 us would make LoadGen's scheduler sleep past each query's scheduled time."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+
+
+def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(per-query latency ns, per-query issue delay ns, samples, wall ns) from LoadGen's trace."""
+    ts_us: list[float] = []
+    qseq: list[int] = []
+    delay: list[int] = []
+    done: list[int] = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if b'"Sample"' not in line:
+                continue
+            match = _SAMPLE_RE.search(line)
+            if match:
+                ts_us.append(float(match.group(1)))
+                qseq.append(int(match.group(2)))
+                delay.append(int(match.group(3)))
+                done.append(int(match.group(4)))
+    if not qseq:
+        return np.empty(0, np.int64), np.empty(0, np.int64), 0, 0
+    q = np.asarray(qseq, dtype=np.int64)
+    lat = np.asarray(done, dtype=np.int64)
+    iss = np.asarray(delay, dtype=np.int64)
+    scheduled_ns = np.asarray(ts_us, dtype=np.float64) * 1e3  # the event's ts is the scheduled arrival
+    wall = int((scheduled_ns + lat).max() - scheduled_ns.min())
+    order = np.argsort(q, kind="stable")
+    q, lat, iss = q[order], lat[order], iss[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    return np.maximum.reduceat(lat, starts), np.maximum.reduceat(iss, starts), int(q.size), max(wall, 1)
+
+
+def read_detail(path: Path) -> dict[str, Any]:
+    """LoadGen's verdict and statistics: the ``result_*`` and ``early_stopping_*`` keys of its
+    detail log, plus the early-stopping estimate (ns) where it printed one."""
+    out: dict[str, Any] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith(":::MLLOG "):
+            continue
+        try:
+            entry = json.loads(line[len(":::MLLOG ") :])
+        except json.JSONDecodeError:
+            continue
+        key = entry.get("key", "")
+        if key.startswith(("result_", "early_stopping", "effective_")) or key in ("num_errors", "loadgen_version"):
+            out[key] = entry.get("value")
+    text = str(out.get("early_stopping_result", ""))
+    match = _ESTIMATE_RE.search(text)
+    if match:
+        out["early_stopping_estimate_ns"] = int(match.group(1))
+    return out
+
+
+def run_test(
+    sessions: Sequence[Runnable],
+    batch_size: int,
+    settings: LoadSettings,
+    log_dir: Path,
+    max_wait_ns: int = 0,
+) -> LoadGenRun:
+    """Run one LoadGen test against ``sessions`` and read back what it measured."""
+    import mlperf_loadgen as lg
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sut_impl = BatchingSUT(sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns)
+
+    def issue(samples: list[Any]) -> None:
+        sut_impl.issue([s.id for s in samples])
+
+    n_qsl = 1024
+    sut = lg.ConstructSUT(issue, sut_impl.flush)
+    qsl = lg.ConstructQSL(n_qsl, n_qsl, lambda _indices: None, lambda _indices: None)
+    log = lg.LogSettings()
+    log.log_output.outdir = str(log_dir)
+    log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = True
+    sut_impl.start()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings.test_settings(lg), log)
+    finally:
+        batches = sut_impl.stop()
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    trace = log_dir / "mlperf_log_trace.json"
+    latency, delay, n_samples, wall = read_trace(trace)
+    trace.unlink(missing_ok=True)  # large; its content is kept as the .npy files
+    (log_dir / "mlperf_log_accuracy.json").unlink(missing_ok=True)  # empty in performance mode
+    detail = read_detail(log_dir / "mlperf_log_detail.txt")
+    return LoadGenRun(settings, latency, delay, n_samples, wall, detail, batches, log_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# warm-up and peak search
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WarmUp:
+    cold_ns: int
+    queries: int
+    duration_ns: int
+    median_call_ns: int
+
+
+def warm_up(sessions: Sequence[Runnable], warmup_s: float, warmup_queries: int) -> WarmUp:
+    """First call timed apart (cold), then every replica called in turn for the warm-up time."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    sessions[0].run()
+    cold = clock() - t0
+    calls: list[int] = []
+    start = clock()
+    end = start + int(warmup_s * _NS)
+    while len(calls) < max(warmup_queries, len(sessions)) or clock() < end:
+        for session in sessions:
+            t = clock()
+            session.run()
+            calls.append(clock() - t)
+    return WarmUp(cold, len(calls), clock() - start, int(np.median(calls)))
+
+
+@dataclass(frozen=True)
+class PeakSearch:
+    min_qps: float
+    max_qps: float | None  # None: from the warm-up's service time
+    precision: float  # stop when hi / lo <= 1 + precision
+    trial_duration_s: float
+    max_trials: int
+
+
+@dataclass
+class LoadOutcome:
+    """The run whose numbers are the cell's, the curve of every LoadGen test, and the peak."""
+
+    final: LoadGenRun
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    peak_qps: float | None = None
+    note: str = ""
+
+
+def capacity_qps(warm: WarmUp, batch_size: int, replicas: int, threads: int) -> float:
+    """Samples/s the replicas could serve at best: full batches back to back on as many replicas
+    as the CPUs can run side by side (each uses ``threads``)."""
+    try:
+        cpus = max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        cpus = max(1, os.cpu_count() or 1)
+    parallel = max(1, min(replicas, cpus // max(1, threads)))
+    return parallel * batch_size * _NS / max(warm.median_call_ns, 1)
+
+
+def peak_search(
+    trial: Callable[[float, float], LoadGenRun],
+    search: PeakSearch,
+    upper_qps: float,
+    full_duration_s: float,
+    on_trial: Callable[[LoadGenRun], None] | None = None,
+) -> LoadOutcome:
+    """Bisect (geometrically) on the offered rate: ``trial(qps, duration_s)`` runs LoadGen; a rate
+    passes when LoadGen's latency constraint holds. The peak is then measured in full."""
+    runs: list[LoadGenRun] = []
+
+    def run(qps: float, duration: float) -> LoadGenRun:
+        result = trial(qps, duration)
+        runs.append(result)
+        if on_trial:
+            on_trial(result)
+        return result
+
+    lo, hi = search.min_qps, search.max_qps or upper_qps
+    hi = max(hi, lo)
+    note = ""
+    if run(hi, search.trial_duration_s).meets_bound:
+        best = hi
+        note = f"the highest rate tried ({hi:.4g} q/s) met the bound: the peak may be higher (raise max_qps)"
+    elif not run(lo, search.trial_duration_s).meets_bound:
+        final = runs[-1]
+        return LoadOutcome(
+            final, [r.point() for r in runs], None,
+            f"even the lowest rate ({lo:.4g} q/s) broke the latency bound: no rate meets it",
+        )  # fmt: skip
+    else:
+        best = lo
+        while hi / lo > 1 + search.precision and len(runs) < search.max_trials:
+            mid = math.sqrt(lo * hi)
+            if run(mid, search.trial_duration_s).meets_bound:
+                lo = best = mid
+            else:
+                hi = mid
+    final = run(best, full_duration_s)
+    backoffs = 0
+    step = 1 - max(search.precision, 0.05)
+    while not final.meets_bound and backoffs < 3:  # a short trial passed by luck at the edge: step down
+        backoffs += 1
+        best *= step
+        final = run(best, full_duration_s)
+    if backoffs:
+        note = (note + "; " if note else "") + (
+            f"the full-length run at the bisection's peak broke the bound: stepped down {backoffs} time(s)"
+            + ("" if final.meets_bound else " and it still breaks it (noise at the edge)")
+        )
+    points = sorted((r.point() for r in runs), key=lambda p: p["target_qps"] or 0.0)
+    return LoadOutcome(final, points, best, note)
+
+
+def with_target(settings: LoadSettings, qps: float, duration_s: float, min_query_count: int) -> LoadSettings:
+    return replace(settings, target_qps=qps, min_duration_s=duration_s, min_query_count=min_query_count)
+
+
+def log_folder(cell_dir: Path, repeat: int, attempt: int) -> Path:
+    """Where one measurement's LoadGen logs are kept: ``cells/<id>/loadgen/r<repeat>.a<attempt>``."""
+    return cell_dir / "loadgen" / f"r{repeat}.a{attempt}"
