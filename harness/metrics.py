@@ -19,7 +19,26 @@ FIELDS: dict[str, tuple[str, str]] = {
     "precision": ("", "precision asked for; info.executed_precision says what actually ran"),
     "batch_size": ("samples", "samples per call"),
     "threads": ("", "intra-op threads given to the runtime (OMP/MKL env and the runtime's own setting)"),
-    "load": ("", "load scenario; single_stream = closed loop, one query in flight"),
+    "load": (
+        "",
+        "load scenario: single_stream (bench's closed loop, one query in flight), or on MLPerf LoadGen offline (every "
+        "sample at once), server (Poisson arrivals at target_qps) or multi_stream (queries of samples_per_query "
+        "samples, the next when the last completes)",
+    ),
+    "load_options": (
+        "",
+        "the load's own axes for this cell, JSON: concurrency, target_qps (a rate or 'peak'), latency_bound_ms, "
+        "samples_per_query, max_wait_us; empty for single_stream",
+    ),
+    "concurrency": (
+        "sessions",
+        "session replicas serving the queue at once, each on its own thread (1: single_stream)",
+    ),
+    "max_wait_us": (
+        "us",
+        "dynamic batching: how long a replica waits after the oldest queued sample arrived for its batch to fill "
+        "(0: take what is queued; null: not a server or multi_stream cell)",
+    ),
     "seed": ("", "seed of the generated input data (from the scenario)"),
     "status": (
         "",
@@ -82,6 +101,53 @@ FIELDS: dict[str, tuple[str, str]] = {
     "exit_code": ("", "worker exit code (negative: killed by that signal)"),
     "stderr_tail": ("", "last 4000 characters of the worker's output, for cells that did not finish"),
     "traceback_tail": ("", "the Python traceback of a failed cell"),
+    # --- LoadGen cells (offline, server, multi_stream) -------------------------------------------
+    "service_ms": ("ms", "median time of one call during the warm-up (sizes offline and the peak search)"),
+    "measure_s": ("s", "wall time of every LoadGen test of the cell (a peak search runs several)"),
+    "target_qps": ("queries/s", "server: the Poisson arrival rate offered in the cell's final LoadGen test"),
+    "scheduled_qps": ("queries/s", "the rate LoadGen actually scheduled (a Poisson draw around target_qps)"),
+    "latency_bound_ms": ("ms", "server: the bound LoadGen's latency percentile must stay under"),
+    "loadgen_validity": (
+        "",
+        "LoadGen's verdict, VALID or INVALID: min duration, min queries, early stopping and (server) the latency "
+        "bound all met",
+    ),
+    "loadgen_min_duration_met": ("", "LoadGen: the test ran at least min_duration_s"),
+    "loadgen_min_queries_met": ("", "LoadGen: the test ran at least min_query_count queries"),
+    "loadgen_perf_constraints_met": ("", "LoadGen: server's latency percentile under latency_bound_ms"),
+    "loadgen_early_stopping_met": ("", "LoadGen: enough queries for its early-stopping estimate"),
+    "loadgen_early_stopping_estimate_ms": (
+        "ms",
+        "LoadGen's early-stopping estimate of the latency percentile, where it printed one (multi_stream)",
+    ),
+    "loadgen_mean_ms": ("ms", "LoadGen's own mean latency, from each query's scheduled arrival"),
+    "issue_delay_p99_ms": (
+        "ms",
+        "99th percentile of how late LoadGen issued queries after their scheduled arrival (included in latency)",
+    ),
+    "issue_delay_max_ms": ("ms", "the latest issue after a scheduled arrival"),
+    "generator_kept_up": (
+        "",
+        "the load generator kept its schedule: issue_delay_p99_ms under 10% of the median latency (or 0.1 ms)",
+    ),
+    "batch_calls": ("calls", "session calls made by the replicas in the final test"),
+    "mean_batch": ("samples", "samples per call on average (dynamic batching fills up to batch_size)"),
+    "padded_fraction": (
+        "fraction",
+        "share of computed samples that were padding: a partial batch still runs the whole prepared batch",
+    ),
+    "peak_qps": (
+        "queries/s",
+        "server with target_qps: peak: the highest rate whose latency percentile met the bound (null: none did)",
+    ),
+    "load_curve": (
+        "",
+        "every LoadGen test of a peak search, JSON: target_qps, completed_sps, p50_ms, the percentile, meets_bound, "
+        "valid, duration_s",
+    ),
+    "load_note": ("", "what the peak search found worth saying (peak at the top of the range, steps down)"),
+    "loadgen_log_dir": ("", "LoadGen's summary and detail logs of the cell, relative to the run folder"),
+    "issue_delay_file": ("", "per-query issue delays (int64 ns, .npy) relative to the run folder"),
 }
 
 _PCT_NAMES = {
@@ -97,6 +163,8 @@ def describe(field: str) -> tuple[str, str] | None:
     """Unit and meaning of a field, including the generated percentile families."""
     if field in FIELDS:
         return FIELDS[field]
+    if field.startswith("loadgen_p") and field.endswith("_ms"):
+        return "ms", "LoadGen's own value of the latency percentile it judges (latency_percentile), nearest rank"
     for key, name in _PCT_NAMES.items():
         p = f"p{key}"
         if field == f"{p}_ms":
@@ -136,6 +204,14 @@ def markdown() -> str:
     lines.append(
         f"| `pNN_early_stop_ms` (headline only) | {unit} | {meaning.replace('99th percentile', 'percentile')} |"
     )
+    unit, meaning = describe("loadgen_p99_ms") or ("", "")
+    lines.append(f"| `loadgen_pNN_ms` (LoadGen cells) | {unit} | {meaning} |")
+    lines += [
+        "",
+        "For LoadGen cells a latency is a query's, from its scheduled arrival to its last sample's completion "
+        "(queueing included); `n_queries` counts queries, `samples` completed samples, and offline, whose one "
+        "query holds every sample, has no latency percentiles.",
+    ]
     return "\n".join(lines) + "\n"
 
 

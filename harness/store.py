@@ -234,7 +234,10 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     for rec in records:
         row = {k: v for k, v in rec.items() if k not in _NESTED}
         row.update(rec.get("config", {}))
-        for key in ("model_options", "backend_options"):
+        load_options = row.get("load_options") or {}
+        row["concurrency"] = int(load_options.get("concurrency") or 1)
+        row["max_wait_us"] = load_options.get("max_wait_us")
+        for key in ("model_options", "backend_options", "load_options", "load_curve"):
             if key in row:
                 row[key] = json.dumps(row[key], sort_keys=True)
         for key in _NESTED[1:]:

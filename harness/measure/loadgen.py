@@ -97,6 +97,7 @@ class LoadGenRun:
     settings: LoadSettings
     query_latency_ns: np.ndarray  # per query, from its scheduled arrival to its last sample's completion
     issue_delay_ns: np.ndarray  # per query, from its scheduled arrival to its issue
+    scheduled_ns: np.ndarray  # per query, its scheduled arrival from the test's start
     n_samples: int
     wall_ns: int  # first scheduled arrival to last completion
     loadgen: dict[str, Any]  # LoadGen's verdict and its own statistics (detail log)
@@ -146,8 +147,9 @@ def set_fine_timer_slack() -> None:
         return
 
 
-def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(per-query latency ns, per-query issue delay ns, samples, wall ns) from LoadGen's trace."""
+def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(per-query latency ns, per-query issue delay ns, per-query scheduled arrival ns from the
+    test's start, samples, wall ns) from LoadGen's trace."""
     ts_us: list[float] = []
     qseq: list[int] = []
     delay: list[int] = []
@@ -163,16 +165,17 @@ def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
                 delay.append(int(match.group(3)))
                 done.append(int(match.group(4)))
     if not qseq:
-        return np.empty(0, np.int64), np.empty(0, np.int64), 0, 0
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), 0, 0
     q = np.asarray(qseq, dtype=np.int64)
     lat = np.asarray(done, dtype=np.int64)
     iss = np.asarray(delay, dtype=np.int64)
     scheduled_ns = np.asarray(ts_us, dtype=np.float64) * 1e3  # the event's ts is the scheduled arrival
     wall = int((scheduled_ns + lat).max() - scheduled_ns.min())
     order = np.argsort(q, kind="stable")
-    q, lat, iss = q[order], lat[order], iss[order]
+    q, lat, iss, sched = q[order], lat[order], iss[order], scheduled_ns[order].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
-    return np.maximum.reduceat(lat, starts), np.maximum.reduceat(iss, starts), int(q.size), max(wall, 1)
+    per_query = (np.maximum.reduceat(lat, starts), np.maximum.reduceat(iss, starts), np.minimum.reduceat(sched, starts))
+    return (*per_query, int(q.size), max(wall, 1))
 
 
 def read_detail(path: Path) -> dict[str, Any]:
@@ -204,36 +207,53 @@ def run_test(
     settings: LoadSettings,
     log_dir: Path,
     max_wait_ns: int = 0,
+    trace: bool | None = None,
 ) -> LoadGenRun:
-    """Run one LoadGen test against ``sessions`` and read back what it measured."""
+    """Run one LoadGen test against ``sessions`` and read back what it measured.
+
+    ``trace`` (default: all but offline) has LoadGen log every sample's times from its schedule;
+    it costs about a microsecond of CPU per sample, which offline, whose one query is scheduled
+    at the start, does not need: its span is taken from the queue's own clock, and completions
+    are handed to a thread of their own so that no replica waits on LoadGen's bookkeeping."""
+    if trace is None:
+        trace = settings.scenario != "offline"
     import mlperf_loadgen as lg
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    sut_impl = BatchingSUT(sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns)
+    sut_impl = BatchingSUT(
+        sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns, defer_completion=not trace
+    )
 
-    def issue(samples: list[Any]) -> None:
-        sut_impl.issue([s.id for s in samples])
+    def issue(ids: list[int], _indices: list[int]) -> None:
+        sut_impl.issue(ids)
 
     n_qsl = 1024
-    sut = lg.ConstructSUT(issue, sut_impl.flush)
+    sut = lg.ConstructFastSUT(issue, sut_impl.flush)  # ids as plain ints, not QuerySample objects
     qsl = lg.ConstructQSL(n_qsl, n_qsl, lambda _indices: None, lambda _indices: None)
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
     log.log_output.copy_summary_to_stdout = False
-    log.enable_trace = True
+    log.enable_trace = trace
     sut_impl.start()
     try:
         lg.StartTestWithLogSettings(sut, qsl, settings.test_settings(lg), log)
     finally:
         batches = sut_impl.stop()
         lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    trace = log_dir / "mlperf_log_trace.json"
-    latency, delay, n_samples, wall = read_trace(trace)
-    trace.unlink(missing_ok=True)  # large; its content is kept as the .npy files
+        lg.DestroyFastSUT(sut)
     (log_dir / "mlperf_log_accuracy.json").unlink(missing_ok=True)  # empty in performance mode
     detail = read_detail(log_dir / "mlperf_log_detail.txt")
-    return LoadGenRun(settings, latency, delay, n_samples, wall, detail, batches, log_dir)
+    trace_file = log_dir / "mlperf_log_trace.json"
+    if trace:
+        latency, delay, scheduled, n_samples, wall = read_trace(trace_file)
+    else:  # one query (offline): its latency is the span from its issue to its last sample
+        first, last = sut_impl.first_arrival_ns, sut_impl.last_done_ns
+        wall = (last - first) if first is not None and last is not None else 0
+        latency = np.array([wall] if wall else [], dtype=np.int64)
+        delay = scheduled = np.zeros(latency.size, dtype=np.int64)
+        n_samples = batches.samples
+    trace_file.unlink(missing_ok=True)  # large; what it held is kept as the .npy files
+    return LoadGenRun(settings, latency, delay, scheduled, n_samples, max(wall, 1), detail, batches, log_dir)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from queue import SimpleQueue
 from time import perf_counter_ns
 from typing import Any, Protocol
 
@@ -47,6 +49,9 @@ class BatchingSUT:
 
     ``complete(ids)`` is called from a replica thread with the ids of the samples one call served
     (LoadGen's ``QuerySamplesComplete`` in production, a recorder in tests).
+
+    The hot path takes no lock: the queue is a deque (atomic appends and pops) and the issuing
+    thread wakes a replica only when one is asleep.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class BatchingSUT:
         complete: Callable[[list[int]], None],
         max_wait_ns: int = 0,
         clock: Callable[[], int] = perf_counter_ns,
+        defer_completion: bool = False,
     ) -> None:
         if not sessions:
             raise ValueError("BatchingSUT needs at least one session")
@@ -70,19 +76,30 @@ class BatchingSUT:
         self._clock = clock
         self._queue: deque[tuple[int, int]] = deque()  # (sample id, arrival ns)
         self._cv = threading.Condition(threading.Lock())
+        self._asleep = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._stats = [BatchStats() for _ in self._sessions]
+        #: first arrival and last completion (perf_counter ns): the span the samples were served in
+        self.first_arrival_ns: int | None = None
+        self.last_done_ns: int | None = None
+        #: hand completions to a thread of their own, so a replica starts its next call at once
+        #: (throughput runs: the completion's timestamp comes a thread hand-off later)
+        self._completions: SimpleQueue[list[int] | None] | None = SimpleQueue() if defer_completion else None
+        self._completer: threading.Thread | None = None
 
     # -- LoadGen's side -------------------------------------------------------------------------
 
     def issue(self, sample_ids: Sequence[int]) -> None:
         """Queue samples (called on the load generator's thread; returns at once)."""
         now = self._clock()
-        with self._cv:
-            self._queue.extend((sample_id, now) for sample_id in sample_ids)
-            self._cv.notify(len(sample_ids))
+        if self.first_arrival_ns is None:
+            self.first_arrival_ns = now
+        self._queue.extend(zip(sample_ids, repeat(now)))
+        if self._asleep:
+            with self._cv:
+                self._cv.notify(len(sample_ids))
 
     def flush(self) -> None:
         """Nothing is held back beyond ``max_wait_ns``, so there is nothing to flush."""
@@ -90,6 +107,9 @@ class BatchingSUT:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._completions is not None:
+            self._completer = threading.Thread(target=self._complete_loop, name="bench-completer", daemon=True)
+            self._completer.start()
         for index, session in enumerate(self._sessions):
             thread = threading.Thread(
                 target=self._serve, args=(session, self._stats[index]), name=f"bench-replica-{index}", daemon=True
@@ -105,6 +125,10 @@ class BatchingSUT:
         for thread in self._threads:
             thread.join()
         self._threads.clear()
+        if self._completer is not None and self._completions is not None:
+            self._completions.put(None)
+            self._completer.join()
+            self._completer = None
         if self._errors:
             raise self._errors[0]
         return self.stats()
@@ -119,28 +143,48 @@ class BatchingSUT:
 
     # -- a replica -------------------------------------------------------------------------------
 
+    def _pop(self, n: int) -> list[int]:
+        ids = []
+        popleft = self._queue.popleft
+        try:
+            for _ in range(n):
+                ids.append(popleft()[0])
+        except IndexError:  # another replica took the rest
+            pass
+        return ids
+
     def _take(self) -> list[int] | None:
-        """Block until samples are queued; return up to one batch of ids (None: stopped, empty)."""
-        queue, cv, batch, clock = self._queue, self._cv, self._batch, self._clock
+        """Up to one batch of ids, waiting for samples (None: stopping and nothing queued)."""
+        queue, batch = self._queue, self._batch
+        if queue and (not self._max_wait_ns or len(queue) >= batch):
+            return self._pop(batch)  # the hot path: no lock
+        cv = self._cv
         with cv:
             while not queue:
                 if self._stopping:
                     return None
+                self._asleep += 1
                 cv.wait()
+                self._asleep -= 1
             if self._max_wait_ns and len(queue) < batch:
-                deadline = queue[0][1] + self._max_wait_ns
-                while len(queue) < batch and not self._stopping:
-                    left = deadline - clock()
-                    if left <= 0:
-                        break
-                    cv.wait(left / 1e9)
-                if not queue:  # another replica took them while this one waited
+                try:
+                    deadline = queue[0][1] + self._max_wait_ns
+                except IndexError:
                     return []
-            n = min(batch, len(queue))
-            return [queue.popleft()[0] for _ in range(n)]
+                self._asleep += 1  # asleep for the issuer: wake me when samples arrive
+                try:
+                    while len(queue) < batch and not self._stopping:
+                        left = deadline - self._clock()
+                        if left <= 0:
+                            break
+                        cv.wait(left / 1e9)
+                finally:
+                    self._asleep -= 1
+        return self._pop(batch)
 
     def _serve(self, session: Runnable, stats: BatchStats) -> None:
         failed = False
+        clock = self._clock
         while True:
             ids = self._take()
             if ids is None:
@@ -153,18 +197,37 @@ class BatchingSUT:
                 except BaseException as exc:  # recorded, re-raised by stop(); LoadGen must still finish
                     self._errors.append(exc)
                     failed = True
+            if self._completions is not None:
+                self._completions.put(ids)
+            else:
+                self._complete(ids)
+                self.last_done_ns = clock()
             stats.calls += 1
             stats.samples += len(ids)
             stats.padded_samples += self._batch - len(ids)
-            self._complete(ids)
+
+    def _complete_loop(self) -> None:
+        assert self._completions is not None
+        get, complete, clock = self._completions.get, self._complete, self._clock
+        while (ids := get()) is not None:
+            complete(ids)
+            self.last_done_ns = clock()
 
 
 def loadgen_completer(lg: Any) -> Callable[[list[int]], None]:
-    """``complete(ids)`` for LoadGen: no response data (performance mode)."""
+    """``complete(ids)`` for LoadGen: no response data (performance mode). Each thread reuses its
+    own response objects (LoadGen copies them), a third of the cost of new ones per sample."""
     response = lg.QuerySampleResponse
     done = lg.QuerySamplesComplete
+    local = threading.local()
 
     def complete(ids: list[int]) -> None:
-        done([response(sample_id, 0, 0) for sample_id in ids])
+        pool = getattr(local, "pool", None)
+        if pool is None or len(pool) < len(ids):
+            pool = local.pool = [response(0, 0, 0) for _ in range(max(len(ids), 64))]
+        batch = pool[: len(ids)]
+        for item, sample_id in zip(batch, ids):  # noqa: B905 - equal lengths by construction
+            item.id = sample_id
+        done(batch)
 
     return complete

@@ -11,6 +11,7 @@ import pytest
 import harness
 from conftest import bench, fake_scenario, journal, run_dirs
 from harness.cells import Cell
+from harness.metrics import describe
 from harness.scenario import load_scenario_text
 
 LOADS = """\
@@ -63,6 +64,9 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
 
     frame = harness.load_results(run_dir)
     assert set(frame["load"]) == {"single_stream", "server", "offline", "multi_stream"}
+    undocumented = [column for column in frame.columns if describe(column) is None]
+    assert not undocumented, f"add these to harness/metrics.py: {undocumented}"
+    assert frame.set_index("load").loc["server", "concurrency"] == 1
     latencies = pd.read_parquet(run_dir / "latencies.parquet")
     server_rows = latencies[latencies.cell_id == server["cell_id"]]
     assert len(server_rows) == server["n_queries"]

@@ -40,9 +40,10 @@ def test_read_trace_gives_per_query_latency_from_the_schedule(tmp_path: Path) ->
     ]
     path = tmp_path / "trace.json"
     path.write_text("\n".join(lines))
-    latency, delay, samples, wall = read_trace(path)
+    latency, delay, scheduled, samples, wall = read_trace(path)
     assert latency.tolist() == [4_000_000, 1_000_000]  # a query is done when its last sample is
     assert delay.tolist() == [5000, 100]
+    assert scheduled.tolist() == [1_000_000, 2_000_000]
     assert samples == 3
     assert wall == 4_000_000  # first scheduled arrival (1000 us) to last completion (5000 us)
 
@@ -73,8 +74,8 @@ def _synthetic_trial(limit_qps: float, calls: list[tuple[float, float]]):
         calls.append((qps, duration_s))
         settings = LoadSettings("server", duration_s, 1, target_qps=qps, latency_bound_ms=5)
         ok = qps <= limit_qps
-        return LoadGenRun(settings, np.array([MS]), np.array([0]), 1, MS, {"result_perf_constraints_met": ok},
-                       BatchStats(), Path("."))  # fmt: skip
+        return LoadGenRun(settings, np.array([MS]), np.array([0]), np.array([0]), 1, MS,
+                          {"result_perf_constraints_met": ok}, BatchStats(), Path("."))  # fmt: skip
 
     return trial
 
@@ -107,8 +108,8 @@ def test_peak_search_steps_down_when_the_full_run_breaks_the_bound() -> None:
         calls.append((qps, duration_s))
         ok = qps <= (700 if duration_s < 5 else 650)
         settings = LoadSettings("server", duration_s, 1, target_qps=qps, latency_bound_ms=5)
-        return LoadGenRun(settings, np.array([MS]), np.array([0]), 1, MS, {"result_perf_constraints_met": ok},
-                       BatchStats(), Path("."))  # fmt: skip
+        return LoadGenRun(settings, np.array([MS]), np.array([0]), np.array([0]), 1, MS,
+                          {"result_perf_constraints_met": ok}, BatchStats(), Path("."))  # fmt: skip
 
     search = PeakSearch(min_qps=10, max_qps=None, precision=0.02, trial_duration_s=1.0, max_trials=30)
     outcome = peak_search(trial, search, upper_qps=2000.0, full_duration_s=5.0)

@@ -108,3 +108,20 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
     args = {"sessions": [Recorder()], "batch_size": 1, "complete": lambda ids: None, **kwargs}
     with pytest.raises(ValueError, match=message):
         BatchingSUT(**args)
+
+
+def test_deferred_completion_completes_everything_off_the_replica_threads() -> None:
+    seen: list[tuple[str, list[int]]] = []
+    sut = BatchingSUT(
+        [Recorder(), Recorder()],
+        3,
+        lambda ids: seen.append((threading.current_thread().name, list(ids))),
+        defer_completion=True,
+    )
+    sut.start()
+    sut.issue(list(range(100)))
+    stats = sut.stop()
+    assert sorted(i for _, ids in seen for i in ids) == list(range(100))
+    assert {name for name, _ in seen} == {"bench-completer"}
+    assert stats.samples == 100 and sut.first_arrival_ns is not None and sut.last_done_ns is not None
+    assert sut.last_done_ns >= sut.first_arrival_ns
