@@ -117,9 +117,12 @@ class OrtSession(Session):
         inputs: dict[str, Any],
         on_device: bool,
         info: dict[str, Any],
+        rebind: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
         self.info = info
+        self._rebind = rebind
+        self._on_device = on_device
         #: the onnxruntime.InferenceSession, for inspection (providers, metadata), not for timing
         self.session = sess
         self._binding = binding
@@ -147,7 +150,18 @@ class OrtSession(Session):
             result[name] = array.astype(np.float32) if array.dtype == np.float16 else array
         return result
 
+    def replica(self) -> OrtSession | None:
+        """The same InferenceSession (its ``run`` is thread-safe) with a binding of its own."""
+        if self._rebind is None:
+            return None
+        binding, keep = self._rebind()
+        return OrtSession(
+            self.session, binding, self._output_names, inputs=keep, on_device=self._on_device, info=self.info,
+            rebind=self._rebind,
+        )  # fmt: skip
+
     def close(self) -> None:
+        self._rebind = None
         if self._binding is not None:
             self._binding.clear_binding_inputs()
             self._binding.clear_binding_outputs()
@@ -166,6 +180,8 @@ class OnnxRuntimeBackend(Backend):
     )
     devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16", "int8")
+    #: one InferenceSession, a binding per replica: its run() is thread-safe
+    max_concurrency = 16
     options: ClassVar[dict[str, str]] = {
         "execution_mode": "sequential or parallel (run independent graph branches concurrently); default sequential",
         "inter_op_threads": "threads of the inter-op pool (used by execution_mode=parallel only); default 1",
@@ -291,8 +307,13 @@ class OnnxRuntimeBackend(Backend):
                 "(see the worker log for onnxruntime's warning; check the CUDA/cuDNN/TensorRT libraries)"
             )
 
-        binding, keep = self._bind(ort, sess, model, cell, path, device_id if on_device else None)
-        session = OrtSession(sess, binding, tuple(model.output_names), inputs=keep, on_device=on_device, info=info)
+        def rebind() -> tuple[Any, dict[str, Any]]:
+            return self._bind(ort, sess, model, cell, path, device_id if on_device else None)
+
+        binding, keep = rebind()
+        session = OrtSession(
+            sess, binding, tuple(model.output_names), inputs=keep, on_device=on_device, info=info, rebind=rebind
+        )
         if tensorrt:
             # TensorRT builds its engine on the first call: build it here, so that prepare_s includes it
             engines = _count_engines(info)

@@ -115,6 +115,25 @@ class OpenVinoSession(Session):
         self.compiled = None
         self._arrays = {}
 
+    def replica(self) -> OpenVinoSession:
+        """Another infer request of the same compiled model, on its own copy of the inputs (the
+        compiled model serves several requests at once: streams, or queued on one stream)."""
+        compiled = self.compiled
+        request, arrays = _bound_request(compiled, self._arrays)
+        return OpenVinoSession(compiled, request, arrays, self._output_names, self.info)
+
+
+def _bound_request(compiled: Any, arrays: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
+    """A new infer request whose input tensors share memory with copies of ``arrays``."""
+    import numpy as np
+    import openvino as ov
+
+    own = {name: np.array(array, copy=True, order="C") for name, array in arrays.items()}
+    request = compiled.create_infer_request()
+    for name, array in own.items():
+        request.set_tensor(name, ov.Tensor(array, shared_memory=True))
+    return request, own
+
 
 class OpenVinoBackend(Backend):
     name = "openvino"
@@ -125,6 +144,8 @@ class OpenVinoBackend(Backend):
     )
     devices = ("cpu",)
     precisions = ("fp32", "bf16", "fp16", "int8")
+    #: one compiled model, an infer request per replica
+    max_concurrency = 16
     options: ClassVar[dict[str, str]] = {
         "hint": "PERFORMANCE_HINT: latency or throughput; default latency",
         "streams": "NUM_STREAMS: a positive int or auto; default: what the hint picks",
@@ -276,14 +297,12 @@ class OpenVinoBackend(Backend):
         info["threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         info["hint_num_requests"] = int(compiled.get_property("PERFORMANCE_HINT_NUM_REQUESTS"))
         info["optimal_nireq"] = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        info["nireq"] = 1  # single-stream load: one request, one query in flight
+        info["nireq"] = cell.concurrency  # infer requests in flight: one per replica (LoadGen concurrency)
         info["inference_precision_hint"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         info["execution_devices"] = list(compiled.get_property("EXECUTION_DEVICES"))
         info.update(executed_precision(compiled.get_runtime_model()))
 
-        request = compiled.create_infer_request()
-        for name, array in bound.items():
-            request.set_tensor(name, ov.Tensor(array, shared_memory=True))
+        request, bound = _bound_request(compiled, bound)
         return OpenVinoSession(compiled, request, bound, tuple(model.output_names), info)
 
     @staticmethod

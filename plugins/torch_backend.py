@@ -92,6 +92,11 @@ class TorchSession(Session):
                 tensors = dict(zip(self._output_names, result, strict=True))
             return {name: t.to("cpu", torch.float32, copy=True).numpy() for name, t in tensors.items()}
 
+    def replica(self) -> TorchSession:
+        """The same prepared module (a call only reads it) on copies of the inputs."""
+        inputs = tuple(t.clone() for t in self._inputs)
+        return TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info)
+
     def close(self) -> None:
         self._fn = None  # type: ignore[assignment]
         self.module = None  # type: ignore[assignment]
@@ -106,6 +111,8 @@ class TorchBackend(Backend):
     description = "PyTorch: eager or torch.compile (inductor); fp32, fp16/bf16 (cast), int8 (dynamic quantisation, CPU)"
     devices = ("cpu", "cuda")
     precisions = ("fp32", "fp16", "bf16", "int8")
+    #: one module, inputs per replica; every call runs on its own thread
+    max_concurrency = 8
     options: ClassVar[dict[str, str]] = {
         "mode": "eager or compile (torch.compile, default inductor); default eager",
         "compile_mode": (

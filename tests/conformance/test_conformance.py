@@ -225,3 +225,46 @@ def test_a_model_that_fails_is_a_failed_cell_for_every_backend(tmp_path: Path, m
     for record in _run("conformance-broken", tmp_path, monkeypatch):
         assert record["status"] in ("failed", "skipped"), record["label"]
         assert "conformance-broken" in (record.get("reason") or "") or record["status"] == "skipped"
+
+
+# --- replicas: what LoadGen cells with concurrency > 1 run side by side ------------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.model == "dlrm-small" and not c.options and c.precision == "fp32"],
+    ids=lambda c: c.id,
+)
+def test_replicas_run_side_by_side_and_agree(case: Case, prepared: Any, tmp_path: Path) -> None:
+    import threading
+
+    backend_cls = REGS.backends.get(case.backend)
+    if backend_cls.max_concurrency < 2:
+        pytest.skip(f"{case.backend} serves one stream (max_concurrency {backend_cls.max_concurrency})")
+    model, first = prepared(case)
+    expected = first.outputs()
+    replicas = [first]
+    for _ in range(2):
+        other = first.replica() or backend_cls().prepare(model, case.cell(), tmp_path / "work")
+        assert other is not first, "a replica needs inputs of its own"
+        replicas.append(other)
+    errors: list[BaseException] = []
+
+    def hammer(session: Any) -> None:
+        try:
+            for _ in range(20):
+                session.run()
+        except BaseException as exc:  # re-raised below, on the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[0]
+    for session in replicas:
+        for name, value in session.outputs().items():
+            np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
+    for session in replicas[1:]:
+        session.close()
