@@ -29,10 +29,15 @@ def cell_line(record: dict[str, Any]) -> str:
             flags.append(f"peak {record['peak_qps']:,.0f} q/s")
         flags += validity_notes(record)
         extra = f"  [{'; '.join(flags)}]" if flags else ""
-        return (
-            f"ok  {_fmt(record.get('throughput_sps'), ',.0f')} samples/s  "
+        latency = (
             f"p50 {_fmt(record.get('p50_ms'), '.3f')} ms  p99 {_fmt(record.get('p99_ms'), '.3f')} ms  "
-            f"(n={record.get('n_queries')}, prepare {_fmt(record.get('prepare_s'), '.1f')} s){extra}"
+            if record.get("p50_ms") is not None
+            else ""
+        )
+        count = f"n={record.get('n_queries')}" if latency else f"{record.get('samples')} samples"
+        return (
+            f"ok  {_fmt(record.get('throughput_sps'), ',.0f')} samples/s  {latency}"
+            f"({count}, prepare {_fmt(record.get('prepare_s'), '.1f')} s){extra}"
         )
     return f"{status}: {record.get('reason', '')}"
 

@@ -755,6 +755,60 @@ class LoadGenSettings(BaseModel):
     peak_search: PeakSearchSettings = Field(default_factory=PeakSearchSettings)
 
 
+class CostSettings(BaseModel):
+    """What a machine costs: a catalog instance or an hourly price, and the load to plan for."""
+
+    model_config = _FROZEN
+
+    instance: StrictStr | None = None
+    hourly_usd: Positive | None = None
+    target_qps: Positive | None = None
+    utilisation: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.7
+    daily_volume: Positive | None = None
+
+    @model_validator(mode="after")
+    def _check_price(self) -> CostSettings:
+        if self.instance is None and self.hourly_usd is None:
+            raise PydanticCustomError(
+                "scenario_cost_price",
+                "cost needs a price: instance (a row of the catalog, `bench list instances`) or hourly_usd",
+                {},
+            )
+        if self.instance is not None:
+            from harness.economics import UnknownInstance, find_instance
+
+            try:
+                find_instance(self.instance)
+            except UnknownInstance as exc:
+                message = {"message": str(exc), "at": ("instance",)}
+                raise PydanticCustomError("scenario_instance", "{message}", message) from None
+        return self
+
+
+def _budgets(value: Any) -> Any:
+    """``budgets``: known metric names, each with a non-negative limit."""
+    from harness.economics import BUDGETS
+
+    if not isinstance(value, dict):
+        return value
+    for key, limit in value.items():
+        if key not in BUDGETS:
+            close = difflib.get_close_matches(str(key), list(BUDGETS), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise PydanticCustomError(
+                "scenario_budget",
+                "no metric '{key}' to budget; {hint}known: {known}",
+                {"key": str(key), "hint": hint, "known": ", ".join(BUDGETS), "at": (key,)},
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit) or limit < 0:
+            raise PydanticCustomError(
+                "scenario_budget_limit",
+                "a budget is a number >= 0 in {unit} (got {value})",
+                {"unit": BUDGETS[key].unit, "value": _show(limit), "at": (key,)},
+            )
+    return {key: float(limit) for key, limit in value.items()}
+
+
 class Limits(BaseModel):
     """Hard limits on one cell's worker process."""
 
@@ -781,6 +835,8 @@ class Scenario(BaseModel):
     load: _axis(LoadName) = ("single_stream",)  # type: ignore[valid-type]
     concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]
     loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
+    cost: CostSettings | None = None
+    budgets: Annotated[dict[StrictStr, Any], BeforeValidator(_budgets)] = Field(default_factory=dict)
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     measurement: Measurement = Field(default_factory=Measurement)
     limits: Limits = Field(default_factory=Limits)
@@ -808,6 +864,12 @@ class Scenario(BaseModel):
                     "(p{pct}) must stay under, in ms",
                     {"pct": f"{lg.latency_percentile:g}", "at": ("load",)},
                 )
+        if "cost_per_million_usd" in self.budgets and self.cost is None:
+            raise PydanticCustomError(
+                "scenario_budget_cost",
+                "a cost_per_million_usd budget needs a price: add cost: {instance: NAME} or cost: {hourly_usd: X}",
+                {"at": ("budgets", "cost_per_million_usd")},
+            )
         driven = [load for load in self.load if load != "single_stream"]
         if driven:
             need = max(loadgen_seconds(self, load) for load in driven) + self.measurement.warmup_s
@@ -1176,7 +1238,11 @@ def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
             for device in scenario.devices:
                 for precision in precisions:
                     for batch_size, load in itertools.product(scenario.batch_sizes, scenario.load):
-                        for load_options, threads in load_variants(scenario, load, cpu_count):
+                        for variant, threads in load_variants(scenario, load, cpu_count):
+                            load_options = dict(variant)
+                            if batch_size == 1 and load_options.get("max_wait_us"):
+                                # a batch of one is full at once: no wait ever happens, the cell is the wait-0 one
+                                load_options["max_wait_us"] = 0
                             cell = Cell(
                                 model=scenario.model.name,
                                 backend=backend.name,
@@ -1232,8 +1298,10 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
     model = scenario.model.name
     if scenario.model.options:
         model += " (" + ", ".join(f"{k}={v}" for k, v in scenario.model.options.items()) + ")"
-    per_cell = m.warmup_s + m.max_duration_s
-    budget_s = len(cells) * m.repeats * per_cell
+    budget_s = m.repeats * sum(
+        m.warmup_s + (m.max_duration_s if cell.load == "single_stream" else loadgen_seconds(scenario, cell.load))
+        for cell in cells
+    )
     title = f"scenario {scenario.name}"
     if scenario.description:
         first = " ".join(scenario.description.split()).split(". ")[0].rstrip(".")
@@ -1249,8 +1317,8 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
         f"  threads:      {threads}; seed {scenario.seed}",
         f"  load:         {_load_summary(scenario)}",
         f"  cells:        {len(cells)}" + (f" x {m.repeats} repeats" if m.repeats > 1 else ""),
-        f"  measurement:  {m.min_duration_s:g}-{m.max_duration_s:g} s per cell after {m.warmup_s:g} s warm-up, "
-        f"headline p{m.headline_percentile:g} (CI {m.confidence:g})",
+        f"  measurement:  {m.min_duration_s:g}-{m.max_duration_s:g} s per single-stream cell after {m.warmup_s:g} s "
+        f"warm-up, headline p{m.headline_percentile:g} (CI {m.confidence:g})",
         f"  time:         at most ~{budget_s / 60:.1f} min measuring, plus preparing each cell; "
         f"timeout {scenario.limits.timeout_s:g} s per cell",
         f"  fingerprint:  {scenario.fingerprint()[:16]}",
