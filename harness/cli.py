@@ -96,6 +96,11 @@ def _registries(ctx: click.Context):  # -> Registries
 )
 @click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True)
 @click.option("--json", "json_output", is_flag=True, help="Print the run's summary as JSON on stdout.")
+@click.option("--fail-on-budget", is_flag=True, help="Exit 1 when a cell breaks one of the scenario's budgets.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), default=None,
+              help="Write JUnit XML: one test case per cell and budget.")  # fmt: skip
+@click.option("--summary-md", "summary_md", type=click.Path(dir_okay=False), default=None,
+              help="Write a Markdown summary (for a CI job page).")  # fmt: skip
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -110,6 +115,9 @@ def run(
     cache: bool,
     reports_dir: str,
     json_output: bool,
+    fail_on_budget: bool,
+    junit_file: str | None,
+    summary_md: str | None,
 ) -> None:
     """Run a scenario's sweep (or --resume an interrupted one)."""
     from harness import runner
@@ -155,7 +163,32 @@ def run(
         click.echo(f"results: {run_dir.path}")
         if report_path:
             click.echo(f"report:  {report_path}")
+    _ci_outputs(run_dir, records, junit_file, summary_md, fail_on_budget)
+
+
+def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | None, summary_md: str | None,
+                fail_on_budget: bool) -> None:  # fmt: skip
+    """JUnit and Markdown files, then the exit code: 3 when nothing was measured, 1 for a broken
+    budget under --fail-on-budget."""
+    from harness import economics, runner, verdicts
+    from harness.errors import BudgetBroken
+
+    manifest = run_dir.manifest()
+    budgets = manifest["settings"].get("budgets") or {}
+    name = manifest["scenario"]["name"]
+    if junit_file:
+        verdicts.write(junit_file, verdicts.junit_xml(records, budgets, name))
+    if summary_md:
+        verdicts.write(summary_md, verdicts.markdown(records, budgets, f"{name} ({run_dir.path.name})"))
     runner.raise_if_nothing_measured(records, run_dir)
+    broken = economics.broken(records)
+    if broken:
+        lines = [f"  {rec['label']}: {key} {verdict['why']}" for rec, key, verdict in broken[:20]]
+        more = f"\n  ... and {len(broken) - 20} more" if len(broken) > 20 else ""
+        message = f"{len(broken)} budget(s) broken:\n" + "\n".join(lines) + more
+        if fail_on_budget:
+            raise BudgetBroken(message)
+        click.echo(message, err=True)
 
 
 @cli.command()
@@ -174,6 +207,72 @@ def report(run_dirs: tuple[str, ...], output: str | None) -> None:
     paths = [Path(p) for p in run_dirs]
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     click.echo(render_run(paths, target))
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--p99-ms", type=float, required=True, help="The latency SLO: p99 at most this, ms.")
+@click.option("--min-throughput", type=float, default=None, help="And at least this many samples/s.")
+@click.option("--min-agreement", type=float, default=None, help="And at least this agreement with the reference.")
+@click.option("--hourly-usd", type=float, default=None, help="Price per machine-hour when a run has none.")
+def recommend(
+    run_dirs: tuple[str, ...],
+    p99_ms: float,
+    min_throughput: float | None,
+    min_agreement: float | None,
+    hourly_usd: float | None,
+) -> None:
+    """The cheapest configuration of one or several runs that meets an SLO, and why the others lost."""
+    from harness import economics
+    from harness.errors import UsageError
+    from harness.store import RunDir
+
+    if p99_ms <= 0:
+        raise UsageError(f"--p99-ms must be above 0 (got {p99_ms:g})")
+    if hourly_usd is not None and hourly_usd <= 0:
+        raise UsageError(f"--hourly-usd must be above 0 (got {hourly_usd:g})")
+    if min_agreement is not None:
+        if not 0 <= min_agreement <= 1:
+            raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
+        raise UsageError(
+            "--min-agreement: these runs hold no accuracy measurement (agreement with the reference); "
+            "recommend on latency, throughput and cost, or run a scenario that measures fidelity"
+        )
+    rows = []
+    for path in run_dirs:
+        run = RunDir.open(Path(path))
+        machine = run.manifest()["environment"].get("cpu", {}).get("model") or run.path.name
+        for rec in run.records():
+            if rec.get("status") == "skipped":
+                continue
+            row = dict(rec)
+            row["label"] = f"{rec['label']}" + (f" [{run.path.name}]" if len(run_dirs) > 1 else "")
+            if row.get("cost_per_million_usd") is None and hourly_usd is not None:
+                row["cost_per_million_usd"] = economics.cost_per_million(hourly_usd, row.get("throughput_sps"))
+                row["price_source"] = "--hourly-usd"
+            row["machine"] = machine
+            rows.append(row)
+    if not rows:
+        raise UsageError("no measured cells in " + ", ".join(run_dirs))
+    if all(r.get("cost_per_million_usd") is None for r in rows if r.get("status") == "ok"):
+        raise UsageError(
+            "these runs have no price: give --hourly-usd PRICE, or run a scenario with cost: {instance: NAME}"
+        )
+    best, losers = economics.cheapest(rows, economics.slo_check(p99_ms, min_throughput), "cost_per_million_usd")
+    slo = f"p99 <= {p99_ms:g} ms" + (f", >= {min_throughput:,.0f} samples/s" if min_throughput else "")
+    if best is None:
+        click.echo(f"no configuration meets {slo}")
+    else:
+        click.echo(
+            f"cheapest meeting {slo}: {best['label']}\n"
+            f"  ${best['cost_per_million_usd']:.4f} per million inferences, p99 {best['p99_ms']:.3f} ms, "
+            f"{best['throughput_sps']:,.0f} samples/s; price: {best.get('price_source')}"
+        )
+    click.echo("why the others lost:")
+    for row, why in sorted(losers, key=lambda item: item[0].get("cost_per_million_usd") or float("inf")):
+        click.echo(f"  {row['label']}: {why}")
+    if best is None:
+        click.get_current_context().exit(1)
 
 
 @cli.command()
@@ -197,13 +296,23 @@ def validate(ctx: click.Context, scenario: str) -> None:
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["backends", "models", "scenarios"]))
+@click.argument("what", type=click.Choice(["backends", "models", "scenarios", "instances"]))
 @click.pass_context
 def list_(ctx: click.Context, what: str) -> None:
     """What is available here, and why not where it is not."""
     if what == "scenarios":
         for path in sorted(Path("scenarios").glob("*.yaml")):
             click.echo(str(path))
+        return
+    if what == "instances":
+        from harness.economics import catalog
+
+        for row in catalog():
+            gpu = row.gpu or "-"
+            click.echo(f"{row.key:<32} {row.vcpus:>4} vCPU {row.memory_gib:>6g} GiB  {gpu:<14} "
+                       f"${row.hourly_usd:>8.4f}/h  {row.region} {row.as_of}")  # fmt: skip
+        click.echo("on-demand Linux prices as of the date shown, from each cloud's public price page (see "
+                   "harness/data/prices.yaml); cost: {hourly_usd: X} in a scenario overrides")  # fmt: skip
         return
     regs = _registries(ctx)
     if what == "backends":

@@ -31,6 +31,12 @@ class AllCellsFailed(BenchError):
     exit_code = 3
 
 
+class BudgetBroken(BenchError):
+    """The run finished and a cell broke a budget (with ``--fail-on-budget``)."""
+
+    exit_code = 1
+
+
 class SkipCell(Exception):
     """Raised by a backend during prepare when it cannot serve a cell here; the reason is recorded."""
 

@@ -148,6 +148,27 @@ FIELDS: dict[str, tuple[str, str]] = {
     "load_note": ("", "what the peak search found worth saying (peak at the top of the range, steps down)"),
     "loadgen_log_dir": ("", "LoadGen's summary and detail logs of the cell, relative to the run folder"),
     "issue_delay_file": ("", "per-query issue delays (int64 ns, .npy) relative to the run folder"),
+    # --- economics and budgets (scenario's cost: and budgets:) ------------------------------------
+    "hourly_usd": (
+        "USD/h",
+        "price of the machine per hour: the catalog's on-demand price or the scenario's hourly_usd",
+    ),
+    "price_source": ("", "where hourly_usd came from: the catalog row (cloud/instance, region, date, public source)"),
+    "cost_per_million_usd": (
+        "USD",
+        "cost per million inferences: hourly_usd / (throughput_sps x 3600) x 1e6, the machine fully used",
+    ),
+    "instances_needed": (
+        "machines",
+        "machines to serve cost.target_qps samples/s with each at cost.utilisation of throughput_sps",
+    ),
+    "monthly_usd": ("USD", "a 30-day month of cost.daily_volume inferences a day at cost.utilisation"),
+    "budgets": (
+        "",
+        "per budget of the scenario: limit, value, ok (true, false, null when the cell has no such metric) and why; "
+        "JSON",
+    ),
+    "budgets_ok": ("", "no budget broken (a cell that did not measure breaks them all)"),
 }
 
 _PCT_NAMES = {

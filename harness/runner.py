@@ -253,6 +253,22 @@ def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> 
     }
 
 
+def judge(record: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The cell's economics under the scenario's price, and its verdict on each budget."""
+    from harness import economics
+
+    out: dict[str, Any] = {}
+    if record.get("status") == "skipped":
+        return out
+    if settings.get("cost"):
+        out.update(economics.cell_costs(record, settings["cost"]))
+    if settings.get("budgets"):
+        verdicts = economics.budget_verdicts({**record, **out}, settings["budgets"])
+        out["budgets"] = verdicts
+        out["budgets_ok"] = all(v["ok"] is not False for v in verdicts.values())
+    return out
+
+
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     m = scenario.measurement
     manifest = {
@@ -281,6 +297,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "noise_retries": 1,
             "repeats": m.repeats,
             "limits": {"timeout_s": scenario.limits.timeout_s, "memory_mb": scenario.limits.memory_mb},
+            "cost": scenario.cost.model_dump() if scenario.cost else None,
+            "budgets": dict(scenario.budgets),
             "plugins": explicit_plugins(options.plugins),
             "autoload": options.autoload,
             # compiled artefacts reused across runs; null: every run compiles from scratch (--no-cache)
@@ -318,6 +336,7 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
         else:
             result = _measure(run, p.cell, repeat, manifest, reporter)
         record = _record(p.cell, repeat, started, result)
+        record.update(judge(record, settings))
         run.append(record)
         reporter.cell_finished(p.cell, record)
 

@@ -223,7 +223,7 @@ class RunDir:
         write_atomic(self.path / LATENCIES, buf.getvalue())
 
 
-_NESTED = ("config", "info", "output_shapes")
+_NESTED = ("config", "info", "output_shapes", "budgets")
 
 
 def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:

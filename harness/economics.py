@@ -1,0 +1,289 @@
+"""Cost per inference, capacity, Pareto frontiers and budgets: the arithmetic behind a purchase.
+
+Prices come from the catalog shipped in ``harness/data/prices.yaml`` (dated, each with its public
+source) or from the scenario's own ``hourly_usd``. Nothing here imports a runtime.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+SECONDS_PER_HOUR = 3600.0
+#: a month, for monthly costs: 30 days
+DAYS_PER_MONTH = 30.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One row of the price catalog."""
+
+    cloud: str
+    instance: str
+    vcpus: int
+    memory_gib: float
+    gpu: str | None
+    hourly_usd: float
+    region: str
+    as_of: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.cloud}/{self.instance}"
+
+
+@lru_cache(maxsize=1)
+def catalog() -> tuple[Instance, ...]:
+    """The shipped price catalog."""
+    import yaml
+
+    text = resources.files("harness").joinpath("data/prices.yaml").read_text()
+    data = yaml.safe_load(text)
+    return tuple(Instance(**{**row, "as_of": str(row["as_of"])}) for row in data["instances"])
+
+
+class UnknownInstance(KeyError):
+    def __init__(self, name: str, suggestions: list[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.suggestions = suggestions
+
+    def __str__(self) -> str:
+        hint = f"; nearest: {', '.join(self.suggestions)}" if self.suggestions else ""
+        return (
+            f"instance '{self.name}' is not in the price catalog{hint} (`bench list instances` shows them all; "
+            "or give cost: {hourly_usd: PRICE})"
+        )
+
+
+def find_instance(name: str) -> Instance:
+    """An instance by ``cloud/instance`` or by its bare name when that is unique (case-insensitive)."""
+    wanted = name.strip().lower()
+    rows = catalog()
+    matches = [r for r in rows if wanted in (r.key.lower(), r.instance.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    names = [r.key for r in rows]
+    if matches:  # the bare name exists in several clouds
+        raise UnknownInstance(name, [r.key for r in matches])
+    close = difflib.get_close_matches(wanted, [n.lower() for n in names], n=3, cutoff=0.5)
+    close += difflib.get_close_matches(wanted, [r.instance.lower() for r in rows], n=3, cutoff=0.5)
+    suggestions = [r.key for r in rows if r.gpu and wanted in r.gpu.lower()]  # "a100": the A100 hosts
+    for item in close:
+        for row in rows:
+            if item in (row.key.lower(), row.instance.lower()) and row.key not in suggestions:
+                suggestions.append(row.key)
+    raise UnknownInstance(name, suggestions[:3])
+
+
+# --------------------------------------------------------------------------------------------
+# cost arithmetic
+# --------------------------------------------------------------------------------------------
+
+
+def cost_per_million(hourly_usd: float, throughput_sps: float | None) -> float | None:
+    """USD per million inferences: hourly price / (samples/s x 3600) x 1e6."""
+    if not throughput_sps or throughput_sps <= 0:
+        return None
+    return hourly_usd / (throughput_sps * SECONDS_PER_HOUR) * 1e6
+
+
+def instances_needed(target_sps: float, throughput_sps: float | None, utilisation: float) -> int | None:
+    """Machines needed to serve ``target_sps`` samples/s with each run at ``utilisation`` of what
+    it was measured to sustain."""
+    if not throughput_sps or throughput_sps <= 0:
+        return None
+    return max(1, math.ceil(target_sps / (throughput_sps * utilisation)))
+
+
+def monthly_usd(
+    hourly_usd: float, throughput_sps: float | None, daily_volume: float, utilisation: float
+) -> float | None:
+    """USD a 30-day month of ``daily_volume`` inferences a day costs at ``utilisation``."""
+    if not throughput_sps or throughput_sps <= 0:
+        return None
+    hours_per_day = daily_volume / (throughput_sps * utilisation * SECONDS_PER_HOUR)
+    return hours_per_day * DAYS_PER_MONTH * hourly_usd
+
+
+@dataclass(frozen=True)
+class Price:
+    hourly_usd: float
+    source: str  # "catalog: aws/c7i.xlarge, us-east-1, 2024-06, https://..." or "scenario"
+    instance: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def price_of(cost: dict[str, Any]) -> Price | None:
+    """The price a scenario's ``cost`` block names (None without one)."""
+    if not cost:
+        return None
+    if cost.get("hourly_usd") is not None:
+        return Price(float(cost["hourly_usd"]), "scenario (hourly_usd)", cost.get("instance"))
+    if cost.get("instance"):
+        row = find_instance(cost["instance"])
+        source = f"catalog: {row.key}, {row.region}, on-demand as of {row.as_of}, {row.source}"
+        return Price(row.hourly_usd, source, row.key)
+    return None
+
+
+def cell_costs(record: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
+    """The economics of one measured cell under the scenario's ``cost`` block."""
+    price = price_of(cost)
+    if price is None or record.get("status") != "ok":
+        return {}
+    sps = record.get("throughput_sps")
+    utilisation = float(cost.get("utilisation") or 1.0)
+    out: dict[str, Any] = {
+        "hourly_usd": price.hourly_usd,
+        "price_source": price.source,
+        "cost_per_million_usd": cost_per_million(price.hourly_usd, sps),
+    }
+    if cost.get("target_qps"):
+        out["instances_needed"] = instances_needed(float(cost["target_qps"]), sps, utilisation)
+    if cost.get("daily_volume"):
+        out["monthly_usd"] = monthly_usd(price.hourly_usd, sps, float(cost["daily_volume"]), utilisation)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Pareto frontiers
+# --------------------------------------------------------------------------------------------
+
+Objective = tuple[str, str]  # (field, "min" | "max")
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is no worse than ``b`` in every objective (all to minimise) and better in one."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]) -> list[int]:
+    """Indices of the rows no other row dominates, among the rows that have every objective."""
+    if not objectives:
+        raise ValueError("a frontier needs at least one objective")
+    for _, sense in objectives:
+        if sense not in ("min", "max"):
+            raise ValueError(f"objective sense must be 'min' or 'max', got {sense!r}")
+    points: list[tuple[int, tuple[float, ...]]] = []
+    for index, row in enumerate(rows):
+        values = [row.get(field) for field, _ in objectives]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+            continue
+        signed = (float(v) if sense == "min" else -float(v) for v, (_, sense) in zip(values, objectives, strict=True))
+        points.append((index, tuple(signed)))
+    return [i for i, p in points if not any(dominates(q, p) for _, q in points)]
+
+
+#: the frontiers the report and the table flag
+FRONTIERS: dict[str, tuple[Objective, ...]] = {
+    "latency_throughput": (("p99_ms", "min"), ("throughput_sps", "max")),
+    "cost_latency": (("cost_per_million_usd", "min"), ("p99_ms", "min")),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# budgets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    field: str
+    kind: str  # "max": the value must not exceed the limit; "min": must reach it
+    unit: str
+    meaning: str
+
+
+#: the budgets a scenario may set: key -> what it limits
+BUDGETS: dict[str, Budget] = {
+    "p50_ms": Budget("p50_ms", "max", "ms", "median latency"),
+    "p90_ms": Budget("p90_ms", "max", "ms", "90th percentile latency"),
+    "p95_ms": Budget("p95_ms", "max", "ms", "95th percentile latency"),
+    "p99_ms": Budget("p99_ms", "max", "ms", "99th percentile latency"),
+    "p99_9_ms": Budget("p99_9_ms", "max", "ms", "99.9th percentile latency"),
+    "peak_memory_mb": Budget("peak_rss_mb_measure", "max", "MiB", "resident memory high-water mark while measuring"),
+    "cost_per_million_usd": Budget("cost_per_million_usd", "max", "USD", "cost per million inferences"),
+    "min_throughput_sps": Budget("throughput_sps", "min", "samples/s", "throughput"),
+}
+
+
+def budget_verdicts(record: dict[str, Any], budgets: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per budget: the limit, the cell's value and ``ok`` (True, False, or None when the cell has
+    no such measurement: offline has no percentiles). A cell that did not measure breaks them all."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, limit in budgets.items():
+        budget = BUDGETS[key]
+        if record.get("status") != "ok":
+            out[key] = {"limit": limit, "value": None, "ok": False, "why": f"no measurement ({record.get('status')})"}
+            continue
+        value = record.get(budget.field)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            out[key] = {"limit": limit, "value": None, "ok": None, "why": "not measured for this cell"}
+            continue
+        ok = value <= limit if budget.kind == "max" else value >= limit
+        sign = "<=" if budget.kind == "max" else ">="
+        out[key] = {"limit": limit, "value": value, "ok": ok, "why": f"{value:.4g} {sign} {limit:g} {budget.unit}"}
+    return out
+
+
+def broken(records: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+    """(record, budget, verdict) for every budget a cell broke."""
+    return [
+        (rec, key, verdict)
+        for rec in records
+        if rec.get("status") != "skipped"
+        for key, verdict in (rec.get("budgets") or {}).items()
+        if verdict.get("ok") is False
+    ]
+
+
+def cheapest(
+    rows: Sequence[dict[str, Any]], meets: Callable[[dict[str, Any]], str | None], key: str
+) -> tuple[dict[str, Any] | None, list[tuple[dict[str, Any], str]]]:
+    """The row with the lowest ``key`` among those ``meets`` accepts (it returns why not, or None),
+    and every other row with the reason it lost."""
+    losers: list[tuple[dict[str, Any], str]] = []
+    candidates = []
+    for row in rows:
+        why = meets(row)
+        if why:
+            losers.append((row, why))
+        elif row.get(key) is None:
+            losers.append((row, f"no {key}"))
+        else:
+            candidates.append(row)
+    candidates.sort(key=lambda r: r[key])
+    if not candidates:
+        return None, losers
+    best, rest = candidates[0], candidates[1:]
+    for row in rest:
+        losers.append((row, f"meets the SLO but costs more: {key} {row[key]:.4g} > {best[key]:.4g}"))
+    return best, losers
+
+
+def slo_check(p99_ms: float | None, min_throughput: float | None) -> Callable[[dict[str, Any]], str | None]:
+    """A ``meets`` for :func:`cheapest`: why a cell misses the SLO, or None."""
+
+    def meets(row: dict[str, Any]) -> str | None:
+        if row.get("status") != "ok":
+            return f"not measured ({row.get('status')}: {str(row.get('reason', ''))[:80]})"
+        if p99_ms is not None:
+            p99 = row.get("p99_ms")
+            if p99 is None:
+                return "no p99 (offline measures throughput only)"
+            if p99 > p99_ms:
+                return f"p99 {p99:.3f} ms > {p99_ms:g} ms"
+        if min_throughput is not None and (row.get("throughput_sps") or 0) < min_throughput:
+            return f"throughput {row.get('throughput_sps') or 0:,.0f} < {min_throughput:,.0f} samples/s"
+        return None
+
+    return meets

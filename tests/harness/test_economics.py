@@ -1,0 +1,166 @@
+"""Cost arithmetic, the price catalog, Pareto frontiers, budgets and the CI outputs."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import bench, fake_scenario, journal, run_dirs
+from harness import economics
+from harness.economics import budget_verdicts, cost_per_million, dominates, pareto_front
+
+
+def test_cost_per_million_is_hourly_price_over_hourly_samples() -> None:
+    assert cost_per_million(3.60, 1000.0) == pytest.approx(1.00)  # $3.60/h at 1,000 samples/s: $1 per million
+    assert cost_per_million(1.0, 0.0) is None and cost_per_million(1.0, None) is None
+    # 10,000 samples/s wanted, 1,000 measured per machine, run at 70 %: ceil(14.29) = 15 machines
+    assert economics.instances_needed(10_000, 1000.0, 0.7) == 15
+    # 1e9 inferences a day at 1,000 samples/s, full use: 277.8 machine-hours a day, 30 days, $2/h
+    assert economics.monthly_usd(2.0, 1000.0, 1e9, 1.0) == pytest.approx(1e9 / 3.6e6 * 30 * 2.0)
+
+
+def test_the_catalog_covers_the_big_three_with_dated_sourced_prices() -> None:
+    rows = economics.catalog()
+    assert len(rows) >= 20
+    assert {r.cloud for r in rows} == {"aws", "gcp", "azure"}
+    gpus = " ".join(r.gpu or "" for r in rows)
+    for gpu in ("A10G", "L4", "A100", "H100"):
+        assert gpu in gpus, gpu
+    for row in rows:
+        assert row.hourly_usd > 0 and row.vcpus > 0
+        assert row.source.startswith("https://") and len(row.as_of) >= 7 and row.region
+    assert len({r.key for r in rows}) == len(rows)
+
+
+def test_instances_are_found_by_name_and_unknown_ones_get_suggestions() -> None:
+    assert economics.find_instance("aws/c7i.xlarge").hourly_usd == economics.find_instance("C7I.XLARGE").hourly_usd
+    with pytest.raises(economics.UnknownInstance) as info:
+        economics.find_instance("c7i.xlarg")
+    assert "aws/c7i.xlarge" in info.value.suggestions
+    with pytest.raises(economics.UnknownInstance) as info:
+        economics.find_instance("h100")
+    assert info.value.suggestions and all("h100" in s.lower() or "a3" in s or "p5" in s for s in info.value.suggestions)
+
+
+points = st.lists(
+    st.tuples(st.floats(0, 100, allow_nan=False), st.floats(0, 100, allow_nan=False)), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(points)
+def test_pareto_front_keeps_exactly_the_undominated(values: list[tuple[float, float]]) -> None:
+    rows = [{"cost": c, "throughput": t} for c, t in values]
+    objectives = [("cost", "min"), ("throughput", "max")]
+    front = set(pareto_front(rows, objectives))
+    as_min = [(c, -t) for c, t in values]
+    assert front, "a non-empty set has a frontier"
+    for i in front:  # no frontier point is dominated
+        assert not any(dominates(as_min[j], as_min[i]) for j in range(len(values)))
+    for i in set(range(len(values))) - front:  # every excluded point is dominated by a frontier point
+        assert any(dominates(as_min[j], as_min[i]) for j in front)
+
+
+def test_pareto_front_skips_rows_without_the_metric_and_checks_its_arguments() -> None:
+    rows = [{"a": 1.0, "b": 2.0}, {"a": None, "b": 0.0}, {"a": 0.5, "b": 3.0}]
+    assert pareto_front(rows, [("a", "min"), ("b", "min")]) == [0, 2]
+    with pytest.raises(ValueError, match="sense"):
+        pareto_front(rows, [("a", "lowest")])
+
+
+def test_budget_verdicts() -> None:
+    record = {"status": "ok", "p99_ms": 4.0, "throughput_sps": 900.0, "p50_ms": None}
+    verdicts = budget_verdicts(record, {"p99_ms": 5.0, "min_throughput_sps": 1000.0, "p50_ms": 1.0})
+    assert verdicts["p99_ms"]["ok"] is True
+    assert verdicts["min_throughput_sps"]["ok"] is False and "900 >= 1000" in verdicts["min_throughput_sps"]["why"]
+    assert verdicts["p50_ms"]["ok"] is None  # not measured for this cell: not judged
+    failed = budget_verdicts({"status": "crashed"}, {"p99_ms": 5.0})
+    assert failed["p99_ms"]["ok"] is False and "crashed" in failed["p99_ms"]["why"]
+
+
+BUDGETED = """\
+cost: {hourly_usd: 3.6}
+budgets: {p99_ms: 0.5, min_throughput_sps: 1}
+"""
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_budgets_gate_ci_with_junit_and_markdown(tmp_path: Path) -> None:
+    # two cells: 0.2 ms per call meets a 0.5 ms p99 budget, 1.0 ms per call breaks it
+    scenario = fake_scenario(tmp_path, batches="[1]", extra=BUDGETED)
+    text = scenario.read_text().replace("options: {service_ms: 0.2}", "sweep: {service_ms: [0.2, 1.0]}")
+    text = text.replace("    sweep:\n      fault: [none]\n", "")
+    scenario.write_text(text)
+    out, junit, md = tmp_path / "r", tmp_path / "junit.xml", tmp_path / "summary.md"
+    done = bench("run", str(scenario), "--out", str(out), "--no-report", "--fail-on-budget",
+                 "--junit", str(junit), "--summary-md", str(md))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "1 budget(s) broken" in done.stderr and "p99_ms" in done.stderr and "Traceback" not in done.stderr
+    records = {r["config"]["backend_options"]["service_ms"]: r for r in journal(run_dirs(out)[0])}
+    fast, slow = records[0.2], records[1.0]
+    assert fast["budgets_ok"] is True and slow["budgets_ok"] is False
+    assert fast["cost_per_million_usd"] == pytest.approx(3.6 / (fast["throughput_sps"] * 3600) * 1e6)
+    assert fast["price_source"] == "scenario (hourly_usd)"
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "0")
+    failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["p99_ms"] and "1.0" in failed[0].get("classname", "")
+    summary = md.read_text()
+    assert "**1 budget(s) broken**" in summary and "| FAIL |" in summary and "| pass |" in summary
+
+    # the same run without --fail-on-budget: reported, exit 0
+    again = bench("run", str(scenario), "--out", str(out), "--no-report")
+    assert again.returncode == 0 and "budget(s) broken" in again.stderr
+
+    # the cheapest configuration that meets the SLO, and why the other lost
+    rec = bench("recommend", str(run_dirs(out)[0]), "--p99-ms", "0.5")
+    assert rec.returncode == 0, rec.stderr
+    assert "service_ms=0.2" in rec.stdout.splitlines()[0]
+    assert "service_ms=1.0" in rec.stdout and "> 0.5 ms" in rec.stdout
+    looser = bench("recommend", str(run_dirs(out)[0]), "--p99-ms", "50")
+    assert "service_ms=0.2" in looser.stdout.splitlines()[0] and "costs more" in looser.stdout
+    none = bench("recommend", str(run_dirs(out)[0]), "--p99-ms", "0.01")
+    assert none.returncode == 1 and "no configuration meets" in none.stdout
+    bad = bench("recommend", str(run_dirs(out)[0]), "--p99-ms", "1", "--min-agreement", "1.5")
+    assert bad.returncode == 2 and "[0, 1]" in bad.stderr
+
+
+@pytest.mark.usefixtures("fake_plugin")
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ("cost: {instance: c7i.xlarg}\n", "cost.instance: instance 'c7i.xlarg' is not in the price catalog; nearest: "
+                                          "aws/c7i.xlarge"),
+        ("cost: {hourly_usd: -2}\n", "cost.hourly_usd: Input should be greater than 0 (got -2)"),
+        ("budgets: {p98_ms: 2}\n", "budgets.p98_ms: no metric 'p98_ms' to budget; did you mean 'p99_ms'?"),
+        ("budgets: {cost_per_million_usd: 1}\n", "a cost_per_million_usd budget needs a price"),
+        ("cost: {hourly_usd: 1, utilisation: 1.5}\n", "cost.utilisation: Input should be less than or equal to 1"),
+    ],
+)  # fmt: skip
+def test_bad_cost_and_budget_input_is_exit_2(tmp_path: Path, extra: str, fragment: str) -> None:
+    scenario = fake_scenario(tmp_path, extra=extra)
+    done = bench("validate", str(scenario))
+    assert done.returncode == 2
+    assert fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_list_instances_prints_the_catalog() -> None:
+    done = bench("list", "instances")
+    assert done.returncode == 0
+    assert "aws/p5.48xlarge" in done.stdout and "8x H100" in done.stdout and "2024-06" in done.stdout
+
+
+def test_json_cost_fields_are_documented() -> None:
+    from harness.metrics import describe
+
+    for field in ("hourly_usd", "price_source", "cost_per_million_usd", "instances_needed", "monthly_usd",
+                  "budgets", "budgets_ok"):  # fmt: skip
+        assert describe(field) is not None, field
+    assert json.dumps(economics.BUDGETS["p99_ms"].__dict__)
