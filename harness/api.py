@@ -75,6 +75,9 @@ class Model(ABC):
     description: ClassVar[str] = ""
     input_names: ClassVar[tuple[str, ...]]
     output_names: ClassVar[tuple[str, ...]]
+    #: what the first output means, for the agreement measure: ctr (a click probability),
+    #: classification (class scores), embedding (a vector per sample), or other
+    task: ClassVar[str] = "other"
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -109,6 +112,12 @@ class Model(ABC):
         """The model's own ONNX file, or ``None`` to export :meth:`build_torch` (cached by content)."""
         return None
 
+    def validation_set(self, n_samples: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """A fixed set for accuracy: ``n_samples`` inputs under a seed apart from the measured and
+        calibration inputs', and their labels where the model has them (else None). Runs in a
+        worker; may use the model itself (e.g. labels drawn from a fixed teacher)."""
+        return self.example_inputs(n_samples, seed + 20_000), None
+
     def calibration_inputs(self, n_samples: int, seed: int = 0) -> dict[str, np.ndarray]:
         """Inputs for post-training quantisation: by default ``n_samples`` samples of
         :meth:`example_inputs` under a seed apart from the measured inputs'."""
@@ -138,6 +147,12 @@ class Session(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what prepare acquired."""
+
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy new values, of the bound inputs' shapes, into the bound inputs (the accuracy check
+        runs the validation set this way, after measuring). Backends that cannot say so: the
+        cell's fidelity is then not measured, with this reason."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rebind its inputs")
 
     def replica(self) -> Session | None:
         """Another session on the same prepared model with its own inputs, run from another thread

@@ -231,13 +231,8 @@ def recommend(
         raise UsageError(f"--p99-ms must be above 0 (got {p99_ms:g})")
     if hourly_usd is not None and hourly_usd <= 0:
         raise UsageError(f"--hourly-usd must be above 0 (got {hourly_usd:g})")
-    if min_agreement is not None:
-        if not 0 <= min_agreement <= 1:
-            raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
-        raise UsageError(
-            "--min-agreement: these runs hold no accuracy measurement (agreement with the reference); "
-            "recommend on latency, throughput and cost, or run a scenario that measures fidelity"
-        )
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
     rows = []
     for path in run_dirs:
         run = RunDir.open(Path(path))
@@ -258,15 +253,24 @@ def recommend(
         raise UsageError(
             "these runs have no price: give --hourly-usd PRICE, or run a scenario with cost: {instance: NAME}"
         )
-    best, losers = economics.cheapest(rows, economics.slo_check(p99_ms, min_throughput), "cost_per_million_usd")
+    if min_agreement is not None and all(r.get("agreement") is None for r in rows):
+        raise UsageError(
+            "--min-agreement: these runs hold no accuracy measurement (agreement with the reference); "
+            "their fidelity was not measured: " + str(next((r.get("fidelity_skipped") for r in rows), ""))
+        )
+    meets = economics.slo_check(p99_ms, min_throughput, min_agreement)
+    best, losers = economics.cheapest(rows, meets, "cost_per_million_usd")
     slo = f"p99 <= {p99_ms:g} ms" + (f", >= {min_throughput:,.0f} samples/s" if min_throughput else "")
+    slo += f", agreement >= {min_agreement:g}" if min_agreement is not None else ""
     if best is None:
         click.echo(f"no configuration meets {slo}")
     else:
         click.echo(
             f"cheapest meeting {slo}: {best['label']}\n"
             f"  ${best['cost_per_million_usd']:.4f} per million inferences, p99 {best['p99_ms']:.3f} ms, "
-            f"{best['throughput_sps']:,.0f} samples/s; price: {best.get('price_source')}"
+            f"{best['throughput_sps']:,.0f} samples/s"
+            + (f", agreement {best['agreement']:.4f}" if best.get("agreement") is not None else "")
+            + f"; price: {best.get('price_source')}"
         )
     click.echo("why the others lost:")
     for row, why in sorted(losers, key=lambda item: item[0].get("cost_per_million_usd") or float("inf")):

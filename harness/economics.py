@@ -187,6 +187,7 @@ def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
 FRONTIERS: dict[str, tuple[Objective, ...]] = {
     "latency_throughput": (("p99_ms", "min"), ("throughput_sps", "max")),
     "cost_latency": (("cost_per_million_usd", "min"), ("p99_ms", "min")),
+    "cost_accuracy": (("cost_per_million_usd", "min"), ("agreement", "max")),
 }
 
 
@@ -213,6 +214,8 @@ BUDGETS: dict[str, Budget] = {
     "peak_memory_mb": Budget("peak_rss_mb_measure", "max", "MiB", "resident memory high-water mark while measuring"),
     "cost_per_million_usd": Budget("cost_per_million_usd", "max", "USD", "cost per million inferences"),
     "min_throughput_sps": Budget("throughput_sps", "min", "samples/s", "throughput"),
+    "min_agreement": Budget("agreement", "min", "fraction", "agreement with the reference (the task's measure)"),
+    "min_task_metric": Budget("task_value", "min", "fraction", "AUC or accuracy on the labelled validation set"),
 }
 
 
@@ -270,12 +273,20 @@ def cheapest(
     return best, losers
 
 
-def slo_check(p99_ms: float | None, min_throughput: float | None) -> Callable[[dict[str, Any]], str | None]:
+def slo_check(
+    p99_ms: float | None, min_throughput: float | None, min_agreement: float | None = None
+) -> Callable[[dict[str, Any]], str | None]:
     """A ``meets`` for :func:`cheapest`: why a cell misses the SLO, or None."""
 
     def meets(row: dict[str, Any]) -> str | None:
         if row.get("status") != "ok":
             return f"not measured ({row.get('status')}: {str(row.get('reason', ''))[:80]})"
+        if min_agreement is not None:
+            agreement = row.get("agreement")
+            if agreement is None:
+                return f"no agreement measured ({row.get('fidelity_skipped') or 'no reference'})"
+            if agreement < min_agreement:
+                return f"agreement {agreement:.4f} < {min_agreement:g}"
         if p99_ms is not None:
             p99 = row.get("p99_ms")
             if p99 is None:

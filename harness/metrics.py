@@ -169,6 +169,38 @@ FIELDS: dict[str, tuple[str, str]] = {
         "JSON",
     ),
     "budgets_ok": ("", "no budget broken (a cell that did not measure breaks them all)"),
+    # --- fidelity against the fp32 PyTorch eager reference (the scenario's fidelity:) ---------------
+    "max_abs_error": ("", "largest absolute difference from the reference over every output of the validation set"),
+    "mean_abs_error": ("", "mean absolute difference from the reference over every output of the validation set"),
+    "cosine": ("", "cosine similarity of all outputs, flattened, to the reference's"),
+    "agreement": (
+        "fraction",
+        "the task's agreement with the reference: ctr, the same side of 0.5; classification, the same top-1 class; "
+        "embedding, mean per-sample cosine",
+    ),
+    "task_metric": ("", "the labelled metric: auc (ctr) or accuracy (classification)"),
+    "task_value": ("fraction", "task_metric of this cell's outputs on the labelled validation set"),
+    "reference_task_value": ("fraction", "task_metric of the reference's outputs: what this cell can at best match"),
+    "fidelity_samples": ("samples", "size of the validation set"),
+    "fidelity_s": ("s", "time to run the validation set through the cell's session (after measuring)"),
+    "fidelity_ok": ("", "cosine at least min_cosine for the precision, agreement at least fidelity.min_agreement"),
+    "fidelity_reason": ("", "why fidelity_ok is false"),
+    "min_cosine": ("", "the least cosine this cell's precision passes with (fp32 0.999, fp16/bf16 0.995, int8 0.99)"),
+    "fidelity_skipped": ("", "why the cell's accuracy was not measured (no reference, a backend that cannot rebind)"),
+    "pareto_latency_throughput": (
+        "",
+        "on the frontier of p99_ms (lower) vs throughput_sps (higher): no cell beats it on both",
+    ),
+    "pareto_cost_latency": ("", "on the frontier of cost_per_million_usd (lower) vs p99_ms (lower)"),
+    "pareto_cost_accuracy": ("", "on the frontier of cost_per_million_usd (lower) vs agreement (higher)"),
+    # --- compute efficiency -------------------------------------------------------------------------
+    "flops_per_sample": ("FLOP", "floating-point operations of one sample (torch's flop counter: matmuls, convs)"),
+    "achieved_gflops": ("GFLOP/s", "flops_per_sample x throughput_sps"),
+    "fraction_of_peak": (
+        "fraction",
+        "achieved_gflops / the machine's measured fp32 matmul peak (manifest reference.peak_gflops); int8 and bf16 "
+        "cells can exceed 1",
+    ),
 }
 
 _PCT_NAMES = {

@@ -213,6 +213,8 @@ def _job(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any]) -> dict
         "percentiles": settings["percentiles"],
         "noise_threshold": settings["noise_threshold"],
         "loadgen": settings.get("loadgen"),
+        "reference": manifest.get("reference"),
+        "fidelity": settings.get("fidelity"),
         "timeout_s": settings["limits"]["timeout_s"],
         "plugins": settings["plugins"],
         "autoload": settings["autoload"],
@@ -253,13 +255,55 @@ def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> 
     }
 
 
-def judge(record: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """The cell's economics under the scenario's price, and its verdict on each budget."""
+def _reference(run: RunDir, scenario: Scenario, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """The model's reference outputs, FLOPs and the machine's peak, computed once per run in a
+    worker (kept in the manifest; a resumed run reuses them)."""
+    from harness import fidelity
+
+    settings = manifest["settings"]
+    samples = (settings.get("fidelity") or {}).get("samples", 0)
+    if manifest.get("reference") or not samples:
+        return manifest
+    path = fidelity.reference_path(run.path, scenario.model.name)
+    job = {
+        "kind": "reference",
+        "model": scenario.model.name,
+        "model_options": dict(scenario.model.options),
+        "samples": samples,
+        "seed": scenario.seed,
+        "threads": environment.usable_cpus(),
+        "path": str(path),
+        "plugins": settings["plugins"],
+        "autoload": settings["autoload"],
+    }
+    log = run.path / fidelity.REFERENCE_FOLDER / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    limits = Limits(timeout_s=settings["limits"]["timeout_s"], memory_mb=settings["limits"]["memory_mb"])
+    result = run_cell(job, limits=limits, log_path=log, env={}, on_event=None)
+    if result.get("status") != "ok":
+        result = {"fidelity_skipped": f"the reference failed ({result.get('status')}): {result.get('reason', '')}"}
+    elif result.get("path"):
+        result["path"] = str(Path(result["path"]).resolve())
+    run.update_manifest(reference=result)
+    return run.manifest()
+
+
+def judge(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The cell's compute efficiency, its economics under the scenario's price, and its verdict
+    on each budget."""
     from harness import economics
 
+    settings = manifest["settings"]
     out: dict[str, Any] = {}
     if record.get("status") == "skipped":
         return out
+    ref = manifest.get("reference") or {}
+    flops, peak, sps = ref.get("flops_per_sample"), ref.get("peak_gflops"), record.get("throughput_sps")
+    if flops and sps:
+        out["flops_per_sample"] = flops
+        out["achieved_gflops"] = flops * sps / 1e9
+        if peak:
+            out["fraction_of_peak"] = out["achieved_gflops"] / peak
     if settings.get("cost"):
         out.update(economics.cell_costs(record, settings["cost"]))
     if settings.get("budgets"):
@@ -298,6 +342,7 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "repeats": m.repeats,
             "limits": {"timeout_s": scenario.limits.timeout_s, "memory_mb": scenario.limits.memory_mb},
             "cost": scenario.cost.model_dump() if scenario.cost else None,
+            "fidelity": scenario.fidelity.model_dump(),
             "budgets": dict(scenario.budgets),
             "plugins": explicit_plugins(options.plugins),
             "autoload": options.autoload,
@@ -327,6 +372,8 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
                 continue
             if (p.cell.id, repeat) not in done:
                 todo.append((p, repeat))
+    if todo and any(p.skip_reason is None for p, _ in todo):
+        manifest = _reference(run, scenario, manifest, reporter)
     reporter.start(run, len(todo))
     for p, repeat in todo:
         started = time.time()
@@ -336,7 +383,7 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
         else:
             result = _measure(run, p.cell, repeat, manifest, reporter)
         record = _record(p.cell, repeat, started, result)
-        record.update(judge(record, settings))
+        record.update(judge(record, manifest))
         run.append(record)
         reporter.cell_finished(p.cell, record)
 

@@ -806,7 +806,26 @@ def _budgets(value: Any) -> Any:
                 "a budget is a number >= 0 in {unit} (got {value})",
                 {"unit": BUDGETS[key].unit, "value": _show(limit), "at": (key,)},
             )
+        if BUDGETS[key].unit == "fraction" and limit > 1:
+            raise PydanticCustomError(
+                "scenario_budget_fraction",
+                "{key} is a fraction: a threshold in [0, 1] (got {value})",
+                {"key": str(key), "value": _show(limit), "at": (key,)},
+            )
     return {key: float(limit) for key, limit in value.items()}
+
+
+Fraction = Annotated[StrictFloat, Field(ge=0, le=1)]
+
+
+class FidelitySettings(BaseModel):
+    """How each cell's outputs are checked against the fp32 PyTorch reference."""
+
+    model_config = _FROZEN
+
+    samples: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 1024
+    min_cosine: dict[Precision, Fraction] = Field(default_factory=dict)
+    min_agreement: Fraction | None = None
 
 
 class Limits(BaseModel):
@@ -836,6 +855,7 @@ class Scenario(BaseModel):
     concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]
     loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
     cost: CostSettings | None = None
+    fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
     budgets: Annotated[dict[StrictStr, Any], BeforeValidator(_budgets)] = Field(default_factory=dict)
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     measurement: Measurement = Field(default_factory=Measurement)

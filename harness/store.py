@@ -244,7 +244,25 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             if key in rec:
                 row[key] = json.dumps(rec[key], sort_keys=True, default=str)
         rows.append(row)
+    _flag_frontiers(rows)
     return pd.DataFrame(rows)
+
+
+def _flag_frontiers(rows: list[dict[str, Any]]) -> None:
+    """``pareto_<name>``: whether a measured row is on each frontier of harness.economics
+    (None where the row lacks one of its metrics)."""
+    from harness.economics import FRONTIERS, pareto_front
+
+    measured = [r for r in rows if r.get("status") == "ok"]
+    for name, objectives in FRONTIERS.items():
+        column = f"pareto_{name}"
+        has = [r for r in measured if all(r.get(field) is not None for field, _ in objectives)]
+        if not has:
+            continue
+        front = {id(has[i]) for i in pareto_front(has, objectives)}
+        judged = {id(r) for r in has}
+        for row in rows:
+            row[column] = (id(row) in front) if id(row) in judged else None
 
 
 def load_results(path: str | os.PathLike[str]) -> pd.DataFrame:

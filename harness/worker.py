@@ -88,6 +88,7 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
         else:
             result = _loadgen(job, cell, sessions, peaks, channel, cell_dir)
         result.update(_outputs_check(session.outputs()))
+        result.update(_fidelity(job, cell, session))
     finally:
         for each in sessions:
             each.close()
@@ -100,6 +101,20 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
         "peak_rss_per_phase": peaks.resettable,
         "info": {**session.info, "model": model.params()},
     }
+
+
+def _fidelity(job: dict[str, Any], cell: Any, session: Any) -> dict[str, Any]:
+    """The cell's outputs on the validation set against the run's reference (after measuring)."""
+    ref = job.get("reference")
+    if not ref or not ref.get("path"):
+        return {"fidelity_skipped": (ref or {}).get("fidelity_skipped") or "no reference in this run"}
+    from harness import fidelity
+
+    try:
+        result = fidelity.evaluate(session, cell.batch_size, Path(ref["path"]), ref["task"])
+    except NotImplementedError as exc:
+        return {"fidelity_skipped": str(exc)}
+    return {**result, **fidelity.verdict(result, cell.precision, job.get("fidelity") or {})}
 
 
 def _latency_file(job: dict[str, Any], cell_dir: Path, stem: str, values: Any) -> str:
@@ -315,7 +330,12 @@ def main() -> int:
     job = json.loads(sys.stdin.read())
     started = time.time()
     try:
-        result = run_job(job, channel)
+        if job.get("kind") == "reference":
+            from harness.fidelity import run_reference
+
+            result = {"status": "ok", **run_reference(job)}
+        else:
+            result = run_job(job, channel)
     except SkipCell as exc:
         result = {"status": "skipped", "reason": exc.reason}
     except BaseException as exc:  # every failure becomes a recorded status, never a lost cell

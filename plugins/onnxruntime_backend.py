@@ -150,6 +150,15 @@ class OrtSession(Session):
             result[name] = array.astype(np.float32) if array.dtype == np.float16 else array
         return result
 
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        import numpy as np
+
+        for name, bound in self._inputs.items():
+            if isinstance(bound, np.ndarray):  # bound on the host: the binding reads this memory each call
+                np.copyto(bound, arrays[name], casting="same_kind")
+            else:  # an OrtValue on the GPU
+                bound.update_inplace(np.ascontiguousarray(arrays[name], dtype=bound.numpy().dtype))
+
     def replica(self) -> OrtSession | None:
         """The same InferenceSession (its ``run`` is thread-safe) with a binding of its own."""
         if self._rebind is None:

@@ -115,6 +115,12 @@ class OpenVinoSession(Session):
         self.compiled = None
         self._arrays = {}
 
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        import numpy as np
+
+        for name, bound in self._arrays.items():  # the request's tensors share this memory
+            np.copyto(bound, arrays[name], casting="same_kind")
+
     def replica(self) -> OpenVinoSession:
         """Another infer request of the same compiled model, on its own copy of the inputs (the
         compiled model serves several requests at once: streams, or queued on one stream)."""

@@ -70,6 +70,8 @@ class TorchSession(Session):
         # for the Python wrapper; a guard held open for the session's lifetime saves that but binds
         # the mode to the preparing thread only, and leaks it into the caller's code.
         self._inference_mode = getattr(torch._C, "_InferenceMode", torch.inference_mode)
+        #: the model's input names, in the order of the bound inputs
+        self.input_names: tuple[str, ...] = ()
 
     def run(self) -> None:
         with self._inference_mode(True):
@@ -92,10 +94,19 @@ class TorchSession(Session):
                 tensors = dict(zip(self._output_names, result, strict=True))
             return {name: t.to("cpu", torch.float32, copy=True).numpy() for name, t in tensors.items()}
 
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        import numpy as np
+        import torch
+
+        for name, tensor in zip(self.input_names, self._inputs, strict=True):
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
+
     def replica(self) -> TorchSession:
         """The same prepared module (a call only reads it) on copies of the inputs."""
         inputs = tuple(t.clone() for t in self._inputs)
-        return TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info)
+        twin = TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info)
+        twin.input_names = self.input_names
+        return twin
 
     def close(self) -> None:
         self._fn = None  # type: ignore[assignment]
@@ -271,9 +282,11 @@ class TorchBackend(Backend):
             for cleanup in cleanups:
                 cleanup()
 
-        return TorchSession(
+        session = TorchSession(
             fn, inputs, tuple(model.output_names), module=module, sync=sync, info=info, on_close=on_close
         )
+        session.input_names = tuple(model.input_names)
+        return session
 
     @staticmethod
     def _check_cuda(torch: Any, device: torch.device, precision: str) -> None:

@@ -69,6 +69,7 @@ measurement:
   warmup_s: 0.05
 limits:
   timeout_s: {timeout}
+fidelity: {{samples: 0}}  # the fake backend computes nothing to compare; tests of fidelity use real backends
 {extra}"""
 
 

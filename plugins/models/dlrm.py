@@ -138,6 +138,7 @@ class DLRMSmall(Model):
     )
     input_names = ("dense", "sparse")
     output_names = ("click_probability",)
+    task = "ctr"
 
     def build_torch(self, seed: int = 0) -> torch.nn.Module:
         """The module in eval mode, float32 on the CPU, weights from ``seed`` (global RNG state is kept)."""
@@ -158,6 +159,19 @@ class DLRMSmall(Model):
         dense = rng.standard_normal((batch_size, DENSE_FEATURES), dtype=np.float32)
         sparse = rng.integers(0, np.asarray(EMBEDDING_ROWS), size=(batch_size, len(EMBEDDING_ROWS)), dtype=np.int64)
         return {"dense": dense, "sparse": sparse}
+
+    def validation_set(self, n_samples: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Inputs under their own seed, and click labels drawn from a fixed teacher: the fp32 model
+        itself, each label a Bernoulli draw of its click probability (fixed RNG). The reference's
+        AUC on them is the ceiling a lower precision can only lose."""
+        import numpy as np
+        import torch
+
+        inputs = self.example_inputs(n_samples, seed + 20_000)
+        with torch.inference_mode():
+            prob = self.build_torch()(*(torch.from_numpy(inputs[n]) for n in self.input_names)).numpy().ravel()
+        labels = (np.random.default_rng(seed + 30_000).random(n_samples) < prob).astype(np.int8)
+        return inputs, labels
 
     def params(self) -> dict[str, Any]:
         return {

@@ -112,6 +112,7 @@ class MiniLM(Model):
     input_names = ("input_ids", "attention_mask")
     # not "embeddings" or "last_hidden_state": names of values inside the graph would clash
     output_names = ("sentence_embedding",)
+    task = "embedding"
 
     def __init__(self, seq_len: int = SEQ_LEN_DEFAULT, **options: Any) -> None:
         super().__init__()

@@ -268,3 +268,27 @@ def test_replicas_run_side_by_side_and_agree(case: Case, prepared: Any, tmp_path
             np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
     for session in replicas[1:]:
         session.close()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.model == "dlrm-small" and not c.options], ids=lambda c: c.id)
+def test_set_inputs_gives_what_a_session_prepared_on_those_inputs_gives(
+    case: Case, prepared: Any, tmp_path: Path
+) -> None:
+    """The accuracy check rebinds the validation set into a prepared session: it must compute on them."""
+    model, session = prepared(case)
+    other = model.example_inputs(BATCH, seed=1)
+    try:
+        session.set_inputs(other)
+    except NotImplementedError as exc:
+        pytest.skip(f"{case.backend} cannot rebind inputs: {exc}")
+    rebound = session.outputs()
+    fresh = REGS.backends.get(case.backend)().prepare(model, case.cell(seed=1), tmp_path / "work")
+    try:
+        expected = fresh.outputs()
+    finally:
+        fresh.close()
+    for name, value in expected.items():
+        np.testing.assert_allclose(rebound[name], value, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(rebound[model.output_names[0]], prepared(case)[1].outputs()[model.output_names[0]]), (
+        "seed 1's inputs gave seed 0's outputs: the new values were not used"
+    )
