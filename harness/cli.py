@@ -267,7 +267,7 @@ def recommend(
     else:
         click.echo(
             f"cheapest meeting {slo}: {best['label']}\n"
-            f"  ${best['cost_per_million_usd']:.4f} per million inferences, p99 {best['p99_ms']:.3f} ms, "
+            f"  ${best['cost_per_million_usd']:.3g} per million inferences, p99 {best['p99_ms']:.3f} ms, "
             f"{best['throughput_sps']:,.0f} samples/s"
             + (f", agreement {best['agreement']:.4f}" if best.get("agreement") is not None else "")
             + f"; price: {best.get('price_source')}"

@@ -269,7 +269,7 @@ def cheapest(
         return None, losers
     best, rest = candidates[0], candidates[1:]
     for row in rest:
-        losers.append((row, f"meets the SLO but costs more: {key} {row[key]:.4g} > {best[key]:.4g}"))
+        losers.append((row, f"meets the SLO but costs more: {key} {row[key]:.3g} > {best[key]:.3g}"))
     return best, losers
 
 

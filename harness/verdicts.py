@@ -79,7 +79,7 @@ def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: st
         lines.append(
             f"| {r.get('label')} | {r.get('status')} | {_fmt(r.get('throughput_sps'), ',.0f')} | "
             f"{_fmt(r.get('p50_ms'), '.3f')} | {_fmt(r.get('p99_ms'), '.3f')} | "
-            f"{_fmt(r.get('cost_per_million_usd'), '.4f')} | {mark} |"
+            f"{_fmt(r.get('cost_per_million_usd'), '.3g')} | {mark} |"
         )
     return "\n".join(lines) + "\n"
 
