@@ -200,13 +200,14 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     default=None,
     help="HTML file to write (default reports/<run_id>.html).",
 )
-def report(run_dirs: tuple[str, ...], output: str | None) -> None:
-    """Render the HTML report of one or several run folders."""
+@click.option("--allow-mixed", is_flag=True, help="Merge runs of different scenarios (refused by default).")
+def report(run_dirs: tuple[str, ...], output: str | None, allow_mixed: bool) -> None:
+    """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
     from harness.report import render_run
 
     paths = [Path(p) for p in run_dirs]
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
-    click.echo(render_run(paths, target))
+    click.echo(render_run(paths, target, allow_mixed=allow_mixed))
 
 
 @cli.command()

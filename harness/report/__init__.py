@@ -13,10 +13,13 @@ from harness.store import RunDir, write_atomic
 
 #: columns of the results table, in order; each gets its unit and meaning from harness.metrics
 TABLE_COLUMNS = (
-    "label", "status", "backend", "backend_options", "device", "precision", "batch_size", "threads",
-    "throughput_sps", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms", "p99_ci_low_ms",
-    "p99_ci_high_ms", "p99_early_stop_ms", "p99_9_ms", "mean_ms", "cold_ms", "prepare_s", "n_queries",
-    "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare", "peak_rss_mb_measure", "noise_fraction", "reason",
+    "label", "status", "backend", "backend_options", "device", "precision", "batch_size", "threads", "load",
+    "concurrency", "throughput_sps", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms",
+    "p99_ci_low_ms", "p99_ci_high_ms", "p99_early_stop_ms", "p99_9_ms", "mean_ms", "target_qps", "peak_qps",
+    "loadgen_validity", "generator_kept_up", "mean_batch", "agreement", "cosine", "max_abs_error", "task_value",
+    "fidelity_ok", "cost_per_million_usd", "instances_needed", "budgets_ok", "achieved_gflops", "fraction_of_peak",
+    "cold_ms", "prepare_s", "n_queries", "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare",
+    "peak_rss_mb_measure", "noise_fraction", "reason",
 )  # fmt: skip
 
 
@@ -39,6 +42,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
     for rec in records:
         flat = {**rec.get("config", {}), **rec}
         flat["backend_options"] = json.dumps(flat.get("backend_options", {}), sort_keys=True)
+        flat["concurrency"] = (flat.get("load_options") or {}).get("concurrency", 1)
         rows.append([_clean(flat.get(c)) for c in TABLE_COLUMNS])
     counts: dict[str, int] = {}
     for rec in records:
@@ -55,18 +59,45 @@ def _run_view(run: RunDir) -> dict[str, Any]:
     }
 
 
-def render_run(run_paths: Sequence[Path], target: Path) -> Path:
-    """Render one or several run folders into ``target`` (written atomically); return its path."""
+def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = False) -> Path:
+    """Render one or several run folders into ``target`` (written atomically); return its path.
+
+    Several runs are one scenario measured on several machines; runs of different scenarios are
+    refused unless ``allow_mixed``."""
     import jinja2
 
-    runs = [_run_view(RunDir.open(p)) for p in run_paths]
+    from harness.errors import UsageError
+    from harness.report.charts import answers, budget_rows, charts, machines
+
+    opened = [RunDir.open(p) for p in run_paths]
+    names = {}
+    for run in opened:
+        scenario = run.manifest()["scenario"]
+        names.setdefault((scenario["name"], scenario.get("fingerprint")), []).append(run.path.name)
+    if len(names) > 1 and not allow_mixed:
+        listed = "; ".join(f"{name} ({', '.join(runs)})" for (name, _), runs in names.items())
+        raise UsageError(
+            f"these runs measured different scenarios: {listed}; a merged report compares one scenario across "
+            "machines: pass --allow-mixed to merge them anyway"
+        )
+    runs = [_run_view(run) for run in opened]
+    all_records = [(run, list(run.records())) for run in opened]
+    for view, (run, records) in zip(runs, all_records, strict=True):
+        view["charts"] = charts(run, records)
+        view["answers"] = answers(records)
+        view["budgets"] = budget_rows(records)
+    comparison = machines(all_records) if len(opened) > 1 else []
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
+    chartjs = (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
     html = env.get_template("run.html.j2").render(
-        runs=runs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        runs=runs,
+        machines=comparison,
+        chartjs=chartjs,
+        generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, html.encode())

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import bench, fake_scenario, run_dirs
+
+RESOURCE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
+
+
+def assert_self_contained(html: str) -> None:
+    """Nothing the page would fetch: no external script, style, image or font."""
+    assert not RESOURCE.search(html), RESOURCE.search(html)
 
 
 @pytest.mark.usefixtures("fake_plugin")
@@ -20,8 +31,127 @@ def test_report_renders_and_escapes(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
     assert "injected failure in the fake backend" in html
     assert "throughput_sps" in html and "samples/s" in html
-    assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
+    assert_self_contained(html)
     (run_dir,) = run_dirs(tmp_path / "r")
     second = bench("report", str(run_dir), str(run_dir), "-o", str(tmp_path / "two.html"))
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "two.html").read_text().count("<h2>Run ") == 2
+
+
+def _runs(tmp_path: Path, n: int, name: str = "fake.yaml") -> list[Path]:
+    scenario = fake_scenario(
+        tmp_path, batches="[1, 2, 4]", name=name, extra="cost: {hourly_usd: 0.5}\nbudgets: {p99_ms: 50}\n"
+    )
+    out = tmp_path / "r"
+    for _ in range(n):
+        done = bench("run", str(scenario), "--out", str(out), "--no-report")
+        assert done.returncode == 0, done.stderr
+    return run_dirs(out)
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_one_run_and_three_merged_runs(tmp_path: Path) -> None:
+    runs = _runs(tmp_path, 3)
+    one = bench("report", str(runs[0]), "-o", str(tmp_path / "one.html"))
+    assert one.returncode == 0, one.stderr
+    html = (tmp_path / "one.html").read_text()
+    assert_self_contained(html)
+    for section in (
+        "<h3>Answers</h3>",
+        "highest throughput",
+        "cheapest per million inferences meeting every budget",
+        "<h3>Budgets</h3>",
+        "<h3>Results</h3>",
+        "<h3>Environment</h3>",
+        "<h3>Scenario as given</h3>",
+    ):
+        assert section in html, section
+    charts = json.loads(re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', html, re.S)[1])
+    ids = [c["id"] for c in charts[0]]
+    assert ids[:3] == ["throughput", "latency", "cdf"] and "cost" in ids and "pareto-latency" in ids
+    assert "accuracy" not in ids and "load" not in ids  # no fidelity or server data: left out, not drawn empty
+    assert "Hardware evaluation" not in html
+    assert len(html) < 5_000_000
+
+    merged = bench("report", *map(str, runs), "-o", str(tmp_path / "three.html"))
+    assert merged.returncode == 0, merged.stderr
+    html = (tmp_path / "three.html").read_text()
+    assert "<h2>Hardware evaluation</h2>" in html and html.count("<h2>Run ") == 3
+    table = html.split("<h2>Hardware evaluation</h2>")[1].split("</table>")[0]
+    assert all(run.name in table for run in runs)
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_a_stored_label_with_markup_comes_out_escaped(tmp_path: Path) -> None:
+    (run_dir,) = _runs(tmp_path, 1)
+    lines = (run_dir / "journal.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record["label"] = "<script>alert(1)</script>"
+    record["config"]["backend"] = "<script>alert(3)</script>"
+    lines[0] = json.dumps(record)
+    (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    done = bench("report", str(run_dir), "-o", str(tmp_path / "x.html"))
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "x.html").read_text()
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # in the table
+    assert "\\u003cscript\\u003ealert(3)" in html  # in the charts' JSON
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_bad_report_input_is_a_clear_error(tmp_path: Path) -> None:
+    first = _runs(tmp_path, 1)[0]
+    other = fake_scenario(tmp_path, name="other.yaml").read_text().replace("name: fake", "name: other", 1)
+    (tmp_path / "other.yaml").write_text(other)
+    assert bench("run", str(tmp_path / "other.yaml"), "--out", str(tmp_path / "o"), "--no-report").returncode == 0
+    (second,) = run_dirs(tmp_path / "o")
+    mixed = bench("report", str(first), str(second), "-o", str(tmp_path / "m.html"))
+    assert mixed.returncode == 2 and "different scenarios" in mixed.stderr and "--allow-mixed" in mixed.stderr
+    allowed = bench("report", str(first), str(second), "-o", str(tmp_path / "m.html"), "--allow-mixed")
+    assert allowed.returncode == 0, allowed.stderr
+    not_run = bench("report", str(tmp_path), "-o", str(tmp_path / "n.html"))
+    assert not_run.returncode == 2 and "not a bench run folder" in not_run.stderr
+    manifest = json.loads((first / "manifest.json").read_text())
+    (first / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
+    newer = bench("report", str(first), "-o", str(tmp_path / "v.html"))
+    assert newer.returncode == 2 and "newer than this bench understands" in newer.stderr
+    assert "Traceback" not in mixed.stderr + not_run.stderr + newer.stderr
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed here when it is missing and the machine lets us (root, apt)."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if shutil.which("apt-get") and hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False)
+        found = shutil.which("chromium")
+        if found:
+            return found
+    pytest.skip("Debian's chromium is not installed and cannot be installed here (needs root and apt)")
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
+    browser = _chromium()
+    (run_dir,) = _runs(tmp_path, 1)
+    report = tmp_path / "page.html"
+    assert bench("report", str(run_dir), "-o", str(report)).returncode == 0
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
+               f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run([browser, *offline, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    canvases = re.findall(r"<canvas[^>]*>", dom.stdout)
+    assert len(canvases) >= 4
+    for canvas in canvases:
+        assert 'data-drawn="1"' in canvas, f"a chart did not draw: {canvas}"
+        assert not re.search(r'data-points="0"', canvas), canvas
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
+    assert not console, console
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *offline, "--window-size=1280,3000", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=120, check=False)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000
