@@ -281,6 +281,105 @@ def recommend(
 
 
 @cli.command()
+@click.argument("baseline", type=click.Path())
+@click.argument("candidate", type=click.Path())
+@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least change that matters, percent.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Family-wise error rate (Holm).")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "html"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+@click.option("--allow-env-mismatch", is_flag=True, help="Compare runs from different machines or runtime versions.")
+@click.option("--confirm", is_flag=True, help="Re-measure regressed cells here and keep only what holds.")
+@click.pass_context
+def compare(
+    ctx: click.Context,
+    baseline: str,
+    candidate: str,
+    threshold: float,
+    alpha: float,
+    fmt: str,
+    output: str | None,
+    allow_env_mismatch: bool,
+    confirm: bool,
+) -> None:
+    """Compare a candidate run with a baseline run, cell by cell; exit 1 on a regression."""
+    from harness import compare as cmp
+    from harness.errors import UsageError
+
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha is a probability in (0, 1) (got {alpha:g})")
+    result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    if confirm and result.regressed:
+        result = _confirm(ctx, result, Path(baseline), Path(candidate), threshold / 100, alpha)
+    text = cmp.render(result, fmt)
+    if output:
+        from harness.verdicts import write
+
+        write(output, text)
+    else:
+        click.echo(text, nl=False)
+    if result.regressed:
+        ctx.exit(1)
+
+
+def _confirm(ctx: click.Context, result: Any, baseline: Path, candidate: Path, threshold: float, alpha: float) -> Any:
+    """Measure the regressed cells once more (a fresh run of just those cells, here), compare the
+    re-measurement with the baseline, and keep the regressions that hold."""
+    from harness import compare as cmp
+    from harness import runner
+    from harness.progress import make_reporter
+    from harness.store import RunDir
+
+    cand = RunDir.open(candidate)
+    scenario = runner.stored_scenario(cand)
+    ids = {cell.cell_id for cell in result.regressed}
+    options = runner.RunOptions(out_root=cand.path.parent / ".confirm", plugins=ctx.obj["plugins"], cell_ids=ids)
+    again = runner.run_scenario(scenario, options, make_reporter(False))
+    second = cmp.compare_runs(baseline, again.path, threshold, alpha, allow_env_mismatch=True)
+    held = {cell.cell_id for cell in second.regressed}
+    for cell in result.cells:
+        if cell.verdict == "regressed" and cell.cell_id not in held:
+            cell.verdict = "inconclusive"  # did not hold when measured again
+    click.echo(f"confirm: {len(held)} of {len(ids)} regression(s) held when re-measured ({again.path})", err=True)
+    return result
+
+
+@cli.command(name="history")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--scenario", default=None, help="Only runs of this scenario.")
+@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least level shift, percent.")
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the trends as an HTML page (one chart per metric, change points listed).")  # fmt: skip
+def history_(root: str, scenario: str | None, threshold: float, json_output: bool, html_file: str | None) -> None:
+    """Every run of a scenario under a results root, by date and commit, and where each cell's
+    throughput or p99 shifted (change points)."""
+    from harness import compare as cmp
+    from harness.errors import UsageError
+
+    if not Path(root).is_dir():
+        raise UsageError(f"{root}: not a folder (give a results root such as results/)")
+    rows = cmp.history(Path(root), scenario)
+    if not rows:
+        raise UsageError(f"{root}: no measured runs" + (f" of scenario '{scenario}'" if scenario else ""))
+    changes = cmp.history_changes(rows, threshold / 100)
+    if html_file:
+        from harness.report import render_history
+
+        render_history(Path(root), scenario, rows, changes, Path(html_file))
+    if json_output:
+        click.echo(json.dumps({"runs": rows, "changes": changes}, indent=2, default=str))
+        return
+    runs = sorted({(r["created_at"] or 0, r["run"], r["commit"]) for r in rows})
+    click.echo(f"{len(runs)} runs, {len({r['cell_id'] for r in rows})} cells")
+    for _, run, commit in runs:
+        click.echo(f"  {run}  {commit}")
+    click.echo(f"{len(changes)} change point(s):" if changes else "no change points")
+    for c in changes:
+        click.echo(f"  {c['label']} {c['metric']}: {c['before']:.4g} -> {c['after']:.4g} ({c['change']:+.1%}) "
+                   f"from {c['at_run']} ({c['commit']})")  # fmt: skip
+
+
+@cli.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.pass_context
 def validate(ctx: click.Context, scenario: str) -> None:

@@ -53,6 +53,8 @@ class RunOptions:
     #: keep compiled artefacts (inductor kernels, converted models) in ``<out_root>/.cache`` across runs
     cache: bool = True
     command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
+    #: run only these cells (``bench compare --confirm`` re-measures regressed cells)
+    cell_ids: frozenset[str] | set[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
             have = ", ".join(str(v) for v in sorted(present, key=str))
             raise UsageError(f"{flag} {', '.join(map(str, missing))}: not in the scenario (it has {have})")
         cells = [c for c in cells if getattr(c, attr) in values]
+    if options.cell_ids:
+        cells = [c for c in cells if c.id in options.cell_ids]
     if options.quick:
         smallest = min(c.batch_size for c in cells)
         cells = [c for c in cells if c.batch_size == smallest]
@@ -403,19 +407,26 @@ def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | N
     return run
 
 
-def resume(run_path: Path, options: RunOptions, reporter: Reporter | None = None) -> tuple[RunDir, Scenario]:
-    """Finish a run folder: the scenario and settings come from its manifest, not the command line."""
+def stored_scenario(run: RunDir) -> Scenario:
+    """The scenario a run folder was made from, as stored in its manifest."""
     from harness.scenario import load_scenario_text
 
-    run = RunDir.open(run_path)
     manifest = run.manifest()
     source = manifest["scenario"].get("path") or "<manifest>"
     path = manifest["scenario"].get("path")
-    scenario = load_scenario_text(
+    return load_scenario_text(
         manifest["scenario"]["text"],
         source=f"{source} (as stored in {run.manifest_path})",
         base_dir=Path(path).resolve().parent if path else None,  # model files named relative to the scenario
     )
+
+
+def resume(run_path: Path, options: RunOptions, reporter: Reporter | None = None) -> tuple[RunDir, Scenario]:
+    """Finish a run folder: the scenario and settings come from its manifest, not the command line."""
+
+    run = RunDir.open(run_path)
+    manifest = run.manifest()
+    scenario = stored_scenario(run)
     filters = manifest["settings"]["filters"]
     stored = replace(
         options,

@@ -102,3 +102,29 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, html.encode())
     return target
+
+
+def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]], changes: list[dict[str, Any]],
+                   target: Path) -> Path:  # fmt: skip
+    """The trend of every cell's throughput and p99 across runs, with the change points found."""
+    import jinja2
+
+    from harness.report.charts import trend_charts
+
+    runs: list[dict[str, Any]] = []
+    for row in rows:
+        if not runs or runs[-1]["run"] != row["run"]:
+            runs.append({"run": row["run"], "commit": row["commit"]})
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    chartjs = (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
+    html = env.get_template("history.html.j2").render(
+        root=str(root), scenario=scenario, runs=runs, changes=changes, charts=trend_charts(rows, runs),
+        chartjs=chartjs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )  # fmt: skip
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, html.encode())
+    return target

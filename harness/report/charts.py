@@ -238,3 +238,19 @@ def machines(all_records: list[tuple[RunDir, list[dict[str, Any]]]]) -> list[dic
     rows.sort(key=lambda r: (r["cost_per_million_usd"] is None, r["cost_per_million_usd"] or 0,
                              -(r["throughput_sps"] or 0)))  # fmt: skip
     return rows
+
+
+def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Throughput and p99 of every cell against the run's position in the history (oldest 0)."""
+    index = {r["run"]: i for i, r in enumerate(runs)}
+    out = []
+    for field, title, unit, ylog in (("throughput_sps", "Throughput per run", "samples/s", True),
+                                     ("p99_ms", "p99 latency per run", "ms", True)):  # fmt: skip
+        series: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for row in rows:
+            value = _num(row.get(field))
+            if value is not None:
+                series[row["label"]].append({"x": index[row["run"]], "y": value})
+        if series:
+            out.append(_line_chart(f"trend-{field}", title, series, "run (oldest first)", unit, xlog=False, ylog=ylog))
+    return out

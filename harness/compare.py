@@ -1,0 +1,503 @@
+"""Comparing runs: a baseline against a candidate, and a scenario's history of runs.
+
+Cells are matched by configuration identity (the cell id). Per matched cell and metric
+(throughput, p50, p99) the relative change (of the median over the run's processes) comes
+with a confidence interval whose variance adds two parts: a bootstrap over the stored per-query
+latencies within each process, and the spread between independent processes, pooled over every
+cell of both runs where they measured repeats, else an assumed noise floor (``NOISE_FLOOR``).
+A cell is ``regressed`` (or ``improved``) when the change is significant
+after a Holm correction for the number of cells compared and at least ``threshold`` in size;
+``inconclusive`` when it is at least the threshold but not significant; ``unchanged`` when it is
+smaller than the threshold. Nothing here imports a runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import UsageError
+from harness.store import RunDir
+
+#: metric -> (record field, True when higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "throughput": ("throughput_sps", True),
+    "p50": ("p50_ms", False),
+    "p99": ("p99_ms", False),
+}
+#: environment fields that must match for a comparison to mean something
+ENV_KEYS = ("cpu.model", "cpu.usable_cpus", "memory_total_mb", "gpus", "python")
+RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "numpy", "tensorrt")
+BOOTSTRAP = 400
+
+#: between-process spread assumed when neither run has repeats to measure it (sd of the log):
+#: 3 % is a typical cell here (dlrm-small on onnxruntime and openvino measured 1-12 %)
+NOISE_FLOOR = 0.03
+
+
+@dataclass
+class MetricChange:
+    metric: str
+    baseline: float | None
+    candidate: float | None
+    change: float | None  # candidate / baseline - 1
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_adjusted: float | None = None
+    worse: bool = False  # the change is in the bad direction
+    verdict: str = "inconclusive"
+
+
+@dataclass
+class CellComparison:
+    cell_id: str
+    label: str
+    metrics: dict[str, MetricChange] = field(default_factory=dict)
+    verdict: str = "unchanged"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cell_id": self.cell_id, "label": self.label, "verdict": self.verdict,
+                "metrics": {k: asdict(v) for k, v in self.metrics.items()}}  # fmt: skip
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    candidate: str
+    threshold: float
+    alpha: float
+    cells: list[CellComparison]
+    only_baseline: list[str]
+    only_candidate: list[str]
+    env_differences: list[str]
+
+    @property
+    def regressed(self) -> list[CellComparison]:
+        return [c for c in self.cells if c.verdict == "regressed"]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cell in self.cells:
+            out[cell.verdict] = out.get(cell.verdict, 0) + 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline, "candidate": self.candidate, "threshold": self.threshold,
+            "alpha": self.alpha, "counts": self.counts(), "cells": [c.as_dict() for c in self.cells],
+            "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
+            "env_differences": self.env_differences,
+        }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _stat(metric: str, latencies_ms: np.ndarray, batch: int) -> float:
+    if metric == "throughput":  # closed loop: samples per second of busy time
+        return batch * 1000.0 / float(latencies_ms.mean())
+    q = 0.5 if metric == "p50" else 0.99
+    return float(np.quantile(latencies_ms, q, method="inverted_cdf"))
+
+
+def _boot(groups: list[np.ndarray], metric: str, batch: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Bootstrap replicates of a run's metric: resample its processes (repeats) when it has several,
+    then the queries within each; the metric of the pooled resample."""
+    out = np.empty(n)
+    for b in range(n):
+        chosen = [groups[i] for i in rng.integers(0, len(groups), len(groups))] if len(groups) > 1 else groups
+        pooled = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in chosen])
+        out[b] = _stat(metric, pooled, batch)
+    return out
+
+
+def change_with_ci(
+    base: list[np.ndarray],
+    cand: list[np.ndarray],
+    metric: str,
+    batch: int,
+    confidence: float = 0.95,
+    seed: int = 0,
+    run_var: float = 0.0,
+) -> tuple[float, float, float, float]:
+    """(relative change, CI low, CI high, two-sided p-value of no change) of ``metric`` between two
+    runs' per-query latencies (one array per process).
+
+    The log ratio's variance is the bootstrap's, over queries within the processes, plus
+    ``run_var``: the variance that independent processes add (the same code measured in another
+    process lands a few percent away on this kind of machine), which no resampling of one
+    process's queries can see."""
+    rng = np.random.default_rng(seed)
+    b0 = _stat(metric, np.concatenate(base), batch)
+    c0 = _stat(metric, np.concatenate(cand), batch)
+    ratios = _boot(cand, metric, batch, rng, BOOTSTRAP) / _boot(base, metric, batch, rng, BOOTSTRAP)
+    variance = float(np.log(ratios).var(ddof=1)) + run_var
+    return _normal(math.log(c0 / b0), variance, confidence)
+
+
+def _normal(log_ratio: float, variance: float, confidence: float) -> tuple[float, float, float, float]:
+    se = math.sqrt(max(variance, 0.0))
+    zc = _z(1 - (1 - confidence) / 2)
+    z = abs(log_ratio) / se if se > 0 else (math.inf if log_ratio else 0.0)
+    p = math.erfc(z / math.sqrt(2))
+    return math.expm1(log_ratio), math.expm1(log_ratio - zc * se), math.expm1(log_ratio + zc * se), p
+
+
+def _variance(lo: float, hi: float, confidence: float = 0.95) -> float:
+    """The log-scale variance behind a normal CI ``[lo, hi]`` of a relative change."""
+    return ((math.log1p(hi) - math.log1p(lo)) / (2 * _z(1 - (1 - confidence) / 2))) ** 2
+
+
+def _z(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+def pooled_run_sigma(groups: list[list[float]]) -> float | None:
+    """Between-process spread (sd of the log) pooled over groups of one cell's per-process values,
+    robustly: 1.4826 x the median absolute deviation from each group's median (the median element
+    of an odd group left out), so that one process slowed by a neighbour does not widen every
+    interval of the sweep."""
+    deviations: list[float] = []
+    for values in groups:
+        logs = np.sort(np.log([v for v in values if v and v > 0]))
+        if logs.size < 2:
+            continue
+        dev = np.abs(logs - np.median(logs))
+        if logs.size % 2:
+            dev = np.delete(dev, logs.size // 2)
+        deviations.extend(dev.tolist())
+    return 1.4826 * float(np.median(deviations)) if deviations else None
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: controls the family-wise error over all the comparisons."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None  # type: ignore[assignment]
+    return data
+
+
+def env_differences(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
+    """The machine and runtime fields that differ between two runs' environments."""
+    out = []
+    for key in ENV_KEYS:
+        a, b = _get(base, key), _get(cand, key)
+        if key == "gpus":
+            a = [g.get("name") for g in a or []]
+            b = [g.get("name") for g in b or []]
+        if a != b:
+            out.append(f"{key}: {a!r} vs {b!r}")
+    for pkg in RUNTIME_PACKAGES:
+        a, b = _get(base, f"packages.{pkg}"), _get(cand, f"packages.{pkg}")
+        if a != b:
+            out.append(f"packages.{pkg}: {a!r} vs {b!r}")
+    return out
+
+
+def _latencies(run: RunDir, records: list[dict[str, Any]]) -> list[np.ndarray]:
+    groups = []
+    for rec in records:
+        path = rec.get("latency_file")
+        if path and (run.path / path).is_file():
+            lat = np.load(run.path / path, allow_pickle=False).astype(np.float64) / 1e6
+            if lat.size:
+                groups.append(lat)
+    return groups
+
+
+@dataclass
+class Side:
+    """One run's measurement of a cell: per process, its latencies and its metric values."""
+
+    latencies: list[np.ndarray]
+    values: dict[str, list[float]]
+
+
+def _side(run: RunDir, records: list[dict[str, Any]]) -> Side | None:
+    if not records:
+        return None
+    values = {m: [float(r[key]) for r in records if r.get(key)] for m, (key, _) in METRICS.items()}
+    return Side(_latencies(run, records), values)
+
+
+def judge_cells(
+    cells: list[tuple[str, str, int, Side | None, Side | None]],
+    threshold: float,
+    alpha: float,
+    noise_floor: float = NOISE_FLOOR,
+) -> list[CellComparison]:
+    """Compare each (id, label, batch, baseline side, candidate side) and decide, Holm over the cells."""
+    sigma = {
+        metric: pooled_run_sigma([side.values[metric] for *_, b, c in cells for side in (b, c) if side])
+        for metric in METRICS
+    }
+    results = []
+    for cid, label, batch, base, cand in cells:
+        cell = CellComparison(cid, label)
+        results.append(cell)
+        if base is None or cand is None:
+            cell.verdict = "regressed" if base is not None else "inconclusive"  # measured before, not now
+            continue
+        for metric, (_, higher_better) in METRICS.items():
+            b_vals, c_vals = base.values[metric], cand.values[metric]
+            if not b_vals or not c_vals:
+                continue
+            bv, cv = float(np.median(b_vals)), float(np.median(c_vals))  # robust to one disturbed process
+            spread = sigma[metric] if sigma[metric] is not None else noise_floor
+            # the median of n values varies about 1.25x as much as their mean (for n > 2)
+            efficiency = [1.0 if n <= 2 else 1.5708 for n in (len(b_vals), len(c_vals))]
+            variance = spread**2 * (efficiency[0] / len(b_vals) + efficiency[1] / len(c_vals))
+            if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
+                _, lo, hi, _ = change_with_ci(base.latencies, cand.latencies, metric, batch, seed=hash(cid) % 2**32)
+                variance += _variance(lo, hi)
+            change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95)
+            worse = change < 0 if higher_better else change > 0
+            cell.metrics[metric] = MetricChange(metric, bv, cv, change, lo, hi, p, worse=worse)
+    _decide(results, threshold, alpha)
+    return results
+
+
+def _by_cell(run: RunDir) -> dict[str, list[dict[str, Any]]]:
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for rec in run.records():
+        cells.setdefault(rec["cell_id"], []).append(rec)
+    return cells
+
+
+def compare_runs(
+    baseline: Path,
+    candidate: Path,
+    threshold: float = 0.05,
+    alpha: float = 0.05,
+    allow_env_mismatch: bool = False,
+    noise_floor: float = NOISE_FLOOR,
+) -> Comparison:
+    """Compare two run folders; raises UsageError for runs that cannot be compared."""
+    if not 0 < threshold < 1:
+        raise UsageError(f"--threshold is a fraction in (0, 1), e.g. 0.05 for 5% (got {threshold:g})")
+    base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
+    bm, cm = base_run.manifest(), cand_run.manifest()
+    if bm["scenario"]["name"] != cm["scenario"]["name"]:
+        raise UsageError(
+            f"{baseline} measured scenario '{bm['scenario']['name']}' and {candidate} '{cm['scenario']['name']}': "
+            "compare runs of one scenario"
+        )
+    diffs = env_differences(bm.get("environment", {}), cm.get("environment", {}))
+    if diffs and not allow_env_mismatch:
+        raise UsageError(
+            "the runs come from different machines or runtime versions, so their numbers differ for reasons "
+            "other than the code: " + "; ".join(diffs) + " (pass --allow-env-mismatch to compare anyway)"
+        )
+    base_cells, cand_cells = _by_cell(base_run), _by_cell(cand_run)
+    common = [cid for cid in cand_cells if cid in base_cells]
+    if not common:
+        raise UsageError(f"{baseline} and {candidate} have no cell in common: nothing to compare")
+    sides: list[tuple[str, str, int, Side | None, Side | None]] = []
+    for cid in common:
+        b_recs = [r for r in base_cells[cid] if r.get("status") == "ok"]
+        c_recs = [r for r in cand_cells[cid] if r.get("status") == "ok"]
+        label = (c_recs or cand_cells[cid])[0]["label"]
+        batch = int((c_recs or cand_cells[cid])[0]["config"]["batch_size"])
+        sides.append((cid, label, batch, _side(base_run, b_recs), _side(cand_run, c_recs)))
+    results = judge_cells(sides, threshold, alpha, noise_floor)
+    return Comparison(
+        str(baseline), str(candidate), threshold, alpha, results,
+        sorted(set(base_cells) - set(cand_cells)), sorted(set(cand_cells) - set(base_cells)), diffs,
+    )  # fmt: skip
+
+
+def _decide(cells: list[CellComparison], threshold: float, alpha: float) -> None:
+    for metric in METRICS:
+        changes = [c.metrics[metric] for c in cells if metric in c.metrics and c.metrics[metric].p_value is not None]
+        for change, adjusted in zip(changes, holm([c.p_value or 1.0 for c in changes]), strict=True):
+            change.p_adjusted = adjusted
+    for cell in cells:
+        if cell.verdict == "regressed":  # measured before, not any more
+            continue
+        verdicts = []
+        for change in cell.metrics.values():
+            big = change.change is not None and abs(change.change) >= threshold
+            significant = change.p_adjusted is not None and change.p_adjusted < alpha
+            if big and significant:
+                change.verdict = "regressed" if change.worse else "improved"
+            elif big:  # as large as the threshold, but within the noise
+                change.verdict = "inconclusive"
+            else:  # smaller than the threshold: no change worth acting on, significant or not
+                change.verdict = "unchanged"
+            verdicts.append(change.verdict)
+        for verdict in ("regressed", "improved", "inconclusive"):
+            if verdict in verdicts:
+                cell.verdict = verdict
+                break
+        else:
+            cell.verdict = "unchanged" if verdicts else "inconclusive"
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.1f}%"
+
+
+def _ci(change: MetricChange) -> str:
+    return f"[{_pct(change.ci_low)}, {_pct(change.ci_high)}]" if change.ci_low is not None else "(no CI)"
+
+
+def render_text(result: Comparison) -> str:
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
+    lines = [f"baseline  {result.baseline}", f"candidate {result.candidate}",
+             f"{len(result.cells)} cells compared: {counts} (threshold {result.threshold:.0%}, "
+             f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
+    if result.env_differences:
+        lines.append("environment differs: " + "; ".join(result.env_differences))
+    for cell in sorted(
+        result.cells, key=lambda c: ("regressed", "improved", "inconclusive", "unchanged").index(c.verdict)
+    ):
+        parts = [f"{m} {_pct(c.change)} {_ci(c)}" for m, c in cell.metrics.items()]
+        lines.append(f"  {cell.verdict:12s} {cell.label}: " + "; ".join(parts))
+    for name, ids in (("only in the baseline", result.only_baseline), ("only in the candidate", result.only_candidate)):
+        if ids:
+            lines.append(f"{len(ids)} cell(s) {name}: {', '.join(ids)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(result: Comparison) -> str:
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
+    head = "**regression**" if result.regressed else "no regression"
+    lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
+             f"{result.threshold:.0%}, Holm-corrected alpha {result.alpha:g}.", "",
+             "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
+    for cell in result.cells:
+        cols = [f"{_pct(c.change)} {_ci(c)}" if (c := cell.metrics.get(m)) else "" for m in METRICS]
+        lines.append(f"| {cell.verdict} | {cell.label} | " + " | ".join(cols) + " |")
+    if result.only_baseline or result.only_candidate:
+        lines += ["", f"Only in the baseline: {len(result.only_baseline)}; only in the candidate: "
+                  f"{len(result.only_candidate)}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def render_html(result: Comparison) -> str:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True)
+    template = env.from_string(
+        '<section class="compare"><h2>Comparison</h2><p>{{ r.baseline }} &rarr; {{ r.candidate }}: '
+        "{% for v, n in counts %}{{ n }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</p>"
+        "<table><thead><tr><th>verdict</th><th>cell</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}"
+        "</tr></thead><tbody>{% for c in r.cells %}<tr><td>{{ c.verdict }}</td><td>{{ c.label }}</td>"
+        "{% for m in metrics %}<td>{% if m in c.metrics %}{{ pct(c.metrics[m].change) }} {{ ci(c.metrics[m]) }}"
+        "{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table></section>"
+    )
+    return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci)
+
+
+def render(result: Comparison, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result.as_dict(), indent=2, default=str) + "\n"
+    if fmt == "md":
+        return render_markdown(result)
+    if fmt == "html":
+        return render_html(result)
+    return render_text(result)
+
+
+# --------------------------------------------------------------------------------------------
+# history and change points
+# --------------------------------------------------------------------------------------------
+
+
+def change_points(values: list[float], min_size: int = 3, threshold: float = 0.05, z: float = 4.0) -> list[int]:
+    """Indices where a series' level shifts: binary segmentation on log values. A split is kept when
+    the two sides' means differ by at least ``threshold`` (relative) and by ``z`` standard errors
+    (Welch); each side is then searched again. Returns the first index of each new level."""
+    x = np.log(np.asarray(values, dtype=np.float64))
+    found: list[int] = []
+
+    def search(lo: int, hi: int) -> None:
+        best, best_t = None, 0.0
+        for k in range(lo + min_size, hi - min_size + 1):
+            a, b = x[lo:k], x[k:hi]
+            se = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size) if a.size > 1 and b.size > 1 else 0.0
+            diff = abs(b.mean() - a.mean())
+            t = diff / se if se > 0 else (math.inf if diff > 0 else 0.0)
+            if math.expm1(diff) >= threshold and t > best_t:
+                best, best_t = k, t
+        if best is not None and best_t >= z:
+            found.append(best)
+            search(lo, best)
+            search(best, hi)
+
+    search(0, x.size)
+    return sorted(found)
+
+
+def history(root: Path, scenario: str | None = None) -> list[dict[str, Any]]:
+    """Every run under ``root`` (of ``scenario``), oldest first: its date, git commit and, per cell,
+    throughput and p99 (the mean over repeats)."""
+    runs = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            run = RunDir.open(path)
+            manifest = run.manifest()
+        except Exception:
+            continue
+        if scenario and manifest["scenario"]["name"] != scenario:
+            continue
+        git = (manifest.get("environment") or {}).get("git") or {}
+        for rec in run.records():
+            if rec.get("status") != "ok":
+                continue
+            runs.append({
+                "run": path.name, "created_at": manifest.get("created_at"), "commit": (git.get("commit") or "")[:12],
+                "scenario": manifest["scenario"]["name"], "cell_id": rec["cell_id"], "label": rec["label"],
+                "throughput_sps": rec.get("throughput_sps"), "p99_ms": rec.get("p99_ms"),
+            })  # fmt: skip
+    runs.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
+    return runs
+
+
+def history_changes(rows: list[dict[str, Any]], threshold: float = 0.05) -> list[dict[str, Any]]:
+    """Change points per cell and metric over a history."""
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_cell.setdefault(row["cell_id"], []).append(row)
+    out = []
+    for series in by_cell.values():
+        for metric in ("throughput_sps", "p99_ms"):
+            values = [r[metric] for r in series if r.get(metric)]
+            if len(values) < 6:
+                continue
+            for k in change_points(values, threshold=threshold):
+                before, after = float(np.mean(values[:k])), float(np.mean(values[k:]))
+                out.append({"label": series[0]["label"], "metric": metric, "at_run": series[k]["run"],
+                            "commit": series[k]["commit"], "before": before, "after": after,
+                            "change": after / before - 1})  # fmt: skip
+    return out
