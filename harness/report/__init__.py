@@ -59,13 +59,27 @@ def _run_view(run: RunDir) -> dict[str, Any]:
     }
 
 
+def _environment() -> Any:
+    """Jinja2 over the package's templates, autoescaped, failing on an undefined name."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _chartjs() -> str:
+    """The vendored Chart.js, inlined into every page (no network needed to open a report)."""
+    return (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
+
+
 def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = False) -> Path:
     """Render one or several run folders into ``target`` (written atomically); return its path.
 
     Several runs are one scenario measured on several machines; runs of different scenarios are
     refused unless ``allow_mixed``."""
-    import jinja2
-
     from harness.errors import UsageError
     from harness.report.charts import answers, budget_rows, charts, machines
 
@@ -87,12 +101,8 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
         view["answers"] = answers(records)
         view["budgets"] = budget_rows(records)
     comparison = machines(all_records) if len(opened) > 1 else []
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("harness.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-    )
-    chartjs = (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
+    env = _environment()
+    chartjs = _chartjs()
     html = env.get_template("run.html.j2").render(
         runs=runs,
         machines=comparison,
@@ -107,20 +117,14 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
 def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]], changes: list[dict[str, Any]],
                    target: Path) -> Path:  # fmt: skip
     """The trend of every cell's throughput and p99 across runs, with the change points found."""
-    import jinja2
-
     from harness.report.charts import trend_charts
 
     runs: list[dict[str, Any]] = []
     for row in rows:
         if not runs or runs[-1]["run"] != row["run"]:
             runs.append({"run": row["run"], "commit": row["commit"]})
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("harness.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-    )
-    chartjs = (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
+    env = _environment()
+    chartjs = _chartjs()
     html = env.get_template("history.html.j2").render(
         root=str(root), scenario=scenario, runs=runs, changes=changes, charts=trend_charts(rows, runs),
         chartjs=chartjs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
