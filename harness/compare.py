@@ -1,10 +1,11 @@
 """Comparing runs: a baseline against a candidate, and a scenario's history of runs.
 
 Cells are matched by configuration identity (the cell id). Per matched cell and metric
-(throughput, p50, p99) the relative change (of the median over the run's processes) comes
-with a confidence interval whose variance adds two parts: a bootstrap over the stored per-query
-latencies within each process, and the spread between independent processes, pooled over every
-cell of both runs where they measured repeats, else an assumed noise floor (``NOISE_FLOOR``).
+(throughput, p50, p99) the relative change of the level over the run's processes (their mean, a
+disturbed process left out) comes with a confidence interval whose variance adds two parts: a
+bootstrap over the stored per-query latencies within each process, and the spread between
+independent processes, pooled over every cell of both runs where they measured repeats, else an
+assumed noise floor (``NOISE_FLOOR``).
 A cell is ``regressed`` (or ``improved``) when the change is significant
 after a Holm correction for the number of cells compared and at least ``threshold`` in size;
 ``inconclusive`` when it is at least the threshold but not significant; ``unchanged`` when it is
@@ -179,6 +180,17 @@ def pooled_run_sigma(groups: list[list[float]]) -> float | None:
     return 1.4826 * float(np.median(deviations)) if deviations else None
 
 
+def _level(values: list[float], spread: float) -> tuple[float, int]:
+    """A run's level of a metric over its processes, and how many processes it rests on: the
+    geometric mean of the processes within 3 spreads of their median (one disturbed by a neighbour
+    is left out; with fewer than three there is no majority to judge by, so all are kept)."""
+    logs = np.log(np.asarray(values, dtype=np.float64))
+    if logs.size >= 3 and spread > 0:
+        kept = logs[np.abs(logs - np.median(logs)) <= 3 * spread]
+        logs = kept if kept.size else logs
+    return float(np.exp(logs.mean())), int(logs.size)
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjustment: controls the family-wise error over all the comparisons."""
     m = len(p_values)
@@ -267,11 +279,9 @@ def judge_cells(
             b_vals, c_vals = base.values[metric], cand.values[metric]
             if not b_vals or not c_vals:
                 continue
-            bv, cv = float(np.median(b_vals)), float(np.median(c_vals))  # robust to one disturbed process
             spread = sigma[metric] if sigma[metric] is not None else noise_floor
-            # the median of n values varies about 1.25x as much as their mean (for n > 2)
-            efficiency = [1.0 if n <= 2 else 1.5708 for n in (len(b_vals), len(c_vals))]
-            variance = spread**2 * (efficiency[0] / len(b_vals) + efficiency[1] / len(c_vals))
+            (bv, nb), (cv, nc) = _level(b_vals, spread), _level(c_vals, spread)
+            variance = spread**2 * (1 / nb + 1 / nc)
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
                 _, lo, hi, _ = change_with_ci(base.latencies, cand.latencies, metric, batch, seed=hash(cid) % 2**32)
                 variance += _variance(lo, hi)
