@@ -125,7 +125,12 @@ def _chromium() -> str:
         if found:
             return found
     if shutil.which("apt-get") and hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False)
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"Debian's chromium could not be installed here: {exc}")
         found = shutil.which("chromium")
         if found:
             return found
