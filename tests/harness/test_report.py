@@ -125,10 +125,11 @@ def _chromium() -> str:
         if found:
             return found
     if shutil.which("apt-get") and hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
+        install = ["apt-get", "install", "-y", "-q", "chromium"]
         try:
-            subprocess.run(
-                ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900, check=False
-            )
+            if subprocess.run(install, capture_output=True, timeout=900, check=False).returncode != 0:
+                subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
+                subprocess.run(install, capture_output=True, timeout=900, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             pytest.skip(f"Debian's chromium could not be installed here: {exc}")
         found = shutil.which("chromium")
