@@ -120,6 +120,18 @@ def _boot(groups: list[np.ndarray], metric: str, batch: int, rng: np.random.Gene
     return out
 
 
+def bootstrap_log_variance(
+    base: list[np.ndarray], cand: list[np.ndarray], metric: str, batch: int, seed: int = 0
+) -> float:
+    """Variance of the log ratio candidate / baseline of ``metric`` from a bootstrap over the
+    queries within the processes (and over the processes where a run has several). It cannot see
+    the spread independent processes add (the same code in another process lands a few percent
+    away on this kind of machine): :func:`judge_cells` adds that."""
+    rng = np.random.default_rng(seed)
+    ratios = _boot(cand, metric, batch, rng, BOOTSTRAP) / _boot(base, metric, batch, rng, BOOTSTRAP)
+    return float(np.log(ratios).var(ddof=1))
+
+
 def change_with_ci(
     base: list[np.ndarray],
     cand: list[np.ndarray],
@@ -127,20 +139,12 @@ def change_with_ci(
     batch: int,
     confidence: float = 0.95,
     seed: int = 0,
-    run_var: float = 0.0,
 ) -> tuple[float, float, float, float]:
     """(relative change, CI low, CI high, two-sided p-value of no change) of ``metric`` between two
-    runs' per-query latencies (one array per process).
-
-    The log ratio's variance is the bootstrap's, over queries within the processes, plus
-    ``run_var``: the variance that independent processes add (the same code measured in another
-    process lands a few percent away on this kind of machine), which no resampling of one
-    process's queries can see."""
-    rng = np.random.default_rng(seed)
+    runs' per-query latencies (one array per process), from the bootstrap's variance alone."""
     b0 = _stat(metric, np.concatenate(base), batch)
     c0 = _stat(metric, np.concatenate(cand), batch)
-    ratios = _boot(cand, metric, batch, rng, BOOTSTRAP) / _boot(base, metric, batch, rng, BOOTSTRAP)
-    variance = float(np.log(ratios).var(ddof=1)) + run_var
+    variance = bootstrap_log_variance(base, cand, metric, batch, seed)
     return _normal(math.log(c0 / b0), variance, confidence)
 
 
@@ -150,11 +154,6 @@ def _normal(log_ratio: float, variance: float, confidence: float) -> tuple[float
     z = abs(log_ratio) / se if se > 0 else (math.inf if log_ratio else 0.0)
     p = math.erfc(z / math.sqrt(2))
     return math.expm1(log_ratio), math.expm1(log_ratio - zc * se), math.expm1(log_ratio + zc * se), p
-
-
-def _variance(lo: float, hi: float, confidence: float = 0.95) -> float:
-    """The log-scale variance behind a normal CI ``[lo, hi]`` of a relative change."""
-    return ((math.log1p(hi) - math.log1p(lo)) / (2 * _z(1 - (1 - confidence) / 2))) ** 2
 
 
 def _z(q: float) -> float:
@@ -283,8 +282,7 @@ def judge_cells(
             (bv, nb), (cv, nc) = _level(b_vals, spread), _level(c_vals, spread)
             variance = spread**2 * (1 / nb + 1 / nc)
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
-                _, lo, hi, _ = change_with_ci(base.latencies, cand.latencies, metric, batch, seed=hash(cid) % 2**32)
-                variance += _variance(lo, hi)
+                variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, hash(cid) % 2**32)
             change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95)
             worse = change < 0 if higher_better else change > 0
             cell.metrics[metric] = MetricChange(metric, bv, cv, change, lo, hi, p, worse=worse)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -117,9 +117,6 @@ class Price:
     hourly_usd: float
     source: str  # "catalog: aws/c7i.xlarge, us-east-1, 2024-06, https://..." or "scenario"
     instance: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def price_of(cost: dict[str, Any]) -> Price | None:

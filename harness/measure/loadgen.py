@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -308,11 +307,9 @@ class LoadOutcome:
 def capacity_qps(warm: WarmUp, batch_size: int, replicas: int, threads: int) -> float:
     """Samples/s the replicas could serve at best: full batches back to back on as many replicas
     as the CPUs can run side by side (each uses ``threads``)."""
-    try:
-        cpus = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        cpus = max(1, os.cpu_count() or 1)
-    parallel = max(1, min(replicas, cpus // max(1, threads)))
+    from harness.environment import usable_cpus
+
+    parallel = max(1, min(replicas, usable_cpus() // max(1, threads)))
     return parallel * batch_size * _NS / max(warm.median_call_ns, 1)
 
 
