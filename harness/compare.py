@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,7 +283,8 @@ def judge_cells(
             (bv, nb), (cv, nc) = _level(b_vals, spread), _level(c_vals, spread)
             variance = spread**2 * (1 / nb + 1 / nc)
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
-                variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, hash(cid) % 2**32)
+                seed = zlib.crc32(f"{cid}:{metric}".encode())  # the same numbers every time it is run
+                variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, seed)
             change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95)
             worse = change < 0 if higher_better else change > 0
             cell.metrics[metric] = MetricChange(metric, bv, cv, change, lo, hi, p, worse=worse)
