@@ -1,16 +1,22 @@
 """How often bench compare cries wolf, and how often it catches a real slowdown.
 
-    python benchmarks/compare_power.py [--trials N] [--cells 50] [--repeats 1 3 5] [--run-sigma 0.03]
+    python benchmarks/compare_power.py [--trials N] [--cells 50] [--repeats 1 3] [--run-sigma 0.03]
+                                       [--confirm-repeats 12] [--screen-alpha 0.25]
 
-Synthetic runs from a noise model like this machine's, compared with the same code bench compare
+Synthetic runs from a noise model like this machine's, judged by the very functions bench compare
 runs (bootstrap CIs, Holm over the cells, the 5 % threshold):
 - every query's latency: the cell's service time x lognormal(0.05), 0.5 % of queries 3x slower;
 - every process (a repeat, or a run of one): all its latencies x lognormal(run_sigma). Between
-  processes here (dlrm-small, onnxruntime and openvino, b1 and b64, 6 processes each: see the note
-  in the README) the median's spread was 1-10 %, throughput's 2-12 %: 0.03 is a typical cell.
-A/A: two runs of identical code, the share of sweep pairs (cells x 3 metrics) with any false
-regression (target <= 1 %). Power: one cell slowed by 10 % and by 5 %, the share of trials that
-flag it (targets >= 95 % and >= 80 %).
+  processes here (dlrm-small, onnxruntime and openvino, b1 and b64, 6 processes each: see the
+  README) the median's spread was 1-10 %, throughput's 2-12 %: 0.03 is a typical cell.
+Two gates are measured on the same sweeps:
+- one stage: the sweep's verdicts as they are (``bench compare``);
+- confirmed: the sweep only screens (``compare.suspects``); each suspect is measured again with
+  ``--confirm-repeats`` fresh processes per side, and that alone decides, Holm over the suspects
+  (``bench compare --confirm``). Its cost is the number of suspects.
+A/A: two sweeps of identical code, the share of sweep pairs with any false regression (target
+<= 1 %). Power: one cell slowed by 10 % and by 5 %, the share of trials that flag that cell
+(targets >= 95 % and >= 80 %).
 """
 
 from __future__ import annotations
@@ -26,66 +32,75 @@ from harness import compare
 QUERIES = 700  # a p99 cell measures at least 662 queries
 
 
-def simulate_run(rng: np.random.Generator, service: np.ndarray, repeats: int, run_sigma: float,
-                 slow: dict[int, float]) -> list[list[np.ndarray]]:  # fmt: skip
-    """Per cell, its processes' latencies (ms)."""
-    cells = []
-    for c, base in enumerate(service):
-        factor = slow.get(c, 1.0)
-        groups = []
-        for _ in range(repeats):
-            lat = base * factor * rng.lognormal(0, run_sigma) * rng.lognormal(0, 0.05, QUERIES)
-            spikes = rng.random(QUERIES) < 0.005
-            lat[spikes] *= 3
-            groups.append(lat)
-        cells.append(groups)
-    return cells
+def simulate(rng: np.random.Generator, base_ms: float, factor: float, repeats: int, run_sigma: float) -> compare.Side:
+    """One side of one cell: ``repeats`` processes' latencies (ms) and their metric values."""
+    groups = []
+    for _ in range(repeats):
+        lat = base_ms * factor * rng.lognormal(0, run_sigma) * rng.lognormal(0, 0.05, QUERIES)
+        lat[rng.random(QUERIES) < 0.005] *= 3
+        groups.append(lat)
+    values = {
+        "throughput": [1000.0 / float(g.mean()) for g in groups],
+        "p50": [float(np.quantile(g, 0.5)) for g in groups],
+        "p99": [float(np.quantile(g, 0.99)) for g in groups],
+    }
+    return compare.Side(groups, values)
 
 
-def sweep(rng: np.random.Generator, n_cells: int, repeats: int, run_sigma: float, slow: dict[int, float],
-          threshold: float = 0.05) -> list[str]:  # fmt: skip
-    """The verdict of each cell when a baseline and a candidate sweep are compared."""
-    service = rng.uniform(0.1, 5.0, n_cells)
-    base = simulate_run(rng, service, repeats, run_sigma, {})
-    cand = simulate_run(rng, service, repeats, run_sigma, slow)
-    sides = []
-    for c in range(n_cells):
-        pair = []
-        for groups in (base[c], cand[c]):
-            values = {
-                "throughput": [1000.0 / float(g.mean()) for g in groups],
-                "p50": [float(np.quantile(g, 0.5)) for g in groups],
-                "p99": [float(np.quantile(g, 0.99)) for g in groups],
-            }
-            pair.append(compare.Side(groups, values))
-        sides.append((str(c), f"cell {c}", 1, pair[0], pair[1]))
-    return [cell.verdict for cell in compare.judge_cells(sides, threshold, 0.05)]
+def trial(rng: np.random.Generator, args: argparse.Namespace, repeats: int, slowdown: float) -> tuple[bool, bool, int]:
+    """One baseline/candidate sweep pair, cell 0 slowed by ``slowdown``: (one stage flags cell 0 or,
+    in an A/A trial, any cell; the confirmed gate does; the number of suspects)."""
+    service = rng.uniform(0.1, 5.0, args.cells)
+    slow = {0: 1 + slowdown} if slowdown else {}
+
+    def sides(ids: list[int], n: int) -> list[tuple[str, str, int, compare.Side, compare.Side]]:
+        return [(str(c), f"cell {c}", 1, simulate(rng, service[c], 1.0, n, args.run_sigma),
+                 simulate(rng, service[c], slow.get(c, 1.0), n, args.run_sigma)) for c in ids]  # fmt: skip
+
+    def flagged(cells: list[compare.CellComparison]) -> bool:
+        hits = {c.cell_id for c in cells if c.verdict == "regressed"}
+        return bool(hits) if not slowdown else "0" in hits
+
+    screen = compare.judge_cells(sides(list(range(args.cells)), repeats), 0.05, args.alpha)
+    result = compare.Comparison("a", "b", 0.05, args.alpha, screen, [], [], [])
+    one_stage = flagged(screen)
+    ids = compare.suspects(result, args.screen_alpha)
+    confirmed = compare.judge_cells(sides([int(i) for i in ids], args.confirm_repeats), 0.05, args.alpha) if ids else []
+    return one_stage, flagged(confirmed), len(ids)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--cells", type=int, default=50)
-    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--run-sigma", type=float, default=0.03)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--confirm-repeats", type=int, default=compare.CONFIRM_REPEATS)
+    parser.add_argument("--screen-alpha", type=float, default=compare.SCREEN_ALPHA)
+    parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(args.seed)
     compare.BOOTSTRAP = 200  # fewer resamples than bench compare's 400, to keep this script minutes long
-    print(f"{args.cells}-cell sweeps, run sigma {args.run_sigma:.0%}, {args.trials} trials each, threshold 5%, "
-          "Holm alpha 0.05")  # fmt: skip
+    print(f"{args.cells}-cell sweeps, process spread {args.run_sigma:.0%}, {args.trials} trials each, threshold 5%, "
+          f"Holm alpha {args.alpha:g}; confirmed: screen one-sided p < {args.screen_alpha:g}, "
+          f"{args.confirm_repeats} processes per side")  # fmt: skip
     for repeats in args.repeats:
         t0 = time.perf_counter()
-        false = sum("regressed" in sweep(rng, args.cells, repeats, args.run_sigma, {}) for _ in range(args.trials))
-        caught = {}
-        for slowdown in (0.10, 0.05):
-            hits = 0
-            for _ in range(args.trials):
-                verdicts = sweep(rng, args.cells, repeats, args.run_sigma, {0: 1 + slowdown})
-                hits += verdicts[0] == "regressed"
-            caught[slowdown] = hits / args.trials
-        print(f"  {repeats} process(es) per run: A/A sweeps with a false regression {false / args.trials:.1%} "
-              f"(target <= 1%); 10% slowdown caught {caught[0.10]:.0%} (target >= 95%), 5% caught "
-              f"{caught[0.05]:.0%} (target >= 80%)  [{time.perf_counter() - t0:.0f} s]")  # fmt: skip
+        rows = {}
+        for slowdown in (0.0, 0.10, 0.05):
+            outcomes = [trial(rng, args, repeats, slowdown) for _ in range(args.trials)]
+            rows[slowdown] = (
+                sum(o[0] for o in outcomes) / args.trials,
+                sum(o[1] for o in outcomes) / args.trials,
+                float(np.mean([o[2] for o in outcomes])),
+            )
+        print(f"  {repeats} process(es) per run  [{time.perf_counter() - t0:.0f} s]")
+        for name, index in (("one stage", 0), ("confirmed", 1)):
+            print(f"    {name:9s}: A/A false regression {rows[0.0][index]:5.1%} (target <= 1%); 10% slowdown caught "
+                  f"{rows[0.10][index]:4.0%} (>= 95%); 5% caught {rows[0.05][index]:4.0%} (>= 80%)")  # fmt: skip
+        print(f"    suspects measured again per sweep: {rows[0.0][2]:.1f} of {args.cells} (A/A), "
+              f"{rows[0.10][2]:.1f} (10%), {rows[0.05][2]:.1f} (5%)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -288,7 +288,24 @@ def recommend(
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "html"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare runs from different machines or runtime versions.")
-@click.option("--confirm", is_flag=True, help="Re-measure regressed cells here and keep only what holds.")
+@click.option("--confirm", is_flag=True,
+              help="Measure the cells that look slower again (baseline and candidate code, alternating) and let "
+                   "that decide.")  # fmt: skip
+@click.option("--confirm-repeats", type=click.IntRange(min=2, max=100), default=12, show_default=True,
+              help="Processes per side when measuring again.")  # fmt: skip
+@click.option(
+    "--screen-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.25,
+    show_default=True,
+    help="A slower-looking cell is measured again under this one-sided p-value.",
+)
+@click.option(
+    "--baseline-code",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="A checkout of the baseline's code (default: its recorded commit, from this repository).",
+)
 @click.pass_context
 def compare(
     ctx: click.Context,
@@ -300,16 +317,30 @@ def compare(
     output: str | None,
     allow_env_mismatch: bool,
     confirm: bool,
+    confirm_repeats: int,
+    screen_alpha: float,
+    baseline_code: str | None,
 ) -> None:
-    """Compare a candidate run with a baseline run, cell by cell; exit 1 on a regression."""
+    """Compare a candidate run with a baseline run, cell by cell; exit 1 on a regression.
+
+    With --confirm the comparison only screens: the cells that look slower are measured again here,
+    the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness import compare as cmp
     from harness.errors import UsageError
 
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha is a probability in (0, 1) (got {alpha:g})")
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
-    if confirm and result.regressed:
-        result = _confirm(ctx, result, Path(baseline), Path(candidate), threshold / 100, alpha)
+    if confirm:
+        from harness.confirm import confirm as remeasure
+        from harness.progress import make_reporter
+
+        remeasure(
+            result, Path(baseline), Path(candidate), plugins=ctx.obj["plugins"], repeats=confirm_repeats,
+            screen_alpha=screen_alpha, baseline_code=Path(baseline_code) if baseline_code else None,
+            allow_env_mismatch=allow_env_mismatch, reporter=make_reporter(False),
+        )  # fmt: skip
+        click.echo(cmp.confirmation_line(result.confirmation or {}), err=True)
     text = cmp.render(result, fmt)
     if output:
         from harness.verdicts import write
@@ -319,28 +350,6 @@ def compare(
         click.echo(text, nl=False)
     if result.regressed:
         ctx.exit(1)
-
-
-def _confirm(ctx: click.Context, result: Any, baseline: Path, candidate: Path, threshold: float, alpha: float) -> Any:
-    """Measure the regressed cells once more (a fresh run of just those cells, here), compare the
-    re-measurement with the baseline, and keep the regressions that hold."""
-    from harness import compare as cmp
-    from harness import runner
-    from harness.progress import make_reporter
-    from harness.store import RunDir
-
-    cand = RunDir.open(candidate)
-    scenario = runner.stored_scenario(cand)
-    ids = {cell.cell_id for cell in result.regressed}
-    options = runner.RunOptions(out_root=cand.path.parent / ".confirm", plugins=ctx.obj["plugins"], cell_ids=ids)
-    again = runner.run_scenario(scenario, options, make_reporter(False))
-    second = cmp.compare_runs(baseline, again.path, threshold, alpha, allow_env_mismatch=True)
-    held = {cell.cell_id for cell in second.regressed}
-    for cell in result.cells:
-        if cell.verdict == "regressed" and cell.cell_id not in held:
-            cell.verdict = "inconclusive"  # did not hold when measured again
-    click.echo(f"confirm: {len(held)} of {len(ids)} regression(s) held when re-measured ({again.path})", err=True)
-    return result
 
 
 @cli.command(name="history")

@@ -6,10 +6,16 @@ disturbed process left out) comes with a confidence interval whose variance adds
 bootstrap over the stored per-query latencies within each process, and the spread between
 independent processes, pooled over every cell of both runs where they measured repeats, else an
 assumed noise floor (``NOISE_FLOOR``).
-A cell is ``regressed`` (or ``improved``) when the change is significant
-after a Holm correction for the number of cells compared and at least ``threshold`` in size;
-``inconclusive`` when it is at least the threshold but not significant; ``unchanged`` when it is
-smaller than the threshold. Nothing here imports a runtime.
+A cell is ``regressed`` (or ``improved``) when the change is significant after a Holm correction
+for the number of cells compared and its interval reaches ``threshold`` (a change that large is
+not ruled out); ``unchanged`` when it is smaller than the threshold (its interval inside it, or
+not significant with an estimate under it); ``inconclusive`` when the estimate is at least the
+threshold but not significant.
+
+The nightly gate is sequential (:func:`suspects`, :func:`apply_confirmation`): the sweep's
+comparison only screens, with a loose one-sided test per cell; the suspects are measured again,
+baseline code and candidate code in alternating rounds on this machine, and only that second,
+independent measurement, Holm-corrected over the suspects, decides. Nothing here imports a runtime.
 """
 
 from __future__ import annotations
@@ -37,9 +43,16 @@ ENV_KEYS = ("cpu.model", "cpu.usable_cpus", "memory_total_mb", "gpus", "python")
 RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "numpy", "tensorrt")
 BOOTSTRAP = 400
 
+#: the screen's one-sided p-value below which a cell that looks slower is measured again
+SCREEN_ALPHA = 0.25
+#: processes per side when suspects are measured again
+CONFIRM_REPEATS = 12
+
 #: between-process spread assumed when neither run has repeats to measure it (sd of the log):
 #: 3 % is a typical cell here (dlrm-small on onnxruntime and openvino measured 1-12 %)
 NOISE_FLOOR = 0.03
+#: how many measured deviations the assumed spread weighs as, when both are pooled
+PRIOR_WEIGHT = 10
 
 
 @dataclass
@@ -62,9 +75,13 @@ class CellComparison:
     label: str
     metrics: dict[str, MetricChange] = field(default_factory=dict)
     verdict: str = "unchanged"
+    #: the sweep's verdict when the cell was measured again (``--confirm``); its numbers are then
+    #: the re-measurement's
+    screen_verdict: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"cell_id": self.cell_id, "label": self.label, "verdict": self.verdict,
+                "screen_verdict": self.screen_verdict,
                 "metrics": {k: asdict(v) for k, v in self.metrics.items()}}  # fmt: skip
 
 
@@ -78,6 +95,8 @@ class Comparison:
     only_baseline: list[str]
     only_candidate: list[str]
     env_differences: list[str]
+    #: how the suspects were measured again (None: they were not)
+    confirmation: dict[str, Any] | None = None
 
     @property
     def regressed(self) -> list[CellComparison]:
@@ -94,7 +113,7 @@ class Comparison:
             "baseline": self.baseline, "candidate": self.candidate, "threshold": self.threshold,
             "alpha": self.alpha, "counts": self.counts(), "cells": [c.as_dict() for c in self.cells],
             "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
-            "env_differences": self.env_differences,
+            "env_differences": self.env_differences, "confirmation": self.confirmation,
         }  # fmt: skip
 
 
@@ -110,26 +129,55 @@ def _stat(metric: str, latencies_ms: np.ndarray, batch: int) -> float:
     return float(np.quantile(latencies_ms, q, method="inverted_cdf"))
 
 
-def _boot(groups: list[np.ndarray], metric: str, batch: int, rng: np.random.Generator, n: int) -> np.ndarray:
-    """Bootstrap replicates of a run's metric: resample its processes (repeats) when it has several,
-    then the queries within each; the metric of the pooled resample."""
+def _boot(
+    groups: list[np.ndarray], metric: str, batch: int, rng: np.random.Generator, n: int, processes: bool = True
+) -> np.ndarray:
+    """Bootstrap replicates of a run's metric: resample its processes (repeats) when it has several
+    and ``processes``, then the queries within each; the metric of the pooled resample. Vectorised
+    over replicates, in blocks of about 4M values."""
+    sizes = np.array([g.size for g in groups])
+    width = int(sizes.max())
+    stack = np.zeros((len(groups), width))
+    for i, g in enumerate(groups):
+        stack[i, : g.size] = g
     out = np.empty(n)
-    for b in range(n):
-        chosen = [groups[i] for i in rng.integers(0, len(groups), len(groups))] if len(groups) > 1 else groups
-        pooled = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in chosen])
-        out[b] = _stat(metric, pooled, batch)
+    step = max(1, 4_000_000 // (len(groups) * width))
+    for lo in range(0, n, step):
+        rows = min(step, n - lo)
+        # which processes each replicate draws (all of them when there is one), then which queries
+        if processes and len(groups) > 1:
+            chosen = rng.integers(0, len(groups), (rows, len(groups)))
+        else:
+            chosen = np.broadcast_to(np.arange(len(groups)), (rows, len(groups)))
+        size = sizes[chosen][..., None]  # (rows, processes, 1)
+        picks = stack[chosen[..., None], (rng.random((rows, len(groups), width)) * size).astype(np.int64)]
+        valid = np.arange(width) < size  # a shorter process fills only the start of its row
+        count = size.sum(axis=(1, 2))
+        if metric == "throughput":
+            out[lo : lo + rows] = batch * 1000.0 / (np.where(valid, picks, 0.0).sum(axis=(1, 2)) / count)
+            continue
+        flat = np.where(valid, picks, np.inf).reshape(rows, -1)
+        ranks = np.maximum(0, np.ceil((0.5 if metric == "p50" else 0.99) * count).astype(np.int64) - 1)
+        if (ranks == ranks[0]).all():  # every replicate as long: one partial sort
+            flat.partition(int(ranks[0]), axis=1)
+        else:
+            flat.sort(axis=1)
+        out[lo : lo + rows] = flat[np.arange(rows), ranks]
     return out
 
 
 def bootstrap_log_variance(
-    base: list[np.ndarray], cand: list[np.ndarray], metric: str, batch: int, seed: int = 0
+    base: list[np.ndarray], cand: list[np.ndarray], metric: str, batch: int, seed: int = 0, processes: bool = True
 ) -> float:
     """Variance of the log ratio candidate / baseline of ``metric`` from a bootstrap over the
-    queries within the processes (and over the processes where a run has several). It cannot see
-    the spread independent processes add (the same code in another process lands a few percent
-    away on this kind of machine): :func:`judge_cells` adds that."""
+    queries within the processes (and over the processes where a run has several, unless not
+    ``processes``). With a single process it cannot see the spread independent processes add (the
+    same code in another process lands a few percent away on this kind of machine):
+    :func:`judge_cells` adds that, pooled over the sweep, and so bootstraps within processes only."""
     rng = np.random.default_rng(seed)
-    ratios = _boot(cand, metric, batch, rng, BOOTSTRAP) / _boot(base, metric, batch, rng, BOOTSTRAP)
+    ratios = _boot(cand, metric, batch, rng, BOOTSTRAP, processes) / _boot(
+        base, metric, batch, rng, BOOTSTRAP, processes
+    )
     return float(np.log(ratios).var(ddof=1))
 
 
@@ -163,11 +211,13 @@ def _z(q: float) -> float:
     return float(norm.ppf(q))
 
 
-def pooled_run_sigma(groups: list[list[float]]) -> float | None:
+def pooled_run_sigma(groups: list[list[float]], prior: float | None = None) -> float | None:
     """Between-process spread (sd of the log) pooled over groups of one cell's per-process values,
     robustly: 1.4826 x the median absolute deviation from each group's median (the median element
     of an odd group left out), so that one process slowed by a neighbour does not widen every
-    interval of the sweep."""
+    interval of the sweep. With a ``prior`` spread, the estimate is shrunk towards it with the
+    weight of ``PRIOR_WEIGHT`` deviations (the prior alone when nothing was measured): a few
+    processes that happened to agree do not make an interval narrow."""
     deviations: list[float] = []
     for values in groups:
         logs = np.sort(np.log([v for v in values if v and v > 0]))
@@ -177,7 +227,11 @@ def pooled_run_sigma(groups: list[list[float]]) -> float | None:
         if logs.size % 2:
             dev = np.delete(dev, logs.size // 2)
         deviations.extend(dev.tolist())
-    return 1.4826 * float(np.median(deviations)) if deviations else None
+    estimate = 1.4826 * float(np.median(deviations)) if deviations else None
+    if prior is None or estimate is None:
+        return estimate if estimate is not None else prior
+    n = len(deviations)
+    return math.sqrt((n * estimate**2 + PRIOR_WEIGHT * prior**2) / (n + PRIOR_WEIGHT))
 
 
 def _level(values: list[float], spread: float) -> tuple[float, int]:
@@ -250,7 +304,7 @@ class Side:
     values: dict[str, list[float]]
 
 
-def _side(run: RunDir, records: list[dict[str, Any]]) -> Side | None:
+def side_of(run: RunDir, records: list[dict[str, Any]]) -> Side | None:
     if not records:
         return None
     values = {m: [float(r[key]) for r in records if r.get(key)] for m, (key, _) in METRICS.items()}
@@ -265,7 +319,7 @@ def judge_cells(
 ) -> list[CellComparison]:
     """Compare each (id, label, batch, baseline side, candidate side) and decide, Holm over the cells."""
     sigma = {
-        metric: pooled_run_sigma([side.values[metric] for *_, b, c in cells for side in (b, c) if side])
+        metric: pooled_run_sigma([side.values[metric] for *_, b, c in cells for side in (b, c) if side], noise_floor)
         for metric in METRICS
     }
     results = []
@@ -279,12 +333,12 @@ def judge_cells(
             b_vals, c_vals = base.values[metric], cand.values[metric]
             if not b_vals or not c_vals:
                 continue
-            spread = sigma[metric] if sigma[metric] is not None else noise_floor
+            spread = sigma[metric] or noise_floor
             (bv, nb), (cv, nc) = _level(b_vals, spread), _level(c_vals, spread)
             variance = spread**2 * (1 / nb + 1 / nc)
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
                 seed = zlib.crc32(f"{cid}:{metric}".encode())  # the same numbers every time it is run
-                variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, seed)
+                variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, seed, processes=False)
             change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95)
             worse = change < 0 if higher_better else change > 0
             cell.metrics[metric] = MetricChange(metric, bv, cv, change, lo, hi, p, worse=worse)
@@ -292,7 +346,7 @@ def judge_cells(
     return results
 
 
-def _by_cell(run: RunDir) -> dict[str, list[dict[str, Any]]]:
+def records_by_cell(run: RunDir) -> dict[str, list[dict[str, Any]]]:
     cells: dict[str, list[dict[str, Any]]] = {}
     for rec in run.records():
         cells.setdefault(rec["cell_id"], []).append(rec)
@@ -323,7 +377,7 @@ def compare_runs(
             "the runs come from different machines or runtime versions, so their numbers differ for reasons "
             "other than the code: " + "; ".join(diffs) + " (pass --allow-env-mismatch to compare anyway)"
         )
-    base_cells, cand_cells = _by_cell(base_run), _by_cell(cand_run)
+    base_cells, cand_cells = records_by_cell(base_run), records_by_cell(cand_run)
     common = [cid for cid in cand_cells if cid in base_cells]
     if not common:
         raise UsageError(f"{baseline} and {candidate} have no cell in common: nothing to compare")
@@ -333,7 +387,7 @@ def compare_runs(
         c_recs = [r for r in cand_cells[cid] if r.get("status") == "ok"]
         label = (c_recs or cand_cells[cid])[0]["label"]
         batch = int((c_recs or cand_cells[cid])[0]["config"]["batch_size"])
-        sides.append((cid, label, batch, _side(base_run, b_recs), _side(cand_run, c_recs)))
+        sides.append((cid, label, batch, side_of(base_run, b_recs), side_of(cand_run, c_recs)))
     results = judge_cells(sides, threshold, alpha, noise_floor)
     return Comparison(
         str(baseline), str(candidate), threshold, alpha, results,
@@ -351,14 +405,7 @@ def _decide(cells: list[CellComparison], threshold: float, alpha: float) -> None
             continue
         verdicts = []
         for change in cell.metrics.values():
-            big = change.change is not None and abs(change.change) >= threshold
-            significant = change.p_adjusted is not None and change.p_adjusted < alpha
-            if big and significant:
-                change.verdict = "regressed" if change.worse else "improved"
-            elif big:  # as large as the threshold, but within the noise
-                change.verdict = "inconclusive"
-            else:  # smaller than the threshold: no change worth acting on, significant or not
-                change.verdict = "unchanged"
+            change.verdict = _verdict(change, threshold, alpha)
             verdicts.append(change.verdict)
         for verdict in ("regressed", "improved", "inconclusive"):
             if verdict in verdicts:
@@ -366,6 +413,58 @@ def _decide(cells: list[CellComparison], threshold: float, alpha: float) -> None
                 break
         else:
             cell.verdict = "unchanged" if verdicts else "inconclusive"
+
+
+def _verdict(change: MetricChange, threshold: float, alpha: float) -> str:
+    if change.change is None:
+        return "inconclusive"
+    significant = change.p_adjusted is not None and change.p_adjusted < alpha
+    # the end of the interval in the direction of the change: how large the change may be
+    far = change.ci_high if change.change > 0 else change.ci_low
+    if significant and far is not None and abs(far) >= threshold:
+        return "regressed" if change.worse else "improved"
+    if significant or abs(change.change) < threshold:  # a real change smaller than the threshold, or noise
+        return "unchanged"
+    return "inconclusive"  # as large as the threshold, but within the noise
+
+
+def suspects(result: Comparison, screen_alpha: float = SCREEN_ALPHA) -> list[str]:
+    """The cells to measure again before a regression is declared: those regressed, and those with
+    any metric worse at a one-sided p-value (unadjusted) under ``screen_alpha``. The screen is loose
+    on purpose: a cell it lets through is never flagged, a cell it keeps costs a re-measurement."""
+    out = []
+    for cell in result.cells:
+        looks_worse = any(
+            m.worse and m.p_value is not None and m.p_value / 2 < screen_alpha for m in cell.metrics.values()
+        )
+        if cell.verdict == "regressed" or looks_worse:
+            out.append(cell.cell_id)
+    return out
+
+
+def apply_confirmation(result: Comparison, confirmed: list[CellComparison], how: dict[str, Any]) -> None:
+    """Replace the suspects' verdicts and numbers with those of their re-measurement (which was
+    judged on its own, Holm over the suspects): the sweep only chose what to measure again."""
+    by_id = {c.cell_id: c for c in confirmed}
+    for i, cell in enumerate(result.cells):
+        again = by_id.get(cell.cell_id)
+        if again is not None:
+            again.label, again.screen_verdict = cell.label, cell.verdict
+            result.cells[i] = again
+    result.confirmation = {**how, "suspects": len(by_id), "held": sum(c.verdict == "regressed" for c in confirmed)}
+
+
+def side_of_runs(runs: list[RunDir], cell_id: str) -> Side | None:
+    """One side of a cell gathered over several run folders (the rounds of a re-measurement)."""
+    latencies: list[np.ndarray] = []
+    values: dict[str, list[float]] = {m: [] for m in METRICS}
+    for run in runs:
+        side = side_of(run, [r for r in run.records() if r["cell_id"] == cell_id and r.get("status") == "ok"])
+        if side is not None:
+            latencies += side.latencies
+            for m in METRICS:
+                values[m] += side.values[m]
+    return Side(latencies, values) if values["throughput"] else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +480,19 @@ def _ci(change: MetricChange) -> str:
     return f"[{_pct(change.ci_low)}, {_pct(change.ci_high)}]" if change.ci_low is not None else "(no CI)"
 
 
+def _again(cell: CellComparison) -> str:
+    return f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
+
+
+def confirmation_line(how: dict[str, Any]) -> str:
+    if not how.get("suspects"):
+        return "confirmed: no cell looked slower, none was measured again"
+    return (
+        f"confirmed: {how['suspects']} cell(s) that looked slower measured again, {how['repeats']} processes per "
+        f"side, {how['baseline']}; {how['held']} regression(s) held"
+    )
+
+
 def render_text(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     lines = [f"baseline  {result.baseline}", f"candidate {result.candidate}",
@@ -388,11 +500,13 @@ def render_text(result: Comparison) -> str:
              f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
     if result.env_differences:
         lines.append("environment differs: " + "; ".join(result.env_differences))
+    if result.confirmation is not None:
+        lines.append(confirmation_line(result.confirmation))
     for cell in sorted(
         result.cells, key=lambda c: ("regressed", "improved", "inconclusive", "unchanged").index(c.verdict)
     ):
         parts = [f"{m} {_pct(c.change)} {_ci(c)}" for m, c in cell.metrics.items()]
-        lines.append(f"  {cell.verdict:12s} {cell.label}: " + "; ".join(parts))
+        lines.append(f"  {cell.verdict:12s} {cell.label}{_again(cell)}: " + "; ".join(parts))
     for name, ids in (("only in the baseline", result.only_baseline), ("only in the candidate", result.only_candidate)):
         if ids:
             lines.append(f"{len(ids)} cell(s) {name}: {', '.join(ids)}")
@@ -405,9 +519,11 @@ def render_markdown(result: Comparison) -> str:
     lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
              f"{result.threshold:.0%}, Holm-corrected alpha {result.alpha:g}.", "",
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
+    if result.confirmation is not None:
+        lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]
     for cell in result.cells:
         cols = [f"{_pct(c.change)} {_ci(c)}" if (c := cell.metrics.get(m)) else "" for m in METRICS]
-        lines.append(f"| {cell.verdict} | {cell.label} | " + " | ".join(cols) + " |")
+        lines.append(f"| {cell.verdict} | {cell.label}{_again(cell)} | " + " | ".join(cols) + " |")
     if result.only_baseline or result.only_candidate:
         lines += ["", f"Only in the baseline: {len(result.only_baseline)}; only in the candidate: "
                   f"{len(result.only_candidate)}."]  # fmt: skip
@@ -421,12 +537,15 @@ def render_html(result: Comparison) -> str:
     template = env.from_string(
         '<section class="compare"><h2>Comparison</h2><p>{{ r.baseline }} &rarr; {{ r.candidate }}: '
         "{% for v, n in counts %}{{ n }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</p>"
+        "{% if confirmed %}<p>{{ confirmed }}</p>{% endif %}"
         "<table><thead><tr><th>verdict</th><th>cell</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}"
-        "</tr></thead><tbody>{% for c in r.cells %}<tr><td>{{ c.verdict }}</td><td>{{ c.label }}</td>"
+        "</tr></thead><tbody>{% for c in r.cells %}<tr><td>{{ c.verdict }}</td><td>{{ c.label }}{{ again(c) }}</td>"
         "{% for m in metrics %}<td>{% if m in c.metrics %}{{ pct(c.metrics[m].change) }} {{ ci(c.metrics[m]) }}"
         "{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table></section>"
     )
-    return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci)
+    confirmed = confirmation_line(result.confirmation) if result.confirmation is not None else ""
+    return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci,
+                           again=_again, confirmed=confirmed)  # fmt: skip
 
 
 def render(result: Comparison, fmt: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -55,6 +56,9 @@ class RunOptions:
     command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
     #: run only these cells (``bench compare --confirm`` re-measures regressed cells)
     cell_ids: frozenset[str] | set[str] = frozenset()
+    #: measure with the harness and plugins of another checkout (``bench compare --confirm`` measures
+    #: the baseline's code this way); None: this checkout's
+    code_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,10 @@ def _worker_env(run: RunDir, cell: Cell, manifest: dict[str, Any]) -> dict[str, 
     if cache:
         env[CACHE_DIR_ENV] = cache
     env.update({var: str(cell.threads) for var in THREAD_ENV_VARS})
+    code = manifest["settings"].get("code_path")
+    if code:  # the worker imports harness and plugins from there, not from this checkout or the cwd
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))
+        env["PYTHONSAFEPATH"] = "1"
     return env
 
 
@@ -352,8 +360,11 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "autoload": options.autoload,
             # compiled artefacts reused across runs; null: every run compiles from scratch (--no-cache)
             "cache_dir": str((options.out_root / CACHE_FOLDER).resolve()) if options.cache else None,
+            "code_path": str(options.code_path.resolve()) if options.code_path else None,
         },
     }
+    if options.code_path:  # the code measured is that checkout's, and so is the commit to record
+        manifest["environment"]["git"] = environment.git_commit(options.code_path)
     run_id = new_run_id(scenario.name)
     manifest["run_id"] = run_id
     return RunDir.create(options.out_root, run_id, manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,65 @@ def test_history_lists_runs_and_finds_a_step(tmp_path: Path) -> None:
     assert empty.returncode == 2 and "Traceback" not in empty.stderr
 
 
+def _cell(change: float, lo: float, hi: float, p: float, worse: bool = True) -> compare.CellComparison:
+    cell = compare.CellComparison("c", "c")
+    cell.metrics["p50"] = compare.MetricChange("p50", 1.0, 1 + change, change, lo, hi, p, p_adjusted=p, worse=worse)
+    return cell
+
+
+def test_verdicts_weigh_significance_and_how_large_a_change_may_be() -> None:
+    def verdict(*args: float, worse: bool = True) -> str:
+        cell = _cell(*args, worse=worse)
+        compare._decide([cell], threshold=0.05, alpha=0.05)
+        return cell.verdict
+
+    # significant, and a change as large as the threshold is within the interval: acted on
+    assert verdict(0.04, 0.02, 0.06, 0.001) == "regressed"
+    assert verdict(-0.08, -0.10, -0.06, 0.001, worse=False) == "improved"
+    # significant but shown smaller than the threshold; small and not significant: no change that matters
+    assert verdict(0.02, 0.01, 0.03, 0.0001) == "unchanged"
+    assert verdict(0.01, -0.05, 0.07, 0.6) == "unchanged"
+    # as large as the threshold, but within the noise
+    assert verdict(0.06, -0.01, 0.13, 0.09) == "inconclusive"
+
+
+def test_suspects_are_what_looks_slower_and_only_the_remeasurement_decides() -> None:
+    slower = _cell(0.03, -0.05, 0.11, 0.40)  # one-sided p 0.20: looks slower, not significant
+    faster = _cell(-0.03, -0.11, 0.05, 0.40, worse=False)
+    noise = _cell(0.01, -0.07, 0.09, 0.80)
+    cells = [slower, faster, noise]
+    for i, cell in enumerate(cells):
+        cell.cell_id = cell.label = f"c{i}"
+    result = compare.Comparison("a", "b", 0.05, 0.05, cells, [], [], [])
+    assert compare.suspects(result, screen_alpha=0.25) == ["c0"]
+    assert compare.suspects(result, screen_alpha=0.1) == []
+    again = _cell(0.09, 0.06, 0.12, 1e-6)
+    again.cell_id, again.verdict = "c0", "regressed"
+    compare.apply_confirmation(result, [again], {"repeats": 12, "baseline": "here"})
+    assert [c.verdict for c in result.cells] == ["regressed", "unchanged", "unchanged"]
+    assert result.cells[0].screen_verdict == "unchanged" and result.cells[0].label == "c0"
+    assert result.confirmation == {"repeats": 12, "baseline": "here", "suspects": 1, "held": 1}
+    assert "measured again; the sweep said unchanged" in compare.render_text(result)
+    assert "1 regression(s) held" in compare.render_markdown(result)
+
+
+def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
+    from harness import confirm
+
+    parent = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=confirm.REPO, capture_output=True, text=True)
+    if parent.returncode != 0:
+        pytest.skip("not a git checkout with history: " + parent.stderr.strip())
+    manifest = {"environment": {"git": {"commit": parent.stdout.strip(), "dirty": False}}}
+    with confirm.code_of(manifest) as code:
+        assert code.available and code.path is not None and (code.path / "harness" / "worker.py").is_file()
+        checkout = code.path
+    assert not checkout.exists()
+    with confirm.code_of({"environment": {"git": {"commit": "0" * 40, "dirty": False}}}) as code:
+        assert not code.available and "not in this repository" in code.how
+    with confirm.code_of({"environment": {"git": {"commit": parent.stdout.strip(), "dirty": True}}}) as code:
+        assert not code.available and "uncommitted" in code.how
+
+
 @pytest.mark.usefixtures("fake_plugin")
 def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]", service_ms=0.5, min_s=0.3, max_s=0.4)
@@ -161,9 +221,56 @@ def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: 
     cand = _slowed(base, tmp_path / "c" / "cand", 1.30, cells=1)
     plain = bench("compare", str(base), str(cand))
     assert plain.returncode == 1 and "1 regressed" in plain.stdout
-    confirmed = bench("compare", str(base), str(cand), "--confirm")
+    # alpha 0.001: the re-measurement of the same code flags a change by chance once in 1000 runs
+    confirmed = bench("compare", str(base), str(cand), "--confirm", "--confirm-repeats", "4", "--format", "json",
+                      "--alpha", "0.001")  # fmt: skip
     assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
-    assert "confirm: 0 of 1 regression(s) held" in confirmed.stderr
-    assert "regressed" not in confirmed.stdout.split("\n", 3)[3]
-    (again,) = run_dirs(tmp_path / "c" / ".confirm")
-    assert len(journal(again)) == 1, "only the regressed cell is measured again"
+    result = json.loads(confirmed.stdout)
+    how = result["confirmation"]
+    assert how["held"] == 0 and how["repeats"] == 4 and "this checkout" in how["baseline"]
+    (cell,) = [c for c in result["cells"] if c["screen_verdict"] == "regressed"]
+    assert cell["verdict"] != "regressed" and abs(cell["metrics"]["p50"]["change"]) < 0.2
+    for side in ("baseline", "candidate"):  # two rounds of two processes a side, only the suspects
+        runs = run_dirs(tmp_path / "c" / ".confirm" / side)
+        assert len(runs) == 2
+        assert {r["cell_id"] for run in runs for r in journal(run)} <= {c["cell_id"] for c in result["cells"]}
+        assert all(len(journal(run)) == 2 * how["suspects"] for run in runs)
+
+    elsewhere = tmp_path / "c" / "elsewhere"
+    shutil.copytree(cand, elsewhere)
+    manifest = json.loads((elsewhere / "manifest.json").read_text())
+    manifest["environment"]["git"] = {"commit": "0" * 40, "dirty": False}
+    (elsewhere / "manifest.json").write_text(json.dumps(manifest))
+    refused = bench("compare", str(base), str(elsewhere), "--confirm")
+    assert refused.returncode == 2 and "cannot measure the candidate" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None:
+    """The baseline side runs the baseline's checkout: here a copy whose fake backend is twice as
+    fast, so the candidate (this checkout) is slower when both are measured again, and it holds."""
+    from harness import confirm
+
+    code = tmp_path / "basecode"
+    for folder in ("harness", "plugins"):
+        shutil.copytree(confirm.REPO / folder, code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    fake = code / "plugins" / "fake.py"
+    source = fake.read_text()
+    assert 'service_ns=int(float(opts.get("service_ms", 1.0)) * 1e6)' in source
+    fake.write_text(
+        source.replace('float(opts.get("service_ms", 1.0)) * 1e6', 'float(opts.get("service_ms", 1.0)) * 5e5')
+    )
+    scenario = fake_scenario(tmp_path, batches="[1]", service_ms=1.0, min_s=0.3, max_s=0.4)
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (base,) = run_dirs(tmp_path / "r")
+    cand = _slowed(base, tmp_path / "c" / "cand", 1.30)
+    held = bench("compare", str(base), str(cand), "--confirm", "--confirm-repeats", "2", "--baseline-code", str(code))
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert "1 regression(s) held" in held.stderr and f"its code from {code}" in held.stdout
+    runs = run_dirs(tmp_path / "c" / ".confirm" / "baseline")
+    assert json.loads((runs[0] / "manifest.json").read_text())["settings"]["code_path"] == str(code.resolve())
+    fast = [r["p50_ms"] for run in runs for r in journal(run)]
+    assert fast and max(fast) < 0.8, "the baseline side ran the copy's faster fake backend"
+    bad = bench("compare", str(base), str(cand), "--confirm", "--baseline-code", str(tmp_path))
+    assert bad.returncode == 2 and "not a bench checkout" in bad.stderr

@@ -1,0 +1,163 @@
+"""``bench compare --confirm``: measure the cells that look slower again before failing.
+
+The sweep's comparison is only a screen (:func:`harness.compare.suspects`). The suspects are
+measured again on this machine, in alternating rounds (baseline, candidate, candidate, baseline,
+...) so that a machine getting slower or faster during the re-measurement weighs on both sides
+alike: the candidate with the candidate's code, the baseline with the baseline's code, found from
+the commit its manifest recorded (this checkout when it is that commit, else a temporary git
+worktree of it) or given with ``--baseline-code``. Only the re-measurement, Holm-corrected over the
+suspects, decides; where the baseline's code cannot be had, its stored processes stand in.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import compare as cmp
+from harness import environment
+from harness.errors import UsageError
+from harness.store import RunDir
+
+#: processes of one side per round; rounds alternate sides
+PER_ROUND = 2
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Code:
+    """Where one side's code comes from: ``path`` None is this checkout; ``available`` False: nowhere."""
+
+    available: bool
+    path: Path | None
+    how: str
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def _has_commit(commit: str) -> bool:
+    try:
+        return _git("cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextmanager
+def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[Code]:
+    """The code a run was measured with, checked out here if need be (removed afterwards)."""
+    if explicit is not None:
+        if not (explicit / "harness" / "worker.py").is_file():
+            raise UsageError(f"--baseline-code {explicit}: not a bench checkout (there is no harness/worker.py in it)")
+        yield Code(True, explicit.resolve(), f"its code from {explicit}")
+        return
+    git = (manifest.get("environment") or {}).get("git") or {}
+    commit, dirty = git.get("commit"), bool(git.get("dirty"))
+    here = environment.git_commit()
+    if commit and commit == here.get("commit") and dirty == bool(here.get("dirty")):
+        note = " with uncommitted changes, taken to be the ones measured" if dirty else ""
+        yield Code(True, None, f"this checkout (commit {commit[:12]}{note})")
+        return
+    if commit and not dirty and _has_commit(commit):
+        tmp = Path(tempfile.mkdtemp(prefix="bench-code-"))
+        checkout = tmp / commit[:12]
+        made = _git("worktree", "add", "--detach", str(checkout), commit)
+        if made.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            yield Code(False, None, f"git could not check out {commit[:12]}: {made.stderr.strip()}")
+            return
+        try:
+            yield Code(True, checkout, f"its commit {commit[:12]} (a temporary git worktree)")
+        finally:
+            _git("worktree", "remove", "--force", str(checkout))
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if dirty:
+        why = "it ran uncommitted changes, which are not here"
+    elif commit:
+        why = f"its commit {commit[:12]} is not in this repository (fetch it, or give --baseline-code)"
+    else:
+        why = "it recorded no git commit"
+    yield Code(False, None, why)
+
+
+def _scenario_for_rounds(scenario: Any) -> Any:
+    """The stored scenario with PER_ROUND repeats and no fidelity check: only speed is measured again."""
+    return scenario.model_copy(update={
+        "measurement": scenario.measurement.model_copy(update={"repeats": PER_ROUND}),
+        "fidelity": scenario.fidelity.model_copy(update={"samples": 0}),
+    })  # fmt: skip
+
+
+def confirm(
+    result: cmp.Comparison,
+    baseline: Path,
+    candidate: Path,
+    *,
+    plugins: tuple[str, ...],
+    repeats: int = cmp.CONFIRM_REPEATS,
+    screen_alpha: float = cmp.SCREEN_ALPHA,
+    baseline_code: Path | None = None,
+    allow_env_mismatch: bool = False,
+    reporter: Any = None,
+) -> cmp.Comparison:
+    """Measure ``result``'s suspects again and let that measurement decide them (in place)."""
+    from harness import runner
+
+    ids = cmp.suspects(result, screen_alpha)
+    how: dict[str, Any] = {"repeats": repeats, "screen_alpha": screen_alpha, "baseline": "", "runs": []}
+    if not ids:
+        cmp.apply_confirmation(result, [], how)
+        return result
+    base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
+    diffs = cmp.env_differences(cand_run.manifest().get("environment", {}), environment.fingerprint())
+    if diffs and not allow_env_mismatch:
+        raise UsageError(
+            "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
+            + " (run the comparison where the candidate ran, or pass --allow-env-mismatch)"
+        )  # fmt: skip
+    scenario = _scenario_for_rounds(runner.stored_scenario(cand_run))
+    out_root = cand_run.path.parent / ".confirm"
+    rounds = math.ceil(repeats / PER_ROUND)
+    with code_of(cand_run.manifest()) as cand_code, code_of(base_run.manifest(), baseline_code) as base_code:
+        if not cand_code.available:
+            raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
+        sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
+        runs: dict[str, list[RunDir]] = {name: [] for name, _ in sides}
+        for r in range(rounds):
+            for name, code in sides if r % 2 else sides[::-1]:  # baseline first, then candidate, candidate, ...
+                options = runner.RunOptions(
+                    out_root=out_root / name, plugins=plugins, cell_ids=set(ids), code_path=code.path,
+                    command=f"bench compare --confirm (round {r + 1} of {rounds}, {name})",
+                )  # fmt: skip
+                runs[name].append(runner.run_scenario(scenario, options, reporter))
+    how["runs"] = [str(run.path) for name in runs for run in runs[name]]
+    if base_code.available:
+        how["baseline"] = f"baseline: {base_code.how}; candidate: {cand_code.how}"
+    else:
+        how["repeats_baseline"] = "stored"
+        how["baseline"] = (
+            f"the baseline's stored processes (it could not be measured again: {base_code.how}); "
+            f"candidate: {cand_code.how}"
+        )
+    stored = {cid: recs for cid, recs in cmp.records_by_cell(base_run).items() if cid in ids}
+    sides_by_cell = []
+    for cid in ids:
+        cand_side = cmp.side_of_runs(runs["candidate"], cid)
+        if base_code.available:
+            base_side = cmp.side_of_runs(runs["baseline"], cid)
+        else:
+            base_side = cmp.side_of(base_run, [r for r in stored.get(cid, []) if r.get("status") == "ok"])
+        first = next(r for run in runs["candidate"] for r in run.records() if r["cell_id"] == cid)
+        sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]), base_side, cand_side))
+    confirmed = cmp.judge_cells(sides_by_cell, result.threshold, result.alpha)
+    cmp.apply_confirmation(result, confirmed, how)
+    return result
