@@ -4,7 +4,7 @@
                                        [--confirm-repeats 12] [--screen-alpha 0.25]
 
 Synthetic runs from a noise model like this machine's, judged by the very functions bench compare
-runs (bootstrap CIs, Holm over the cells, the 5 % threshold):
+runs (bootstrap CIs, Holm over the cells' metrics, alpha 0.01, the 5 % threshold):
 - every query's latency: the cell's service time x lognormal(0.05), 0.5 % of queries 3x slower;
 - every process (a repeat, or a run of one): all its latencies x lognormal(run_sigma). Between
   processes here (dlrm-small, onnxruntime and openvino, b1 and b64, 6 processes each: see the
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=50)
     parser.add_argument("--repeats", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--run-sigma", type=float, default=0.03)
-    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--confirm-repeats", type=int, default=compare.CONFIRM_REPEATS)
     parser.add_argument("--screen-alpha", type=float, default=compare.SCREEN_ALPHA)
     parser.add_argument("--seed", type=int, default=2026)

@@ -284,14 +284,20 @@ def recommend(
 @click.argument("baseline", type=click.Path())
 @click.argument("candidate", type=click.Path())
 @click.option("--threshold", type=float, default=5.0, show_default=True, help="Least change that matters, percent.")
-@click.option("--alpha", type=float, default=0.05, show_default=True, help="Family-wise error rate (Holm).")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Chance of any false verdict over the cells compared (Holm).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "html"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare runs from different machines or runtime versions.")
 @click.option("--confirm", is_flag=True,
               help="Measure the cells that look slower again (baseline and candidate code, alternating) and let "
                    "that decide.")  # fmt: skip
-@click.option("--confirm-repeats", type=click.IntRange(min=2, max=100), default=12, show_default=True,
+@click.option("--confirm-repeats", type=click.IntRange(min=2, max=100), default=20, show_default=True,
               help="Processes per side when measuring again.")  # fmt: skip
 @click.option(
     "--screen-alpha",

@@ -7,7 +7,7 @@ bootstrap over the stored per-query latencies within each process, and the sprea
 independent processes, pooled over every cell of both runs where they measured repeats, else an
 assumed noise floor (``NOISE_FLOOR``).
 A cell is ``regressed`` (or ``improved``) when the change is significant after a Holm correction
-for the number of cells compared and its interval reaches ``threshold`` (a change that large is
+over every metric of every cell compared and its interval reaches ``threshold`` (a change that large is
 not ruled out); ``unchanged`` when it is smaller than the threshold (its interval inside it, or
 not significant with an estimate under it); ``inconclusive`` when the estimate is at least the
 threshold but not significant.
@@ -46,7 +46,7 @@ BOOTSTRAP = 400
 #: the screen's one-sided p-value below which a cell that looks slower is measured again
 SCREEN_ALPHA = 0.25
 #: processes per side when suspects are measured again
-CONFIRM_REPEATS = 12
+CONFIRM_REPEATS = 20
 
 #: between-process spread assumed when neither run has repeats to measure it (sd of the log):
 #: 3 % is a typical cell here (dlrm-small on onnxruntime and openvino measured 1-12 %)
@@ -357,7 +357,7 @@ def compare_runs(
     baseline: Path,
     candidate: Path,
     threshold: float = 0.05,
-    alpha: float = 0.05,
+    alpha: float = 0.01,
     allow_env_mismatch: bool = False,
     noise_floor: float = NOISE_FLOOR,
 ) -> Comparison:
@@ -396,10 +396,10 @@ def compare_runs(
 
 
 def _decide(cells: list[CellComparison], threshold: float, alpha: float) -> None:
-    for metric in METRICS:
-        changes = [c.metrics[metric] for c in cells if metric in c.metrics and c.metrics[metric].p_value is not None]
-        for change, adjusted in zip(changes, holm([c.p_value or 1.0 for c in changes]), strict=True):
-            change.p_adjusted = adjusted
+    # one family: every metric of every cell, so that alpha bounds the chance of any false verdict
+    changes = [m for c in cells for m in c.metrics.values() if m.p_value is not None]
+    for change, adjusted in zip(changes, holm([c.p_value or 1.0 for c in changes]), strict=True):
+        change.p_adjusted = adjusted
     for cell in cells:
         if cell.verdict == "regressed":  # measured before, not any more
             continue
@@ -608,6 +608,7 @@ def history(root: Path, scenario: str | None = None) -> list[dict[str, Any]]:
                 "run": path.name, "created_at": manifest.get("created_at"), "commit": (git.get("commit") or "")[:12],
                 "scenario": manifest["scenario"]["name"], "cell_id": rec["cell_id"], "label": rec["label"],
                 "throughput_sps": rec.get("throughput_sps"), "p99_ms": rec.get("p99_ms"),
+                "quick": bool((manifest.get("settings") or {}).get("quick")),
             })  # fmt: skip
     runs.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
     return runs

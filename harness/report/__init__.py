@@ -100,6 +100,16 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
         view["charts"] = charts(run, records)
         view["answers"] = answers(records)
         view["budgets"] = budget_rows(records)
+    for view in runs:
+        view["history"] = None
+    if len(opened) == 1:  # the scenario's earlier runs beside this one: its trends
+        runs[0]["history"] = _history(opened[0])
+        if runs[0]["history"]:
+            runs[0]["charts"] += runs[0]["history"]["charts"]
+    for view in runs:
+        for i, chart in enumerate(view["charts"]):
+            chart.setdefault("history", False)
+            chart["index"] = i
     comparison = machines(all_records) if len(opened) > 1 else []
     env = _environment()
     chartjs = _chartjs()
@@ -112,6 +122,27 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, html.encode())
     return target
+
+
+def _history(run: RunDir) -> dict[str, Any] | None:
+    """This run's scenario across the runs in the same results folder (quick runs apart from full
+    ones): trend charts and change points, or None when this is its only run."""
+    from harness.compare import history, history_changes
+    from harness.report.charts import trend_charts
+
+    manifest = run.manifest()
+    quick = bool(manifest["settings"].get("quick"))
+    rows = [r for r in history(run.path.parent, manifest["scenario"]["name"]) if r["quick"] == quick]
+    runs: list[dict[str, Any]] = []
+    for row in rows:
+        if not runs or runs[-1]["run"] != row["run"]:
+            runs.append({"run": row["run"], "commit": row["commit"]})
+    if len(runs) < 2:
+        return None
+    charts = trend_charts(rows, runs)
+    for chart in charts:
+        chart["history"] = True
+    return {"root": str(run.path.parent), "runs": runs, "changes": history_changes(rows), "charts": charts}
 
 
 def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]], changes: list[dict[str, Any]],

@@ -71,6 +71,11 @@ def test_one_run_and_three_merged_runs(tmp_path: Path) -> None:
     assert ids[:3] == ["throughput", "latency", "cdf"] and "cost" in ids and "pareto-latency" in ids
     assert "accuracy" not in ids and "load" not in ids  # no fidelity or server data: left out, not drawn empty
     assert "Hardware evaluation" not in html
+    # the scenario's other runs in the same results folder: its trends, the change points searched
+    assert "<h3>History</h3>" in html and "3 runs of this scenario" in html and "No change point" in html
+    assert {"trend-throughput_sps", "trend-p99_ms"} <= set(ids) and [c["index"] for c in charts[0]] == list(
+        range(len(ids))
+    )
     assert len(html) < 5_000_000
 
     merged = bench("report", *map(str, runs), "-o", str(tmp_path / "three.html"))
@@ -141,7 +146,7 @@ def _chromium() -> str:
 @pytest.mark.usefixtures("fake_plugin")
 def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
     browser = _chromium()
-    (run_dir,) = _runs(tmp_path, 1)
+    run_dir, _ = _runs(tmp_path, 2)  # two runs: the report also draws the history's trend charts
     report = tmp_path / "page.html"
     assert bench("report", str(run_dir), "-o", str(report)).returncode == 0
     offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
@@ -151,7 +156,7 @@ def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert dom.returncode == 0, dom.stderr[-2000:]
     canvases = re.findall(r"<canvas[^>]*>", dom.stdout)
-    assert len(canvases) >= 4
+    assert len(canvases) >= 6 and any("trend-p99_ms" in canvas for canvas in canvases)
     for canvas in canvases:
         assert 'data-drawn="1"' in canvas, f"a chart did not draw: {canvas}"
         assert not re.search(r'data-points="0"', canvas), canvas
