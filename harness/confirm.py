@@ -62,6 +62,14 @@ def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[
     git = (manifest.get("environment") or {}).get("git") or {}
     commit, dirty = git.get("commit"), bool(git.get("dirty"))
     here = environment.git_commit()
+    if not commit and not here.get("commit"):  # an installed package, not a git checkout
+        version = (manifest.get("environment") or {}).get("packages", {}).get("bench")
+        mine = environment.package_versions(("bench",))["bench"]
+        if version and version == mine:
+            yield Code(True, None, f"this installation (bench {mine}; no git commit to tell more)")
+        else:
+            yield Code(False, None, f"it ran bench {version}, this is bench {mine}, and neither is a git checkout")
+        return
     if commit and commit == here.get("commit") and dirty == bool(here.get("dirty")):
         note = " with uncommitted changes, taken to be the ones measured" if dirty else ""
         yield Code(True, None, f"this checkout (commit {commit[:12]}{note})")

@@ -212,6 +212,19 @@ def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
         assert not code.available and "uncommitted" in code.how
 
 
+def test_an_installed_bench_without_git_measures_its_own_version_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import confirm, environment
+
+    monkeypatch.setattr(environment, "git_commit", lambda path=None: {"commit": None, "dirty": None})
+    mine = environment.package_versions(("bench",))["bench"]
+    run = {"environment": {"git": {"commit": None}, "packages": {"bench": mine}}}
+    with confirm.code_of(run) as code:
+        assert code.available and code.path is None and "this installation" in code.how
+    run["environment"]["packages"]["bench"] = "0.0.0"
+    with confirm.code_of(run) as code:
+        assert not code.available and "bench 0.0.0" in code.how
+
+
 @pytest.mark.usefixtures("fake_plugin")
 def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]", service_ms=0.5, min_s=0.3, max_s=0.4)
