@@ -201,13 +201,45 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     help="HTML file to write (default reports/<run_id>.html).",
 )
 @click.option("--allow-mixed", is_flag=True, help="Merge runs of different scenarios (refused by default).")
-def report(run_dirs: tuple[str, ...], output: str | None, allow_mixed: bool) -> None:
+@click.option(
+    "--baseline",
+    "baseline_run",
+    type=click.Path(),
+    default=None,
+    help="Compare the run with this baseline run (bench compare's defaults) and show that first.",
+)
+@click.option(
+    "--comparison",
+    "comparison_json",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Show this comparison first: a file `bench compare --json-out` wrote (--confirm's outcome too).",
+)
+def report(
+    run_dirs: tuple[str, ...],
+    output: str | None,
+    allow_mixed: bool,
+    baseline_run: str | None,
+    comparison_json: str | None,
+) -> None:
     """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
+    from harness import compare as cmp
+    from harness.errors import UsageError
     from harness.report import render_run
 
     paths = [Path(p) for p in run_dirs]
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
-    click.echo(render_run(paths, target, allow_mixed=allow_mixed))
+    section = ""
+    if baseline_run:
+        section = cmp.render_html(cmp.compare_runs(Path(baseline_run), paths[0]))
+    elif comparison_json:
+        try:
+            section = cmp.render_html(cmp.comparison_from_dict(json.loads(Path(comparison_json).read_text())))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"{comparison_json}: not a comparison written by bench compare --json-out ({exc})"
+            ) from exc
+    click.echo(render_run(paths, target, allow_mixed=allow_mixed, comparison_html=section))
 
 
 @cli.command()
@@ -293,6 +325,8 @@ def recommend(
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "html"]), default="text", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the comparison as JSON here (for `bench report --comparison`).")  # fmt: skip
 @click.option("--allow-env-mismatch", is_flag=True, help="Compare runs from different machines or runtime versions.")
 @click.option("--confirm", is_flag=True,
               help="Measure the cells that look slower again (baseline and candidate code, alternating) and let "
@@ -321,6 +355,7 @@ def compare(
     alpha: float,
     fmt: str,
     output: str | None,
+    json_out: str | None,
     allow_env_mismatch: bool,
     confirm: bool,
     confirm_repeats: int,
@@ -348,9 +383,11 @@ def compare(
         )  # fmt: skip
         click.echo(cmp.confirmation_line(result.confirmation or {}), err=True)
     text = cmp.render(result, fmt)
-    if output:
-        from harness.verdicts import write
+    from harness.verdicts import write
 
+    if json_out:
+        write(json_out, cmp.render(result, "json"))
+    if output:
         write(output, text)
     else:
         click.echo(text, nl=False)

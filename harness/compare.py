@@ -548,6 +548,19 @@ def render_html(result: Comparison) -> str:
                            again=_again, confirmed=confirmed)  # fmt: skip
 
 
+def comparison_from_dict(data: dict[str, Any]) -> Comparison:
+    """A comparison as ``bench compare --format json`` wrote it (to draw it in a report later)."""
+    cells = []
+    for c in data["cells"]:
+        cell = CellComparison(c["cell_id"], c["label"], verdict=c["verdict"], screen_verdict=c.get("screen_verdict"))
+        cell.metrics = {k: MetricChange(**v) for k, v in c["metrics"].items()}
+        cells.append(cell)
+    return Comparison(
+        data["baseline"], data["candidate"], data["threshold"], data["alpha"], cells, data["only_baseline"],
+        data["only_candidate"], data["env_differences"], data.get("confirmation"),
+    )  # fmt: skip
+
+
 def render(result: Comparison, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(result.as_dict(), indent=2, default=str) + "\n"

@@ -75,11 +75,11 @@ def _chartjs() -> str:
     return (Path(__file__).parent / "static" / "chart.umd.min.js").read_text()
 
 
-def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = False) -> Path:
+def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = False, comparison_html: str = "") -> Path:
     """Render one or several run folders into ``target`` (written atomically); return its path.
 
     Several runs are one scenario measured on several machines; runs of different scenarios are
-    refused unless ``allow_mixed``."""
+    refused unless ``allow_mixed``. ``comparison_html``: a ``bench compare`` section to show first."""
     from harness.errors import UsageError
     from harness.report.charts import answers, budget_rows, charts, machines
 
@@ -116,6 +116,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     html = env.get_template("run.html.j2").render(
         runs=runs,
         machines=comparison,
+        comparison=comparison_html,
         chartjs=chartjs,
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )

@@ -76,8 +76,17 @@ def test_compare_flags_a_slowed_cell_and_leaves_the_rest(tmp_path: Path) -> None
     assert p50["p_adjusted"] < 0.05 and p50["worse"] is True
     md = bench("compare", str(base), str(cand), "--format", "md", "-o", str(tmp_path / "c.md"))
     assert md.returncode == 1 and "**regression**" in (tmp_path / "c.md").read_text()
-    html = bench("compare", str(base), str(cand), "--format", "html")
+    html = bench("compare", str(base), str(cand), "--format", "html", "--json-out", str(tmp_path / "c.json"))
     assert '<section class="compare">' in html.stdout and "regressed" in html.stdout
+    # the comparison as a section of the candidate's report: from the JSON written, or compared there
+    for how in (("--comparison", str(tmp_path / "c.json")), ("--baseline", str(base))):
+        page = tmp_path / f"report{how[0]}.html"
+        assert bench("report", str(cand), *how, "-o", str(page)).returncode == 0
+        section = page.read_text().split('<section class="compare">')[1].split("</section>")[0]
+        assert "1 regressed, 2 unchanged" in section and "+20.0%" in section
+    (tmp_path / "bad.json").write_text('{"cells": 3}')
+    bad = bench("report", str(cand), "--comparison", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.html"))
+    assert bad.returncode == 2 and "not a comparison" in bad.stderr and "Traceback" not in bad.stderr
     faster = _slowed(base, tmp_path / "fast", 1 / 1.2)
     assert bench("compare", str(base), str(faster)).returncode == 0
     assert "3 improved" in bench("compare", str(base), str(faster)).stdout
