@@ -156,7 +156,7 @@ def confirm(
             f"the baseline's stored processes (it could not be measured again: {base_code.how}); "
             f"candidate: {cand_code.how}"
         )
-    stored = {cid: recs for cid, recs in cmp.records_by_cell(base_run).items() if cid in ids}
+    stored = cmp.records_by_cell(base_run)
     sides_by_cell = []
     for cid in ids:
         cand_side = cmp.side_of_runs(runs["candidate"], cid)
@@ -164,7 +164,7 @@ def confirm(
             base_side = cmp.side_of_runs(runs["baseline"], cid)
         else:
             base_side = cmp.side_of(base_run, [r for r in stored.get(cid, []) if r.get("status") == "ok"])
-        first = next(r for run in runs["candidate"] for r in run.records() if r["cell_id"] == cid)
+        first = stored[cid][0]  # every suspect was measured in the baseline
         sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]), base_side, cand_side))
     confirmed = cmp.judge_cells(sides_by_cell, result.threshold, result.alpha)
     cmp.apply_confirmation(result, confirmed, how)
