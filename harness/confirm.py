@@ -1,17 +1,17 @@
 """``bench compare --confirm``: measure the cells that look slower again before failing.
 
 The sweep's comparison is only a screen (:func:`harness.compare.suspects`). The suspects are
-measured again on this machine, in alternating rounds (baseline, candidate, candidate, baseline,
-...) so that a machine getting slower or faster during the re-measurement weighs on both sides
-alike: the candidate with the candidate's code, the baseline with the baseline's code, found from
-the commit its manifest recorded (this checkout when it is that commit, else a temporary git
-worktree of it) or given with ``--baseline-code``. Only the re-measurement, Holm-corrected over the
-suspects, decides; where the baseline's code cannot be had, its stored processes stand in.
+measured again on this machine, one process at a time with the sides alternating (baseline,
+candidate, candidate, baseline, ...), so that a machine getting slower or faster during the
+re-measurement weighs on both sides alike: the candidate with the candidate's code, the baseline
+with the baseline's code, found from the commit its manifest recorded (this checkout when it is
+that commit, else a temporary git worktree of it) or given with ``--baseline-code``. Only the
+re-measurement, Holm-corrected over the suspects, decides; where the baseline's code cannot be
+had, its stored processes stand in.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import tempfile
@@ -24,10 +24,9 @@ from typing import Any
 from harness import compare as cmp
 from harness import environment
 from harness.errors import UsageError
+from harness.pluginmanager import explicit_plugins
 from harness.store import RunDir
 
-#: processes of one side per round; rounds alternate sides
-PER_ROUND = 2
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -97,10 +96,10 @@ def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[
     yield Code(False, None, why)
 
 
-def _scenario_for_rounds(scenario: Any) -> Any:
-    """The stored scenario with PER_ROUND repeats and no fidelity check: only speed is measured again."""
+def _scenario_for_remeasure(scenario: Any, repeats: int) -> Any:
+    """The stored scenario with ``repeats`` repeats and no fidelity check: only speed is measured again."""
     return scenario.model_copy(update={
-        "measurement": scenario.measurement.model_copy(update={"repeats": PER_ROUND}),
+        "measurement": scenario.measurement.model_copy(update={"repeats": repeats}),
         "fidelity": scenario.fidelity.model_copy(update={"samples": 0}),
     })  # fmt: skip
 
@@ -132,22 +131,36 @@ def confirm(
             "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
             + " (run the comparison where the candidate ran, or pass --allow-env-mismatch)"
         )  # fmt: skip
-    scenario = _scenario_for_rounds(runner.stored_scenario(cand_run))
+    scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run), repeats)
     out_root = cand_run.path.parent / ".confirm"
-    rounds = math.ceil(repeats / PER_ROUND)
     with code_of(cand_run.manifest()) as cand_code, code_of(base_run.manifest(), baseline_code) as base_code:
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
-        runs: dict[str, list[RunDir]] = {name: [] for name, _ in sides}
-        for r in range(rounds):
-            for name, code in sides if r % 2 else sides[::-1]:  # baseline first, then candidate, candidate, ...
-                options = runner.RunOptions(
-                    out_root=out_root / name, plugins=plugins, cell_ids=set(ids), code_path=code.path,
-                    command=f"bench compare --confirm (round {r + 1} of {rounds}, {name})",
-                )  # fmt: skip
-                runs[name].append(runner.run_scenario(scenario, options, reporter))
-    how["runs"] = [str(run.path) for name in runs for run in runs[name]]
+        regs = runner.registries(explicit_plugins(plugins), autoload=None)
+        cells = runner.select_cells(scenario, runner.RunOptions(cell_ids=set(ids)))
+        planned = [p for p in runner.plan(cells, regs) if p.skip_reason is None]
+        runs: dict[str, tuple[RunDir, dict[str, Any]]] = {}
+        for name, code in sides:
+            options = runner.RunOptions(
+                out_root=out_root / name, plugins=plugins, cell_ids=set(ids), code_path=code.path,
+                command=f"bench compare --confirm {baseline} {candidate} ({name})",
+            )  # fmt: skip
+            run = runner.create_run(scenario, options)
+            runs[name] = (run, run.manifest())
+        reporter = reporter or runner.SilentReporter()
+        reporter.start(runs["candidate"][0], repeats * len(planned) * len(sides))
+        # process by process, the sides alternating (baseline, candidate, candidate, baseline, ...):
+        # a machine that drifts, or changes pace for minutes, weighs on both alike
+        for repeat in range(repeats):
+            for i, p in enumerate(planned):
+                order = sides if (repeat + i) % 2 else sides[::-1]
+                for name, _ in order:
+                    run, manifest = runs[name]
+                    runner.measure_one(run, p, repeat, manifest, reporter)
+        for run, _ in runs.values():
+            runner.finish(run, runner.SilentReporter())
+    how["runs"] = [str(run.path) for run, _ in runs.values()]
     if base_code.available:
         how["baseline"] = f"baseline: {base_code.how}; candidate: {cand_code.how}"
     else:
@@ -159,9 +172,9 @@ def confirm(
     stored = cmp.records_by_cell(base_run)
     sides_by_cell = []
     for cid in ids:
-        cand_side = cmp.side_of_runs(runs["candidate"], cid)
+        cand_side = cmp.side_of_runs([runs["candidate"][0]], cid)
         if base_code.available:
-            base_side = cmp.side_of_runs(runs["baseline"], cid)
+            base_side = cmp.side_of_runs([runs["baseline"][0]], cid)
         else:
             base_side = cmp.side_of(base_run, [r for r in stored.get(cid, []) if r.get("status") == "ok"])
         first = stored[cid][0]  # every suspect was measured in the baseline

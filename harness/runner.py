@@ -391,17 +391,29 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
         manifest = _reference(run, scenario, manifest, reporter)
     reporter.start(run, len(todo))
     for p, repeat in todo:
-        started = time.time()
-        reporter.cell_started(p.cell, repeat)
-        if p.skip_reason is not None:
-            result: dict[str, Any] = {"status": "skipped", "reason": p.skip_reason}
-        else:
-            result = _measure(run, p.cell, repeat, manifest, reporter)
-        record = _record(p.cell, repeat, started, result)
-        record.update(judge(record, manifest))
-        run.append(record)
-        reporter.cell_finished(p.cell, record)
+        measure_one(run, p, repeat, manifest, reporter)
+    return finish(run, reporter)
 
+
+def measure_one(
+    run: RunDir, p: PlannedCell, repeat: int, manifest: dict[str, Any], reporter: Reporter
+) -> dict[str, Any]:
+    """Measure one repeat of one planned cell (or record its skip) and append it to the journal."""
+    started = time.time()
+    reporter.cell_started(p.cell, repeat)
+    if p.skip_reason is not None:
+        result: dict[str, Any] = {"status": "skipped", "reason": p.skip_reason}
+    else:
+        result = _measure(run, p.cell, repeat, manifest, reporter)
+    record = _record(p.cell, repeat, started, result)
+    record.update(judge(record, manifest))
+    run.append(record)
+    reporter.cell_finished(p.cell, record)
+    return record
+
+
+def finish(run: RunDir, reporter: Reporter) -> list[dict[str, Any]]:
+    """Write a run's tables and mark it finished; return its records."""
     records = list(run.records())
     run.write_tables()
     run.update_manifest(finished_at=time.time())

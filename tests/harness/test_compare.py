@@ -252,11 +252,15 @@ def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: 
     assert how["held"] == 0 and how["repeats"] == 4 and "this checkout" in how["baseline"]
     (cell,) = [c for c in result["cells"] if c["screen_verdict"] == "regressed"]
     assert cell["verdict"] != "regressed" and abs(cell["metrics"]["p50"]["change"]) < 0.2
-    for side in ("baseline", "candidate"):  # two rounds of two processes a side, only the suspects
-        runs = run_dirs(tmp_path / "c" / ".confirm" / side)
-        assert len(runs) == 2
-        assert {r["cell_id"] for run in runs for r in journal(run)} <= {c["cell_id"] for c in result["cells"]}
-        assert all(len(journal(run)) == 2 * how["suspects"] for run in runs)
+    started = []
+    for side in ("baseline", "candidate"):  # four processes a side of each suspect, and nothing else
+        (run,) = run_dirs(tmp_path / "c" / ".confirm" / side)
+        records = journal(run)
+        assert len(records) == 4 * how["suspects"] and sorted({r["repeat"] for r in records}) == [0, 1, 2, 3]
+        assert {r["cell_id"] for r in records} <= {c["cell_id"] for c in result["cells"]}
+        started += [(r["started_at"], side) for r in records if r["cell_id"] == cell["cell_id"]]
+    order = [side for _, side in sorted(started)]  # the sides alternate, process by process
+    assert all(sorted(order[k : k + 2]) == ["baseline", "candidate"] for k in (0, 2, 4, 6)) and order[0] != order[2]
 
     elsewhere = tmp_path / "c" / "elsewhere"
     shutil.copytree(cand, elsewhere)
