@@ -4,8 +4,9 @@ Cells are matched by configuration identity (the cell id). Per matched cell and 
 (throughput, p50, p99) the relative change of the level over the run's processes (their mean, a
 disturbed process left out) comes with a confidence interval whose variance adds two parts: a
 bootstrap over the stored per-query latencies within each process, and the spread between
-independent processes, pooled over every cell of both runs where they measured repeats, else an
-assumed noise floor (``NOISE_FLOOR``).
+independent processes: the cell's own where the runs measured repeats (:func:`cell_spread`),
+shrunk towards the spread pooled robustly over every cell of both runs, itself shrunk towards an
+assumed noise floor (``NOISE_FLOOR``), which stands alone for runs of one process per cell.
 A cell is ``regressed`` (or ``improved``) when the change is significant after a Holm correction
 over every metric of every cell compared and its interval reaches ``threshold`` (a change that large is
 not ruled out); ``unchanged`` when it is smaller than the threshold (its interval inside it, or
@@ -234,6 +235,20 @@ def pooled_run_sigma(groups: list[list[float]], prior: float | None = None) -> f
     return math.sqrt((n * estimate**2 + PRIOR_WEIGHT * prior**2) / (n + PRIOR_WEIGHT))
 
 
+def cell_spread(base: list[float], cand: list[float], pooled: float) -> float:
+    """One cell's spread between processes (sd of the log): the sample sd of both sides' processes
+    around their side's mean, shrunk towards the sweep's ``pooled`` spread with the weight of
+    ``PRIOR_WEIGHT`` degrees of freedom. A cell whose processes land far apart (on a shared machine
+    some cells switch between a fast and a slow pace from one process to the next) gets the wide
+    interval it needs; with one process a side there is nothing to measure and ``pooled`` stands."""
+    sides = [np.log(np.asarray(v, dtype=np.float64)) for v in (base, cand) if len(v) > 1]
+    df = sum(x.size - 1 for x in sides)
+    if not df:
+        return pooled
+    ss = sum(float(((x - x.mean()) ** 2).sum()) for x in sides)
+    return math.sqrt((ss + PRIOR_WEIGHT * pooled**2) / (df + PRIOR_WEIGHT))
+
+
 def _level(values: list[float], spread: float) -> tuple[float, int]:
     """A run's level of a metric over its processes, and how many processes it rests on: the
     geometric mean of the processes within 3 spreads of their median (one disturbed by a neighbour
@@ -241,7 +256,7 @@ def _level(values: list[float], spread: float) -> tuple[float, int]:
     logs = np.log(np.asarray(values, dtype=np.float64))
     if logs.size >= 3 and spread > 0:
         kept = logs[np.abs(logs - np.median(logs)) <= 3 * spread]
-        logs = kept if kept.size else logs
+        logs = kept if kept.size > logs.size / 2 else logs  # only a minority is ever left out
     return float(np.exp(logs.mean())), int(logs.size)
 
 
@@ -333,9 +348,9 @@ def judge_cells(
             b_vals, c_vals = base.values[metric], cand.values[metric]
             if not b_vals or not c_vals:
                 continue
-            spread = sigma[metric] or noise_floor
-            (bv, nb), (cv, nc) = _level(b_vals, spread), _level(c_vals, spread)
-            variance = spread**2 * (1 / nb + 1 / nc)
+            pooled = sigma[metric] or noise_floor
+            (bv, nb), (cv, nc) = _level(b_vals, pooled), _level(c_vals, pooled)
+            variance = cell_spread(b_vals, c_vals, pooled) ** 2 * (1 / nb + 1 / nc)
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
                 seed = zlib.crc32(f"{cid}:{metric}".encode())  # the same numbers every time it is run
                 variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, seed, processes=False)

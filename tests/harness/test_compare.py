@@ -204,6 +204,24 @@ def test_suspects_are_what_looks_slower_and_only_the_remeasurement_decides() -> 
     assert "1 regression(s) held" in compare.render_markdown(result)
 
 
+def test_a_cell_whose_processes_scatter_gets_the_wide_interval_it_needs() -> None:
+    def side(throughputs: list[float]) -> compare.Side:
+        return compare.Side([], {"throughput": throughputs, "p50": [1e3 / t for t in throughputs], "p99": []})
+
+    steady = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2]
+    # two paces, as a shared machine gives: the candidate happened to draw more slow processes
+    base_pace, cand_pace = [100.0, 98.0, 102.0, 70.0, 101.0, 99.0], [72.0, 100.0, 69.0, 101.0, 71.0, 99.0]
+    cells = [(f"s{i}", f"steady {i}", 1, side(steady), side([v * 0.999 for v in steady])) for i in range(20)]
+    cells += [("paces", "two paces", 1, side(base_pace), side(cand_pace)),
+              ("slower", "steady, 10 % slower", 1, side(steady), side([v / 1.1 for v in steady]))]  # fmt: skip
+    verdicts = {c.cell_id: c for c in compare.judge_cells(cells, threshold=0.05, alpha=0.01)}
+    assert verdicts["slower"].verdict == "regressed"
+    paces = verdicts["paces"].metrics["throughput"]
+    assert verdicts["paces"].verdict != "regressed" and paces.ci_high - paces.ci_low > 0.2, paces
+    assert compare.cell_spread([1.0], [1.0], 0.03) == 0.03  # one process a side: nothing to measure
+    assert compare.cell_spread(base_pace, cand_pace, 0.01) > 0.1
+
+
 def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
     from harness import confirm
 
