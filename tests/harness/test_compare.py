@@ -318,3 +318,13 @@ def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None
     assert fast and max(fast) < 0.8, "the baseline side ran the copy's faster fake backend"
     bad = bench("compare", str(base), str(cand), "--confirm", "--baseline-code", str(tmp_path))
     assert bad.returncode == 2 and "not a bench checkout" in bad.stderr
+
+
+def test_every_field_of_the_json_is_documented() -> None:
+    cell = _cell(0.1, 0.05, 0.15, 0.001)
+    result = compare.Comparison("a", "b", 0.05, 0.01, [cell], [], [], [], {"repeats": 20})
+    data = json.loads(compare.render(result, "json"))
+    keys = set(data) | set(data["cells"][0]) | set(data["cells"][0]["metrics"]["p50"])
+    doc = (Path(compare.__file__).parents[1] / "docs" / "compare.md").read_text()
+    assert [k for k in sorted(keys) if f"`{k}`" not in doc and f"`.{k}`" not in doc and f".{k}`" not in doc] == []
+    assert compare.render_html(compare.comparison_from_dict(data)) == compare.render_html(result)
