@@ -94,6 +94,8 @@ def _registries(ctx: click.Context):  # -> Registries
     help="Reuse compiled kernels and converted models from OUT/.cache across runs; "
     "--no-cache compiles every cell from scratch inside the run folder.",
 )
+@click.option("--repeats", type=click.IntRange(1, 100), default=None,
+              help="Processes per cell, overriding the scenario's measurement.repeats (nightly: 3).")  # fmt: skip
 @click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True)
 @click.option("--json", "json_output", is_flag=True, help="Print the run's summary as JSON on stdout.")
 @click.option("--fail-on-budget", is_flag=True, help="Exit 1 when a cell breaks one of the scenario's budgets.")
@@ -113,6 +115,7 @@ def run(
     quick: bool,
     make_report: bool,
     cache: bool,
+    repeats: int | None,
     reports_dir: str,
     json_output: bool,
     fail_on_budget: bool,
@@ -135,13 +138,18 @@ def run(
     )
     reporter = make_reporter(json_output)
     if resume_dir:
-        if scenario or backends or batch_sizes or precisions or quick:
+        if scenario or backends or batch_sizes or precisions or quick or repeats:
             raise UsageError("--resume takes the scenario and filters stored in the run folder; give no others")
         run_dir, _ = runner.resume(Path(resume_dir), options, reporter)
     else:
         if not scenario:
             raise UsageError("give a SCENARIO file, or --resume RUN_DIR")
-        run_dir = runner.run_scenario(_load(scenario), options, reporter)
+        loaded = _load(scenario)
+        if repeats is not None:  # recorded in the manifest's settings
+            loaded = loaded.model_copy(
+                update={"measurement": loaded.measurement.model_copy(update={"repeats": repeats})}
+            )
+        run_dir = runner.run_scenario(loaded, options, reporter)
     records = list(run_dir.records())
     report_path = None
     if make_report:

@@ -328,3 +328,15 @@ def test_every_field_of_the_json_is_documented() -> None:
     doc = (Path(compare.__file__).parents[1] / "docs" / "compare.md").read_text()
     assert [k for k in sorted(keys) if f"`{k}`" not in doc and f"`.{k}`" not in doc and f".{k}`" not in doc] == []
     assert compare.render_html(compare.comparison_from_dict(data)) == compare.render_html(result)
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_run_repeats_override_the_scenario_for_a_nightly_gate(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path)
+    done = bench("run", str(scenario), "--repeats", "2", "--out", str(tmp_path / "r"), "--no-report")
+    assert done.returncode == 0, done.stderr
+    (run,) = run_dirs(tmp_path / "r")
+    assert sorted(r["repeat"] for r in journal(run)) == [0, 1]
+    assert json.loads((run / "manifest.json").read_text())["settings"]["repeats"] == 2
+    bad = bench("run", str(scenario), "--repeats", "0", "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "--repeats" in bad.stderr
