@@ -123,11 +123,14 @@ class Comparison:
 # --------------------------------------------------------------------------------------------
 
 
+#: the quantile of each latency metric
+QUANTILE = {"p50": 0.5, "p99": 0.99}
+
+
 def _stat(metric: str, latencies_ms: np.ndarray, batch: int) -> float:
     if metric == "throughput":  # closed loop: samples per second of busy time
         return batch * 1000.0 / float(latencies_ms.mean())
-    q = 0.5 if metric == "p50" else 0.99
-    return float(np.quantile(latencies_ms, q, method="inverted_cdf"))
+    return float(np.quantile(latencies_ms, QUANTILE[metric], method="inverted_cdf"))
 
 
 def _boot(
@@ -158,7 +161,7 @@ def _boot(
             out[lo : lo + rows] = batch * 1000.0 / (np.where(valid, picks, 0.0).sum(axis=(1, 2)) / count)
             continue
         flat = np.where(valid, picks, np.inf).reshape(rows, -1)
-        ranks = np.maximum(0, np.ceil((0.5 if metric == "p50" else 0.99) * count).astype(np.int64) - 1)
+        ranks = np.maximum(0, np.ceil(QUANTILE[metric] * count).astype(np.int64) - 1)  # inverted_cdf's rank
         if (ranks == ranks[0]).all():  # every replicate as long: one partial sort
             flat.partition(int(ranks[0]), axis=1)
         else:
@@ -174,7 +177,7 @@ def bootstrap_log_variance(
     queries within the processes (and over the processes where a run has several, unless not
     ``processes``). With a single process it cannot see the spread independent processes add (the
     same code in another process lands a few percent away on this kind of machine):
-    :func:`judge_cells` adds that, pooled over the sweep, and so bootstraps within processes only."""
+    :func:`judge_cells` adds that (:func:`cell_spread`), and so bootstraps within processes only."""
     rng = np.random.default_rng(seed)
     ratios = _boot(cand, metric, batch, rng, BOOTSTRAP, processes) / _boot(
         base, metric, batch, rng, BOOTSTRAP, processes
@@ -319,6 +322,11 @@ class Side:
     values: dict[str, list[float]]
 
 
+def ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that measured (a failed or skipped process has no numbers to compare)."""
+    return [r for r in records if r.get("status") == "ok"]
+
+
 def side_of(run: RunDir, records: list[dict[str, Any]]) -> Side | None:
     if not records:
         return None
@@ -332,7 +340,8 @@ def judge_cells(
     alpha: float,
     noise_floor: float = NOISE_FLOOR,
 ) -> list[CellComparison]:
-    """Compare each (id, label, batch, baseline side, candidate side) and decide, Holm over the cells."""
+    """Compare each (id, label, batch, baseline side, candidate side) and decide, Holm over every
+    metric of every cell."""
     sigma = {
         metric: pooled_run_sigma([side.values[metric] for *_, b, c in cells for side in (b, c) if side], noise_floor)
         for metric in METRICS
@@ -398,8 +407,7 @@ def compare_runs(
         raise UsageError(f"{baseline} and {candidate} have no cell in common: nothing to compare")
     sides: list[tuple[str, str, int, Side | None, Side | None]] = []
     for cid in common:
-        b_recs = [r for r in base_cells[cid] if r.get("status") == "ok"]
-        c_recs = [r for r in cand_cells[cid] if r.get("status") == "ok"]
+        b_recs, c_recs = ok(base_cells[cid]), ok(cand_cells[cid])
         label = (c_recs or cand_cells[cid])[0]["label"]
         batch = int((c_recs or cand_cells[cid])[0]["config"]["batch_size"])
         sides.append((cid, label, batch, side_of(base_run, b_recs), side_of(cand_run, c_recs)))
@@ -467,19 +475,6 @@ def apply_confirmation(result: Comparison, confirmed: list[CellComparison], how:
             again.label, again.screen_verdict = cell.label, cell.verdict
             result.cells[i] = again
     result.confirmation = {**how, "suspects": len(by_id), "held": sum(c.verdict == "regressed" for c in confirmed)}
-
-
-def side_of_runs(runs: list[RunDir], cell_id: str) -> Side | None:
-    """One side of a cell gathered over several run folders (the rounds of a re-measurement)."""
-    latencies: list[np.ndarray] = []
-    values: dict[str, list[float]] = {m: [] for m in METRICS}
-    for run in runs:
-        side = side_of(run, [r for r in run.records() if r["cell_id"] == cell_id and r.get("status") == "ok"])
-        if side is not None:
-            latencies += side.latencies
-            for m in METRICS:
-                values[m] += side.values[m]
-    return Side(latencies, values) if values["throughput"] else None
 
 
 # --------------------------------------------------------------------------------------------

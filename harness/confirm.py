@@ -158,27 +158,24 @@ def confirm(
                 for name, _ in order:
                     run, manifest = runs[name]
                     runner.measure_one(run, p, repeat, manifest, reporter)
-        for run, _ in runs.values():
-            runner.finish(run, runner.SilentReporter())
+        for name, (run, _) in runs.items():  # the progress shown ends with the candidate's run
+            runner.finish(run, reporter if name == "candidate" else runner.SilentReporter())
     how["runs"] = [str(run.path) for run, _ in runs.values()]
     if base_code.available:
         how["baseline"] = f"baseline: {base_code.how}; candidate: {cand_code.how}"
     else:
-        how["repeats_baseline"] = "stored"
         how["baseline"] = (
             f"the baseline's stored processes (it could not be measured again: {base_code.how}); "
             f"candidate: {cand_code.how}"
         )
     stored = cmp.records_by_cell(base_run)
+    again = {name: (run, cmp.records_by_cell(run)) for name, (run, _) in runs.items()}  # each journal read once
     sides_by_cell = []
     for cid in ids:
-        cand_side = cmp.side_of_runs([runs["candidate"][0]], cid)
-        if base_code.available:
-            base_side = cmp.side_of_runs([runs["baseline"][0]], cid)
-        else:
-            base_side = cmp.side_of(base_run, [r for r in stored.get(cid, []) if r.get("status") == "ok"])
+        side = {name: cmp.side_of(run, cmp.ok(recs.get(cid, []))) for name, (run, recs) in again.items()}
+        base_side = side["baseline"] if base_code.available else cmp.side_of(base_run, cmp.ok(stored.get(cid, [])))
         first = stored[cid][0]  # every suspect was measured in the baseline
-        sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]), base_side, cand_side))
+        sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]), base_side, side["candidate"]))
     confirmed = cmp.judge_cells(sides_by_cell, result.threshold, result.alpha)
     cmp.apply_confirmation(result, confirmed, how)
     return result
