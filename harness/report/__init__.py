@@ -125,6 +125,15 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     return target
 
 
+def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of a history (its rows come run by run, oldest first), with their commits."""
+    runs: list[dict[str, Any]] = []
+    for row in rows:
+        if not runs or runs[-1]["run"] != row["run"]:
+            runs.append({"run": row["run"], "commit": row["commit"]})
+    return runs
+
+
 def _history(run: RunDir) -> dict[str, Any] | None:
     """This run's scenario across the runs in the same results folder (quick runs apart from full
     ones): trend charts and change points, or None when this is its only run."""
@@ -134,10 +143,7 @@ def _history(run: RunDir) -> dict[str, Any] | None:
     manifest = run.manifest()
     quick = bool(manifest["settings"].get("quick"))
     rows = [r for r in history(run.path.parent, manifest["scenario"]["name"]) if r["quick"] == quick]
-    runs: list[dict[str, Any]] = []
-    for row in rows:
-        if not runs or runs[-1]["run"] != row["run"]:
-            runs.append({"run": row["run"], "commit": row["commit"]})
+    runs = _runs_of(rows)
     if len(runs) < 2:
         return None
     charts = trend_charts(rows, runs)
@@ -151,10 +157,7 @@ def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]],
     """The trend of every cell's throughput and p99 across runs, with the change points found."""
     from harness.report.charts import trend_charts
 
-    runs: list[dict[str, Any]] = []
-    for row in rows:
-        if not runs or runs[-1]["run"] != row["run"]:
-            runs.append({"run": row["run"], "commit": row["commit"]})
+    runs = _runs_of(rows)
     env = _environment()
     chartjs = _chartjs()
     html = env.get_template("history.html.j2").render(
