@@ -25,6 +25,18 @@ class StoreError(BenchError):
     """A run folder that is missing, corrupt, or of an unknown schema version."""
 
 
+class RunLocked(StoreError):
+    """Another process is writing the run folder (a run or a resume of it is under way)."""
+
+
+class DiskFull(StoreError):
+    """The disk filled up during a run: no cell was started after it, the journal is intact."""
+
+
+class OutputError(BenchError):
+    """A file the user asked for (a report, JUnit, Markdown, a comparison) cannot be written there."""
+
+
 class AllCellsFailed(BenchError):
     """The run finished but no cell produced a measurement."""
 

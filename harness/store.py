@@ -3,6 +3,7 @@
 Layout of ``<root>/<run_id>/``::
 
     manifest.json       schema version, scenario as given and its hash, environment, settings
+    .lock               held (flock) by the one process writing the run; names it, for the others
     journal.jsonl       one fsync'ed JSON line per finished cell attempt: the source of truth
     results.parquet     one row per cell and repeat (rebuilt from the journal, written atomically)
     latencies.parquet   raw per-query latencies of every ok cell (written atomically)
@@ -12,16 +13,22 @@ Layout of ``<root>/<run_id>/``::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import secrets
+import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import StoreError
+from harness import manifest as manifest_shape
+from harness.errors import RunLocked, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,6 +38,14 @@ MANIFEST = "manifest.json"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.parquet"
 LATENCIES = "latencies.parquet"
+LOCK = ".lock"
+#: room kept in the run folder so the cell in flight can still be journaled when the disk fills up
+RESERVE = ".reserve"
+RESERVE_BYTES = 4 << 20
+#: how long a writer waits for the lock: a reader probing it holds it for microseconds
+LOCK_WAIT_S = 2.0
+#: statuses that end a cell's attempt; a journal line with one of them is a recorded cell
+FINAL_STATUSES = ("ok", "skipped", "failed", "crashed", "oom", "timeout")
 
 
 def new_run_id(scenario_name: str) -> str:
@@ -49,15 +64,95 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, rename: a reader sees the old file or the new, never half."""
+    """Write to a temporary name, fsync, rename: a reader sees the old file or the new, never half.
+    A failed write (a full disk) leaves the old file and no temporary behind."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
+
+
+@dataclass
+class WriterLock:
+    """The exclusive flock a run's one writer holds on ``<run>/.lock``. The kernel drops it when
+    the process dies, however it dies, so a killed run never leaves a stale lock."""
+
+    fd: int
+    path: Path
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = -1
+        _HELD.pop(self.path, None)
+
+
+#: the run folders this process writes (by resolved path), so its own readers do not see "in progress"
+_HELD: dict[Path, WriterLock] = {}
+
+
+def _holder_text(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    host = f" on {holder['host']}" if holder.get("host") and holder["host"] != socket.gethostname() else ""
+    command = f" ({holder['command']})" if holder.get("command") else ""
+    return f"process {holder.get('pid')}{host}{command}, since {since}"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a reader should know about a run folder before trusting it as complete."""
+
+    #: (cell, repeat) pairs the run planned; None for runs made before bench recorded it
+    planned: int | None
+    #: (cell, repeat) pairs with a final journal line
+    recorded: int
+    #: the process writing the run now (pid, command, since), or None
+    writer: dict[str, Any] | None
+    finished: bool
+    #: an unterminated last journal line (a process killed while writing it) was left out
+    dropped_tail: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.writer is None and self.finished and (self.planned is None or self.recorded >= self.planned)
+
+    def notes(self, path: Path) -> list[str]:
+        """One sentence per thing a reader must be told; empty for a complete, clean run."""
+        of = f"{self.recorded} of {self.planned}" if self.planned is not None else f"{self.recorded}"
+        notes = []
+        if self.writer is not None:
+            notes.append(f"run in progress ({_holder_text(self.writer)}): {of} planned cells measured so far")
+        elif not self.complete:
+            notes.append(f"run incomplete: {of} planned cells measured; finish it with: bench run --resume {path}")
+        if self.dropped_tail:
+            notes.append("a torn last journal line (a cell killed while it was being written) was left out")
+        return notes
 
 
 @dataclass(frozen=True)
@@ -76,7 +171,8 @@ class RunDir:
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, run_id: str, manifest: dict[str, Any]) -> RunDir:
+    def create(cls, root: Path, run_id: str, manifest: dict[str, Any], command: str = "") -> RunDir:
+        """A new run folder, its writer's lock held by this process (:meth:`release` it)."""
         path = Path(root) / run_id
         try:
             path.mkdir(parents=True, exist_ok=False)
@@ -85,6 +181,7 @@ class RunDir:
         except OSError as exc:
             raise StoreError(f"cannot create run folder {path}: {exc.strerror}") from exc
         run = cls(path)
+        run.acquire(command)
         write_atomic(run.manifest_path, json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2).encode())
         run.journal_path.touch()
         return run
@@ -115,20 +212,119 @@ class RunDir:
     def cell_dir(self, cell_id: str) -> Path:
         return self.path / "cells" / cell_id
 
+    # -- the one writer -------------------------------------------------------------------------
+    def acquire(self, command: str = "") -> WriterLock:
+        """Become the run's only writer, or raise RunLocked naming the process that is."""
+        key = self.path.resolve()
+        if key in _HELD:
+            return _HELD[key]
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # a reader's probe holds it for microseconds
+                    time.sleep(0.05)
+                    continue
+                holder = self._holder()
+                os.close(fd)
+                msg = (
+                    f"{self.path} is being written by {_holder_text(holder)}; one process writes a run folder "
+                    f"at a time: wait for it to finish (or stop it), then: bench run --resume {self.path}"
+                )
+                raise RunLocked(msg) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "command": command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        lock = _HELD[key] = WriterLock(fd, key)
+        return lock
+
+    def release(self) -> None:
+        """Stop being the run's writer (the kernel does this too when the process ends)."""
+        lock = _HELD.get(self.path.resolve())
+        if lock is not None:
+            lock.release()
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            holder = json.loads((self.path / LOCK).read_text() or "null")
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def writer(self) -> dict[str, Any] | None:
+        """The other process writing this run now, or None (nobody, or this process)."""
+        if self.path.resolve() in _HELD:
+            return None
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._holder() or {"pid": None}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def state(self) -> RunState:
+        read = self.read_journal()
+        recorded = {(r.get("cell_id"), r.get("repeat", 0)) for r in read.records if r.get("status") in FINAL_STATUSES}
+        manifest = self.manifest()
+        return RunState(
+            planned=manifest.get("planned"),
+            recorded=len(recorded),
+            writer=self.writer(),
+            finished=manifest.get("finished_at") is not None,
+            dropped_tail=read.dropped_tail,
+        )
+
+    # -- room for the last journal line ---------------------------------------------------------
+    def reserve(self, nbytes: int = RESERVE_BYTES) -> None:
+        """Set disk space aside (allocated, not sparse) that :meth:`free_reserve` gives back when the
+        disk fills up, so the finished cell in flight can still be journaled."""
+        path = self.path / RESERVE
+        if path.exists():
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        os.close(fd)
+
+    def free_reserve(self) -> bool:
+        try:
+            (self.path / RESERVE).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def disk_free_bytes(self) -> int:
+        return shutil.disk_usage(self.path).free
+
     # -- manifest -----------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
         try:
             data = json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
-        version = data.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
             msg = (
                 f"{self.manifest_path}: schema_version {version!r} is newer than this bench understands "
                 f"({SCHEMA_VERSION}); upgrade bench to read it"
             )
             raise StoreError(msg)
-        return data
+        return manifest_shape.check(data, self.manifest_path)
 
     def update_manifest(self, **fields: Any) -> None:
         data = self.manifest()
@@ -137,12 +333,21 @@ class RunDir:
 
     # -- journal ------------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record as a JSON line and fsync it before returning."""
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
-        with open(self.journal_path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one record as a JSON line and fsync it before returning. A failed write (a full
+        disk) is cut back off, so the journal never keeps a torn line."""
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
     def read_journal(self) -> JournalRead:
         """All well-formed records. An unterminated last line (a kill mid-write) is dropped; a corrupt

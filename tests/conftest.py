@@ -26,6 +26,23 @@ def fake_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def stub_manifest(run_id: str = "r1", scenario: str = "x") -> dict:
+    """The smallest manifest of the shape bench writes (harness.manifest), for tests of the store."""
+    rule = {
+        "warmup_s": 0.1, "warmup_queries": 3, "min_duration_s": 0.1, "max_duration_s": 0.3, "min_queries": 10,
+        "headline_percentile": 99, "confidence": 0.95, "ci_rel_width": None,
+    }  # fmt: skip
+    settings = {
+        "quick": False, "filters": {"backends": [], "batch_sizes": [], "precisions": []}, "measurement": rule,
+        "percentiles": [50, 99], "noise_threshold": 0.1, "noise_retries": 1, "repeats": 1,
+        "limits": {"timeout_s": 30, "memory_mb": None}, "plugins": [], "autoload": None,
+    }  # fmt: skip
+    return {
+        "run_id": run_id, "created_at": 0.0, "scenario": {"name": scenario, "text": f"name: {scenario}\n"},
+        "environment": {}, "settings": settings,
+    }  # fmt: skip
+
+
 def write_scenario(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

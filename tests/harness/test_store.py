@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import stub_manifest
 from harness.errors import StoreError
 from harness.store import SCHEMA_VERSION, RunDir, load_results
 
 
 def _run(tmp_path: Path) -> RunDir:
-    return RunDir.create(tmp_path, "r1", {"run_id": "r1", "scenario": {"name": "x"}})
+    return RunDir.create(tmp_path, "r1", stub_manifest("r1"))
 
 
 def test_manifest_has_schema_version(tmp_path: Path) -> None:

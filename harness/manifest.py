@@ -1,0 +1,112 @@
+"""The shape of a run folder's ``manifest.json``, checked on every read.
+
+A manifest that is valid JSON of the wrong shape (``[]``, ``null``, a dict missing ``settings``)
+would otherwise crash every reader with an AttributeError or KeyError deep inside. Readers get one
+:class:`~harness.errors.StoreError` instead, one ``file: key: message`` line per problem, as
+scenarios do. Keys a newer bench adds are allowed (``extra="allow"``); the ones the readers rely
+on are required, with their types. The manifest stays a plain dict for its readers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationError
+
+from harness.errors import StoreError
+
+#: how many problems one error lists before it says "and N more"
+MAX_LISTED = 8
+
+Number = StrictInt | float
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ScenarioInfo(_Open):
+    name: StrictStr
+    text: StrictStr
+    path: StrictStr | None = None
+    fingerprint: StrictStr | None = None
+
+
+class Filters(_Open):
+    backends: list[StrictStr]
+    batch_sizes: list[StrictInt]
+    precisions: list[StrictStr]
+
+
+class MeasurementRule(_Open):
+    warmup_s: Number
+    warmup_queries: StrictInt
+    min_duration_s: Number
+    max_duration_s: Number
+    min_queries: StrictInt
+    headline_percentile: Number
+    confidence: Number
+    ci_rel_width: Number | None
+
+
+class LimitsInfo(_Open):
+    timeout_s: Number
+    memory_mb: StrictInt | None = None
+
+
+class Settings(_Open):
+    quick: StrictBool
+    filters: Filters
+    measurement: MeasurementRule
+    percentiles: list[Number]
+    noise_threshold: Number
+    noise_retries: StrictInt
+    repeats: StrictInt
+    limits: LimitsInfo
+    plugins: list[StrictStr]
+    autoload: StrictBool | None
+    loadgen: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None
+    fidelity: dict[str, Any] | None = None
+    budgets: dict[str, Any] | None = None
+    cache_dir: StrictStr | None = None
+    code_path: StrictStr | None = None
+
+
+class Manifest(_Open):
+    schema_version: StrictInt
+    run_id: StrictStr
+    created_at: Number
+    command: StrictStr | None = None
+    scenario: ScenarioInfo
+    environment: dict[str, Any]
+    settings: Settings
+    reference: dict[str, Any] | None = None
+    #: sha256 of every file the run's measurements depend on (model files, the scenario file)
+    inputs: dict[str, StrictStr] | None = None
+    #: (cell, repeat) pairs the run plans to record, set when a sweep starts
+    planned: StrictInt | None = None
+    finished_at: Number | None = None
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def check(data: Any, path: Path) -> dict[str, Any]:
+    """``data`` if it has a manifest's shape, else a StoreError naming the file and each bad key."""
+    if not isinstance(data, dict):
+        kind = "null" if data is None else type(data).__name__
+        msg = f"{path}: not a bench manifest (a JSON object is expected, found {kind}); the run folder is damaged"
+        raise StoreError(msg)
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = [f"{path}: {_where(e['loc'])}: {e['msg'].lower()}" for e in errors[:MAX_LISTED]]
+        if len(errors) > MAX_LISTED:
+            lines.append(f"... and {len(errors) - MAX_LISTED} more")
+        lines.append(f"{path}: this manifest does not have the shape bench writes; the run folder is damaged")
+        raise StoreError("\n".join(lines)) from None
+    return data
