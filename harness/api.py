@@ -112,6 +112,11 @@ class Model(ABC):
         """The model's own ONNX file, or ``None`` to export :meth:`build_torch` (cached by content)."""
         return None
 
+    def input_files(self) -> tuple[Path, ...]:
+        """Every file the model reads (a model file and its external data). Their sha256 goes into
+        the run's manifest, so ``bench run --resume`` refuses to finish a run whose model changed."""
+        return ()
+
     def validation_set(self, n_samples: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         """A fixed set for accuracy: ``n_samples`` inputs under a seed apart from the measured and
         calibration inputs', and their labels where the model has them (else None). Runs in a

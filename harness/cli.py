@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +13,45 @@ import click
 
 from harness.errors import BenchError
 
+#: exit codes of an interrupted command: 128 + the signal's number, as a shell reports it
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, ``kill``, a container stopped), handled as an interrupt."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    run = getattr(exc, "bench_run", None)
+    if run is None:
+        return f"bench: {what}"
+    return (
+        f"bench: {what}; the finished cells of {run} are kept in its journal; "
+        f"finish the run with: bench run --resume {run}"
+    )
+
 
 class _Group(click.Group):
-    """Turns already-explained errors into one line and an exit code, never a traceback."""
+    """Turns already-explained errors into one line and an exit code, never a traceback; SIGTERM
+    is handled like Ctrl-C (finished cells kept, the resume command named)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
         except BenchError as exc:
             click.echo(f"bench: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo(
-                "bench: interrupted; finished cells are kept in the run's journal (bench run --resume)", err=True
-            )
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(_interrupted(exc), err=True)
+            ctx.exit(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +129,9 @@ def _registries(ctx: click.Context):  # -> Registries
               help="Write JUnit XML: one test case per cell and budget.")  # fmt: skip
 @click.option("--summary-md", "summary_md", type=click.Path(dir_okay=False), default=None,
               help="Write a Markdown summary (for a CI job page).")  # fmt: skip
+@click.option("--allow-changed-inputs", is_flag=True,
+              help="With --resume: finish the run although a model file changed since it started "
+                   "(recorded in its manifest).")  # fmt: skip
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -121,10 +150,12 @@ def run(
     fail_on_budget: bool,
     junit_file: str | None,
     summary_md: str | None,
+    allow_changed_inputs: bool,
 ) -> None:
     """Run a scenario's sweep (or --resume an interrupted one)."""
     from harness import runner
     from harness.errors import UsageError
+    from harness.outputs import check_writable
     from harness.progress import make_reporter
 
     options = runner.RunOptions(
@@ -135,15 +166,24 @@ def run(
         batch_sizes=batch_sizes,
         precisions=precisions,
         plugins=ctx.obj["plugins"],
+        allow_changed_inputs=allow_changed_inputs,
     )
+    # every file asked for is checked before the sweep: a bad path costs seconds, not the sweep
+    for option, path in (("--junit", junit_file), ("--summary-md", summary_md)):
+        if path:
+            check_writable(path, option)
+    if make_report:
+        check_writable(Path(reports_dir) / "report.html", "--reports-dir")
     reporter = make_reporter(json_output)
     if resume_dir:
         if scenario or backends or batch_sizes or precisions or quick or repeats:
             raise UsageError("--resume takes the scenario and filters stored in the run folder; give no others")
-        run_dir, _ = runner.resume(Path(resume_dir), options, reporter)
+        run_dir, _ = runner.resume(Path(resume_dir), options, reporter, warn=_warn)
     else:
         if not scenario:
             raise UsageError("give a SCENARIO file, or --resume RUN_DIR")
+        if allow_changed_inputs:
+            raise UsageError("--allow-changed-inputs goes with --resume RUN_DIR")
         loaded = _load(scenario)
         if repeats is not None:  # recorded in the manifest's settings
             loaded = loaded.model_copy(
@@ -151,11 +191,15 @@ def run(
             )
         run_dir = runner.run_scenario(loaded, options, reporter)
     records = list(run_dir.records())
+    failed: list[BenchError] = []  # outputs that could not be written: said after the summary, exit 2
     report_path = None
     if make_report:
         from harness.report import render_run
 
-        report_path = render_run([run_dir.path], Path(reports_dir) / f"{run_dir.path.name}.html")
+        try:
+            report_path = render_run([run_dir.path], Path(reports_dir) / f"{run_dir.path.name}.html")
+        except BenchError as exc:
+            failed.append(exc)
     if json_output:
         payload = {
             "run_dir": str(run_dir.path),
@@ -171,23 +215,45 @@ def run(
         click.echo(f"results: {run_dir.path}")
         if report_path:
             click.echo(f"report:  {report_path}")
-    _ci_outputs(run_dir, records, junit_file, summary_md, fail_on_budget)
+    _ci_outputs(run_dir, records, junit_file, summary_md, fail_on_budget, failed)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"bench: warning: {message}", err=True)
+
+
+def _warn_unfinished(paths: Any) -> None:
+    """Say of each run folder that is in progress, interrupted or torn, before its numbers are used."""
+    from harness.store import RunDir
+
+    for path in paths:
+        for note in RunDir.open(Path(path)).state().notes(Path(path)):
+            _warn(f"{path}: {note}")
 
 
 def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | None, summary_md: str | None,
-                fail_on_budget: bool) -> None:  # fmt: skip
-    """JUnit and Markdown files, then the exit code: 3 when nothing was measured, 1 for a broken
-    budget under --fail-on-budget."""
+                fail_on_budget: bool, failed: list[BenchError]) -> None:  # fmt: skip
+    """JUnit and Markdown files, then the exit code: 2 when a file asked for could not be written
+    (the results are kept), 3 when nothing was measured, 1 for a broken budget under --fail-on-budget."""
     from harness import economics, runner, verdicts
-    from harness.errors import BudgetBroken
+    from harness.errors import BudgetBroken, OutputError
+    from harness.outputs import write
 
     manifest = run_dir.manifest()
     budgets = manifest["settings"].get("budgets") or {}
     name = manifest["scenario"]["name"]
-    if junit_file:
-        verdicts.write(junit_file, verdicts.junit_xml(records, budgets, name))
-    if summary_md:
-        verdicts.write(summary_md, verdicts.markdown(records, budgets, f"{name} ({run_dir.path.name})"))
+    for option, path, make in (
+        ("--junit", junit_file, lambda: verdicts.junit_xml(records, budgets, name)),
+        ("--summary-md", summary_md, lambda: verdicts.markdown(records, budgets, f"{name} ({run_dir.path.name})")),
+    ):
+        if path:
+            try:
+                write(path, make(), option)
+            except BenchError as exc:
+                failed.append(exc)
+    if failed:
+        lines = "\n".join(str(exc) for exc in failed)
+        raise OutputError(f"{lines}\nthe run's results are kept in {run_dir.path}: bench report {run_dir.path} -o FILE")
     runner.raise_if_nothing_measured(records, run_dir)
     broken = economics.broken(records)
     if broken:
@@ -236,6 +302,7 @@ def report(
     from harness.report import render_run
 
     paths = [Path(p) for p in run_dirs]
+    _warn_unfinished(paths)
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:
@@ -274,6 +341,7 @@ def recommend(
         raise UsageError(f"--hourly-usd must be above 0 (got {hourly_usd:g})")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
+    _warn_unfinished(run_dirs)
     rows = []
     for path in run_dirs:
         run = RunDir.open(Path(path))
@@ -379,6 +447,12 @@ def compare(
 
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha is a probability in (0, 1) (got {alpha:g})")
+    from harness.outputs import check_writable
+
+    for option, path in (("-o", output), ("--json-out", json_out)):
+        if path:  # before --confirm's re-measurement, which can take an hour
+            check_writable(path, option)
+    _warn_unfinished((baseline, candidate))
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
     if confirm:
         from harness.confirm import confirm as remeasure
@@ -391,12 +465,12 @@ def compare(
         )  # fmt: skip
         click.echo(cmp.confirmation_line(result.confirmation or {}), err=True)
     text = cmp.render(result, fmt)
-    from harness.verdicts import write
+    from harness.outputs import write
 
     if json_out:
-        write(json_out, cmp.render(result, "json"))
+        write(json_out, cmp.render(result, "json"), "--json-out")
     if output:
-        write(output, text)
+        write(output, text, "-o")
     else:
         click.echo(text, nl=False)
     if result.regressed:
@@ -418,7 +492,10 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: not a folder (give a results root such as results/)")
-    rows = cmp.history(Path(root), scenario)
+    found = cmp.history(Path(root), scenario)
+    for note in found.skipped:
+        click.echo(f"bench: warning: {note}", err=True)
+    rows = found.rows
     if not rows:
         raise UsageError(f"{root}: no measured runs" + (f" of scenario '{scenario}'" if scenario else ""))
     changes = cmp.history_changes(rows, threshold / 100)

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import UsageError
-from harness.store import RunDir
+from harness.errors import StoreError, UsageError
+from harness.store import MANIFEST, RunDir
 
 #: metric -> (record field, True when higher is better)
 METRICS: dict[str, tuple[str, bool]] = {
@@ -611,30 +611,44 @@ def change_points(values: list[float], min_size: int = 3, threshold: float = 0.0
     return sorted(found)
 
 
-def history(root: Path, scenario: str | None = None) -> list[dict[str, Any]]:
+@dataclass
+class History:
+    """The rows of a history and the run folders left out of it, each with why."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[str]
+
+
+def history(root: Path, scenario: str | None = None) -> History:
     """Every run under ``root`` (of ``scenario``), oldest first: its date, git commit and, per cell,
-    throughput and p99 (the mean over repeats)."""
-    runs = []
+    throughput and p99 (the mean over repeats). A damaged run folder costs only its own place in
+    the history: it is left out and named in ``skipped``, never an error for the others."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (path / MANIFEST).is_file():
+            continue  # not a run folder (a cache, a user's own folder)
         try:
             run = RunDir.open(path)
             manifest = run.manifest()
-        except Exception:
-            continue
-        if scenario and manifest["scenario"]["name"] != scenario:
+            if scenario and manifest["scenario"]["name"] != scenario:
+                continue
+            records = list(run.records())
+        except StoreError as exc:
+            skipped.append(f"{path.name} left out: {str(exc).splitlines()[0]}")
             continue
         git = (manifest.get("environment") or {}).get("git") or {}
-        for rec in run.records():
+        for rec in records:
             if rec.get("status") != "ok":
                 continue
-            runs.append({
+            rows.append({
                 "run": path.name, "created_at": manifest.get("created_at"), "commit": (git.get("commit") or "")[:12],
                 "scenario": manifest["scenario"]["name"], "cell_id": rec["cell_id"], "label": rec["label"],
                 "throughput_sps": rec.get("throughput_sps"), "p99_ms": rec.get("p99_ms"),
                 "quick": bool((manifest.get("settings") or {}).get("quick")),
             })  # fmt: skip
-    runs.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
-    return runs
+    rows.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
+    return History(rows, skipped)
 
 
 def history_changes(rows: list[dict[str, Any]], threshold: float = 0.05) -> list[dict[str, Any]]:

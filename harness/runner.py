@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from harness import environment
 from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
 from harness.cells import Cell
-from harness.errors import AllCellsFailed, UsageError
+from harness.errors import AllCellsFailed, BenchError, DiskFull, UsageError
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell
 from harness.pluginmanager import Registries, explicit_plugins, registries
-from harness.store import RunDir, new_run_id
+from harness.store import FINAL_STATUSES, RESERVE_BYTES, RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
@@ -39,7 +40,10 @@ QUICK_LOADGEN = {
     "trial_duration_s": 0.5,
     "max_trials": 6,
 }
-FINAL_STATUSES = ("ok", "skipped", "failed", "crashed", "oom", "timeout")
+#: what a worker's failure says when the disk filled up under it (the cell is then run again on resume)
+_DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]")
+#: a failed cell on a disk with less than this left is taken as failed for want of space
+DISK_NEARLY_FULL_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class RunOptions:
     #: measure with the harness and plugins of another checkout (``bench compare --confirm`` measures
     #: the baseline's code this way); None: this checkout's
     code_path: Path | None = None
+    #: --resume: go on although a model file changed since the run started (recorded in the manifest)
+    allow_changed_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,10 +340,12 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
         "scenario": {
             "name": scenario.name,
             "description": scenario.description,
-            "path": str(scenario.source_path) if scenario.source_path else None,
+            # absolute: a resume from another folder finds the scenario's relative model paths
+            "path": os.path.abspath(scenario.source_path) if scenario.source_path else None,
             "text": scenario.source_text,
             "fingerprint": scenario.fingerprint(),
         },
+        "inputs": input_hashes(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload)),
         "environment": environment.fingerprint(),
         "settings": {
             "quick": options.quick,
@@ -367,11 +375,79 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
         manifest["environment"]["git"] = environment.git_commit(options.code_path)
     run_id = new_run_id(scenario.name)
     manifest["run_id"] = run_id
-    return RunDir.create(options.out_root, run_id, manifest)
+    return RunDir.create(options.out_root, run_id, manifest, command=options.command)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_hashes(scenario: Scenario, regs: Registries) -> dict[str, str]:
+    """sha256 of every file a run's numbers depend on, by absolute path: the scenario file and the
+    files its model reads (``Model.input_files``)."""
+    files = [Path(os.path.abspath(scenario.source_path))] if scenario.source_path else []
+    model = regs.models.get(scenario.model.name)(**scenario.model.options)
+    files += [Path(os.path.abspath(f)) for f in model.input_files()]
+    return {str(path): _sha256(path) for path in files if path.is_file()}
+
+
+def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) -> None:
+    """Refuse to resume a run whose model files changed since it started: its finished cells
+    measured the old files. ``allow_changed`` goes on and records what changed in the manifest."""
+    manifest = run.manifest()
+    scenario_path = manifest["scenario"].get("path")
+    changed = []
+    for name, digest in (manifest.get("inputs") or {}).items():
+        try:
+            now: str | None = _sha256(Path(name))
+        except OSError:
+            now = None
+        if now == digest:
+            continue
+        if name == scenario_path:  # a resume runs the scenario stored in the manifest, not the file
+            warn(f"{name} changed since the run started; the resume runs the scenario as stored in {run.manifest_path}")
+            continue
+        changed.append({"path": name, "sha256_before": digest, "sha256_now": now, "at": time.time()})
+    if not changed:
+        return
+    what = "; ".join(
+        f"{c['path']}: " + ("missing now" if c["sha256_now"] is None else
+                             f"sha256 {c['sha256_before'][:12]}... at the start, {c['sha256_now'][:12]}... now")
+        for c in changed
+    )  # fmt: skip
+    if not allow_changed:
+        msg = (
+            f"{run.path}: a model file changed since the run started ({what}); its finished cells measured the old "
+            "file, so finishing it would mix two models in one run. Restore the file, or start a new run, or pass "
+            "--allow-changed-inputs to finish it anyway (recorded in the manifest)"
+        )
+        raise UsageError(msg)
+    warn(f"finishing {run.path} with changed model files ({what}); recorded in its manifest as changed_inputs")
+    run.update_manifest(changed_inputs=[*(manifest.get("changed_inputs") or []), *changed])
 
 
 def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[dict[str, Any]]:
-    """Run every planned cell not yet in the journal; return all records of the run."""
+    """Run every planned cell not yet in the journal; return all records of the run.
+
+    The caller holds the run's writer lock. A full disk stops the sweep before the next cell with
+    :class:`DiskFull` (the journal intact, the cell in flight kept where the reserve allows); an
+    interrupt carries the run folder (``bench_run``) for the message that names it."""
+    try:
+        return _execute(run, scenario, options, reporter)
+    except KeyboardInterrupt as exc:
+        exc.bench_run = run.path  # type: ignore[attr-defined]  # read by the CLI's message
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(disk_full_message(run, f"writing the run failed: {exc.strerror}")) from exc
+        raise
+
+
+def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[dict[str, Any]]:
     manifest = run.manifest()
     settings = manifest["settings"]
     regs = registries(settings["plugins"], autoload=settings["autoload"])
@@ -380,13 +456,16 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
     run.repair_journal()
     done = {(r["cell_id"], r.get("repeat", 0)) for r in run.records() if r.get("status") in FINAL_STATUSES}
 
-    todo: list[tuple[PlannedCell, int]] = []
+    pairs: list[tuple[PlannedCell, int]] = []
     for repeat in range(settings["repeats"]):  # repeats interleave across cells
         for p in planned:
-            if p.skip_reason is not None and repeat > 0:
-                continue
-            if (p.cell.id, repeat) not in done:
-                todo.append((p, repeat))
+            if p.skip_reason is None or repeat == 0:
+                pairs.append((p, repeat))
+    if manifest.get("planned") != len(pairs):  # readers tell a finished run from an interrupted one
+        run.update_manifest(planned=len(pairs))
+        manifest = run.manifest()
+    todo = [(p, repeat) for p, repeat in pairs if (p.cell.id, repeat) not in done]
+    run.reserve()
     if todo and any(p.skip_reason is None for p, _ in todo):
         manifest = _reference(run, scenario, manifest, reporter)
     reporter.start(run, len(todo))
@@ -405,18 +484,69 @@ def measure_one(
         result: dict[str, Any] = {"status": "skipped", "reason": p.skip_reason}
     else:
         result = _measure(run, p.cell, repeat, manifest, reporter)
+        if _failed_for_disk_space(run, result):  # not the cell's fault: it runs again on resume
+            raise DiskFull(disk_full_message(run, f"{p.cell.label} could not write its files: {result.get('reason')}"))
     record = _record(p.cell, repeat, started, result)
     record.update(judge(record, manifest))
-    run.append(record)
+    _append(run, record)
     reporter.cell_finished(p.cell, record)
     return record
 
 
+def _append(run: RunDir, record: dict[str, Any]) -> None:
+    """Journal a finished cell; on a full disk, give back the reserve so its line still fits, then stop."""
+    try:
+        run.append(record)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        kept = run.free_reserve()
+        if kept:
+            run.append(record)  # a failure here propagates as a disk-full stop too: the line is cut back
+        what = "was kept" if kept else "could not be kept (it runs again on resume)"
+        raise DiskFull(disk_full_message(run, f"the disk filled up; the cell just finished {what}")) from exc
+
+
+def _failed_for_disk_space(run: RunDir, result: dict[str, Any]) -> bool:
+    """A cell that failed because the disk is full: its error says so, or (a worker that could not
+    even write its traceback) the run's disk has next to nothing left."""
+    if result.get("status") in ("ok", "skipped"):
+        return False
+    text = " ".join(str(result.get(key) or "") for key in ("reason", "stderr_tail", "traceback_tail"))
+    if any(marker in text for marker in _DISK_FULL_MARKERS):
+        return True
+    try:
+        return run.disk_free_bytes() < DISK_NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
+def disk_full_message(run: RunDir, what: str) -> str:
+    """What happened, what is kept, how much room to make and how to go on."""
+    try:
+        state = run.state()
+        free_mb = run.disk_free_bytes() / 2**20
+        used = sum(f.stat().st_size for f in run.path.rglob("*") if f.is_file() and f.name != ".reserve")
+    except (OSError, BenchError):
+        return f"{what}; the disk is full under {run.path}: free space, then: bench run --resume {run.path}"
+    per_cell = used / max(state.recorded, 1)
+    left = max((state.planned or state.recorded) - state.recorded, 0)
+    need_mb = max(64.0, (per_cell * left + 2 * used + RESERVE_BYTES) / 2**20)
+    of = f"{state.recorded} of {state.planned}" if state.planned is not None else str(state.recorded)
+    return (
+        f"disk full: {what}. {run.path} has {free_mb:.1f} MiB free; {of} planned cells are kept in its journal and "
+        f"no cell was started after this. Free at least {need_mb:.0f} MiB (this run has used about "
+        f"{per_cell / 2**20:.1f} MiB per cell), then: bench run --resume {run.path}"
+    )
+
+
 def finish(run: RunDir, reporter: Reporter) -> list[dict[str, Any]]:
-    """Write a run's tables and mark it finished; return its records."""
+    """Write a run's tables, mark it finished and stop being its writer; return its records."""
     records = list(run.records())
     run.write_tables()
     run.update_manifest(finished_at=time.time())
+    run.free_reserve()
+    run.release()
     reporter.finish(run, records)
     return records
 
@@ -426,7 +556,10 @@ def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | N
     check_scenario(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
     select_cells(scenario, options)
     run = create_run(scenario, options)
-    execute(run, scenario, options, reporter or SilentReporter())
+    try:
+        execute(run, scenario, options, reporter or SilentReporter())
+    finally:
+        run.release()
     return run
 
 
@@ -444,23 +577,34 @@ def stored_scenario(run: RunDir) -> Scenario:
     )
 
 
-def resume(run_path: Path, options: RunOptions, reporter: Reporter | None = None) -> tuple[RunDir, Scenario]:
-    """Finish a run folder: the scenario and settings come from its manifest, not the command line."""
+def resume(
+    run_path: Path,
+    options: RunOptions,
+    reporter: Reporter | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> tuple[RunDir, Scenario]:
+    """Finish a run folder: the scenario and settings come from its manifest, not the command line.
+    Only one process may write a run: a second resume is refused while the first runs."""
 
     run = RunDir.open(run_path)
-    manifest = run.manifest()
-    scenario = stored_scenario(run)
-    filters = manifest["settings"]["filters"]
-    stored = replace(
-        options,
-        quick=manifest["settings"]["quick"],
-        backends=tuple(filters["backends"]),
-        batch_sizes=tuple(filters["batch_sizes"]),
-        precisions=tuple(filters["precisions"]),
-        plugins=tuple(manifest["settings"]["plugins"]),
-        autoload=manifest["settings"]["autoload"],
-    )
-    execute(run, scenario, stored, reporter or SilentReporter())
+    run.acquire(options.command)
+    try:
+        check_inputs(run, options.allow_changed_inputs, warn)
+        manifest = run.manifest()
+        scenario = stored_scenario(run)
+        filters = manifest["settings"]["filters"]
+        stored = replace(
+            options,
+            quick=manifest["settings"]["quick"],
+            backends=tuple(filters["backends"]),
+            batch_sizes=tuple(filters["batch_sizes"]),
+            precisions=tuple(filters["precisions"]),
+            plugins=tuple(manifest["settings"]["plugins"]),
+            autoload=manifest["settings"]["autoload"],
+        )
+        execute(run, scenario, stored, reporter or SilentReporter())
+    finally:
+        run.release()
     return run, scenario
 
 

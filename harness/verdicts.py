@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
-
-from harness.store import write_atomic
 
 
 def _cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,10 +78,3 @@ def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: st
             f"{_fmt(r.get('cost_per_million_usd'), '.3g')} | {mark} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, data.encode() if isinstance(data, str) else data)
-    return target

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.store import RunDir, write_atomic
+from harness.outputs import write
+from harness.store import RunDir
 
 #: columns of the results table, in order; each gets its unit and meaning from harness.metrics
 TABLE_COLUMNS = (
@@ -34,6 +35,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
 
     manifest = run.manifest()
     records = list(run.records())
+    notes = run.state().notes(run.path)
     columns = []
     for name in TABLE_COLUMNS:
         unit, meaning = describe(name) or ("", "")
@@ -50,6 +52,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
     return {
         "run_id": manifest.get("run_id", run.path.name),
         "path": str(run.path),
+        "notes": notes,
         "manifest": manifest,
         "columns": columns,
         "rows": rows,
@@ -103,7 +106,8 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     for view in runs:
         view["history"] = None
     if len(opened) == 1:  # the scenario's earlier runs beside this one: its trends
-        runs[0]["history"] = _history(opened[0])
+        runs[0]["history"], skipped = _history(opened[0])
+        runs[0]["notes"] += skipped
         if runs[0]["history"]:
             runs[0]["charts"] += runs[0]["history"]["charts"]
     for view in runs:
@@ -120,9 +124,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
         chartjs=chartjs,
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, html.encode())
-    return target
+    return write(target, html, "report")
 
 
 def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,22 +136,25 @@ def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return runs
 
 
-def _history(run: RunDir) -> dict[str, Any] | None:
+def _history(run: RunDir) -> tuple[dict[str, Any] | None, list[str]]:
     """This run's scenario across the runs in the same results folder (quick runs apart from full
-    ones): trend charts and change points, or None when this is its only run."""
+    ones): trend charts and change points, or None when this is its only run; and the damaged
+    run folders left out, each with why."""
     from harness.compare import history, history_changes
     from harness.report.charts import trend_charts
 
     manifest = run.manifest()
     quick = bool(manifest["settings"].get("quick"))
-    rows = [r for r in history(run.path.parent, manifest["scenario"]["name"]) if r["quick"] == quick]
+    found = history(run.path.parent, manifest["scenario"]["name"])
+    rows = [r for r in found.rows if r["quick"] == quick]
     runs = _runs_of(rows)
+    skipped = [f"history: {note}" for note in found.skipped]
     if len(runs) < 2:
-        return None
+        return None, skipped
     charts = trend_charts(rows, runs)
     for chart in charts:
         chart["history"] = True
-    return {"root": str(run.path.parent), "runs": runs, "changes": history_changes(rows), "charts": charts}
+    return {"root": str(run.path.parent), "runs": runs, "changes": history_changes(rows), "charts": charts}, skipped
 
 
 def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]], changes: list[dict[str, Any]],
@@ -164,6 +169,4 @@ def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]],
         root=str(root), scenario=scenario, runs=runs, changes=changes, charts=trend_charts(rows, runs),
         chartjs=chartjs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )  # fmt: skip
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, html.encode())
-    return target
+    return write(target, html, "report")

@@ -224,6 +224,9 @@ class _FileModel(Model):
             inputs[spec.name] = _random(rng, spec.dtype, shape, self.int_high)
         return inputs
 
+    def input_files(self) -> tuple[Path, ...]:
+        return (self.path, *getattr(self, "_data_files", ()))
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """The batch axes of the inputs; axis 0 of every output."""
         axes = {spec.name: {i: BATCH for i, d in enumerate(spec.dims) if d == BATCH} for spec in self.inputs}
@@ -313,12 +316,13 @@ def _onnx_tensors(proto: Any) -> Iterator[Any]:
             yield from node_tensors(node)
 
 
-def _check_external_data(proto: Any, path: Path) -> None:
+def _check_external_data(proto: Any, path: Path) -> tuple[Path, ...]:
     """Refuse external data outside the model's folder: an ONNX file must not make a runtime read
-    an arbitrary file (``/etc/shadow``, ``../../secrets``) into a tensor."""
+    an arbitrary file (``/etc/shadow``, ``../../secrets``) into a tensor. Returns the data files."""
     import onnx
 
     folder = path.parent.resolve()
+    files: dict[Path, None] = {}
     for tensor in _onnx_tensors(proto):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -346,6 +350,8 @@ def _check_external_data(proto: Any, path: Path) -> None:
                 "copy it next to the model"
             )
             raise ModelFileError(msg)
+        files[target] = None
+    return tuple(files)
 
 
 class OnnxFile(_FileModel):
@@ -367,7 +373,7 @@ class OnnxFile(_FileModel):
                 "is the file complete (not truncated) and an .onnx model? Export it again"
             )
             raise ModelFileError(msg) from None
-        _check_external_data(proto, self.path)
+        self._data_files = _check_external_data(proto, self.path)
         try:
             onnx.checker.check_model(str(self.path))
         except Exception as exc:  # ValidationError, or a C++ error on a damaged file
