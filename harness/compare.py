@@ -524,6 +524,8 @@ def render_text(result: Comparison) -> str:
 
 
 def render_markdown(result: Comparison) -> str:
+    from harness.verdicts import md_cell
+
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = "**regression**" if result.regressed else "no regression"
     lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
@@ -533,7 +535,7 @@ def render_markdown(result: Comparison) -> str:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]
     for cell in result.cells:
         cols = [f"{_pct(c.change)} {_ci(c)}" if (c := cell.metrics.get(m)) else "" for m in METRICS]
-        lines.append(f"| {cell.verdict} | {cell.label}{_again(cell)} | " + " | ".join(cols) + " |")
+        lines.append(f"| {cell.verdict} | {md_cell(cell.label + _again(cell))} | " + " | ".join(cols) + " |")
     if result.only_baseline or result.only_candidate:
         lines += ["", f"Only in the baseline: {len(result.only_baseline)}; only in the candidate: "
                   f"{len(result.only_candidate)}."]  # fmt: skip

@@ -1,0 +1,58 @@
+"""What bench writes for people and machines to read stays readable: CI files, comparisons,
+messages, limits and the report's charts, through the real command line and the fake backend."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import bench, fake_scenario, journal, run_dirs
+from harness import verdicts
+
+#: an option value with a Markdown column separator, a bell and a control character XML 1.0 forbids
+NASTY = "a|b\a\x01"
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    """The cells of every table row, split on the pipes Markdown reads as column separators."""
+    rows = []
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            rows.append(re.split(r"(?<!\\)\|", line.strip())[1:-1])
+    return rows
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_junit_and_markdown_stay_valid_with_any_option_value(tmp_path: Path) -> None:
+    # the value reaches the cell's label through a sweep axis; a budget no cell meets puts the label
+    # in the broken-budget table and in a JUnit failure too
+    scenario = fake_scenario(tmp_path, extra="budgets: {p99_ms: 0.0001}\n")
+    text = scenario.read_text().replace("      fault: [none]\n", '      fault_at: ["a|b\\a\\x01"]\n')
+    scenario.write_text(text)
+    junit, md = tmp_path / "junit.xml", tmp_path / "summary.md"
+    done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report", "--junit", str(junit),
+                 "--summary-md", str(md))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = journal(run_dirs(tmp_path / "r")[0])
+    assert record["config"]["backend_options"]["fault_at"] == NASTY and record["status"] == "ok"
+
+    suite = ET.parse(junit).getroot().find("testsuite")  # parses: no character XML 1.0 forbids
+    assert suite is not None
+    (case,) = suite.iter("testcase")
+    assert "a|b\\x07\\x01" in case.get("classname", "") and case.find("failure") is not None  # told apart
+
+    rows = _table_rows(md.read_text())
+    assert len(rows) == 6  # two tables: header, rule and one row each
+    assert [len(r) for r in rows[:3]] == [4, 4, 4] and [len(r) for r in rows[3:]] == [7, 7, 7]
+    assert "a\\|b\\x07\\x01" in md.read_text() and "\x01" not in md.read_text()
+    (run,) = run_dirs(tmp_path / "r")
+    compared = bench("compare", str(run), str(run), "--format", "md")  # published beside the summary
+    assert compared.returncode == 0, compared.stderr
+    assert [len(r) for r in _table_rows(compared.stdout)] == [5, 5, 5]
+    # every character XML 1.0 forbids, a surrogate and U+FFFF included
+    forbidden = "".join(map(chr, [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xD800, 0xFFFE, 0xFFFF]))
+    ET.fromstring(verdicts.junit_xml([{"label": forbidden, "status": "failed", "reason": forbidden}], {}, "s"))
+    assert verdicts.md_cell("x\r\ny|z") == "x<br>y\\|z"
