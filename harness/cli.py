@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,39 @@ class _Group(click.Group):
                 "bench: interrupted; finished cells are kept in the run's journal (bench run --resume)", err=True
             )
             ctx.exit(130)
+
+
+class Finite(click.ParamType):
+    """A finite number within bounds. Click's FloatRange lets nan through (every comparison with nan
+    is false) and inf through an open upper end, and a limit of nan or inf turns every check it
+    takes part in into nonsense ("p99 <= nan ms")."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False) -> None:  # fmt: skip
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def _bounds(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"above {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        return f"below {self.high:g}" if self.high_open else f"at most {self.high:g}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number; give one {self._bounds()}", param, ctx)
+        low, high = self.low, self.high
+        if (low is not None and (number <= low if self.low_open else number < low)) or (
+            high is not None and (number >= high if self.high_open else number > high)
+        ):
+            self.fail(f"{number:g} is not {self._bounds()}", param, ctx)
+        return number
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -252,10 +286,14 @@ def report(
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--p99-ms", type=float, required=True, help="The latency SLO: p99 at most this, ms.")
-@click.option("--min-throughput", type=float, default=None, help="And at least this many samples/s.")
-@click.option("--min-agreement", type=float, default=None, help="And at least this agreement with the reference.")
-@click.option("--hourly-usd", type=float, default=None, help="Price per machine-hour when a run has none.")
+@click.option("--p99-ms", type=Finite(0, low_open=True), required=True, help="The latency SLO: p99 at most this, ms.")
+@click.option("--min-throughput", type=Finite(0), default=None, help="And at least this many samples/s.")
+@click.option(
+    "--min-agreement", type=Finite(0, 1), default=None, help="And at least this agreement with the reference."
+)
+@click.option(
+    "--hourly-usd", type=Finite(0, low_open=True), default=None, help="Price per machine-hour when a run has none."
+)
 def recommend(
     run_dirs: tuple[str, ...],
     p99_ms: float,
@@ -268,12 +306,6 @@ def recommend(
     from harness.errors import UsageError
     from harness.store import RunDir
 
-    if p99_ms <= 0:
-        raise UsageError(f"--p99-ms must be above 0 (got {p99_ms:g})")
-    if hourly_usd is not None and hourly_usd <= 0:
-        raise UsageError(f"--hourly-usd must be above 0 (got {hourly_usd:g})")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
     rows = []
     for path in run_dirs:
         run = RunDir.open(Path(path))
@@ -323,10 +355,11 @@ def recommend(
 @cli.command()
 @click.argument("baseline", type=click.Path())
 @click.argument("candidate", type=click.Path())
-@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least change that matters, percent.")
+@click.option("--threshold", type=Finite(0, 100, low_open=True, high_open=True), default=5.0, show_default=True,
+              help="Least change that matters, percent.")  # fmt: skip
 @click.option(
     "--alpha",
-    type=float,
+    type=Finite(0, 1, low_open=True, high_open=True),
     default=0.01,
     show_default=True,
     help="Chance of any false verdict over the cells compared (Holm).",
@@ -343,7 +376,7 @@ def recommend(
               help="Processes per side when measuring again.")  # fmt: skip
 @click.option(
     "--screen-alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, low_open=True, high_open=True),
     default=0.25,
     show_default=True,
     help="A slower-looking cell is measured again under this one-sided p-value.",
@@ -375,10 +408,7 @@ def compare(
     With --confirm the comparison only screens: the cells that look slower are measured again here,
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness import compare as cmp
-    from harness.errors import UsageError
 
-    if not 0 < alpha < 1:
-        raise UsageError(f"--alpha is a probability in (0, 1) (got {alpha:g})")
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
     if confirm:
         from harness.confirm import confirm as remeasure
@@ -406,7 +436,7 @@ def compare(
 @cli.command(name="history")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--scenario", default=None, help="Only runs of this scenario.")
-@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least level shift, percent.")
+@click.option("--threshold", type=Finite(0), default=5.0, show_default=True, help="Least level shift, percent.")
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the trends as an HTML page (one chart per metric, change points listed).")  # fmt: skip

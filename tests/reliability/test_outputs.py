@@ -56,3 +56,29 @@ def test_junit_and_markdown_stay_valid_with_any_option_value(tmp_path: Path) -> 
     forbidden = "".join(map(chr, [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xD800, 0xFFFE, 0xFFFF]))
     ET.fromstring(verdicts.junit_xml([{"label": forbidden, "status": "failed", "reason": forbidden}], {}, "s"))
     assert verdicts.md_cell("x\r\ny|z") == "x<br>y\\|z"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["recommend", "RUN", "--p99-ms", "nan"], "--p99-ms"),
+        (["recommend", "RUN", "--p99-ms", "inf"], "--p99-ms"),
+        (["recommend", "RUN", "--p99-ms", "-3"], "--p99-ms"),
+        (["recommend", "RUN", "--p99-ms", "1", "--min-throughput", "nan"], "--min-throughput"),
+        (["recommend", "RUN", "--p99-ms", "1", "--min-throughput", "-5"], "--min-throughput"),
+        (["recommend", "RUN", "--p99-ms", "1", "--min-agreement", "nan"], "--min-agreement"),
+        (["recommend", "RUN", "--p99-ms", "1", "--hourly-usd", "inf"], "--hourly-usd"),
+        (["history", "ROOT", "--threshold", "nan"], "--threshold"),
+        (["history", "ROOT", "--threshold", "-5"], "--threshold"),
+        (["compare", "A", "B", "--threshold", "nan"], "--threshold"),
+        (["compare", "A", "B", "--threshold", "-inf"], "--threshold"),
+        (["compare", "A", "B", "--alpha", "nan"], "--alpha"),
+        (["compare", "A", "B", "--screen-alpha", "nan"], "--screen-alpha"),
+    ],
+)  # fmt: skip
+def test_limits_that_are_not_finite_or_are_negative_are_refused(args: list[str], option: str, tmp_path: Path) -> None:
+    # the limits are checked before any folder is read: none of these needs a run
+    args = [str(tmp_path / a) if a.isupper() else a for a in args]
+    out = bench(*args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert option in out.stderr and "Traceback" not in out.stderr and not out.stdout
