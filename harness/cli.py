@@ -352,11 +352,22 @@ def recommend(
         click.get_current_context().exit(1)
 
 
+def _warn_if_fraction(threshold: float) -> None:
+    """Thresholds are percent; a value under 0.5 was most likely meant as a fraction (0.05 for 5 %),
+    which would make every tiny change count. Said, not refused: a tiny threshold can be wanted."""
+    if 0 < threshold < 0.5:
+        click.echo(
+            f"bench: warning: --threshold {threshold:g} is read as {threshold:g} %; "
+            f"for {threshold * 100:g} % give {threshold * 100:g}",
+            err=True,
+        )
+
+
 @cli.command()
 @click.argument("baseline", type=click.Path())
 @click.argument("candidate", type=click.Path())
 @click.option("--threshold", type=Finite(0, 100, low_open=True, high_open=True), default=5.0, show_default=True,
-              help="Least change that matters, percent.")  # fmt: skip
+              help="Least change that matters, in percent (5 means 5 %).")  # fmt: skip
 @click.option(
     "--alpha",
     type=Finite(0, 1, low_open=True, high_open=True),
@@ -409,6 +420,7 @@ def compare(
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness import compare as cmp
 
+    _warn_if_fraction(threshold)
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
     if confirm:
         from harness.confirm import confirm as remeasure
@@ -436,7 +448,8 @@ def compare(
 @cli.command(name="history")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--scenario", default=None, help="Only runs of this scenario.")
-@click.option("--threshold", type=Finite(0), default=5.0, show_default=True, help="Least level shift, percent.")
+@click.option("--threshold", type=Finite(0), default=5.0, show_default=True,
+              help="Least level shift, in percent (5 means 5 %).")  # fmt: skip
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the trends as an HTML page (one chart per metric, change points listed).")  # fmt: skip
@@ -448,6 +461,7 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: not a folder (give a results root such as results/)")
+    _warn_if_fraction(threshold)
     rows = cmp.history(Path(root), scenario)
     if not rows:
         raise UsageError(f"{root}: no measured runs" + (f" of scenario '{scenario}'" if scenario else ""))

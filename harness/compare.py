@@ -386,8 +386,8 @@ def compare_runs(
     noise_floor: float = NOISE_FLOOR,
 ) -> Comparison:
     """Compare two run folders; raises UsageError for runs that cannot be compared."""
-    if not 0 < threshold < 1:
-        raise UsageError(f"--threshold is a fraction in (0, 1), e.g. 0.05 for 5% (got {threshold:g})")
+    if not 0 < threshold < 1:  # a fraction here; the user gave percent (--threshold 5 is 0.05)
+        raise UsageError(f"the threshold must be above 0 % and below 100 % (got {threshold * 100:g} %)")
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
     bm, cm = base_run.manifest(), cand_run.manifest()
     if bm["scenario"]["name"] != cm["scenario"]["name"]:
@@ -482,6 +482,11 @@ def apply_confirmation(result: Comparison, confirmed: list[CellComparison], how:
 # --------------------------------------------------------------------------------------------
 
 
+def threshold_text(threshold: float) -> str:
+    """The threshold (a fraction) in the unit users give it: percent, never rounded to 0 %."""
+    return f"{threshold * 100:g} %"
+
+
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{value * 100:+.1f}%"
 
@@ -506,7 +511,7 @@ def confirmation_line(how: dict[str, Any]) -> str:
 def render_text(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     lines = [f"baseline  {result.baseline}", f"candidate {result.candidate}",
-             f"{len(result.cells)} cells compared: {counts} (threshold {result.threshold:.0%}, "
+             f"{len(result.cells)} cells compared: {counts} (threshold {threshold_text(result.threshold)}, "
              f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
     if result.env_differences:
         lines.append("environment differs: " + "; ".join(result.env_differences))
@@ -529,7 +534,7 @@ def render_markdown(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = "**regression**" if result.regressed else "no regression"
     lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
-             f"{result.threshold:.0%}, Holm-corrected alpha {result.alpha:g}.", "",
+             f"{threshold_text(result.threshold)}, Holm-corrected alpha {result.alpha:g}.", "",
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
     if result.confirmation is not None:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]

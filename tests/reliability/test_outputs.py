@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import bench, fake_scenario, journal, run_dirs
-from harness import verdicts
+from harness import compare, verdicts
+from harness.errors import UsageError
 
 #: an option value with a Markdown column separator, a bell and a control character XML 1.0 forbids
 NASTY = "a|b\a\x01"
@@ -82,3 +83,22 @@ def test_limits_that_are_not_finite_or_are_negative_are_refused(args: list[str],
     out = bench(*args)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert option in out.stderr and "Traceback" not in out.stderr and not out.stdout
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_a_threshold_is_in_percent_everywhere_and_a_fraction_looking_one_is_flagged(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path)
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (run,) = run_dirs(tmp_path / "r")
+    tiny = bench("compare", str(run), str(run), "--threshold", "0.05")
+    assert tiny.returncode == 0, tiny.stderr
+    assert "--threshold 0.05 is read as 0.05 %; for 5 % give 5" in tiny.stderr
+    assert "threshold 0.05 %" in tiny.stdout  # not rounded to "0%"
+    plain = bench("compare", str(run), str(run), "--threshold", "5")
+    assert plain.returncode == 0 and "warning" not in plain.stderr and "threshold 5 %" in plain.stdout
+    assert "percent" in bench("compare", "--help").stdout
+    history = bench("history", str(tmp_path / "r"), "--threshold", "0.2")
+    assert history.returncode == 0 and "--threshold 0.2 is read as 0.2 %; for 20 % give 20" in history.stderr
+    with pytest.raises(UsageError) as refused:  # the library's own check speaks percent too
+        compare.compare_runs(run, run, threshold=5.0)
+    assert "%" in str(refused.value) and "fraction" not in str(refused.value)
