@@ -441,7 +441,7 @@ def compare(
         write(output, text)
     else:
         click.echo(text, nl=False)
-    if result.regressed:
+    if result.has_regression:  # a cell slower, or lost: measured in the baseline, not in the candidate
         ctx.exit(1)
 
 

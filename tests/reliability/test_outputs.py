@@ -3,6 +3,7 @@ messages, limits and the report's charts, through the real command line and the 
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -102,3 +103,64 @@ def test_a_threshold_is_in_percent_everywhere_and_a_fraction_looking_one_is_flag
     with pytest.raises(UsageError) as refused:  # the library's own check speaks percent too
         compare.compare_runs(run, run, threshold=5.0)
     assert "%" in str(refused.value) and "fraction" not in str(refused.value)
+
+
+def _fault_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """Two real runs of four cells: one measured in both, one failed and one skipped in both, and one
+    that allocates 160 MiB, measured in the baseline and killed by the candidate's memory cap."""
+    scenario = fake_scenario(tmp_path, faults="[none, raise, skip, alloc]")
+    scenario.write_text(scenario.read_text().replace("{service_ms: 0.2}", "{service_ms: 0.2, alloc_mb: 160}"))
+    assert bench("run", str(scenario), "--out", str(tmp_path / "b"), "--no-report").returncode == 0
+    scenario.write_text(scenario.read_text().replace("timeout_s: 30", "timeout_s: 30\n  memory_mb: 120"))
+    assert bench("run", str(scenario), "--out", str(tmp_path / "c"), "--no-report").returncode == 0
+    (base,), (cand,) = run_dirs(tmp_path / "b"), run_dirs(tmp_path / "c")
+    assert {r["status"] for r in journal(cand)} == {"ok", "failed", "skipped", "oom"}
+    return base, cand
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Path) -> None:
+    base, cand = _fault_runs(tmp_path)
+    out = bench("compare", str(base), str(cand), "--format", "json", "--json-out", str(tmp_path / "c.json"))
+    assert out.returncode == 1, out.stderr  # the candidate lost a cell the baseline measured: a regression
+    result = json.loads(out.stdout)
+    assert [c["label"] for c in result["cells"]] == [r["label"] for r in journal(cand) if r["status"] == "ok"]
+    assert result["counts"] == {"unchanged": 1} and all(c["metrics"] for c in result["cells"])
+    missing = {m["label"].split("fault=")[1].split(",")[0]: m for m in result["not_measured"]}
+    assert set(missing) == {"raise", "skip", "alloc"}
+    lost = missing["alloc"]
+    assert (lost["missing_in"], lost["verdict"], lost["baseline_status"], lost["candidate_status"]) == (
+        "candidate", "regressed", "ok", "oom")  # fmt: skip
+    assert "cap of 120 MiB" in lost["candidate_reason"]
+    assert missing["raise"]["missing_in"] == "both" and missing["raise"]["verdict"] == "not compared"
+    assert "injected failure" in missing["raise"]["candidate_reason"]
+    assert missing["skip"]["baseline_status"] == "skipped"
+
+    text = bench("compare", str(base), str(cand)).stdout
+    assert "1 cells compared: 1 unchanged" in text and "3 cell(s) not measured in both runs" in text
+    assert "oom in the candidate (resident memory" in text and "skipped in both (injected skip" in text
+    md = bench("compare", str(base), str(cand), "--format", "md").stdout
+    assert "**regression**" in md and "| regressed | toy fake[alloc_mb=160,fault=alloc" in md
+    assert "oom: resident memory" in md
+    # the other way round the cell is one the candidate gained: listed, not a regression
+    back = bench("compare", str(cand), str(base), "--format", "json")
+    assert back.returncode == 0, back.stderr
+    gained = [m for m in json.loads(back.stdout)["not_measured"] if m["missing_in"] == "baseline"]
+    assert len(gained) == 1 and gained[0]["verdict"] == "not compared"
+    # drawn in the report from the JSON written, the same as when compared there
+    for how in (("--comparison", str(tmp_path / "c.json")), ("--baseline", str(base))):
+        page = tmp_path / f"report{how[0]}.html"
+        assert bench("report", str(cand), *how, "-o", str(page)).returncode == 0
+        section = page.read_text().split('<section class="compare">')[1].split("</section>")[0]
+        assert "Not measured in both runs" in section and "cap of 120 MiB" in section
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert compare.comparison_from_dict(data).as_dict() == data  # read back whole
+    # measured again, under the candidate's scenario (its memory cap) on both sides: the baseline's code
+    # runs out of memory there too, so the loss is the cap's, not the candidate code's
+    again = bench("compare", str(base), str(cand), "--confirm", "--confirm-repeats", "2", "--format", "json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    result = json.loads(again.stdout)
+    (alloc,) = [m for m in result["not_measured"] if "fault=alloc" in m["label"]]
+    assert (alloc["missing_in"], alloc["verdict"]) == ("both", "not compared")
+    assert alloc["screen_verdict"] == "regressed (oom in the candidate)" and result["confirmation"]["held"] == 0
+    assert all(c["metrics"] for c in result["cells"])
