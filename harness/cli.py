@@ -461,6 +461,8 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: not a folder (give a results root such as results/)")
+    if (Path(root) / "manifest.json").is_file():  # history reads the run folders inside a root, not a run
+        raise UsageError(f"{root} is a run folder; give its results root ({Path(root).parent})")
     _warn_if_fraction(threshold)
     rows = cmp.history(Path(root), scenario)
     if not rows:
@@ -509,8 +511,11 @@ def validate(ctx: click.Context, scenario: str) -> None:
 def list_(ctx: click.Context, what: str) -> None:
     """What is available here, and why not where it is not."""
     if what == "scenarios":
-        for path in sorted(Path("scenarios").glob("*.yaml")):
+        found = sorted(Path("scenarios").glob("*.yaml"))
+        for path in found:
             click.echo(str(path))
+        if not found:  # outside the repository: say where it looked rather than print nothing
+            click.echo(f"no scenario files (*.yaml) in {Path('scenarios').resolve()}", err=True)
         return
     if what == "instances":
         from harness.economics import catalog

@@ -164,3 +164,22 @@ def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Pat
     assert (alloc["missing_in"], alloc["verdict"]) == ("both", "not compared")
     assert alloc["screen_verdict"] == "regressed (oom in the candidate)" and result["confirmation"]["held"] == 0
     assert all(c["metrics"] for c in result["cells"])
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_history_of_a_run_folder_points_at_its_results_root(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path)
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (run,) = run_dirs(tmp_path / "r")
+    out = bench("history", str(run))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{run} is a run folder; give its results root ({run.parent})" in out.stderr
+    assert bench("history", str(tmp_path / "r")).returncode == 0
+
+
+def test_list_scenarios_outside_the_repository_says_where_it_looked(tmp_path: Path) -> None:
+    out = bench("list", "scenarios", cwd=tmp_path)
+    assert out.returncode == 0 and not out.stdout
+    assert str(tmp_path / "scenarios") in out.stderr and "no scenario" in out.stderr
+    inside = bench("list", "scenarios")
+    assert inside.returncode == 0 and "scenarios/rec.yaml" in inside.stdout and not inside.stderr
