@@ -422,6 +422,9 @@ def compare(
 
     _warn_if_fraction(threshold)
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    note = cmp.quick_note(result)
+    if note:
+        click.echo(f"bench: warning: {note}", err=True)
     if confirm:
         from harness.confirm import confirm as remeasure
         from harness.progress import make_reporter

@@ -158,6 +158,8 @@ class Comparison:
     confirmation: dict[str, Any] | None = None
     #: cells of both runs that one or both did not measure (``cells`` holds those measured in both)
     not_measured: list[NotMeasured] = field(default_factory=list)
+    #: which run is a ``--quick`` run: {"baseline": bool, "candidate": bool}
+    quick: dict[str, bool] = field(default_factory=dict)
 
     @property
     def regressed(self) -> list[CellComparison]:
@@ -184,7 +186,7 @@ class Comparison:
             "alpha": self.alpha, "counts": self.counts(), "cells": [c.as_dict() for c in self.cells],
             "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
             "env_differences": self.env_differences, "confirmation": self.confirmation,
-            "not_measured": [asdict(n) for n in self.not_measured],
+            "not_measured": [asdict(n) for n in self.not_measured], "quick": self.quick,
         }  # fmt: skip
 
 
@@ -491,6 +493,7 @@ def compare_runs(
         str(baseline), str(candidate), threshold, alpha, results,
         sorted(set(base_cells) - set(cand_cells)), sorted(set(cand_cells) - set(base_cells)), diffs,
         not_measured=missing,
+        quick={"baseline": bool(bm["settings"].get("quick")), "candidate": bool(cm["settings"].get("quick"))},
     )  # fmt: skip
 
 
@@ -585,6 +588,24 @@ def _again(cell: CellComparison | NotMeasured) -> str:
     return f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
 
 
+def quick_note(result: Comparison) -> str | None:
+    """A warning when one run is a ``--quick`` run and the other is not: their windows differ so
+    much that a change between them says little about the code."""
+    quick = [side for side in ("baseline", "candidate") if result.quick.get(side)]
+    if len(quick) != 1:
+        return None
+    from harness.runner import QUICK_MEASUREMENT
+
+    side = quick[0]
+    other = "candidate" if side == "baseline" else "baseline"
+    path = result.baseline if side == "baseline" else result.candidate
+    windows = f"{QUICK_MEASUREMENT['min_duration_s']:g}-{QUICK_MEASUREMENT['max_duration_s']:g} s"
+    return (
+        f"the {side} ({path}) is a --quick run: its numbers come from {windows} windows, the {other}'s from full "
+        "ones, so a change between them may be the windows', not the code's"
+    )
+
+
 def confirmation_line(how: dict[str, Any]) -> str:
     if not how.get("suspects"):
         return "confirmed: no cell looked slower, none was measured again"
@@ -601,6 +622,8 @@ def render_text(result: Comparison) -> str:
              f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
     if result.env_differences:
         lines.append("environment differs: " + "; ".join(result.env_differences))
+    if quick_note(result):
+        lines.append(f"warning: {quick_note(result)}")
     if result.confirmation is not None:
         lines.append(confirmation_line(result.confirmation))
     for cell in sorted(
@@ -631,7 +654,7 @@ def _side_text(status: str, reason: str) -> str:
 
 
 def render_markdown(result: Comparison) -> str:
-    from harness.verdicts import md_cell
+    from harness.verdicts import md_cell, md_line
 
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = "**regression**" if result.has_regression else "no regression"
@@ -640,6 +663,8 @@ def render_markdown(result: Comparison) -> str:
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
     if result.confirmation is not None:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]
+    if quick_note(result):
+        lines[3:3] = [f"Warning: {md_line(quick_note(result))}.", ""]
     for cell in result.cells:
         cols = [f"{_pct(c.change)} {_ci(c)}" if (c := cell.metrics.get(m)) else "" for m in METRICS]
         lines.append(f"| {cell.verdict} | {md_cell(cell.label + _again(cell))} | " + " | ".join(cols) + " |")
@@ -665,7 +690,7 @@ def render_html(result: Comparison) -> str:
     template = env.from_string(
         '<section class="compare"><h2>Comparison</h2><p>{{ r.baseline }} &rarr; {{ r.candidate }}: '
         "{% for v, n in counts %}{{ n }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</p>"
-        "{% if confirmed %}<p>{{ confirmed }}</p>{% endif %}"
+        "{% if confirmed %}<p>{{ confirmed }}</p>{% endif %}{% if quick %}<p>Warning: {{ quick }}.</p>{% endif %}"
         "<table><thead><tr><th>verdict</th><th>cell</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}"
         "</tr></thead><tbody>{% for c in r.cells %}<tr><td>{{ c.verdict }}</td><td>{{ c.label }}{{ again(c) }}</td>"
         "{% for m in metrics %}<td>{% if m in c.metrics %}{{ pct(c.metrics[m].change) }} {{ ci(c.metrics[m]) }}"
@@ -680,7 +705,7 @@ def render_html(result: Comparison) -> str:
     confirmed = confirmation_line(result.confirmation) if result.confirmation is not None else ""
     return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci,
                            again=_again, confirmed=confirmed, gone=_not_measured_in_order(result),
-                           side=_side_text)  # fmt: skip
+                           side=_side_text, quick=quick_note(result))  # fmt: skip
 
 
 def comparison_from_dict(data: dict[str, Any]) -> Comparison:
@@ -694,6 +719,7 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
         data["baseline"], data["candidate"], data["threshold"], data["alpha"], cells, data["only_baseline"],
         data["only_candidate"], data["env_differences"], data.get("confirmation"),
         [NotMeasured(**n) for n in data.get("not_measured", [])],  # absent from files written before it existed
+        data.get("quick", {}),
     )  # fmt: skip
 
 

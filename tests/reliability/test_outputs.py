@@ -177,6 +177,22 @@ def test_history_of_a_run_folder_points_at_its_results_root(tmp_path: Path) -> N
     assert bench("history", str(tmp_path / "r")).returncode == 0
 
 
+@pytest.mark.usefixtures("fake_plugin")
+def test_comparing_a_quick_run_with_a_full_one_says_which_is_quick(tmp_path: Path) -> None:
+    scenario = fake_scenario(tmp_path)
+    assert bench("run", str(scenario), "--out", str(tmp_path / "full"), "--no-report").returncode == 0
+    assert bench("run", str(scenario), "--quick", "--out", str(tmp_path / "quick"), "--no-report").returncode == 0
+    (full,), (quick,) = run_dirs(tmp_path / "full"), run_dirs(tmp_path / "quick")
+    out = bench("compare", str(full), str(quick), "--format", "json")
+    assert out.returncode in (0, 1), out.stderr
+    assert f"the candidate ({quick}) is a --quick run" in out.stderr and "0.2-0.4 s windows" in out.stderr
+    assert json.loads(out.stdout)["quick"] == {"baseline": False, "candidate": True}
+    back = bench("compare", str(quick), str(full))
+    assert f"the baseline ({quick}) is a --quick run" in back.stderr
+    same = bench("compare", str(full), str(full), "--format", "json")
+    assert "quick" not in same.stderr and json.loads(same.stdout)["quick"] == {"baseline": False, "candidate": False}
+
+
 def test_list_scenarios_outside_the_repository_says_where_it_looked(tmp_path: Path) -> None:
     out = bench("list", "scenarios", cwd=tmp_path)
     assert out.returncode == 0 and not out.stdout
