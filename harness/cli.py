@@ -225,7 +225,7 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     runner.raise_if_nothing_measured(records, run_dir)
     broken = economics.broken(records)
     if broken:
-        lines = [f"  {rec['label']}: {key} {verdict['why']}" for rec, key, verdict in broken[:20]]
+        lines = [f"  {rec['label']}: {key}: {verdict['why']}" for rec, key, verdict in broken[:20]]
         more = f"\n  ... and {len(broken) - 20} more" if len(broken) > 20 else ""
         message = f"{len(broken)} budget(s) broken:\n" + "\n".join(lines) + more
         if fail_on_budget:

@@ -99,7 +99,7 @@ def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: st
     )
     lines.append("")
     if broken:
-        lines += ["| cell | budget | limit | value |", "|---|---|---|---|"]
+        lines += ["| cell | budget | limit | what happened |", "|---|---|---|---|"]
         lines += [f"| {md_cell(r['label'])} | {md_cell(k)} | {v['limit']:g} | {md_cell(v.get('why', ''))} |"
                   for r, k, v in broken]  # fmt: skip
         lines.append("")

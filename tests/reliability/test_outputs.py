@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,23 @@ def test_list_scenarios_outside_the_repository_says_where_it_looked(tmp_path: Pa
     assert str(tmp_path / "scenarios") in out.stderr and "no scenario" in out.stderr
     inside = bench("list", "scenarios")
     assert inside.returncode == 0 and "scenarios/rec.yaml" in inside.stdout and not inside.stderr
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_budget_verdicts_say_what_happened(tmp_path: Path) -> None:
+    # 0.2 ms a call: a p99 budget of 3 ms is met, one of 0.0001 ms broken; the same wording everywhere
+    scenario = fake_scenario(tmp_path, extra="budgets: {p99_ms: 0.0001, p50_ms: 3}\n")
+    md, junit = tmp_path / "s.md", tmp_path / "j.xml"
+    done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "rep"),
+                 "--summary-md", str(md), "--junit", str(junit))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (record,) = journal(run_dirs(tmp_path / "r")[0])
+    broken, met = record["budgets"]["p99_ms"]["why"], record["budgets"]["p50_ms"]["why"]
+    assert re.fullmatch(r"p99 \d+\.\d+ ms > limit 0\.0001 ms", broken), broken
+    assert re.fullmatch(r"p50 \d+\.\d+ ms <= limit 3 ms", met), met
+    assert f"p99_ms: {broken}" in done.stderr and broken in md.read_text()
+    failure = ET.parse(junit).getroot().find(".//failure")
+    assert failure is not None and failure.get("message") == f"p99_ms: {broken}"
+    (page,) = (tmp_path / "rep").glob("*.html")
+    html = page.read_text()
+    assert escape(f"FAIL: {broken}") in html and escape(f"pass: {met}") in html
