@@ -220,3 +220,42 @@ def test_budget_verdicts_say_what_happened(tmp_path: Path) -> None:
     (page,) = (tmp_path / "rep").glob("*.html")
     html = page.read_text()
     assert escape(f"FAIL: {broken}") in html and escape(f"pass: {met}") in html
+
+
+def _many_series_scenario(tmp_path: Path, lines: int) -> Path:
+    """A fake sweep of ``lines`` service times: as many lines in each chart across batch sizes, and
+    twice as many in the latency chart (each cell's p50 and p99)."""
+    values = ", ".join(f"{0.1 + 0.01 * i:.2f}" for i in range(lines))
+    scenario = fake_scenario(tmp_path, min_s=0.05, max_s=0.1)
+    scenario.write_text(scenario.read_text().replace("options: {service_ms: 0.2}", f"sweep: {{service_ms: [{values}]}}")
+                        .replace("    sweep:\n      fault: [none]\n", ""))  # fmt: skip
+    return scenario
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_chart_lines_keep_distinct_names_and_looks(tmp_path: Path) -> None:
+    scenario = _many_series_scenario(tmp_path, 11)
+    done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "rep"))
+    assert done.returncode == 0, done.stderr
+    (page,) = (tmp_path / "rep").glob("*.html")
+    data = re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', page.read_text(), re.S)
+    assert data is not None
+    charts = {c["id"]: c for c in json.loads(data[1])[0]}
+    for chart in charts.values():
+        datasets = chart["config"]["data"]["datasets"]
+        if chart["config"]["type"] != "scatter" or len(datasets) < 2:
+            continue
+        names = [d["label"] for d in datasets]
+        assert len(set(names)) == len(names), (chart["id"], names)
+        looks = [(d.get("borderColor"), tuple(d.get("borderDash") or [])) for d in datasets]
+        assert len(set(looks)) == len(looks), (chart["id"], looks)  # never the same colour and pattern twice
+    latency = charts["latency"]["config"]
+    names = [d["label"] for d in latency["data"]["datasets"]]
+    assert len(names) == 22 and "p50 service_ms=0.1" in names and "p99 service_ms=0.1" in names
+    assert latency["options"]["plugins"]["subtitle"]["text"] == "every line: fake cpu fp32"  # said once
+    # up to 30 lines never repeat a (colour, pattern) pair, and the shapes keep going well beyond
+    from harness.report.charts import line_style
+
+    styles = [line_style(i) for i in range(210)]
+    assert len({(s["borderColor"], tuple(s["borderDash"])) for s in styles[:30]}) == 30
+    assert len({(s["borderColor"], tuple(s["borderDash"]), s["pointStyle"]) for s in styles}) == 210
