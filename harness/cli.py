@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -52,6 +53,39 @@ class _Group(click.Group):
         except KeyboardInterrupt as exc:
             click.echo(_interrupted(exc), err=True)
             ctx.exit(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
+
+
+class Finite(click.ParamType):
+    """A finite number within bounds. Click's FloatRange lets nan through (every comparison with nan
+    is false) and inf through an open upper end, and a limit of nan or inf turns every check it
+    takes part in into nonsense ("p99 <= nan ms")."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 high_open: bool = False) -> None:  # fmt: skip
+        self.low, self.high, self.low_open, self.high_open = low, high, low_open, high_open
+
+    def _bounds(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"above {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        return f"below {self.high:g}" if self.high_open else f"at most {self.high:g}"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number; give one {self._bounds()}", param, ctx)
+        low, high = self.low, self.high
+        if (low is not None and (number <= low if self.low_open else number < low)) or (
+            high is not None and (number >= high if self.high_open else number > high)
+        ):
+            self.fail(f"{number:g} is not {self._bounds()}", param, ctx)
+        return number
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -257,7 +291,7 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     runner.raise_if_nothing_measured(records, run_dir)
     broken = economics.broken(records)
     if broken:
-        lines = [f"  {rec['label']}: {key} {verdict['why']}" for rec, key, verdict in broken[:20]]
+        lines = [f"  {rec['label']}: {key}: {verdict['why']}" for rec, key, verdict in broken[:20]]
         more = f"\n  ... and {len(broken) - 20} more" if len(broken) > 20 else ""
         message = f"{len(broken)} budget(s) broken:\n" + "\n".join(lines) + more
         if fail_on_budget:
@@ -319,10 +353,14 @@ def report(
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--p99-ms", type=float, required=True, help="The latency SLO: p99 at most this, ms.")
-@click.option("--min-throughput", type=float, default=None, help="And at least this many samples/s.")
-@click.option("--min-agreement", type=float, default=None, help="And at least this agreement with the reference.")
-@click.option("--hourly-usd", type=float, default=None, help="Price per machine-hour when a run has none.")
+@click.option("--p99-ms", type=Finite(0, low_open=True), required=True, help="The latency SLO: p99 at most this, ms.")
+@click.option("--min-throughput", type=Finite(0), default=None, help="And at least this many samples/s.")
+@click.option(
+    "--min-agreement", type=Finite(0, 1), default=None, help="And at least this agreement with the reference."
+)
+@click.option(
+    "--hourly-usd", type=Finite(0, low_open=True), default=None, help="Price per machine-hour when a run has none."
+)
 def recommend(
     run_dirs: tuple[str, ...],
     p99_ms: float,
@@ -335,12 +373,6 @@ def recommend(
     from harness.errors import UsageError
     from harness.store import RunDir
 
-    if p99_ms <= 0:
-        raise UsageError(f"--p99-ms must be above 0 (got {p99_ms:g})")
-    if hourly_usd is not None and hourly_usd <= 0:
-        raise UsageError(f"--hourly-usd must be above 0 (got {hourly_usd:g})")
-    if min_agreement is not None and not 0 <= min_agreement <= 1:
-        raise UsageError(f"--min-agreement is a fraction in [0, 1] (got {min_agreement:g})")
     _warn_unfinished(run_dirs)
     rows = []
     for path in run_dirs:
@@ -388,13 +420,25 @@ def recommend(
         click.get_current_context().exit(1)
 
 
+def _warn_if_fraction(threshold: float) -> None:
+    """Thresholds are percent; a value under 0.5 was most likely meant as a fraction (0.05 for 5 %),
+    which would make every tiny change count. Said, not refused: a tiny threshold can be wanted."""
+    if 0 < threshold < 0.5:
+        click.echo(
+            f"bench: warning: --threshold {threshold:g} is read as {threshold:g} %; "
+            f"for {threshold * 100:g} % give {threshold * 100:g}",
+            err=True,
+        )
+
+
 @cli.command()
 @click.argument("baseline", type=click.Path())
 @click.argument("candidate", type=click.Path())
-@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least change that matters, percent.")
+@click.option("--threshold", type=Finite(0, 100, low_open=True, high_open=True), default=5.0, show_default=True,
+              help="Least change that matters, in percent (5 means 5 %).")  # fmt: skip
 @click.option(
     "--alpha",
-    type=float,
+    type=Finite(0, 1, low_open=True, high_open=True),
     default=0.01,
     show_default=True,
     help="Chance of any false verdict over the cells compared (Holm).",
@@ -411,7 +455,7 @@ def recommend(
               help="Processes per side when measuring again.")  # fmt: skip
 @click.option(
     "--screen-alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=Finite(0, 1, low_open=True, high_open=True),
     default=0.25,
     show_default=True,
     help="A slower-looking cell is measured again under this one-sided p-value.",
@@ -443,17 +487,17 @@ def compare(
     With --confirm the comparison only screens: the cells that look slower are measured again here,
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness import compare as cmp
-    from harness.errors import UsageError
-
-    if not 0 < alpha < 1:
-        raise UsageError(f"--alpha is a probability in (0, 1) (got {alpha:g})")
     from harness.outputs import check_writable
 
+    _warn_if_fraction(threshold)
     for option, path in (("-o", output), ("--json-out", json_out)):
         if path:  # before --confirm's re-measurement, which can take an hour
             check_writable(path, option)
     _warn_unfinished((baseline, candidate))
     result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    note = cmp.quick_note(result)
+    if note:
+        click.echo(f"bench: warning: {note}", err=True)
     if confirm:
         from harness.confirm import confirm as remeasure
         from harness.progress import make_reporter
@@ -473,14 +517,15 @@ def compare(
         write(output, text, "-o")
     else:
         click.echo(text, nl=False)
-    if result.regressed:
+    if result.has_regression:  # a cell slower, or lost: measured in the baseline, not in the candidate
         ctx.exit(1)
 
 
 @cli.command(name="history")
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--scenario", default=None, help="Only runs of this scenario.")
-@click.option("--threshold", type=float, default=5.0, show_default=True, help="Least level shift, percent.")
+@click.option("--threshold", type=Finite(0), default=5.0, show_default=True,
+              help="Least level shift, in percent (5 means 5 %).")  # fmt: skip
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the trends as an HTML page (one chart per metric, change points listed).")  # fmt: skip
@@ -492,6 +537,9 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
 
     if not Path(root).is_dir():
         raise UsageError(f"{root}: not a folder (give a results root such as results/)")
+    if (Path(root) / "manifest.json").is_file():  # history reads the run folders inside a root, not a run
+        raise UsageError(f"{root} is a run folder; give its results root ({Path(root).parent})")
+    _warn_if_fraction(threshold)
     found = cmp.history(Path(root), scenario)
     for note in found.skipped:
         click.echo(f"bench: warning: {note}", err=True)
@@ -542,8 +590,11 @@ def validate(ctx: click.Context, scenario: str) -> None:
 def list_(ctx: click.Context, what: str) -> None:
     """What is available here, and why not where it is not."""
     if what == "scenarios":
-        for path in sorted(Path("scenarios").glob("*.yaml")):
+        found = sorted(Path("scenarios").glob("*.yaml"))
+        for path in found:
             click.echo(str(path))
+        if not found:  # outside the repository: say where it looked rather than print nothing
+            click.echo(f"no scenario files (*.yaml) in {Path('scenarios').resolve()}", err=True)
         return
     if what == "instances":
         from harness.economics import catalog

@@ -87,6 +87,64 @@ class CellComparison:
 
 
 @dataclass
+class NotMeasured:
+    """A cell of both runs that one of them, or both, did not measure: there is nothing to compare,
+    only why. The candidate losing a cell the baseline measured is a regression."""
+
+    cell_id: str
+    label: str
+    missing_in: str  # "baseline", "candidate" or "both"
+    baseline_status: str  # "ok" where the run measured it
+    baseline_reason: str
+    candidate_status: str
+    candidate_reason: str
+    #: "regressed" when the baseline measured the cell and the candidate did not, else "not compared"
+    verdict: str = "not compared"
+    #: with ``--confirm``, for a cell measured again: what the sweep's comparison had said
+    screen_verdict: str | None = None
+
+    def why(self) -> str:
+        """One line: the status of each run that did not measure the cell, and its reason."""
+
+        def side(status: str, reason: str, where: str) -> str:
+            reason = " ".join(reason.split())  # one line: a worker's output tail has many
+            return f"{status} {where}" + (f" ({reason[:160]})" if reason else "")
+
+        base, cand = (self.baseline_status, self.baseline_reason), (self.candidate_status, self.candidate_reason)
+        if self.missing_in == "candidate":
+            return side(*cand, "in the candidate") + "; the baseline measured it"
+        if self.missing_in == "baseline":
+            return side(*base, "in the baseline") + "; the candidate measured it"
+        if base == cand:
+            return side(*base, "in both")
+        return side(*base, "in the baseline") + "; " + side(*cand, "in the candidate")
+
+
+def _status(records: list[dict[str, Any]]) -> tuple[str, str]:
+    """A run's status of one cell and why: "ok" when any of its processes measured."""
+    if any(r.get("status") == "ok" for r in records):
+        return "ok", ""
+    if not records:
+        return "not run", "no record of the cell"
+    statuses = list(dict.fromkeys(str(r.get("status")) for r in records))  # several processes: each status once
+    reason = next((str(r["reason"]) for r in records if r.get("reason")), "")
+    return ", ".join(statuses), reason[:500]
+
+
+def not_measured(
+    cell_id: str, label: str, base: list[dict[str, Any]], cand: list[dict[str, Any]]
+) -> NotMeasured | None:
+    """Why a cell of both runs cannot be compared (from each run's records of it), or None when both
+    measured it."""
+    (b_status, b_reason), (c_status, c_reason) = _status(base), _status(cand)
+    if b_status == "ok" and c_status == "ok":
+        return None
+    missing_in = "both" if b_status != "ok" and c_status != "ok" else ("baseline" if c_status == "ok" else "candidate")
+    verdict = "regressed" if missing_in == "candidate" else "not compared"
+    return NotMeasured(cell_id, label, missing_in, b_status, b_reason, c_status, c_reason, verdict)
+
+
+@dataclass
 class Comparison:
     baseline: str
     candidate: str
@@ -98,10 +156,23 @@ class Comparison:
     env_differences: list[str]
     #: how the suspects were measured again (None: they were not)
     confirmation: dict[str, Any] | None = None
+    #: cells of both runs that one or both did not measure (``cells`` holds those measured in both)
+    not_measured: list[NotMeasured] = field(default_factory=list)
+    #: which run is a ``--quick`` run: {"baseline": bool, "candidate": bool}
+    quick: dict[str, bool] = field(default_factory=dict)
 
     @property
     def regressed(self) -> list[CellComparison]:
         return [c for c in self.cells if c.verdict == "regressed"]
+
+    @property
+    def lost(self) -> list[NotMeasured]:
+        """Cells the baseline measured and the candidate did not."""
+        return [n for n in self.not_measured if n.verdict == "regressed"]
+
+    @property
+    def has_regression(self) -> bool:
+        return bool(self.regressed or self.lost)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -115,6 +186,7 @@ class Comparison:
             "alpha": self.alpha, "counts": self.counts(), "cells": [c.as_dict() for c in self.cells],
             "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
             "env_differences": self.env_differences, "confirmation": self.confirmation,
+            "not_measured": [asdict(n) for n in self.not_measured], "quick": self.quick,
         }  # fmt: skip
 
 
@@ -386,8 +458,8 @@ def compare_runs(
     noise_floor: float = NOISE_FLOOR,
 ) -> Comparison:
     """Compare two run folders; raises UsageError for runs that cannot be compared."""
-    if not 0 < threshold < 1:
-        raise UsageError(f"--threshold is a fraction in (0, 1), e.g. 0.05 for 5% (got {threshold:g})")
+    if not 0 < threshold < 1:  # a fraction here; the user gave percent (--threshold 5 is 0.05)
+        raise UsageError(f"the threshold must be above 0 % and below 100 % (got {threshold * 100:g} %)")
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
     bm, cm = base_run.manifest(), cand_run.manifest()
     if bm["scenario"]["name"] != cm["scenario"]["name"]:
@@ -406,15 +478,22 @@ def compare_runs(
     if not common:
         raise UsageError(f"{baseline} and {candidate} have no cell in common: nothing to compare")
     sides: list[tuple[str, str, int, Side | None, Side | None]] = []
+    missing: list[NotMeasured] = []
     for cid in common:
+        label = cand_cells[cid][0]["label"]
+        gone = not_measured(cid, label, base_cells[cid], cand_cells[cid])
+        if gone is not None:  # nothing to compare: listed apart, with why
+            missing.append(gone)
+            continue
         b_recs, c_recs = ok(base_cells[cid]), ok(cand_cells[cid])
-        label = (c_recs or cand_cells[cid])[0]["label"]
-        batch = int((c_recs or cand_cells[cid])[0]["config"]["batch_size"])
+        batch = int(c_recs[0]["config"]["batch_size"])
         sides.append((cid, label, batch, side_of(base_run, b_recs), side_of(cand_run, c_recs)))
     results = judge_cells(sides, threshold, alpha, noise_floor)
     return Comparison(
         str(baseline), str(candidate), threshold, alpha, results,
         sorted(set(base_cells) - set(cand_cells)), sorted(set(cand_cells) - set(base_cells)), diffs,
+        not_measured=missing,
+        quick={"baseline": bool(bm["settings"].get("quick")), "candidate": bool(cm["settings"].get("quick"))},
     )  # fmt: skip
 
 
@@ -462,24 +541,39 @@ def suspects(result: Comparison, screen_alpha: float = SCREEN_ALPHA) -> list[str
         )
         if cell.verdict == "regressed" or looks_worse:
             out.append(cell.cell_id)
-    return out
+    # a cell the candidate lost may have failed by chance (a timeout on a busy machine): measured again too
+    return out + [n.cell_id for n in result.lost]
 
 
-def apply_confirmation(result: Comparison, confirmed: list[CellComparison], how: dict[str, Any]) -> None:
+def apply_confirmation(
+    result: Comparison, confirmed: list[CellComparison], how: dict[str, Any], missing: list[NotMeasured] | None = None
+) -> None:
     """Replace the suspects' verdicts and numbers with those of their re-measurement (which was
-    judged on its own, Holm over the suspects): the sweep only chose what to measure again."""
+    judged on its own, Holm over the suspects): the sweep only chose what to measure again.
+    ``missing``: the suspects one side did not measure again; they join ``not_measured``."""
+    missing = missing or []
+    said = {c.cell_id: (c.label, c.verdict) for c in result.cells}
+    said |= {n.cell_id: (n.label, f"{n.verdict} ({n.candidate_status} in the candidate)") for n in result.lost}
+    for again in [*confirmed, *missing]:
+        again.label, again.screen_verdict = said[again.cell_id]
     by_id = {c.cell_id: c for c in confirmed}
-    for i, cell in enumerate(result.cells):
-        again = by_id.get(cell.cell_id)
-        if again is not None:
-            again.label, again.screen_verdict = cell.label, cell.verdict
-            result.cells[i] = again
-    result.confirmation = {**how, "suspects": len(by_id), "held": sum(c.verdict == "regressed" for c in confirmed)}
+    gone = {n.cell_id for n in missing}
+    cells = [by_id.pop(c.cell_id, c) for c in result.cells if c.cell_id not in gone]
+    result.cells = cells + list(by_id.values())  # the rest were not measured in the sweep
+    again_ids = {c.cell_id for c in confirmed} | gone
+    result.not_measured = [n for n in result.not_measured if n.cell_id not in again_ids] + missing
+    held = sum(c.verdict == "regressed" for c in confirmed) + sum(n.verdict == "regressed" for n in missing)
+    result.confirmation = {**how, "suspects": len(again_ids), "held": held}
 
 
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
+
+
+def threshold_text(threshold: float) -> str:
+    """The threshold (a fraction) in the unit users give it: percent, never rounded to 0 %."""
+    return f"{threshold * 100:g} %"
 
 
 def _pct(value: float | None) -> str:
@@ -490,8 +584,26 @@ def _ci(change: MetricChange) -> str:
     return f"[{_pct(change.ci_low)}, {_pct(change.ci_high)}]" if change.ci_low is not None else "(no CI)"
 
 
-def _again(cell: CellComparison) -> str:
+def _again(cell: CellComparison | NotMeasured) -> str:
     return f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
+
+
+def quick_note(result: Comparison) -> str | None:
+    """A warning when one run is a ``--quick`` run and the other is not: their windows differ so
+    much that a change between them says little about the code."""
+    quick = [side for side in ("baseline", "candidate") if result.quick.get(side)]
+    if len(quick) != 1:
+        return None
+    from harness.runner import QUICK_MEASUREMENT
+
+    side = quick[0]
+    other = "candidate" if side == "baseline" else "baseline"
+    path = result.baseline if side == "baseline" else result.candidate
+    windows = f"{QUICK_MEASUREMENT['min_duration_s']:g}-{QUICK_MEASUREMENT['max_duration_s']:g} s"
+    return (
+        f"the {side} ({path}) is a --quick run: its numbers come from {windows} windows, the {other}'s from full "
+        "ones, so a change between them may be the windows', not the code's"
+    )
 
 
 def confirmation_line(how: dict[str, Any]) -> str:
@@ -506,10 +618,12 @@ def confirmation_line(how: dict[str, Any]) -> str:
 def render_text(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     lines = [f"baseline  {result.baseline}", f"candidate {result.candidate}",
-             f"{len(result.cells)} cells compared: {counts} (threshold {result.threshold:.0%}, "
+             f"{len(result.cells)} cells compared: {counts} (threshold {threshold_text(result.threshold)}, "
              f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
     if result.env_differences:
         lines.append("environment differs: " + "; ".join(result.env_differences))
+    if quick_note(result):
+        lines.append(f"warning: {quick_note(result)}")
     if result.confirmation is not None:
         lines.append(confirmation_line(result.confirmation))
     for cell in sorted(
@@ -517,23 +631,52 @@ def render_text(result: Comparison) -> str:
     ):
         parts = [f"{m} {_pct(c.change)} {_ci(c)}" for m, c in cell.metrics.items()]
         lines.append(f"  {cell.verdict:12s} {cell.label}{_again(cell)}: " + "; ".join(parts))
+    if result.not_measured:
+        lines.append(f"{len(result.not_measured)} cell(s) not measured in both runs, not compared:")
+        for gone in _not_measured_in_order(result):
+            mark = "regressed" if gone.verdict == "regressed" else "-"
+            lines.append(f"  {mark:12s} {gone.label}{_again(gone)}: {gone.why()}")
     for name, ids in (("only in the baseline", result.only_baseline), ("only in the candidate", result.only_candidate)):
         if ids:
             lines.append(f"{len(ids)} cell(s) {name}: {', '.join(ids)}")
     return "\n".join(lines) + "\n"
 
 
+def _not_measured_in_order(result: Comparison) -> list[NotMeasured]:
+    """The cells not compared, those the candidate lost (regressions) first."""
+    return sorted(result.not_measured, key=lambda n: n.verdict != "regressed")
+
+
+def _side_text(status: str, reason: str) -> str:
+    """One run's outcome of a cell for a table: "ok", or the status and its reason on one line."""
+    reason = " ".join(reason.split())
+    return status if status == "ok" or not reason else f"{status}: {reason[:200]}"
+
+
 def render_markdown(result: Comparison) -> str:
+    from harness.verdicts import md_cell, md_line
+
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
-    head = "**regression**" if result.regressed else "no regression"
+    head = "**regression**" if result.has_regression else "no regression"
     lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
-             f"{result.threshold:.0%}, Holm-corrected alpha {result.alpha:g}.", "",
+             f"{threshold_text(result.threshold)}, Holm-corrected alpha {result.alpha:g}.", "",
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
     if result.confirmation is not None:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]
+    if quick_note(result):
+        lines[3:3] = [f"Warning: {md_line(quick_note(result))}.", ""]
     for cell in result.cells:
         cols = [f"{_pct(c.change)} {_ci(c)}" if (c := cell.metrics.get(m)) else "" for m in METRICS]
-        lines.append(f"| {cell.verdict} | {cell.label}{_again(cell)} | " + " | ".join(cols) + " |")
+        lines.append(f"| {cell.verdict} | {md_cell(cell.label + _again(cell))} | " + " | ".join(cols) + " |")
+    if result.not_measured:
+        lines += ["", f"Not measured in both runs, so not compared: {len(result.not_measured)}.", "",
+                  "| verdict | cell | baseline | candidate |", "|---|---|---|---|"]  # fmt: skip
+        for gone in _not_measured_in_order(result):
+            lines.append(
+                f"| {gone.verdict} | {md_cell(gone.label + _again(gone))} | "
+                f"{md_cell(_side_text(gone.baseline_status, gone.baseline_reason))} | "
+                f"{md_cell(_side_text(gone.candidate_status, gone.candidate_reason))} |"
+            )
     if result.only_baseline or result.only_candidate:
         lines += ["", f"Only in the baseline: {len(result.only_baseline)}; only in the candidate: "
                   f"{len(result.only_candidate)}."]  # fmt: skip
@@ -547,15 +690,22 @@ def render_html(result: Comparison) -> str:
     template = env.from_string(
         '<section class="compare"><h2>Comparison</h2><p>{{ r.baseline }} &rarr; {{ r.candidate }}: '
         "{% for v, n in counts %}{{ n }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}</p>"
-        "{% if confirmed %}<p>{{ confirmed }}</p>{% endif %}"
+        "{% if confirmed %}<p>{{ confirmed }}</p>{% endif %}{% if quick %}<p>Warning: {{ quick }}.</p>{% endif %}"
         "<table><thead><tr><th>verdict</th><th>cell</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}"
         "</tr></thead><tbody>{% for c in r.cells %}<tr><td>{{ c.verdict }}</td><td>{{ c.label }}{{ again(c) }}</td>"
         "{% for m in metrics %}<td>{% if m in c.metrics %}{{ pct(c.metrics[m].change) }} {{ ci(c.metrics[m]) }}"
-        "{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table></section>"
+        "{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table>"
+        "{% if gone %}<h3>Not measured in both runs</h3><p>Nothing to compare; a cell the candidate lost counts as "
+        "a regression.</p><table><thead><tr><th>verdict</th><th>cell</th><th>baseline</th><th>candidate</th></tr>"
+        "</thead><tbody>{% for n in gone %}<tr><td>{{ n.verdict }}</td><td>{{ n.label }}{{ again(n) }}</td>"
+        "<td>{{ side(n.baseline_status, n.baseline_reason) }}</td>"
+        "<td>{{ side(n.candidate_status, n.candidate_reason) }}</td></tr>{% endfor %}</tbody></table>{% endif %}"
+        "</section>"
     )
     confirmed = confirmation_line(result.confirmation) if result.confirmation is not None else ""
     return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci,
-                           again=_again, confirmed=confirmed)  # fmt: skip
+                           again=_again, confirmed=confirmed, gone=_not_measured_in_order(result),
+                           side=_side_text, quick=quick_note(result))  # fmt: skip
 
 
 def comparison_from_dict(data: dict[str, Any]) -> Comparison:
@@ -568,6 +718,8 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
     return Comparison(
         data["baseline"], data["candidate"], data["threshold"], data["alpha"], cells, data["only_baseline"],
         data["only_candidate"], data["env_differences"], data.get("confirmation"),
+        [NotMeasured(**n) for n in data.get("not_measured", [])],  # absent from files written before it existed
+        data.get("quick", {}),
     )  # fmt: skip
 
 

@@ -170,12 +170,19 @@ def confirm(
         )
     stored = cmp.records_by_cell(base_run)
     again = {name: (run, cmp.records_by_cell(run)) for name, (run, _) in runs.items()}  # each journal read once
-    sides_by_cell = []
+    if not base_code.available:
+        again["baseline"] = (base_run, stored)
+    sides_by_cell, missing = [], []
     for cid in ids:
-        side = {name: cmp.side_of(run, cmp.ok(recs.get(cid, []))) for name, (run, recs) in again.items()}
-        base_side = side["baseline"] if base_code.available else cmp.side_of(base_run, cmp.ok(stored.get(cid, [])))
+        (b_run, b_all), (c_run, c_all) = again["baseline"], again["candidate"]
+        b_recs, c_recs = b_all.get(cid, []), c_all.get(cid, [])
         first = stored[cid][0]  # every suspect was measured in the baseline
-        sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]), base_side, side["candidate"]))
+        gone = cmp.not_measured(cid, first["label"], b_recs, c_recs)
+        if gone is not None:  # one side failed again: nothing to compare, and why
+            missing.append(gone)
+            continue
+        sides_by_cell.append((cid, first["label"], int(first["config"]["batch_size"]),
+                              cmp.side_of(b_run, cmp.ok(b_recs)), cmp.side_of(c_run, cmp.ok(c_recs))))  # fmt: skip
     confirmed = cmp.judge_cells(sides_by_cell, result.threshold, result.alpha)
-    cmp.apply_confirmation(result, confirmed, how)
+    cmp.apply_confirmation(result, confirmed, how, missing)
     return result

@@ -2,8 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.etree import ElementTree as ET
+
+#: characters XML 1.0 forbids even escaped (C0 controls other than tab, newline and carriage return;
+#: lone surrogates; U+FFFE, U+FFFF): one in a label or a reason would make the whole file unreadable
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: control characters a Markdown page would show as nothing (or garbage)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _escape_code(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def xml_safe(value: object) -> str:
+    """``value`` as text XML 1.0 can hold: a forbidden character becomes its visible escape
+    (``\\x01``), so the file parses and the value can still be told apart."""
+    return _XML_FORBIDDEN.sub(_escape_code, str(value))
+
+
+def md_cell(value: object) -> str:
+    """``value`` as the text of one Markdown table cell: a ``|`` would start a new column and a
+    newline end the row, so they are escaped (``\\|``, ``<br>``); control characters become visible
+    escapes."""
+    text = _CONTROL.sub(_escape_code, "" if value is None else str(value))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def md_line(value: object) -> str:
+    """``value`` as text of one Markdown line (a heading, a sentence): newlines and controls made visible."""
+    return _CONTROL.sub(_escape_code, str(value)).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
 def _cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -18,10 +50,10 @@ def junit_xml(records: list[dict[str, Any]], budgets: dict[str, float], suite: s
     cases: list[ET.Element] = []
     counts = {"failures": 0, "errors": 0, "skipped": 0}
     for rec in records:
-        classname = f"bench.{suite}.{rec.get('label', rec.get('cell_id'))}"
+        classname = xml_safe(f"bench.{suite}.{rec.get('label', rec.get('cell_id'))}")
         if rec.get("status") == "skipped":
             case = ET.Element("testcase", classname=classname, name="run", time="0")
-            ET.SubElement(case, "skipped", message=str(rec.get("reason", ""))[:500])
+            ET.SubElement(case, "skipped", message=xml_safe(str(rec.get("reason", ""))[:500]))
             counts["skipped"] += 1
             cases.append(case)
             continue
@@ -29,18 +61,19 @@ def junit_xml(records: list[dict[str, Any]], budgets: dict[str, float], suite: s
         for name in names:
             case = ET.Element("testcase", classname=classname, name=name, time=f"{rec.get('elapsed_s') or 0:.3f}")
             if rec.get("status") != "ok":
-                ET.SubElement(case, "error", message=f"{rec.get('status')}: {str(rec.get('reason', ''))[:400]}")
+                message = f"{rec.get('status')}: {str(rec.get('reason', ''))[:400]}"
+                ET.SubElement(case, "error", message=xml_safe(message))
                 counts["errors"] += 1
             elif name != "run":
                 verdict = (rec.get("budgets") or {}).get(name, {})
                 if verdict.get("ok") is False:
-                    ET.SubElement(case, "failure", message=f"{name}: {verdict.get('why')}")
+                    ET.SubElement(case, "failure", message=xml_safe(f"{name}: {verdict.get('why')}"))
                     counts["failures"] += 1
                 elif verdict.get("ok") is None:
-                    ET.SubElement(case, "skipped", message=str(verdict.get("why", "not measured")))
+                    ET.SubElement(case, "skipped", message=xml_safe(verdict.get("why", "not measured")))
                     counts["skipped"] += 1
             cases.append(case)
-    suite_el = ET.SubElement(root, "testsuite", name=f"bench.{suite}", tests=str(len(cases)),
+    suite_el = ET.SubElement(root, "testsuite", name=xml_safe(f"bench.{suite}"), tests=str(len(cases)),
                              **{k: str(v) for k, v in counts.items()})  # fmt: skip
     suite_el.extend(cases)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -55,15 +88,16 @@ def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: st
     cells = _cells(records)
     ok = [r for r in cells if r.get("status") == "ok"]
     broken = [(r, k, v) for r in cells for k, v in (r.get("budgets") or {}).items() if v.get("ok") is False]
-    lines = [f"## bench: {title}", ""]
+    lines = [f"## bench: {md_line(title)}", ""]
     lines.append(
         f"{len(ok)} of {len(cells)} cells measured, {len(records) - len(cells)} skipped; "
         + (f"**{len(broken)} budget(s) broken**" if broken else ("all budgets met" if budgets else "no budgets set"))
     )
     lines.append("")
     if broken:
-        lines += ["| cell | budget | limit | value |", "|---|---|---|---|"]
-        lines += [f"| {r['label']} | {k} | {v['limit']:g} | {v.get('why', '')} |" for r, k, v in broken]
+        lines += ["| cell | budget | limit | what happened |", "|---|---|---|---|"]
+        lines += [f"| {md_cell(r['label'])} | {md_cell(k)} | {v['limit']:g} | {md_cell(v.get('why', ''))} |"
+                  for r, k, v in broken]  # fmt: skip
         lines.append("")
     lines += [
         "| cell | status | samples/s | p50 ms | p99 ms | $/M inferences | budgets |",
@@ -73,7 +107,7 @@ def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: st
         verdicts = r.get("budgets") or {}
         mark = "" if not verdicts else ("pass" if r.get("budgets_ok") else "FAIL")
         lines.append(
-            f"| {r.get('label')} | {r.get('status')} | {_fmt(r.get('throughput_sps'), ',.0f')} | "
+            f"| {md_cell(r.get('label'))} | {md_cell(r.get('status'))} | {_fmt(r.get('throughput_sps'), ',.0f')} | "
             f"{_fmt(r.get('p50_ms'), '.3f')} | {_fmt(r.get('p99_ms'), '.3f')} | "
             f"{_fmt(r.get('cost_per_million_usd'), '.3g')} | {mark} |"
         )

@@ -7,7 +7,9 @@ A chart or section whose data the run does not have is left out, never drawn emp
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,15 @@ from harness.store import RunDir
 CDF_POINTS = 100
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22")  # fmt: skip
+#: line patterns: with the palette, 30 series before a (colour, pattern) pair comes back
+_DASHES: tuple[list[int], ...] = ([], [8, 4], [2, 3])
+#: point shapes, a count prime to the palette's: (colour, pattern, shape) stays unique for 210 series
+_POINTS = ("circle", "triangle", "rect", "rectRot", "star", "crossRot", "rectRounded")
+#: a legend with more entries, or longer ones, goes under the chart, where it wraps: at the right
+#: long entries ran off the canvas and lost their ends (a cell's p50 and p99 both read as the cell)
+_LEGEND_RIGHT_MAX = (12, 36)
+#: a legend key: a label (split into words) or its words already
+Key = str | tuple[str, ...]
 
 
 def _num(value: Any) -> float | None:
@@ -31,30 +42,71 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _series(rec: dict[str, Any]) -> str:
-    """A cell's label without its batch size: one line of a chart across batch sizes."""
+def _series(rec: dict[str, Any]) -> tuple[str, ...]:
+    """A cell's configuration without its batch size, word by word: one line of a chart across
+    batch sizes."""
     cfg = rec.get("config", {})
-    opts = ",".join(f"{k}={v}" for k, v in sorted((cfg.get("backend_options") or {}).items()))
-    name = f"{cfg.get('backend')}[{opts}]" if opts else str(cfg.get("backend"))
+    words = [str(cfg.get("backend"))]
+    words += [f"{k}={v}" for k, v in sorted((cfg.get("backend_options") or {}).items())]
+    words += [str(cfg.get("device")), str(cfg.get("precision"))]
     load = cfg.get("load", "single_stream")
-    extra = "" if load == "single_stream" else f" {load}"
+    if load != "single_stream":
+        words.append(str(load))
     conc = (cfg.get("load_options") or {}).get("concurrency")
-    extra += f" c{conc}" if conc and conc > 1 else ""
-    return f"{name} {cfg.get('device')} {cfg.get('precision')}{extra}"
+    if conc and conc > 1:
+        words.append(f"c{conc}")
+    return tuple(words)
+
+
+def _words(key: Key) -> tuple[str, ...]:
+    """A legend key's words; a cell label splits at spaces, brackets and commas
+    ("toy fake[fault=none,service_ms=0.2] cpu fp32 b1": toy, fake, fault=none, ...)."""
+    return key if isinstance(key, tuple) else tuple(w for w in re.split(r"[\s\[\],]+", key) if w)
+
+
+def legend_names(keys: Sequence[Key]) -> tuple[list[str], str]:
+    """Short, distinct legend names for a chart's series, and the words they all share (said once,
+    under the title): only what tells the lines apart goes into the legend, so it stays short
+    enough to be read whole. Falls back to the full names when dropping words would merge two."""
+    words = [_words(k) for k in keys]
+    full = [" ".join(w) for w in words]
+    if len(words) > 1:
+        shared = set(words[0]).intersection(*map(set, words[1:]))
+        short = [" ".join(w for w in ws if w not in shared) for ws in words]
+        if all(short) and len(set(short)) == len(short):
+            return short, " ".join(w for w in words[0] if w in shared)
+    if len(set(full)) == len(full):
+        return full, ""
+    return [f"{name} #{i + 1}" for i, name in enumerate(full)], ""  # keys that differ only in spacing
 
 
 def _color(index: int) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
 
-def _line_chart(cid: str, title: str, series: dict[str, list[dict[str, float]]], x: str, y: str,
+def line_style(index: int) -> dict[str, Any]:
+    """The look of a chart's ``index``-th line: colour, then line pattern (30 lines before a pair
+    repeats), and a point shape on top."""
+    color = _color(index)
+    return {
+        "borderColor": color,
+        "backgroundColor": color + "66",  # a translucent fill: the legend box shows the line's pattern
+        "borderDash": _DASHES[(index // len(_PALETTE)) % len(_DASHES)],
+        "pointStyle": _POINTS[index % len(_POINTS)],
+        "pointRadius": 4,
+    }
+
+
+def _line_chart(cid: str, title: str, series: dict[Key, list[dict[str, float]]], x: str, y: str,
                 xlog: bool = True, ylog: bool = False) -> dict[str, Any]:  # fmt: skip
+    keys = sorted(series, key=_words)
+    names, shared = legend_names(keys)
     datasets = [
-        {"label": name, "data": sorted(points, key=lambda p: p["x"]), "borderColor": _color(i),
-         "backgroundColor": _color(i), "showLine": True, "tension": 0,
-         "borderDash": [] if i < len(_PALETTE) else [6, 3]}  # a colour's second use is dashed
-        for i, (name, points) in enumerate(sorted(series.items()))
+        {"label": name, "data": sorted(series[key], key=lambda p: p["x"]), "showLine": True, "tension": 0,
+         **line_style(i)}
+        for i, (key, name) in enumerate(zip(keys, names, strict=True))
     ]  # fmt: skip
+    right = len(names) <= _LEGEND_RIGHT_MAX[0] and max(map(len, names), default=0) <= _LEGEND_RIGHT_MAX[1]
     return {
         "id": cid,
         "title": title,
@@ -64,7 +116,11 @@ def _line_chart(cid: str, title: str, series: dict[str, list[dict[str, float]]],
             "options": {
                 "animation": False,
                 "responsive": True,
-                "plugins": {"legend": {"position": "right"}, "title": {"display": True, "text": title}},
+                "plugins": {
+                    "legend": {"position": "right" if right else "bottom", "labels": {"boxWidth": 30}},
+                    "title": {"display": True, "text": title},
+                    "subtitle": {"display": bool(shared), "text": f"every line: {shared}"},
+                },
                 "scales": {
                     "x": {"type": "logarithmic" if xlog else "linear", "title": {"display": True, "text": x}},
                     "y": {"type": "logarithmic" if ylog else "linear", "title": {"display": True, "text": y}},
@@ -124,8 +180,8 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The run's charts, each a Chart.js config; those without data are left out."""
     ok = [r for r in records if r.get("status") == "ok"]
     out: list[dict[str, Any]] = []
-    tput: dict[str, list[dict[str, float]]] = defaultdict(list)
-    lat: dict[str, list[dict[str, float]]] = defaultdict(list)
+    tput: dict[Key, list[dict[str, float]]] = defaultdict(list)
+    lat: dict[Key, list[dict[str, float]]] = defaultdict(list)
     for rec in ok:
         batch = rec["config"]["batch_size"]
         if _num(rec.get("throughput_sps")) is not None:
@@ -135,7 +191,7 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if value is None:
                 continue
             lo, hi = _num(rec.get(f"{pct}_ci_low_ms")), _num(rec.get(f"{pct}_ci_high_ms"))
-            lat[f"{_series(rec)} {pct}"].append({"x": batch, "y": value, "lo": lo, "hi": hi})
+            lat[(pct, *_series(rec))].append({"x": batch, "y": value, "lo": lo, "hi": hi})
     if tput:
         out.append(_line_chart("throughput", "Throughput vs batch size", tput, "batch size", "samples/s", ylog=True))
     if lat:
@@ -148,7 +204,7 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if cdfs:
         chart = _line_chart("cdf", "Latency distribution per cell (CDF)", cdfs, "latency (ms)", "fraction of queries")
         chart["config"]["data"]["datasets"] = [dict(d, pointRadius=0) for d in chart["config"]["data"]["datasets"]]
-        chart["config"]["options"]["plugins"]["legend"]["display"] = len(cdfs) <= 12
+        chart["config"]["options"]["plugins"]["legend"]["display"] = len(cdfs) <= 3 * len(_PALETTE)
         out.append(chart)
     costs = sorted((r for r in ok if _num(r.get("cost_per_million_usd")) is not None),
                    key=lambda r: r["cost_per_million_usd"])  # fmt: skip
@@ -163,11 +219,12 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             FRONTIERS["cost_accuracy"], "USD per million", "agreement with the reference")  # fmt: skip
     if front:
         out.append(front)
-    load: dict[str, list[dict[str, float]]] = defaultdict(list)
+    load: dict[Key, list[dict[str, float]]] = defaultdict(list)
     for rec in ok:  # server cells at fixed rates: one line across the rates
         rate = (rec["config"].get("load_options") or {}).get("target_qps")
         if rec["config"].get("load") == "server" and _num(rate) and _num(rec.get("p99_ms")) is not None:
-            load[f"{_series(rec)} b{rec['config']['batch_size']} (p99)"].append({"x": _num(rate), "y": rec["p99_ms"]})
+            key = (*_series(rec), f"b{rec['config']['batch_size']}", "p99")
+            load[key].append({"x": _num(rate), "y": rec["p99_ms"]})
     for rec in ok:  # peak searches: every LoadGen test of the search
         for point in rec.get("load_curve") or []:
             p99 = _num(point.get("p99_ms")) or _num(next((v for k, v in point.items() if k.endswith("_ms")
@@ -246,7 +303,7 @@ def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list
     out = []
     for field, title, unit, ylog in (("throughput_sps", "Throughput per run", "samples/s", True),
                                      ("p99_ms", "p99 latency per run", "ms", True)):  # fmt: skip
-        series: dict[str, list[dict[str, float]]] = defaultdict(list)
+        series: dict[Key, list[dict[str, float]]] = defaultdict(list)
         for row in rows:
             value = _num(row.get(field))
             if value is not None:

@@ -322,9 +322,10 @@ def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None
 
 def test_every_field_of_the_json_is_documented() -> None:
     cell = _cell(0.1, 0.05, 0.15, 0.001)
-    result = compare.Comparison("a", "b", 0.05, 0.01, [cell], [], [], [], {"repeats": 20})
+    gone = compare.NotMeasured("d", "d", "candidate", "ok", "", "timeout", "took too long", "regressed")
+    result = compare.Comparison("a", "b", 0.05, 0.01, [cell], [], [], [], {"repeats": 20}, [gone])
     data = json.loads(compare.render(result, "json"))
-    keys = set(data) | set(data["cells"][0]) | set(data["cells"][0]["metrics"]["p50"])
+    keys = set(data) | set(data["cells"][0]) | set(data["cells"][0]["metrics"]["p50"]) | set(data["not_measured"][0])
     doc = (Path(compare.__file__).parents[1] / "docs" / "compare.md").read_text()
     assert [k for k in sorted(keys) if f"`{k}`" not in doc and f"`.{k}`" not in doc and f".{k}`" not in doc] == []
     assert compare.render_html(compare.comparison_from_dict(data)) == compare.render_html(result)

@@ -76,8 +76,10 @@ def test_pareto_front_skips_rows_without_the_metric_and_checks_its_arguments() -
 def test_budget_verdicts() -> None:
     record = {"status": "ok", "p99_ms": 4.0, "throughput_sps": 900.0, "p50_ms": None}
     verdicts = budget_verdicts(record, {"p99_ms": 5.0, "min_throughput_sps": 1000.0, "p50_ms": 1.0})
-    assert verdicts["p99_ms"]["ok"] is True
-    assert verdicts["min_throughput_sps"]["ok"] is False and "900 >= 1000" in verdicts["min_throughput_sps"]["why"]
+    assert verdicts["p99_ms"]["ok"] is True and verdicts["p99_ms"]["why"] == "p99 4 ms <= limit 5 ms"
+    assert verdicts["min_throughput_sps"]["ok"] is False and verdicts["min_throughput_sps"]["why"] == (
+        "throughput 900 samples/s < limit 1000 samples/s"
+    )
     assert verdicts["p50_ms"]["ok"] is None  # not measured for this cell: not judged
     failed = budget_verdicts({"status": "crashed"}, {"p99_ms": 5.0})
     assert failed["p99_ms"]["ok"] is False and "crashed" in failed["p99_ms"]["why"]

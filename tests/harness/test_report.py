@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -166,3 +167,35 @@ def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
     subprocess.run([browser, *offline, "--window-size=1280,3000", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120, check=False)  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_many_series_keep_whole_distinct_legend_entries_in_a_real_browser(tmp_path: Path) -> None:
+    """15 configurations: 15 lines a chart, 30 in the latency chart (each cell's p50 and p99). As
+    drawn, no two legend entries of a chart read the same and none runs off the canvas."""
+    browser = _chromium()
+    values = ", ".join(f"{0.1 + 0.01 * i:.2f}" for i in range(15))
+    scenario = fake_scenario(tmp_path, min_s=0.05, max_s=0.1)
+    scenario.write_text(scenario.read_text().replace("options: {service_ms: 0.2}", f"sweep: {{service_ms: [{values}]}}")
+                        .replace("    sweep:\n      fault: [none]\n", ""))  # fmt: skip
+    done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = run_dirs(tmp_path / "r")
+    report = tmp_path / "page.html"
+    assert bench("report", str(run_dir), "-o", str(report)).returncode == 0
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    dom = subprocess.run([browser, *offline, "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom",
+                          report.as_uri()], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    legends = {}
+    for canvas in re.findall(r"<canvas[^>]*>", dom.stdout):
+        found = re.search(r'data-legend="([^"]*)"', canvas)
+        if found:
+            chart = re.search(r'id="chart-\d+-([^"]+)"', canvas)
+            legends[chart[1] if chart else canvas] = (json.loads(html.unescape(found[1])), canvas)
+    assert {"throughput", "latency", "cdf"} <= set(legends), sorted(legends)
+    assert len(legends["latency"][0]) == 30 and len(legends["throughput"][0]) == 15
+    for name, (texts, canvas) in legends.items():
+        assert len(set(texts)) == len(texts), (name, texts)  # each entry tells its line apart
+        assert 'data-legend-cut="0"' in canvas, (name, canvas)  # and is drawn whole, inside the canvas
