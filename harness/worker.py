@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from harness.executors.containment import join_cell_cgroup, set_child_subreaper
+
 RESULT_FD_ENV = "BENCH_RESULT_FD"
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "std::bad_alloc")
 
@@ -322,11 +324,14 @@ def _die_with_parent() -> None:
 
 
 def main() -> int:
+    joined = join_cell_cgroup()  # first: all the worker allocates and starts belongs to the cell's cgroup
     from harness.errors import SkipCell
 
     _die_with_parent()
+    set_child_subreaper(True)  # what the runtime starts and orphans stays in this worker's tree
     fd = int(os.environ[RESULT_FD_ENV])
     channel = Channel(os.fdopen(fd, "w", encoding="utf-8"))
+    channel.send({"event": "contained", "cgroup": joined})
     job = json.loads(sys.stdin.read())
     started = time.time()
     try:
