@@ -99,7 +99,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "worker_s": ("s", "wall time of the worker process from job start to result"),
     "elapsed_s": ("s", "wall time of the cell as the parent saw it (process start to exit)"),
     "exit_code": ("", "worker exit code (negative: killed by that signal)"),
-    "stderr_tail": ("", "last 4000 characters of the worker's output, for cells that did not finish"),
+    "stderr_tail": (
+        "",
+        "last 4000 characters of the worker's output, for cells that did not finish: a crash, a timeout and a memory-cap kill leave every thread's Python stack there",
+    ),
     "memory_accounting": (
         "",
         "how the cell's process tree (the worker and all it started) was held, measured and killed: cgroup-v2 or cgroup-v1 (a cgroup of its own; the kernel enforces memory_mb), or process-tree (no cgroup could be made: the harness sums and kills the worker's descendants)",

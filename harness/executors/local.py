@@ -5,12 +5,14 @@ the kernel allows one, whose memory cap the kernel enforces, else the tree of de
 blocks in ``select`` on the worker's result pipe (it never spins): it wakes every ``MEMORY_POLL_S``
 to sum the tree's resident sets under a cap it enforces itself, every ``PEAK_POLL_S`` for the tree's
 peak where no cgroup keeps it, otherwise when the worker writes, the deadline passes or at most
-``EXIT_POLL_S`` to see whether the worker is still there. Output of the worker goes to the cell's log
-file, whose tail is kept with any failure.
+``EXIT_POLL_S`` to see whether the worker is still there. Before a timeout or a memory kill the
+worker writes every thread's stack to its log. Output of the worker goes to the cell's log file,
+whose tail is kept with any failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -24,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.executors.containment import CellProcesses, Usage
-from harness.worker import RESULT_FD_ENV
+from harness.worker import RESULT_FD_ENV, STACKS_SIGNAL
 
 #: memory sampling under a cap the parent enforces (no cgroup), and for the peak alone
 MEMORY_POLL_S = 0.2
 PEAK_POLL_S = 1.0
 #: how often a silent worker is checked for having exited while a descendant holds its result pipe
 EXIT_POLL_S = 1.0
+#: the longest wait for a worker's stacks to reach its log before it is killed
+STACK_DUMP_WAIT_S = 1.0
 STDERR_TAIL_CHARS = 4000
 #: environment variables that size the runtimes' thread pools, set to the cell's thread count
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -102,7 +106,7 @@ def run_cell(
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            result, killed_for = _wait(proc, read_fd, limits, started, on_event, cell)
+            result, killed_for = _wait(proc, read_fd, limits, started, on_event, cell, log_path)
         except BaseException:  # interrupted parent: take the whole cell down with it
             cell.kill()
             raise
@@ -125,20 +129,21 @@ def _wait(
     started: float,
     on_event: Callable[[dict[str, Any]], None] | None,
     cell: CellProcesses,
+    log_path: Path,
 ) -> tuple[dict[str, Any] | None, str | None]:
     deadline = started + limits.timeout_s
     buffer = b""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            cell.kill()
+            _stop(proc, cell, log_path, f"no result within the hard timeout of {limits.timeout_s:g} s")
             return None, "timeout"
         poll_s = cell.poll_interval_s(MEMORY_POLL_S, PEAK_POLL_S)
         ready, _, _ = select.select([read_fd], [], [], min(remaining, poll_s or EXIT_POLL_S, EXIT_POLL_S))
         if poll_s is not None:
             mb = cell.sample_mb()
             if limits.memory_mb and not cell.kernel_caps_memory and mb > limits.memory_mb:
-                cell.kill()
+                _stop(proc, cell, log_path, f"resident memory {mb:.0f} MiB passed the cap of {limits.memory_mb} MiB")
                 return None, "memory"
         if not ready:
             # a descendant holding the result pipe open keeps its end from closing: look at the worker
@@ -161,6 +166,40 @@ def _wait(
                 cell.confirm_joined()
             elif on_event:
                 on_event(message)
+
+
+def _stop(proc: subprocess.Popen[bytes], cell: CellProcesses, log_path: Path, why: str) -> None:
+    """Have the worker write every thread's stack to its log, then kill the whole cell."""
+    _dump_stacks(proc, log_path, why)
+    cell.kill()
+
+
+def _dump_stacks(proc: subprocess.Popen[bytes], log_path: Path, why: str) -> None:
+    """The worker's faulthandler answers STACKS_SIGNAL from its signal handler, even while Python is
+    stuck in C: wait until the log stops growing (bounded), so the tail says where it was."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(OSError), open(log_path, "ab") as log:
+        log.write(f"\nbench: {why}; stopping the cell. The worker's threads:\n".encode())
+    size = _size(log_path)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, STACKS_SIGNAL)
+    deadline = time.monotonic() + STACK_DUMP_WAIT_S
+    grew_at: float | None = None
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = _size(log_path)
+        if now > size:
+            size, grew_at = now, time.monotonic()
+        elif grew_at is not None and time.monotonic() - grew_at >= 0.1:
+            return
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _finish(

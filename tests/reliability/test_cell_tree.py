@@ -1,5 +1,5 @@
 """A cell is its worker's whole process tree: what the runtime starts is measured with it and dies
-with it."""
+with it, and a cell that crashed, hung or was killed leaves the stacks of where it was."""
 
 from __future__ import annotations
 
@@ -146,6 +146,32 @@ def _ppid_state(pid: int) -> tuple[int, str] | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0]
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_hung_and_crashed_cells_leave_their_stacks(tmp_path: Path) -> None:
+    by_fault = _run(tmp_path, "[hang, segfault]", "fault_at: run", timeout=3)
+    hang = by_fault["hang"]
+    assert hang["status"] == "timeout"
+    assert "fake.py" in hang["stderr_tail"]
+    assert "in _fail" in hang["stderr_tail"], hang["stderr_tail"]
+    assert "in run" in hang["stderr_tail"]
+    segfault = by_fault["segfault"]
+    assert segfault["status"] == "crashed"
+    assert "Fatal Python error: Segmentation fault" in segfault["stderr_tail"], segfault["stderr_tail"]
+    assert "fake.py" in segfault["stderr_tail"]
+    assert "in _fail" in segfault["stderr_tail"]
+
+
+@pytest.mark.usefixtures("fake_plugin")
+def test_a_cell_the_harness_kills_for_memory_leaves_where_it_allocated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(containment.STRATEGY_ENV, containment.PROCESS_TREE)  # the harness's kill, not the kernel's
+    record = _run(tmp_path, "[alloc]", "alloc_mb: 1024", memory_mb=200)["alloc"]
+    assert record["status"] == "oom"
+    assert "passed the cap of 200 MiB" in record["reason"]
+    assert "in _allocate" in record["stderr_tail"], record["stderr_tail"]
 
 
 @pytest.mark.usefixtures("fake_plugin")
