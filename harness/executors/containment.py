@@ -73,11 +73,19 @@ def join_cell_cgroup() -> bool:
     return True
 
 
-def _prctl(option: int, arg: int | ctypes.c_int | ctypes._CArgObject) -> bool:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(option, arg, 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _prctl(option: int, arg: int | ctypes.c_int | ctypes._CArgObject) -> bool:
+    libc = _libc()
+    try:
+        return libc is not None and libc.prctl(option, arg, 0, 0, 0) == 0
+    except AttributeError:  # no prctl: not Linux
         return False
 
 
