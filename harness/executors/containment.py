@@ -7,7 +7,9 @@ hold them, picked at run time by probing what the kernel lets this process do:
 ``cgroup-v2``
     A child of this process's cgroup with the memory controller: ``memory.max`` is the cap (the
     kernel enforces it), ``memory.peak`` the high-water mark, ``memory.events``' ``oom_kill`` the
-    kernel's kills at the cap, ``cgroup.kill`` the end.
+    kernel's kills at the cap, ``cgroup.kill`` the end. The controller is handed down to our
+    cgroup's children where it is not yet, which v2 allows only at the root or in a cgroup that
+    holds no process; elsewhere (a login session's scope) this strategy is not available.
 ``cgroup-v1``
     A child of this process's memory cgroup: ``memory.limit_in_bytes``,
     ``memory.max_usage_in_bytes`` and ``memory.oom_control``'s ``oom_kill``; ended by signalling
