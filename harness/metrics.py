@@ -42,7 +42,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "seed": ("", "seed of the generated input data (from the scenario)"),
     "status": (
         "",
-        "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap, allocation failure or OOM kill), timeout (hard limit)",
+        "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap: the harness's kill or the kernel's OOM killer at the cell's cgroup cap; allocation failure or OOM kill), timeout (hard limit)",
     ),
     "reason": ("", "why the cell was skipped or did not finish"),
     "started_at": ("s since epoch", "when the parent started the cell"),
@@ -99,7 +99,18 @@ FIELDS: dict[str, tuple[str, str]] = {
     "worker_s": ("s", "wall time of the worker process from job start to result"),
     "elapsed_s": ("s", "wall time of the cell as the parent saw it (process start to exit)"),
     "exit_code": ("", "worker exit code (negative: killed by that signal)"),
-    "stderr_tail": ("", "last 4000 characters of the worker's output, for cells that did not finish"),
+    "stderr_tail": (
+        "",
+        "last 4000 characters of the worker's output, for cells that did not finish: a crash, a timeout and a memory-cap kill leave every thread's Python stack there",
+    ),
+    "memory_accounting": (
+        "",
+        "how the cell's process tree (the worker and all it started) was held, measured and killed: cgroup-v2 or cgroup-v1 (a cgroup of its own; the kernel enforces memory_mb), or process-tree (no cgroup could be made: the harness sums and kills the worker's descendants)",
+    ),
+    "peak_tree_mb": (
+        "MiB",
+        "high-water mark of the whole cell's memory, every process it started included: the cgroup's (memory.peak or memory.max_usage_in_bytes: memory charged to the cell, page cache included, not pages others loaded first), or with process-tree the largest sum of the tree's resident sets seen (sampled every 0.2 s under a cap, else every 1 s and at each phase)",
+    ),
     "traceback_tail": ("", "the Python traceback of a failed cell"),
     # --- LoadGen cells (offline, server, multi_stream) -------------------------------------------
     "service_ms": ("ms", "median time of one call during the warm-up (sizes offline and the peak search)"),

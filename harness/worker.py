@@ -7,15 +7,21 @@ Anything the runtime prints goes to stdout/stderr, which the parent keeps in the
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from harness.executors.containment import join_cell_cgroup, set_child_subreaper
+
 RESULT_FD_ENV = "BENCH_RESULT_FD"
+#: the parent sends it before killing a hung or oversized worker: every thread's stack goes to the log
+STACKS_SIGNAL = signal.SIGUSR1
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "std::bad_alloc")
 
 
@@ -321,12 +327,23 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _report_stacks_to_log() -> None:
+    """A crash (SIGSEGV, SIGABRT, ...) prints where every thread was, and so does STACKS_SIGNAL from
+    the parent; both from the signal handler, so a thread stuck in C does not stop them."""
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    faulthandler.register(STACKS_SIGNAL, file=sys.stderr, all_threads=True)
+
+
 def main() -> int:
+    joined = join_cell_cgroup()  # first: all the worker allocates and starts belongs to the cell's cgroup
     from harness.errors import SkipCell
 
     _die_with_parent()
+    set_child_subreaper(True)  # what the runtime starts and orphans stays in this worker's tree
+    _report_stacks_to_log()
     fd = int(os.environ[RESULT_FD_ENV])
     channel = Channel(os.fdopen(fd, "w", encoding="utf-8"))
+    channel.send({"event": "contained", "cgroup": joined})
     job = json.loads(sys.stdin.read())
     started = time.time()
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from time import perf_counter_ns, sleep
@@ -22,7 +24,9 @@ from harness.hookspecs import hookimpl
 
 #: the tail of a simulated call that spins without yielding the GIL
 _YIELD_UNTIL_NS = 200_000
-FAULTS = ("none", "raise", "segfault", "abort", "hang", "exit", "alloc", "skip")
+FAULTS = ("none", "raise", "segfault", "abort", "hang", "exit", "alloc", "skip", "spawn")
+#: set in the environment of every process the spawn fault starts, to the spawn_tag option
+SPAWN_ENV = "BENCH_FAKE_SPAWNED"
 
 
 class ToyModel(Model):
@@ -131,6 +135,12 @@ class FakeBackend(Backend):
         "fault_at": "prepare or run (default run)",
         "fault_after": "calls that succeed before the fault, when fault_at=run (default 0)",
         "alloc_mb": "with fault=alloc: MiB to allocate and touch in prepare, 16 MiB at a time",
+        "spawn_children": "with fault=spawn: `sleep 300` children started in prepare, the first in a session of "
+        "its own (default 2)",
+        "spawn_mb": "with fault=spawn: MiB an orphaned grandchild allocates and touches, then holds while it sleeps "
+        "(default 64); prepare goes on once it holds them or died",
+        "spawn_tag": f"with fault=spawn: value of {SPAWN_ENV} in every process it starts (default 1)",
+        "spawn_then": "with fault=spawn: the fault to inject after spawning, one of the others (default none)",
         "stall_every": "with stall_ms: every Nth call takes stall_ms longer (default 0: never)",
         "stall_ms": "extra busy-wait of the stalled calls, ms",
     }
@@ -146,6 +156,14 @@ class FakeBackend(Backend):
         fault = str(opts.get("fault", "none"))
         if fault not in FAULTS:
             raise ValueError(f"fake backend: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        spawned = None
+        if fault == "spawn":
+            fault = str(opts.get("spawn_then", "none"))
+            if fault not in FAULTS or fault == "spawn":
+                raise ValueError(f"fake backend: unknown spawn_then {fault!r}")
+            spawned = _spawn(
+                int(opts.get("spawn_children", 2)), int(opts.get("spawn_mb", 64)), str(opts.get("spawn_tag", 1))
+            )
         if fault == "alloc":
             _allocate(int(opts.get("alloc_mb", 1024)))
             fault = "none"
@@ -163,6 +181,8 @@ class FakeBackend(Backend):
         )
         cache = cache_dir("fake")  # what the harness handed this worker, for the tests of that hand-over
         session.info["cache_dir"] = str(cache) if cache else None
+        if spawned is not None:  # the pids it started, for the tests that check they died with the cell
+            session.info["spawned"] = spawned
         return session
 
 
@@ -176,6 +196,48 @@ def _allocate(total_mb: int) -> None:
         block[::4096] = b"\x01" * len(block[::4096])  # touch every page so it is resident
         _HELD.append(block)
         time.sleep(0.005)  # let the parent's memory poll see the growth
+
+
+#: the grandchild: allocate and touch ``argv[1]`` MiB, say so on stdout, then hold them
+_HOLD_MEMORY = """
+import os, sys, time
+held = []
+for _ in range(max(1, int(sys.argv[1]) // 16)):
+    block = bytearray(16 << 20)
+    block[::4096] = b"\\x01" * len(block[::4096])
+    held.append(block)
+    time.sleep(0.005)
+print("ready", os.getpid(), flush=True)
+time.sleep(300)
+"""
+#: the grandchild's parent starts it in a session of its own and exits at once: an orphan
+_START_AND_LEAVE = (
+    "import subprocess, sys; subprocess.Popen([sys.executable, '-c', *sys.argv[1:]], start_new_session=1)"
+)
+#: the children are never waited for, like a runtime's helpers; kept here so none is collected early
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+def _spawn(children: int, grandchild_mb: int, tag: str) -> list[int]:
+    """Start processes the way runtimes do and then forget them: plain and detached children, and an
+    orphaned grandchild holding memory."""
+    env = {**os.environ, SPAWN_ENV: tag}
+    started = [
+        subprocess.Popen(["sleep", "300"], env=env, stdin=subprocess.DEVNULL, start_new_session=index == 0)
+        for index in range(children)
+    ]
+    _SPAWNED.extend(started)
+    middle = subprocess.Popen(
+        [sys.executable, "-c", _START_AND_LEAVE, _HOLD_MEMORY, str(grandchild_mb)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    assert middle.stdout is not None
+    said = middle.stdout.readline().split()  # the grandchild holds its memory (or was killed: end of file)
+    middle.stdout.close()
+    middle.wait()
+    return [child.pid for child in started] + [int(word) for word in said[1:]]
 
 
 @hookimpl

@@ -1,9 +1,13 @@
-"""Run each cell in its own worker process group, with a hard timeout and an optional memory cap.
+"""Run each cell in its own worker process, with a hard timeout and an optional memory cap.
 
-The parent blocks in ``select`` on the worker's result pipe (it never spins): with a memory cap it
-wakes every ``MEMORY_POLL_S`` to read the worker's resident set, otherwise only when the worker
-writes or the deadline passes. Output of the worker goes to the cell's log file, whose tail is
-kept with any failure.
+The cell is the worker's whole process tree (:mod:`harness.executors.containment`): a cgroup where
+the kernel allows one, whose memory cap the kernel enforces, else the tree of descendants. The parent
+blocks in ``select`` on the worker's result pipe (it never spins): it wakes every ``MEMORY_POLL_S``
+to sum the tree's resident sets under a cap it enforces itself, every ``PEAK_POLL_S`` for the tree's
+peak where no cgroup keeps it, otherwise when the worker writes, the deadline passes or at most
+``EXIT_POLL_S`` to see whether the worker is still there. Before a timeout or a memory kill the
+worker writes every thread's stack to its log. Output of the worker goes to the cell's log file,
+whose tail is kept with any failure.
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.measure.memory import rss_mb
-from harness.worker import RESULT_FD_ENV
+from harness.executors.containment import CellProcesses, Usage
+from harness.worker import RESULT_FD_ENV, STACKS_SIGNAL
 
+#: memory sampling under a cap the parent enforces (no cgroup), and for the peak alone
 MEMORY_POLL_S = 0.2
+PEAK_POLL_S = 1.0
+#: how often a silent worker is checked for having exited while a descendant holds its result pipe
+EXIT_POLL_S = 1.0
+#: the longest wait for a worker's stacks to reach its log before it is killed
+STACK_DUMP_WAIT_S = 1.0
 STDERR_TAIL_CHARS = 4000
 #: environment variables that size the runtimes' thread pools, set to the cell's thread count
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -47,23 +57,6 @@ def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
         return ""
 
 
-def _group_rss_mb(pid: int) -> float:
-    """RSS of the worker and its direct children, MiB (0 if gone)."""
-    total = rss_mb(pid) or 0.0
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        total += rss_mb(int(child)) or 0.0
-    return total
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -79,45 +72,54 @@ def run_cell(
     env: Mapping[str, str],
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``job`` in a fresh worker process group; always return a result record with a ``status``."""
+    """Run ``job`` in a fresh worker process group; always return a result record with a ``status``.
+    Every process the worker starts is part of the cell: counted in its memory, killed at its end."""
     read_fd, write_fd = os.pipe()
-    worker_env = {**os.environ, **env, RESULT_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker"],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=worker_env,
-            pass_fds=(write_fd,),
-            start_new_session=True,  # its own process group: a timeout kills everything it started
-        )
-    os.close(write_fd)
-    killed_for: str | None = None
-    result: dict[str, Any] | None = None
-    peak_seen_mb = 0.0
-    try:
-        assert proc.stdin is not None
+    with CellProcesses(limits.memory_mb) as cell:
+        worker_env = {
+            **os.environ,
+            **env,
+            **cell.worker_env(),
+            RESULT_FD_ENV: str(write_fd),
+            "PYTHONUNBUFFERED": "1",
+        }
+        started = time.monotonic()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.worker"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=worker_env,
+                pass_fds=(write_fd,),
+                start_new_session=True,  # its own process group, and no terminal's signals
+            )
+        cell.started(proc)
+        os.close(write_fd)
+        killed_for: str | None = None
+        result: dict[str, Any] | None = None
         try:
-            proc.stdin.write(json.dumps(job).encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        result, killed_for, peak_seen_mb = _wait(proc, read_fd, limits, started, on_event)
-    except BaseException:  # interrupted parent: take the worker's whole group down with it
-        _kill_group(proc)
-        raise
-    finally:
-        os.close(read_fd)
-        try:  # a worker that hangs after its result (a runtime's exit handler) is not waited for forever
-            proc.wait(timeout=max(5.0, started + limits.timeout_s - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.wait()
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(json.dumps(job).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            result, killed_for = _wait(proc, read_fd, limits, started, on_event, cell, log_path)
+        except BaseException:  # interrupted parent: take the whole cell down with it
+            cell.kill()
+            raise
+        finally:
+            os.close(read_fd)
+            try:  # a worker that hangs after its result (a runtime's exit handler) is not waited for forever
+                proc.wait(timeout=max(5.0, started + limits.timeout_s - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                cell.kill()
+                proc.wait()
+        usage = cell.finish()  # what the cell started dies with it, ok or not
     elapsed = time.monotonic() - started
-    return _finish(result, proc.returncode, killed_for, limits, log_path, elapsed, peak_seen_mb)
+    return _finish(result, proc.returncode, killed_for, limits, log_path, elapsed, usage)
 
 
 def _wait(
@@ -126,28 +128,31 @@ def _wait(
     limits: Limits,
     started: float,
     on_event: Callable[[dict[str, Any]], None] | None,
-) -> tuple[dict[str, Any] | None, str | None, float]:
+    cell: CellProcesses,
+    log_path: Path,
+) -> tuple[dict[str, Any] | None, str | None]:
     deadline = started + limits.timeout_s
     buffer = b""
-    peak_mb = 0.0
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            _kill_group(proc)
-            return None, "timeout", peak_mb
-        wait_s = min(remaining, MEMORY_POLL_S) if limits.memory_mb else remaining
-        ready, _, _ = select.select([read_fd], [], [], wait_s)
-        if limits.memory_mb:
-            rss = _group_rss_mb(proc.pid)
-            peak_mb = max(peak_mb, rss)
-            if rss > limits.memory_mb:
-                _kill_group(proc)
-                return None, "memory", peak_mb
+            _stop(proc, cell, log_path, f"no result within the hard timeout of {limits.timeout_s:g} s")
+            return None, "timeout"
+        poll_s = cell.poll_interval_s(MEMORY_POLL_S, PEAK_POLL_S)
+        ready, _, _ = select.select([read_fd], [], [], min(remaining, poll_s or EXIT_POLL_S, EXIT_POLL_S))
+        if poll_s is not None:
+            mb = cell.sample_mb()
+            if limits.memory_mb and not cell.kernel_caps_memory and mb > limits.memory_mb:
+                _stop(proc, cell, log_path, f"resident memory {mb:.0f} MiB passed the cap of {limits.memory_mb} MiB")
+                return None, "memory"
         if not ready:
+            # a descendant holding the result pipe open keeps its end from closing: look at the worker
+            if proc.poll() is not None and not select.select([read_fd], [], [], 0)[0]:
+                return None, None
             continue
         chunk = os.read(read_fd, 1 << 20)
         if not chunk:  # worker closed its end: it exited (or crashed) without a result
-            return None, None, peak_mb
+            return None, None
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
@@ -156,9 +161,45 @@ def _wait(
             except json.JSONDecodeError:
                 continue
             if message.get("event") == "result":
-                return message["result"], None, peak_mb
-            if on_event:
+                return message["result"], None
+            if message.get("event") == "contained":
+                cell.confirm_joined()
+            elif on_event:
                 on_event(message)
+
+
+def _stop(proc: subprocess.Popen[bytes], cell: CellProcesses, log_path: Path, why: str) -> None:
+    """Have the worker write every thread's stack to its log, then kill the whole cell."""
+    _dump_stacks(proc, log_path, why)
+    cell.kill()
+
+
+def _dump_stacks(proc: subprocess.Popen[bytes], log_path: Path, why: str) -> None:
+    """The worker's faulthandler answers STACKS_SIGNAL from its signal handler, even while Python is
+    stuck in C: wait until the log stops growing (bounded), so the tail says where it was."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(OSError), open(log_path, "ab") as log:
+        log.write(f"\nbench: {why}; stopping the cell. The worker's threads:\n".encode())
+    size = _size(log_path)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, STACKS_SIGNAL)
+    deadline = time.monotonic() + STACK_DUMP_WAIT_S
+    grew_at: float | None = None
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = _size(log_path)
+        if now > size:
+            size, grew_at = now, time.monotonic()
+        elif grew_at is not None and time.monotonic() - grew_at >= 0.1:
+            return
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _finish(
@@ -168,10 +209,19 @@ def _finish(
     limits: Limits,
     log_path: Path,
     elapsed: float,
-    peak_seen_mb: float,
+    usage: Usage,
 ) -> dict[str, Any]:
     tail = _tail(log_path)
-    if result is not None:
+    if usage.oom_kills and (result or {}).get("status") != "skipped":
+        # the kernel killed inside the cell's cgroup: the cell went over its cap, whatever the worker
+        # went on to report (a runtime may survive its helper's death, or fail on it)
+        cap = f" at its memory cap of {limits.memory_mb} MiB" if limits.memory_mb else ""
+        record: dict[str, Any] = {
+            "status": "oom",
+            "reason": f"the kernel's OOM killer killed {usage.oom_kills} of the cell's processes{cap} "
+            f"({usage.accounting})",
+        }
+    elif result is not None:
         record = dict(result)
         if record.get("status") not in ("ok", "skipped"):
             record["stderr_tail"] = tail
@@ -180,7 +230,7 @@ def _finish(
     elif killed_for == "memory":
         record = {
             "status": "oom",
-            "reason": f"resident memory {peak_seen_mb:.0f} MiB passed the cap of {limits.memory_mb} MiB",
+            "reason": f"resident memory {usage.peak_mb or 0:.0f} MiB passed the cap of {limits.memory_mb} MiB",
         }
     elif returncode < 0:
         sig = -returncode
@@ -197,4 +247,6 @@ def _finish(
         record["stderr_tail"] = tail
     record["exit_code"] = returncode
     record["elapsed_s"] = elapsed
+    record["memory_accounting"] = usage.accounting
+    record["peak_tree_mb"] = usage.peak_mb
     return record
