@@ -27,7 +27,8 @@ import time
 import numpy as np
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from harness import compare
+from harness.analysis import comparison as compare
+from harness.analysis import intervals
 
 QUERIES = 700  # a p99 cell measures at least 662 queries
 
@@ -83,7 +84,7 @@ def main() -> None:
                         help="0 is the A/A comparison")  # fmt: skip
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    compare.BOOTSTRAP = 200  # fewer resamples than bench compare's 400, to keep this script minutes long
+    intervals.BOOTSTRAP = 200  # fewer resamples than bench compare's 400, to keep this script minutes long
     print(f"{args.cells}-cell sweeps, process spread {args.run_sigma:.0%}, {args.trials} trials each, threshold 5%, "
           f"Holm alpha {args.alpha:g}; confirmed: screen one-sided p < {args.screen_alpha:g}, "
           f"{args.confirm_repeats} processes per side")  # fmt: skip

@@ -1,4 +1,4 @@
-"""Speed of the statistics on large windows: harness.stats.summarize over 1e6 latencies.
+"""Speed of the statistics on large windows: harness.analysis.stats.summarize over 1e6 latencies.
 
 Run: .venv/bin/python benchmarks/stats_speed.py
 """
@@ -11,7 +11,7 @@ import time
 import numpy as np
 from _common import ROOT  # noqa: F401  (puts the repository on sys.path)
 
-from harness.stats import summarize
+from harness.analysis.stats import summarize
 
 
 def main() -> int:

@@ -269,7 +269,8 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
                 fail_on_budget: bool, failed: list[BenchError]) -> None:  # fmt: skip
     """JUnit and Markdown files, then the exit code: 2 when a file asked for could not be written
     (the results are kept), 3 when nothing was measured, 1 for a broken budget under --fail-on-budget."""
-    from harness import economics, runner, verdicts
+    from harness import runner, verdicts
+    from harness.analysis import economics
     from harness.errors import BudgetBroken, OutputError
     from harness.outputs import write
 
@@ -331,7 +332,8 @@ def report(
     comparison_json: str | None,
 ) -> None:
     """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
-    from harness import compare as cmp
+    from harness.analysis.comparison import compare_runs
+    from harness.analysis.render import comparison_from_dict, render_html
     from harness.errors import UsageError
     from harness.report import render_run
 
@@ -340,10 +342,10 @@ def report(
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:
-        section = cmp.render_html(cmp.compare_runs(Path(baseline_run), paths[0]))
+        section = render_html(compare_runs(Path(baseline_run), paths[0]))
     elif comparison_json:
         try:
-            section = cmp.render_html(cmp.comparison_from_dict(json.loads(Path(comparison_json).read_text())))
+            section = render_html(comparison_from_dict(json.loads(Path(comparison_json).read_text())))
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(
                 f"{comparison_json}: not a comparison written by bench compare --json-out ({exc})"
@@ -369,7 +371,7 @@ def recommend(
     hourly_usd: float | None,
 ) -> None:
     """The cheapest configuration of one or several runs that meets an SLO, and why the others lost."""
-    from harness import economics
+    from harness.analysis import economics
     from harness.errors import UsageError
     from harness.store import RunDir
 
@@ -486,7 +488,8 @@ def compare(
 
     With --confirm the comparison only screens: the cells that look slower are measured again here,
     the baseline with its own code, and that measurement alone decides (see the README)."""
-    from harness import compare as cmp
+    from harness.analysis import render as cmp_render
+    from harness.analysis.comparison import compare_runs
     from harness.outputs import check_writable
 
     _warn_if_fraction(threshold)
@@ -494,12 +497,12 @@ def compare(
         if path:  # before --confirm's re-measurement, which can take an hour
             check_writable(path, option)
     _warn_unfinished((baseline, candidate))
-    result = cmp.compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
-    note = cmp.quick_note(result)
+    result = compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    note = cmp_render.quick_note(result)
     if note:
         click.echo(f"bench: warning: {note}", err=True)
     if confirm:
-        from harness.confirm import confirm as remeasure
+        from harness.analysis.confirm import confirm as remeasure
         from harness.progress import make_reporter
 
         remeasure(
@@ -507,12 +510,12 @@ def compare(
             screen_alpha=screen_alpha, baseline_code=Path(baseline_code) if baseline_code else None,
             allow_env_mismatch=allow_env_mismatch, reporter=make_reporter(False),
         )  # fmt: skip
-        click.echo(cmp.confirmation_line(result.confirmation or {}), err=True)
-    text = cmp.render(result, fmt)
+        click.echo(cmp_render.confirmation_line(result.confirmation or {}), err=True)
+    text = cmp_render.render(result, fmt)
     from harness.outputs import write
 
     if json_out:
-        write(json_out, cmp.render(result, "json"), "--json-out")
+        write(json_out, cmp_render.render(result, "json"), "--json-out")
     if output:
         write(output, text, "-o")
     else:
@@ -532,7 +535,7 @@ def compare(
 def history_(root: str, scenario: str | None, threshold: float, json_output: bool, html_file: str | None) -> None:
     """Every run of a scenario under a results root, by date and commit, and where each cell's
     throughput or p99 shifted (change points)."""
-    from harness import compare as cmp
+    from harness.analysis.history import history, history_changes
     from harness.errors import UsageError
 
     if not Path(root).is_dir():
@@ -540,13 +543,13 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
     if (Path(root) / "manifest.json").is_file():  # history reads the run folders inside a root, not a run
         raise UsageError(f"{root} is a run folder; give its results root ({Path(root).parent})")
     _warn_if_fraction(threshold)
-    found = cmp.history(Path(root), scenario)
+    found = history(Path(root), scenario)
     for note in found.skipped:
         click.echo(f"bench: warning: {note}", err=True)
     rows = found.rows
     if not rows:
         raise UsageError(f"{root}: no measured runs" + (f" of scenario '{scenario}'" if scenario else ""))
-    changes = cmp.history_changes(rows, threshold / 100)
+    changes = history_changes(rows, threshold / 100)
     if html_file:
         from harness.report import render_history
 
@@ -597,7 +600,7 @@ def list_(ctx: click.Context, what: str) -> None:
             click.echo(f"no scenario files (*.yaml) in {Path('scenarios').resolve()}", err=True)
         return
     if what == "instances":
-        from harness.economics import catalog
+        from harness.analysis.economics import catalog
 
         for row in catalog():
             gpu = row.gpu or "-"

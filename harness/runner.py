@@ -136,7 +136,7 @@ def _check_loads(scenario: Scenario, regs: Registries) -> None:
 
 
 def effective_measurement(scenario: Scenario, quick: bool) -> dict[str, Any]:
-    from harness import stats
+    from harness.analysis import stats
 
     m = scenario.measurement
     settings = {
@@ -309,7 +309,7 @@ def _reference(run: RunDir, scenario: Scenario, manifest: dict[str, Any], report
 def judge(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The cell's compute efficiency, its economics under the scenario's price, and its verdict
     on each budget."""
-    from harness import economics
+    from harness.analysis import economics
 
     settings = manifest["settings"]
     out: dict[str, Any] = {}

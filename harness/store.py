@@ -456,7 +456,7 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def _flag_frontiers(rows: list[dict[str, Any]]) -> None:
     """``pareto_<name>``: whether a measured row is on each frontier of harness.economics
     (None where the row lacks one of its metrics)."""
-    from harness.economics import FRONTIERS, pareto_front
+    from harness.analysis.economics import FRONTIERS, pareto_front
 
     measured = [r for r in rows if r.get("status") == "ok"]
     for name, objectives in FRONTIERS.items():

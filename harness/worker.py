@@ -141,7 +141,7 @@ def _noise_fields(job: dict[str, Any], start: Any, end: Any, wall_s: float) -> d
 
 
 def _single_stream(job: dict[str, Any], cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict:
-    from harness import stats
+    from harness.analysis import stats
     from harness.measure import noise
     from harness.measure.single_stream import StopRule, run_window
 
@@ -193,7 +193,7 @@ def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, ch
     ``target_qps: peak``); the numbers are those of the final LoadGen test."""
     import numpy as np
 
-    from harness import stats
+    from harness.analysis import stats
     from harness.measure import loadgen, noise
 
     started = time.monotonic()

@@ -17,7 +17,7 @@ from time import perf_counter_ns
 
 import numpy as np
 
-from harness import stats
+from harness.analysis import stats
 
 _NS = 1_000_000_000
 

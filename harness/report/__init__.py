@@ -140,7 +140,7 @@ def _history(run: RunDir) -> tuple[dict[str, Any] | None, list[str]]:
     """This run's scenario across the runs in the same results folder (quick runs apart from full
     ones): trend charts and change points, or None when this is its only run; and the damaged
     run folders left out, each with why."""
-    from harness.compare import history, history_changes
+    from harness.analysis.history import history, history_changes
     from harness.report.charts import trend_charts
 
     manifest = run.manifest()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.economics import FRONTIERS, pareto_front
+from harness.analysis.economics import FRONTIERS, pareto_front
 from harness.store import RunDir
 
 #: points per latency CDF (quantiles of the per-query latencies)

@@ -25,7 +25,7 @@ def loadgen_min_queries(settings: LoadGenSettings, confidence: float = 0.95) -> 
     LoadGen's early-stopping estimate (p99: 662)."""
     if settings.min_query_count is not None:
         return settings.min_query_count
-    from harness import stats
+    from harness.analysis import stats
 
     return stats.min_queries_for(settings.latency_percentile, confidence)
 

@@ -214,7 +214,7 @@ class CostSettings(BaseModel):
                 {},
             )
         if self.instance is not None:
-            from harness.economics import UnknownInstance, find_instance
+            from harness.analysis.economics import UnknownInstance, find_instance
 
             try:
                 find_instance(self.instance)
@@ -226,7 +226,7 @@ class CostSettings(BaseModel):
 
 def _budgets(value: Any) -> Any:
     """``budgets``: known metric names, each with a non-negative limit."""
-    from harness.economics import BUDGETS
+    from harness.analysis.economics import BUDGETS
 
     if not isinstance(value, dict):
         return value

@@ -11,32 +11,32 @@ import numpy as np
 import pytest
 
 from conftest import bench, fake_scenario, journal, run_dirs
-from harness import compare
+from harness.analysis import comparison, history, intervals, render
 
 
 def test_holm_adjusts_step_down_and_stays_monotone() -> None:
-    assert compare.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert compare.holm([0.5]) == [0.5]
-    assert compare.holm([0.001] * 60)[0] == pytest.approx(0.06)
+    assert intervals.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert intervals.holm([0.5]) == [0.5]
+    assert intervals.holm([0.001] * 60)[0] == pytest.approx(0.06)
 
 
 def test_change_points_find_a_level_shift_and_not_noise() -> None:
     rng = np.random.default_rng(1)
     flat = list(1000 * np.exp(rng.normal(0, 0.01, 30)))
-    assert compare.change_points(flat) == []
+    assert history.change_points(flat) == []
     step = flat[:15] + [v * 0.85 for v in flat[15:]]
-    assert compare.change_points(step) == [15]
+    assert history.change_points(step) == [15]
     small = flat[:15] + [v * 0.98 for v in flat[15:]]  # 2 %: under the 5 % threshold
-    assert compare.change_points(small) == []
+    assert history.change_points(small) == []
 
 
 def test_bootstrap_ci_covers_a_known_shift() -> None:
     rng = np.random.default_rng(2)
     base = [rng.lognormal(0, 0.05, 3000)]
     cand = [rng.lognormal(np.log(1.10), 0.05, 3000)]
-    change, lo, hi, p = compare.change_with_ci(base, cand, "p50", batch=1)
+    change, lo, hi, p = intervals.change_with_ci(base, cand, "p50", batch=1)
     assert lo < 0.10 < hi and change == pytest.approx(0.10, abs=0.01) and p < 0.01
-    same, lo, hi, p = compare.change_with_ci(base, [rng.lognormal(0, 0.05, 3000)], "p50", batch=1)
+    same, lo, hi, p = intervals.change_with_ci(base, [rng.lognormal(0, 0.05, 3000)], "p50", batch=1)
     assert lo < same < hi and abs(same) < 0.01 and p > 0.001  # the same distribution: a small change
 
 
@@ -162,16 +162,16 @@ def test_history_lists_runs_and_finds_a_step(tmp_path: Path) -> None:
     assert empty.returncode == 2 and "Traceback" not in empty.stderr
 
 
-def _cell(change: float, lo: float, hi: float, p: float, worse: bool = True) -> compare.CellComparison:
-    cell = compare.CellComparison("c", "c")
-    cell.metrics["p50"] = compare.MetricChange("p50", 1.0, 1 + change, change, lo, hi, p, p_adjusted=p, worse=worse)
+def _cell(change: float, lo: float, hi: float, p: float, worse: bool = True) -> comparison.CellComparison:
+    cell = comparison.CellComparison("c", "c")
+    cell.metrics["p50"] = comparison.MetricChange("p50", 1.0, 1 + change, change, lo, hi, p, p_adjusted=p, worse=worse)
     return cell
 
 
 def test_verdicts_weigh_significance_and_how_large_a_change_may_be() -> None:
     def verdict(*args: float, worse: bool = True) -> str:
         cell = _cell(*args, worse=worse)
-        compare._decide([cell], threshold=0.05, alpha=0.05)
+        comparison._decide([cell], threshold=0.05, alpha=0.05)
         return cell.verdict
 
     # significant, and a change as large as the threshold is within the interval: acted on
@@ -191,22 +191,22 @@ def test_suspects_are_what_looks_slower_and_only_the_remeasurement_decides() -> 
     cells = [slower, faster, noise]
     for i, cell in enumerate(cells):
         cell.cell_id = cell.label = f"c{i}"
-    result = compare.Comparison("a", "b", 0.05, 0.05, cells, [], [], [])
-    assert compare.suspects(result, screen_alpha=0.25) == ["c0"]
-    assert compare.suspects(result, screen_alpha=0.1) == []
+    result = comparison.Comparison("a", "b", 0.05, 0.05, cells, [], [], [])
+    assert comparison.suspects(result, screen_alpha=0.25) == ["c0"]
+    assert comparison.suspects(result, screen_alpha=0.1) == []
     again = _cell(0.09, 0.06, 0.12, 1e-6)
     again.cell_id, again.verdict = "c0", "regressed"
-    compare.apply_confirmation(result, [again], {"repeats": 12, "baseline": "here"})
+    comparison.apply_confirmation(result, [again], {"repeats": 12, "baseline": "here"})
     assert [c.verdict for c in result.cells] == ["regressed", "unchanged", "unchanged"]
     assert result.cells[0].screen_verdict == "unchanged" and result.cells[0].label == "c0"
     assert result.confirmation == {"repeats": 12, "baseline": "here", "suspects": 1, "held": 1}
-    assert "measured again; the sweep said unchanged" in compare.render_text(result)
-    assert "1 regression(s) held" in compare.render_markdown(result)
+    assert "measured again; the sweep said unchanged" in render.render_text(result)
+    assert "1 regression(s) held" in render.render_markdown(result)
 
 
 def test_a_cell_whose_processes_scatter_gets_the_wide_interval_it_needs() -> None:
-    def side(throughputs: list[float]) -> compare.Side:
-        return compare.Side([], {"throughput": throughputs, "p50": [1e3 / t for t in throughputs], "p99": []})
+    def side(throughputs: list[float]) -> comparison.Side:
+        return comparison.Side([], {"throughput": throughputs, "p50": [1e3 / t for t in throughputs], "p99": []})
 
     steady = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2]
     # two paces, as a shared machine gives: the candidate happened to draw more slow processes
@@ -214,16 +214,16 @@ def test_a_cell_whose_processes_scatter_gets_the_wide_interval_it_needs() -> Non
     cells = [(f"s{i}", f"steady {i}", 1, side(steady), side([v * 0.999 for v in steady])) for i in range(20)]
     cells += [("paces", "two paces", 1, side(base_pace), side(cand_pace)),
               ("slower", "steady, 10 % slower", 1, side(steady), side([v / 1.1 for v in steady]))]  # fmt: skip
-    verdicts = {c.cell_id: c for c in compare.judge_cells(cells, threshold=0.05, alpha=0.01)}
+    verdicts = {c.cell_id: c for c in comparison.judge_cells(cells, threshold=0.05, alpha=0.01)}
     assert verdicts["slower"].verdict == "regressed"
     paces = verdicts["paces"].metrics["throughput"]
     assert verdicts["paces"].verdict != "regressed" and paces.ci_high - paces.ci_low > 0.2, paces
-    assert compare.cell_spread([1.0], [1.0], 0.03) == 0.03  # one process a side: nothing to measure
-    assert compare.cell_spread(base_pace, cand_pace, 0.01) > 0.1
+    assert intervals.cell_spread([1.0], [1.0], 0.03) == 0.03  # one process a side: nothing to measure
+    assert intervals.cell_spread(base_pace, cand_pace, 0.01) > 0.1
 
 
 def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
-    from harness import confirm
+    from harness.analysis import confirm
 
     parent = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=confirm.REPO, capture_output=True, text=True)
     if parent.returncode != 0:
@@ -240,7 +240,8 @@ def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
 
 
 def test_an_installed_bench_without_git_measures_its_own_version_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import confirm, environment
+    from harness import environment
+    from harness.analysis import confirm
 
     monkeypatch.setattr(environment, "git_commit", lambda path=None: {"commit": None, "dirty": None})
     mine = environment.package_versions(("bench",))["bench"]
@@ -294,7 +295,7 @@ def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: 
 def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None:
     """The baseline side runs the baseline's checkout: here a copy whose fake backend is twice as
     fast, so the candidate (this checkout) is slower when both are measured again, and it holds."""
-    from harness import confirm
+    from harness.analysis import confirm
 
     code = tmp_path / "basecode"
     for folder in ("harness", "plugins"):
@@ -322,13 +323,13 @@ def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None
 
 def test_every_field_of_the_json_is_documented() -> None:
     cell = _cell(0.1, 0.05, 0.15, 0.001)
-    gone = compare.NotMeasured("d", "d", "candidate", "ok", "", "timeout", "took too long", "regressed")
-    result = compare.Comparison("a", "b", 0.05, 0.01, [cell], [], [], [], {"repeats": 20}, [gone])
-    data = json.loads(compare.render(result, "json"))
+    gone = comparison.NotMeasured("d", "d", "candidate", "ok", "", "timeout", "took too long", "regressed")
+    result = comparison.Comparison("a", "b", 0.05, 0.01, [cell], [], [], [], {"repeats": 20}, [gone])
+    data = json.loads(render.render(result, "json"))
     keys = set(data) | set(data["cells"][0]) | set(data["cells"][0]["metrics"]["p50"]) | set(data["not_measured"][0])
-    doc = (Path(compare.__file__).parents[1] / "docs" / "compare.md").read_text()
+    doc = (Path(comparison.__file__).parents[2] / "docs" / "compare.md").read_text()
     assert [k for k in sorted(keys) if f"`{k}`" not in doc and f"`.{k}`" not in doc and f".{k}`" not in doc] == []
-    assert compare.render_html(compare.comparison_from_dict(data)) == compare.render_html(result)
+    assert render.render_html(render.comparison_from_dict(data)) == render.render_html(result)
 
 
 @pytest.mark.usefixtures("fake_plugin")

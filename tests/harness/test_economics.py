@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import bench, fake_scenario, journal, run_dirs
-from harness import economics
-from harness.economics import budget_verdicts, cost_per_million, dominates, pareto_front
+from harness.analysis import economics
+from harness.analysis.economics import budget_verdicts, cost_per_million, dominates, pareto_front
 
 
 def test_cost_per_million_is_hourly_price_over_hourly_samples() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom
 
-from harness.stats import (
+from harness.analysis.stats import (
     DEFAULT_PERCENTILES,
     LatencySummary,
     QuantileCI,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import bench, fake_scenario, journal, run_dirs
-from harness import compare, verdicts
+from harness import verdicts
+from harness.analysis import comparison, render
 from harness.errors import UsageError
 
 #: an option value with a Markdown column separator, a bell and a control character XML 1.0 forbids
@@ -102,7 +103,7 @@ def test_a_threshold_is_in_percent_everywhere_and_a_fraction_looking_one_is_flag
     history = bench("history", str(tmp_path / "r"), "--threshold", "0.2")
     assert history.returncode == 0 and "--threshold 0.2 is read as 0.2 %; for 20 % give 20" in history.stderr
     with pytest.raises(UsageError) as refused:  # the library's own check speaks percent too
-        compare.compare_runs(run, run, threshold=5.0)
+        comparison.compare_runs(run, run, threshold=5.0)
     assert "%" in str(refused.value) and "fraction" not in str(refused.value)
 
 
@@ -157,7 +158,7 @@ def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Pat
         section = page.read_text().split('<section class="compare">')[1].split("</section>")[0]
         assert "Not measured in both runs" in section and "cap of 120 MiB" in section
     data = json.loads((tmp_path / "c.json").read_text())
-    assert compare.comparison_from_dict(data).as_dict() == data  # read back whole
+    assert render.comparison_from_dict(data).as_dict() == data  # read back whole
     # measured again, under the candidate's scenario (its memory cap) on both sides: the baseline's code
     # runs out of memory there too, so the loss is the cap's, not the candidate code's
     again = bench("compare", str(base), str(cand), "--confirm", "--confirm-repeats", "2", "--format", "json")

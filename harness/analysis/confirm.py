@@ -1,6 +1,6 @@
 """``bench compare --confirm``: measure the cells that look slower again before failing.
 
-The sweep's comparison is only a screen (:func:`harness.compare.suspects`). The suspects are
+The sweep's comparison is only a screen (:func:`harness.analysis.comparison.suspects`). The suspects are
 measured again on this machine, one process at a time with the sides alternating (baseline,
 candidate, candidate, baseline, ...), so that a machine getting slower or faster during the
 re-measurement weighs on both sides alike: the candidate with the candidate's code, the baseline
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import compare as cmp
 from harness import environment
+from harness.analysis import comparison as cmp
 from harness.errors import UsageError
 from harness.pluginmanager import explicit_plugins
 from harness.store import RunDir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
