@@ -89,7 +89,7 @@ def _workers_of(out_root: Path) -> list[int]:
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if b"harness.worker" not in cmdline:
+            if b"harness.executors.worker" not in cmdline and b"harness.worker" not in cmdline:
                 continue
             if str(out_root).encode() in (proc / "environ").read_bytes():
                 pids.append(int(proc.name))

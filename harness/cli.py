@@ -189,8 +189,8 @@ def run(
     """Run a scenario's sweep (or --resume an interrupted one)."""
     from harness import runner
     from harness.errors import UsageError
-    from harness.outputs import check_writable
-    from harness.progress import make_reporter
+    from harness.output.files import check_writable
+    from harness.output.progress import make_reporter
 
     options = runner.RunOptions(
         out_root=Path(out_root),
@@ -243,7 +243,7 @@ def run(
         }
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        from harness.summary import print_summary
+        from harness.output.summary import print_summary
 
         print_summary(records)
         click.echo(f"results: {run_dir.path}")
@@ -269,17 +269,18 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
                 fail_on_budget: bool, failed: list[BenchError]) -> None:  # fmt: skip
     """JUnit and Markdown files, then the exit code: 2 when a file asked for could not be written
     (the results are kept), 3 when nothing was measured, 1 for a broken budget under --fail-on-budget."""
-    from harness import runner, verdicts
+    from harness import runner
     from harness.analysis import economics
     from harness.errors import BudgetBroken, OutputError
-    from harness.outputs import write
+    from harness.output import ci
+    from harness.output.files import write
 
     manifest = run_dir.manifest()
     budgets = manifest["settings"].get("budgets") or {}
     name = manifest["scenario"]["name"]
     for option, path, make in (
-        ("--junit", junit_file, lambda: verdicts.junit_xml(records, budgets, name)),
-        ("--summary-md", summary_md, lambda: verdicts.markdown(records, budgets, f"{name} ({run_dir.path.name})")),
+        ("--junit", junit_file, lambda: ci.junit_xml(records, budgets, name)),
+        ("--summary-md", summary_md, lambda: ci.markdown(records, budgets, f"{name} ({run_dir.path.name})")),
     ):
         if path:
             try:
@@ -490,7 +491,7 @@ def compare(
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness.analysis import render as cmp_render
     from harness.analysis.comparison import compare_runs
-    from harness.outputs import check_writable
+    from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
     for option, path in (("-o", output), ("--json-out", json_out)):
@@ -503,7 +504,7 @@ def compare(
         click.echo(f"bench: warning: {note}", err=True)
     if confirm:
         from harness.analysis.confirm import confirm as remeasure
-        from harness.progress import make_reporter
+        from harness.output.progress import make_reporter
 
         remeasure(
             result, Path(baseline), Path(candidate), plugins=ctx.obj["plugins"], repeats=confirm_repeats,
@@ -512,7 +513,7 @@ def compare(
         )  # fmt: skip
         click.echo(cmp_render.confirmation_line(result.confirmation or {}), err=True)
     text = cmp_render.render(result, fmt)
-    from harness.outputs import write
+    from harness.output.files import write
 
     if json_out:
         write(json_out, cmp_render.render(result, "json"), "--json-out")

@@ -16,7 +16,7 @@ from harness import environment
 from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
 from harness.cells import Cell
 from harness.errors import AllCellsFailed, BenchError, DiskFull, UsageError
-from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell
+from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
 from harness.pluginmanager import Registries, explicit_plugins, registries
 from harness.store import FINAL_STATUSES, RESERVE_BYTES, RunDir, is_disk_full, new_run_id
 
@@ -251,6 +251,7 @@ def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], rep
             log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
             env=_worker_env(run, cell, manifest),
             on_event=lambda message: reporter.event(cell, message),
+            module=worker_module(Path(code) if (code := manifest["settings"].get("code_path")) else None),
         )
         attempts.append(record)
         if not record.get("noisy"):
@@ -276,7 +277,7 @@ def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> 
 def _reference(run: RunDir, scenario: Scenario, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
     """The model's reference outputs, FLOPs and the machine's peak, computed once per run in a
     worker (kept in the manifest; a resumed run reuses them)."""
-    from harness import fidelity
+    from harness.measure import fidelity
 
     settings = manifest["settings"]
     samples = (settings.get("fidelity") or {}).get("samples", 0)

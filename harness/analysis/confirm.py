@@ -54,8 +54,9 @@ def _has_commit(commit: str) -> bool:
 def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[Code]:
     """The code a run was measured with, checked out here if need be (removed afterwards)."""
     if explicit is not None:
-        if not (explicit / "harness" / "worker.py").is_file():
-            raise UsageError(f"--baseline-code {explicit}: not a bench checkout (there is no harness/worker.py in it)")
+        if not any((explicit / "harness" / where).is_file() for where in ("executors/worker.py", "worker.py")):
+            msg = f"--baseline-code {explicit}: not a bench checkout (there is no harness/executors/worker.py in it)"
+            raise UsageError(msg)
         yield Code(True, explicit.resolve(), f"its code from {explicit}")
         return
     git = (manifest.get("environment") or {}).get("git") or {}

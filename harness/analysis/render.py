@@ -95,7 +95,7 @@ def _side_text(status: str, reason: str) -> str:
 
 
 def render_markdown(result: Comparison) -> str:
-    from harness.verdicts import md_cell, md_line
+    from harness.output.ci import md_cell, md_line
 
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = "**regression**" if result.has_regression else "no regression"

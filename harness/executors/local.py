@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.executors.containment import CellProcesses, Usage
-from harness.worker import RESULT_FD_ENV, STACKS_SIGNAL
+from harness.executors.worker import RESULT_FD_ENV, STACKS_SIGNAL
 
 #: memory sampling under a cap the parent enforces (no cgroup), and for the peak alone
 MEMORY_POLL_S = 0.2
@@ -64,6 +64,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+#: the module a worker process runs
+WORKER_MODULE = "harness.executors.worker"
+
+
+def worker_module(code: Path | None) -> str:
+    """The worker's module in a checkout of bench (``--confirm`` measures a baseline with its own
+    code): ``harness.worker`` in checkouts older than the executors package."""
+    if code is None or (code / "harness" / "executors" / "worker.py").is_file():
+        return WORKER_MODULE
+    return "harness.worker"
+
+
 def run_cell(
     job: Mapping[str, Any],
     *,
@@ -71,6 +83,7 @@ def run_cell(
     log_path: Path,
     env: Mapping[str, str],
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    module: str = WORKER_MODULE,
 ) -> dict[str, Any]:
     """Run ``job`` in a fresh worker process group; always return a result record with a ``status``.
     Every process the worker starts is part of the cell: counted in its memory, killed at its end."""
@@ -87,7 +100,7 @@ def run_cell(
         started = time.monotonic()
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.worker"],
+                [sys.executable, "-m", module],
                 stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,

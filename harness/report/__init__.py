@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.outputs import write
+from harness.output.files import write
 from harness.store import RunDir
 
 #: columns of the results table, in order; each gets its unit and meaning from harness.metrics

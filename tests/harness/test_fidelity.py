@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import bench, journal, run_dirs
-from harness import fidelity
+from harness.measure import fidelity
 
 
 def brute_auc(labels: np.ndarray, scores: np.ndarray) -> float:

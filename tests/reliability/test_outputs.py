@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import bench, fake_scenario, journal, run_dirs
-from harness import verdicts
 from harness.analysis import comparison, render
 from harness.errors import UsageError
+from harness.output import ci as verdicts
 
 #: an option value with a Markdown column separator, a bell and a control character XML 1.0 forbids
 NASTY = "a|b\a\x01"

@@ -1,6 +1,6 @@
 """The worker: runs one cell in its own process and reports one JSON result to its parent.
 
-Started by the local executor as ``python -m harness.worker``; the job arrives as JSON on stdin,
+Started by the local executor as ``python -m harness.executors.worker``; the job arrives as JSON on stdin,
 events and the result leave as JSON lines on the file descriptor named by ``BENCH_RESULT_FD``.
 Anything the runtime prints goes to stdout/stderr, which the parent keeps in the cell's log.
 """
@@ -114,7 +114,7 @@ def _fidelity(job: dict[str, Any], cell: Any, session: Any) -> dict[str, Any]:
     ref = job.get("reference")
     if not ref or not ref.get("path"):
         return {"fidelity_skipped": (ref or {}).get("fidelity_skipped") or "no reference in this run"}
-    from harness import fidelity
+    from harness.measure import fidelity
 
     try:
         result = fidelity.evaluate(session, cell.batch_size, Path(ref["path"]), ref["task"])
@@ -348,7 +348,7 @@ def main() -> int:
     started = time.time()
     try:
         if job.get("kind") == "reference":
-            from harness.fidelity import run_reference
+            from harness.measure.fidelity import run_reference
 
             result = {"status": "ok", **run_reference(job)}
         else:

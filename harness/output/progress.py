@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from harness.summary import validity_notes
+from harness.output.summary import validity_notes
 
 if TYPE_CHECKING:
     from harness.cells import Cell
