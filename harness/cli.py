@@ -239,7 +239,7 @@ def run(
             "run_dir": str(run_dir.path),
             "report": str(report_path) if report_path else None,
             "counts": runner.outcome(records),
-            "cells": records,
+            "cells": [record.to_json_dict() for record in records],
         }
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
@@ -276,8 +276,8 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     from harness.output.files import write
 
     manifest = run_dir.manifest()
-    budgets = manifest["settings"].get("budgets") or {}
-    name = manifest["scenario"]["name"]
+    budgets = manifest.settings.budgets or {}
+    name = manifest.scenario.name
     for option, path, make in (
         ("--junit", junit_file, lambda: ci.junit_xml(records, budgets, name)),
         ("--summary-md", summary_md, lambda: ci.markdown(records, budgets, f"{name} ({run_dir.path.name})")),
@@ -380,7 +380,7 @@ def recommend(
     rows = []
     for path in run_dirs:
         run = RunDir.open(Path(path))
-        machine = run.manifest()["environment"].get("cpu", {}).get("model") or run.path.name
+        machine = run.manifest().environment.get("cpu", {}).get("model") or run.path.name
         for rec in run.records():
             if rec.get("status") == "skipped":
                 continue

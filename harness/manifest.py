@@ -1,14 +1,16 @@
-"""The shape of a run folder's ``manifest.json``, checked on every read.
+"""A run folder's ``manifest.json`` as a typed, immutable record, checked on every read.
 
 A manifest that is valid JSON of the wrong shape (``[]``, ``null``, a dict missing ``settings``)
 would otherwise crash every reader with an AttributeError or KeyError deep inside. Readers get one
 :class:`~harness.errors.StoreError` instead, one ``file: key: message`` line per problem, as
-scenarios do. Keys a newer bench adds are allowed (``extra="allow"``); the ones the readers rely
-on are required, with their types. The manifest stays a plain dict for its readers.
+scenarios do. Keys a newer bench adds are kept (``extra="allow"``); the ones the readers rely on
+are required, with their types. ``environment`` (the machine's fingerprint) and the reference's
+facts stay mappings: they are facts to show and compare, read by key.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ Number = StrictInt | float
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class ScenarioInfo(_Open):
     name: StrictStr
     text: StrictStr
+    description: StrictStr | None = None
     path: StrictStr | None = None
     fingerprint: StrictStr | None = None
 
@@ -82,26 +85,37 @@ class Manifest(_Open):
     scenario: ScenarioInfo
     environment: dict[str, Any]
     settings: Settings
+    #: the run's fp32 reference facts (fidelity), once computed
     reference: dict[str, Any] | None = None
     #: sha256 of every file the run's measurements depend on (model files, the scenario file)
     inputs: dict[str, StrictStr] | None = None
+    #: model files that changed before a resume finished the run (--allow-changed-inputs)
+    changed_inputs: list[dict[str, Any]] | None = None
     #: (cell, repeat) pairs the run plans to record, set when a sweep starts
     planned: StrictInt | None = None
     finished_at: Number | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+    def updated(self, **fields: Any) -> Manifest:
+        """A copy with ``fields`` set, checked again."""
+        return Manifest.model_validate({**self.model_dump(mode="json"), **fields})
 
 
 def _where(loc: tuple[str | int, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def check(data: Any, path: Path) -> dict[str, Any]:
-    """``data`` if it has a manifest's shape, else a StoreError naming the file and each bad key."""
+def check(data: Any, path: Path) -> Manifest:
+    """``data`` as a Manifest if it has a manifest's shape, else a StoreError naming the file and
+    each bad key."""
     if not isinstance(data, dict):
         kind = "null" if data is None else type(data).__name__
         msg = f"{path}: not a bench manifest (a JSON object is expected, found {kind}); the run folder is damaged"
         raise StoreError(msg)
     try:
-        Manifest.model_validate(data)
+        return Manifest.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         lines = [f"{path}: {_where(e['loc'])}: {e['msg'].lower()}" for e in errors[:MAX_LISTED]]
@@ -109,4 +123,3 @@ def check(data: Any, path: Path) -> dict[str, Any]:
             lines.append(f"... and {len(errors) - MAX_LISTED} more")
         lines.append(f"{path}: this manifest does not have the shape bench writes; the run folder is damaged")
         raise StoreError("\n".join(lines)) from None
-    return data

@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,7 +17,9 @@ from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
 from harness.cells import Cell
 from harness.errors import AllCellsFailed, BenchError, DiskFull, UsageError
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
+from harness.manifest import Manifest
 from harness.pluginmanager import Registries, explicit_plugins, registries
+from harness.records import CellRecord, Job, ReferenceJob, StopRuleSettings
 from harness.store import FINAL_STATUSES, RESERVE_BYTES, RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
@@ -77,8 +79,8 @@ class Reporter(Protocol):
     def start(self, run_dir: RunDir, total: int) -> None: ...
     def cell_started(self, cell: Cell, repeat: int) -> None: ...
     def event(self, cell: Cell, message: dict[str, Any]) -> None: ...
-    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None: ...
-    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None: ...
+    def cell_finished(self, cell: Cell, record: CellRecord) -> None: ...
+    def finish(self, run_dir: RunDir, records: list[CellRecord]) -> None: ...
 
 
 class SilentReporter:
@@ -91,10 +93,10 @@ class SilentReporter:
     def event(self, cell: Cell, message: dict[str, Any]) -> None:
         pass
 
-    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_finished(self, cell: Cell, record: CellRecord) -> None:
         pass
 
-    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None:
+    def finish(self, run_dir: RunDir, records: list[CellRecord]) -> None:
         pass
 
 
@@ -203,55 +205,58 @@ def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
     return planned
 
 
-def _worker_env(run: RunDir, cell: Cell, manifest: dict[str, Any]) -> dict[str, str]:
+def _worker_env(run: RunDir, cell: Cell, manifest: Manifest) -> dict[str, str]:
     tmp = run.work_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"TMPDIR": str(tmp)}
-    cache = manifest["settings"].get("cache_dir")
+    cache = manifest.settings.cache_dir
     if cache:
         env[CACHE_DIR_ENV] = cache
     env.update({var: str(cell.threads) for var in THREAD_ENV_VARS})
-    code = manifest["settings"].get("code_path")
+    code = manifest.settings.code_path
     if code:  # the worker imports harness and plugins from there, not from this checkout or the cwd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))
         env["PYTHONSAFEPATH"] = "1"
     return env
 
 
-def _job(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any]) -> dict[str, Any]:
-    settings = manifest["settings"]
-    rule = {k: settings["measurement"][k] for k in (
-        "warmup_s", "warmup_queries", "min_duration_s", "max_duration_s", "min_queries",
-        "headline_percentile", "confidence", "ci_rel_width",
-    )}  # fmt: skip
-    return {
-        "cell": cell.config(),
-        "repeat": repeat,
-        "rule": rule,
-        "percentiles": settings["percentiles"],
-        "noise_threshold": settings["noise_threshold"],
-        "loadgen": settings.get("loadgen"),
-        "reference": manifest.get("reference"),
-        "fidelity": settings.get("fidelity"),
-        "timeout_s": settings["limits"]["timeout_s"],
-        "plugins": settings["plugins"],
-        "autoload": settings["autoload"],
-        "workdir": str(run.work_dir),
-        "cell_dir": str(run.cell_dir(cell.id)),
-    }
+def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest) -> Job:
+    settings = manifest.settings
+    m = settings.measurement
+    rule = StopRuleSettings(
+        m.warmup_s, m.warmup_queries, m.min_duration_s, m.max_duration_s, m.min_queries, m.headline_percentile,
+        m.confidence, m.ci_rel_width,
+    )  # fmt: skip
+    return Job(
+        cell=cell.config(),
+        repeat=repeat,
+        attempt=attempt,
+        rule=rule,
+        percentiles=tuple(settings.percentiles),
+        noise_threshold=settings.noise_threshold,
+        loadgen=settings.loadgen,
+        reference=manifest.reference,
+        fidelity=settings.fidelity,
+        timeout_s=settings.limits.timeout_s,
+        plugins=tuple(settings.plugins),
+        autoload=settings.autoload,
+        workdir=str(run.work_dir),
+        cell_dir=str(run.cell_dir(cell.id)),
+    )
 
 
-def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
-    limits = Limits(**manifest["settings"]["limits"])
+def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter: Reporter) -> dict[str, Any]:
+    limits = Limits(timeout_s=manifest.settings.limits.timeout_s, memory_mb=manifest.settings.limits.memory_mb)
+    code = manifest.settings.code_path
     attempts = []
-    for attempt in range(1 + manifest["settings"]["noise_retries"]):
+    for attempt in range(1 + manifest.settings.noise_retries):
         record = run_cell(
-            {**_job(run, cell, repeat, manifest), "attempt": attempt},
+            _job(run, cell, repeat, attempt, manifest),
             limits=limits,
             log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
             env=_worker_env(run, cell, manifest),
             on_event=lambda message: reporter.event(cell, message),
-            module=worker_module(Path(code) if (code := manifest["settings"].get("code_path")) else None),
+            module=worker_module(Path(code) if code else None),
         )
         attempts.append(record)
         if not record.get("noisy"):
@@ -262,71 +267,61 @@ def _measure(run: RunDir, cell: Cell, repeat: int, manifest: dict[str, Any], rep
     return best
 
 
-def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "cell_id": cell.id,
-        "label": cell.label,
-        "repeat": repeat,
-        "config": cell.config(),
-        "started_at": started,
-        "ended_at": time.time(),
-        **result,
-    }
+def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> CellRecord:
+    return CellRecord.build(cell.id, cell.label, repeat, cell.config(), started, time.time(), result)
 
 
-def _reference(run: RunDir, scenario: Scenario, manifest: dict[str, Any], reporter: Reporter) -> dict[str, Any]:
+def _reference(run: RunDir, scenario: Scenario, manifest: Manifest, reporter: Reporter) -> Manifest:
     """The model's reference outputs, FLOPs and the machine's peak, computed once per run in a
     worker (kept in the manifest; a resumed run reuses them)."""
     from harness.measure import fidelity
 
-    settings = manifest["settings"]
-    samples = (settings.get("fidelity") or {}).get("samples", 0)
-    if manifest.get("reference") or not samples:
+    settings = manifest.settings
+    samples = (settings.fidelity or {}).get("samples", 0)
+    if manifest.reference or not samples:
         return manifest
     path = fidelity.reference_path(run.path, scenario.model.name)
-    job = {
-        "kind": "reference",
-        "model": scenario.model.name,
-        "model_options": dict(scenario.model.options),
-        "samples": samples,
-        "seed": scenario.seed,
-        "threads": environment.usable_cpus(),
-        "path": str(path),
-        "plugins": settings["plugins"],
-        "autoload": settings["autoload"],
-    }
+    job = ReferenceJob(
+        model=scenario.model.name,
+        model_options=dict(scenario.model.options),
+        samples=samples,
+        seed=scenario.seed,
+        threads=environment.usable_cpus(),
+        path=str(path),
+        plugins=tuple(settings.plugins),
+        autoload=settings.autoload,
+    )
     log = run.path / fidelity.REFERENCE_FOLDER / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    limits = Limits(timeout_s=settings["limits"]["timeout_s"], memory_mb=settings["limits"]["memory_mb"])
+    limits = Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
     result = run_cell(job, limits=limits, log_path=log, env={}, on_event=None)
     if result.get("status") != "ok":
         result = {"fidelity_skipped": f"the reference failed ({result.get('status')}): {result.get('reason', '')}"}
     elif result.get("path"):
         result["path"] = str(Path(result["path"]).resolve())
-    run.update_manifest(reference=result)
-    return run.manifest()
+    return run.update_manifest(reference=result)
 
 
-def judge(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def judge(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
     """The cell's compute efficiency, its economics under the scenario's price, and its verdict
     on each budget."""
     from harness.analysis import economics
 
-    settings = manifest["settings"]
+    settings = manifest.settings
     out: dict[str, Any] = {}
     if record.get("status") == "skipped":
         return out
-    ref = manifest.get("reference") or {}
+    ref = manifest.reference or {}
     flops, peak, sps = ref.get("flops_per_sample"), ref.get("peak_gflops"), record.get("throughput_sps")
     if flops and sps:
         out["flops_per_sample"] = flops
         out["achieved_gflops"] = flops * sps / 1e9
         if peak:
             out["fraction_of_peak"] = out["achieved_gflops"] / peak
-    if settings.get("cost"):
-        out.update(economics.cell_costs(record, settings["cost"]))
-    if settings.get("budgets"):
-        verdicts = economics.budget_verdicts({**record, **out}, settings["budgets"])
+    if settings.cost:
+        out.update(economics.cell_costs(record, settings.cost))
+    if settings.budgets:
+        verdicts = economics.budget_verdicts({**record, **out}, settings.budgets)
         out["budgets"] = verdicts
         out["budgets_ok"] = all(v["ok"] is not False for v in verdicts.values())
     return out
@@ -400,9 +395,9 @@ def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) 
     """Refuse to resume a run whose model files changed since it started: its finished cells
     measured the old files. ``allow_changed`` goes on and records what changed in the manifest."""
     manifest = run.manifest()
-    scenario_path = manifest["scenario"].get("path")
+    scenario_path = manifest.scenario.path
     changed = []
-    for name, digest in (manifest.get("inputs") or {}).items():
+    for name, digest in (manifest.inputs or {}).items():
         try:
             now: str | None = _sha256(Path(name))
         except OSError:
@@ -428,10 +423,10 @@ def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) 
         )
         raise UsageError(msg)
     warn(f"finishing {run.path} with changed model files ({what}); recorded in its manifest as changed_inputs")
-    run.update_manifest(changed_inputs=[*(manifest.get("changed_inputs") or []), *changed])
+    run.update_manifest(changed_inputs=[*(manifest.changed_inputs or []), *changed])
 
 
-def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[dict[str, Any]]:
+def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[CellRecord]:
     """Run every planned cell not yet in the journal; return all records of the run.
 
     The caller holds the run's writer lock. A full disk stops the sweep before the next cell with
@@ -448,23 +443,22 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
         raise
 
 
-def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[dict[str, Any]]:
+def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[CellRecord]:
     manifest = run.manifest()
-    settings = manifest["settings"]
-    regs = registries(settings["plugins"], autoload=settings["autoload"])
+    settings = manifest.settings
+    regs = registries(settings.plugins, autoload=settings.autoload)
     check_scenario(scenario, regs)
     planned = plan(select_cells(scenario, options), regs)
     run.repair_journal()
     done = {(r["cell_id"], r.get("repeat", 0)) for r in run.records() if r.get("status") in FINAL_STATUSES}
 
     pairs: list[tuple[PlannedCell, int]] = []
-    for repeat in range(settings["repeats"]):  # repeats interleave across cells
+    for repeat in range(settings.repeats):  # repeats interleave across cells
         for p in planned:
             if p.skip_reason is None or repeat == 0:
                 pairs.append((p, repeat))
-    if manifest.get("planned") != len(pairs):  # readers tell a finished run from an interrupted one
-        run.update_manifest(planned=len(pairs))
-        manifest = run.manifest()
+    if manifest.planned != len(pairs):  # readers tell a finished run from an interrupted one
+        manifest = run.update_manifest(planned=len(pairs))
     todo = [(p, repeat) for p, repeat in pairs if (p.cell.id, repeat) not in done]
     run.reserve()
     if todo and any(p.skip_reason is None for p, _ in todo):
@@ -475,9 +469,7 @@ def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Rep
     return finish(run, reporter)
 
 
-def measure_one(
-    run: RunDir, p: PlannedCell, repeat: int, manifest: dict[str, Any], reporter: Reporter
-) -> dict[str, Any]:
+def measure_one(run: RunDir, p: PlannedCell, repeat: int, manifest: Manifest, reporter: Reporter) -> CellRecord:
     """Measure one repeat of one planned cell (or record its skip) and append it to the journal."""
     started = time.time()
     reporter.cell_started(p.cell, repeat)
@@ -488,13 +480,13 @@ def measure_one(
         if _failed_for_disk_space(run, result):  # not the cell's fault: it runs again on resume
             raise DiskFull(disk_full_message(run, f"{p.cell.label} could not write its files: {result.get('reason')}"))
     record = _record(p.cell, repeat, started, result)
-    record.update(judge(record, manifest))
+    record = record.with_fields(**judge(record, manifest))
     _append(run, record)
     reporter.cell_finished(p.cell, record)
     return record
 
 
-def _append(run: RunDir, record: dict[str, Any]) -> None:
+def _append(run: RunDir, record: CellRecord) -> None:
     """Journal a finished cell; on a full disk, give back the reserve so its line still fits, then stop."""
     try:
         run.append(record)
@@ -541,7 +533,7 @@ def disk_full_message(run: RunDir, what: str) -> str:
     )
 
 
-def finish(run: RunDir, reporter: Reporter) -> list[dict[str, Any]]:
+def finish(run: RunDir, reporter: Reporter) -> list[CellRecord]:
     """Write a run's tables, mark it finished and stop being its writer; return its records."""
     records = list(run.records())
     run.write_tables()
@@ -569,10 +561,10 @@ def stored_scenario(run: RunDir) -> Scenario:
     from harness.scenario import load_scenario_text
 
     manifest = run.manifest()
-    source = manifest["scenario"].get("path") or "<manifest>"
-    path = manifest["scenario"].get("path")
+    path = manifest.scenario.path
+    source = path or "<manifest>"
     return load_scenario_text(
-        manifest["scenario"]["text"],
+        manifest.scenario.text,
         source=f"{source} (as stored in {run.manifest_path})",
         base_dir=Path(path).resolve().parent if path else None,  # model files named relative to the scenario
     )
@@ -593,15 +585,15 @@ def resume(
         check_inputs(run, options.allow_changed_inputs, warn)
         manifest = run.manifest()
         scenario = stored_scenario(run)
-        filters = manifest["settings"]["filters"]
+        settings = manifest.settings
         stored = replace(
             options,
-            quick=manifest["settings"]["quick"],
-            backends=tuple(filters["backends"]),
-            batch_sizes=tuple(filters["batch_sizes"]),
-            precisions=tuple(filters["precisions"]),
-            plugins=tuple(manifest["settings"]["plugins"]),
-            autoload=manifest["settings"]["autoload"],
+            quick=settings.quick,
+            backends=tuple(settings.filters.backends),
+            batch_sizes=tuple(settings.filters.batch_sizes),
+            precisions=tuple(settings.filters.precisions),
+            plugins=tuple(settings.plugins),
+            autoload=settings.autoload,
         )
         execute(run, scenario, stored, reporter or SilentReporter())
     finally:
@@ -609,14 +601,14 @@ def resume(
     return run, scenario
 
 
-def outcome(records: list[dict[str, Any]]) -> dict[str, int]:
+def outcome(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return counts
 
 
-def raise_if_nothing_measured(records: list[dict[str, Any]], run: RunDir) -> None:
+def raise_if_nothing_measured(records: Sequence[Mapping[str, Any]], run: RunDir) -> None:
     if records and not any(r["status"] == "ok" for r in records):
         counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome(records).items()))
         raise AllCellsFailed(f"no cell produced a measurement ({counts}); see {run.path}/journal.jsonl")

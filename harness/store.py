@@ -22,13 +22,15 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import manifest as manifest_shape
 from harness.errors import RunLocked, StoreError
+from harness.manifest import Manifest
+from harness.records import STATUSES, CellRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +47,7 @@ RESERVE_BYTES = 4 << 20
 #: how long a writer waits for the lock: a reader probing it holds it for microseconds
 LOCK_WAIT_S = 2.0
 #: statuses that end a cell's attempt; a journal line with one of them is a recorded cell
-FINAL_STATUSES = ("ok", "skipped", "failed", "crashed", "oom", "timeout")
+FINAL_STATUSES = STATUSES
 
 
 def new_run_id(scenario_name: str) -> str:
@@ -157,7 +159,7 @@ class RunState:
 
 @dataclass(frozen=True)
 class JournalRead:
-    records: list[dict[str, Any]]
+    records: list[CellRecord]
     #: the byte length of the well-formed prefix; anything after it is a torn last line
     good_bytes: int
     dropped_tail: bool
@@ -171,9 +173,10 @@ class RunDir:
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, run_id: str, manifest: dict[str, Any], command: str = "") -> RunDir:
+    def create(cls, root: Path, run_id: str, manifest: Mapping[str, Any], command: str = "") -> RunDir:
         """A new run folder, its writer's lock held by this process (:meth:`release` it)."""
         path = Path(root) / run_id
+        typed = manifest_shape.check({"schema_version": SCHEMA_VERSION, **manifest}, path / MANIFEST)
         try:
             path.mkdir(parents=True, exist_ok=False)
         except FileExistsError as exc:
@@ -182,7 +185,7 @@ class RunDir:
             raise StoreError(f"cannot create run folder {path}: {exc.strerror}") from exc
         run = cls(path)
         run.acquire(command)
-        write_atomic(run.manifest_path, json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=2).encode())
+        write_atomic(run.manifest_path, typed.to_json().encode())
         run.journal_path.touch()
         return run
 
@@ -277,10 +280,10 @@ class RunDir:
         recorded = {(r.get("cell_id"), r.get("repeat", 0)) for r in read.records if r.get("status") in FINAL_STATUSES}
         manifest = self.manifest()
         return RunState(
-            planned=manifest.get("planned"),
+            planned=manifest.planned,
             recorded=len(recorded),
             writer=self.writer(),
-            finished=manifest.get("finished_at") is not None,
+            finished=manifest.finished_at is not None,
             dropped_tail=read.dropped_tail,
         )
 
@@ -312,7 +315,7 @@ class RunDir:
         return shutil.disk_usage(self.path).free
 
     # -- manifest -----------------------------------------------------------------------------
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         try:
             data = json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as exc:
@@ -326,16 +329,18 @@ class RunDir:
             raise StoreError(msg)
         return manifest_shape.check(data, self.manifest_path)
 
-    def update_manifest(self, **fields: Any) -> None:
-        data = self.manifest()
-        data.update(fields)
-        write_atomic(self.manifest_path, json.dumps(data, indent=2).encode())
+    def update_manifest(self, **fields: Any) -> Manifest:
+        """Set ``fields`` in the manifest (checked, written atomically); return the new manifest."""
+        manifest = self.manifest().updated(**fields)
+        write_atomic(self.manifest_path, manifest.to_json().encode())
+        return manifest
 
     # -- journal ------------------------------------------------------------------------------
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: CellRecord | Mapping[str, Any]) -> None:
         """Append one record as a JSON line and fsync it before returning. A failed write (a full
         disk) is cut back off, so the journal never keeps a torn line."""
-        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        flat = record.to_json_dict() if isinstance(record, CellRecord) else dict(record)
+        line = (json.dumps(flat, sort_keys=True, default=str) + "\n").encode()
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             size = os.fstat(fd).st_size
@@ -357,7 +362,7 @@ class RunDir:
         except FileNotFoundError:
             return JournalRead([], 0, False)
         complete, newline, tail = raw.rpartition(b"\n")
-        records: list[dict[str, Any]] = []
+        records: list[CellRecord] = []
         for number, line in enumerate(complete.split(b"\n") if newline else [], start=1):
             if not line.strip():
                 continue
@@ -368,7 +373,7 @@ class RunDir:
                 raise StoreError(msg) from exc
             if not isinstance(record, dict):
                 raise StoreError(f"{self.journal_path}:{number}: journal line is not a JSON object")
-            records.append(record)
+            records.append(CellRecord.from_json_dict(record))
         good = len(complete) + len(newline)
         return JournalRead(records, good, bool(tail.strip()))
 
@@ -383,7 +388,7 @@ class RunDir:
             os.fsync(fh.fileno())
         return True
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[CellRecord]:
         yield from self.read_journal().records
 
     # -- tables -------------------------------------------------------------------------------
@@ -431,7 +436,7 @@ class RunDir:
 _NESTED = ("config", "info", "output_shapes", "budgets")
 
 
-def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def records_to_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One tidy row per record: the cell's configuration flattened into columns, nested facts as JSON."""
     import pandas as pd
 

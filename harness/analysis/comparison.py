@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
     return data
 
 
-def env_differences(base: dict[str, Any], cand: dict[str, Any]) -> list[str]:
+def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[str]:
     """The machine and runtime fields that differ between two runs' environments."""
     out = []
     for key in ENV_KEYS:
@@ -302,12 +303,12 @@ def compare_runs(
         raise UsageError(f"the threshold must be above 0 % and below 100 % (got {threshold * 100:g} %)")
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
     bm, cm = base_run.manifest(), cand_run.manifest()
-    if bm["scenario"]["name"] != cm["scenario"]["name"]:
+    if bm.scenario.name != cm.scenario.name:
         raise UsageError(
-            f"{baseline} measured scenario '{bm['scenario']['name']}' and {candidate} '{cm['scenario']['name']}': "
+            f"{baseline} measured scenario '{bm.scenario.name}' and {candidate} '{cm.scenario.name}': "
             "compare runs of one scenario"
         )
-    diffs = env_differences(bm.get("environment", {}), cm.get("environment", {}))
+    diffs = env_differences(bm.environment, cm.environment)
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "the runs come from different machines or runtime versions, so their numbers differ for reasons "
@@ -333,7 +334,7 @@ def compare_runs(
         str(baseline), str(candidate), threshold, alpha, results,
         sorted(set(base_cells) - set(cand_cells)), sorted(set(cand_cells) - set(base_cells)), diffs,
         not_measured=missing,
-        quick={"baseline": bool(bm["settings"].get("quick")), "candidate": bool(cm["settings"].get("quick"))},
+        quick={"baseline": bm.settings.quick, "candidate": cm.settings.quick},
     )  # fmt: skip
 
 

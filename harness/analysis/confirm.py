@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ def _has_commit(commit: str) -> bool:
 
 
 @contextmanager
-def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[Code]:
+def code_of(environment_of_run: Mapping[str, Any], explicit: Path | None = None) -> Iterator[Code]:
     """The code a run was measured with, checked out here if need be (removed afterwards)."""
     if explicit is not None:
         if not any((explicit / "harness" / where).is_file() for where in ("executors/worker.py", "worker.py")):
@@ -59,11 +59,11 @@ def code_of(manifest: dict[str, Any], explicit: Path | None = None) -> Iterator[
             raise UsageError(msg)
         yield Code(True, explicit.resolve(), f"its code from {explicit}")
         return
-    git = (manifest.get("environment") or {}).get("git") or {}
+    git = environment_of_run.get("git") or {}
     commit, dirty = git.get("commit"), bool(git.get("dirty"))
     here = environment.git_commit()
     if not commit and not here.get("commit"):  # an installed package, not a git checkout
-        version = (manifest.get("environment") or {}).get("packages", {}).get("bench")
+        version = environment_of_run.get("packages", {}).get("bench")
         mine = environment.package_versions(("bench",))["bench"]
         if version and version == mine:
             yield Code(True, None, f"this installation (bench {mine}; no git commit to tell more)")
@@ -126,7 +126,7 @@ def confirm(
         cmp.apply_confirmation(result, [], how)
         return result
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
-    diffs = cmp.env_differences(cand_run.manifest().get("environment", {}), environment.fingerprint())
+    diffs = cmp.env_differences(cand_run.manifest().environment, environment.fingerprint())
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
@@ -134,7 +134,10 @@ def confirm(
         )  # fmt: skip
     scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run), repeats)
     out_root = cand_run.path.parent / ".confirm"
-    with code_of(cand_run.manifest()) as cand_code, code_of(base_run.manifest(), baseline_code) as base_code:
+    with (
+        code_of(cand_run.manifest().environment) as cand_code,
+        code_of(base_run.manifest().environment, baseline_code) as base_code,
+    ):
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])

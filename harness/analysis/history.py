@@ -63,21 +63,21 @@ def history(root: Path, scenario: str | None = None) -> History:
         try:
             run = RunDir.open(path)
             manifest = run.manifest()
-            if scenario and manifest["scenario"]["name"] != scenario:
+            if scenario and manifest.scenario.name != scenario:
                 continue
             records = list(run.records())
         except StoreError as exc:
             skipped.append(f"{path.name} left out: {str(exc).splitlines()[0]}")
             continue
-        git = (manifest.get("environment") or {}).get("git") or {}
+        git = manifest.environment.get("git") or {}
         for rec in records:
             if rec.get("status") != "ok":
                 continue
             rows.append({
-                "run": path.name, "created_at": manifest.get("created_at"), "commit": (git.get("commit") or "")[:12],
-                "scenario": manifest["scenario"]["name"], "cell_id": rec["cell_id"], "label": rec["label"],
+                "run": path.name, "created_at": manifest.created_at, "commit": (git.get("commit") or "")[:12],
+                "scenario": manifest.scenario.name, "cell_id": rec["cell_id"], "label": rec["label"],
                 "throughput_sps": rec.get("throughput_sps"), "p99_ms": rec.get("p99_ms"),
-                "quick": bool((manifest.get("settings") or {}).get("quick")),
+                "quick": manifest.settings.quick,
             })  # fmt: skip
     rows.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
     return History(rows, skipped)

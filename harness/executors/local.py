@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.executors.containment import CellProcesses, Usage
 from harness.executors.worker import RESULT_FD_ENV, STACKS_SIGNAL
+from harness.records import Job, ReferenceJob
 
 #: memory sampling under a cap the parent enforces (no cgroup), and for the peak alone
 MEMORY_POLL_S = 0.2
@@ -77,7 +78,7 @@ def worker_module(code: Path | None) -> str:
 
 
 def run_cell(
-    job: Mapping[str, Any],
+    job: Job | ReferenceJob,
     *,
     limits: Limits,
     log_path: Path,
@@ -115,7 +116,7 @@ def run_cell(
         try:
             assert proc.stdin is not None
             try:
-                proc.stdin.write(json.dumps(job).encode())
+                proc.stdin.write(job.to_json().encode())
                 proc.stdin.close()
             except BrokenPipeError:
                 pass

@@ -14,10 +14,12 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 from harness.executors.containment import join_cell_cgroup, set_child_subreaper
+from harness.records import Job, ReferenceJob, job_from_json
 
 RESULT_FD_ENV = "BENCH_RESULT_FD"
 #: the parent sends it before killing a hung or oversized worker: every thread's stack goes to the log
@@ -62,21 +64,21 @@ def _outputs_check(outputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
+def run_job(job: Job, channel: Channel) -> dict[str, Any]:
     from harness.cells import Cell
     from harness.measure.memory import PhasePeaks
     from harness.pluginmanager import registries
 
-    cell = Cell.from_config(job["cell"])
-    workdir = Path(job["workdir"])
-    cell_dir = Path(job["cell_dir"])
+    cell = Cell.from_config(dict(job.cell))
+    workdir = Path(job.workdir)
+    cell_dir = Path(job.cell_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     cell_dir.mkdir(parents=True, exist_ok=True)
 
     peaks = PhasePeaks()
     peaks.start("load")
     channel.send({"event": "phase", "phase": "load"})
-    regs = registries(job["plugins"], autoload=job["autoload"])
+    regs = registries(job.plugins, autoload=job.autoload)
     model = regs.models.get(cell.model)(**cell.model_options)
     backend = regs.backends.get(cell.backend)()
 
@@ -109,9 +111,9 @@ def run_job(job: dict[str, Any], channel: Channel) -> dict[str, Any]:
     }
 
 
-def _fidelity(job: dict[str, Any], cell: Any, session: Any) -> dict[str, Any]:
+def _fidelity(job: Job, cell: Any, session: Any) -> dict[str, Any]:
     """The cell's outputs on the validation set against the run's reference (after measuring)."""
-    ref = job.get("reference")
+    ref = job.reference
     if not ref or not ref.get("path"):
         return {"fidelity_skipped": (ref or {}).get("fidelity_skipped") or "no reference in this run"}
     from harness.measure import fidelity
@@ -120,32 +122,32 @@ def _fidelity(job: dict[str, Any], cell: Any, session: Any) -> dict[str, Any]:
         result = fidelity.evaluate(session, cell.batch_size, Path(ref["path"]), ref["task"])
     except NotImplementedError as exc:
         return {"fidelity_skipped": str(exc)}
-    return {**result, **fidelity.verdict(result, cell.precision, job.get("fidelity") or {})}
+    return {**result, **fidelity.verdict(result, cell.precision, dict(job.fidelity or {}))}
 
 
-def _latency_file(job: dict[str, Any], cell_dir: Path, stem: str, values: Any) -> str:
-    path = cell_dir / f"{stem}.r{job['repeat']}.a{job.get('attempt', 0)}.npy"
+def _latency_file(job: Job, cell_dir: Path, stem: str, values: Any) -> str:
+    path = cell_dir / f"{stem}.r{job.repeat}.a{job.attempt}.npy"
     _write_npy_atomic(path, values)
     return str(path.relative_to(cell_dir.parent.parent))
 
 
-def _noise_fields(job: dict[str, Any], start: Any, end: Any, wall_s: float) -> dict[str, Any]:
+def _noise_fields(job: Job, start: Any, end: Any, wall_s: float) -> dict[str, Any]:
     from harness.measure import noise
 
     guard = noise.between(start, end, wall_s)
     return {
         "noise_other_cpu_s": guard.other_cpu_s,
         "noise_fraction": guard.other_fraction,
-        "noisy": guard.other_fraction is not None and guard.other_fraction > job["noise_threshold"],
+        "noisy": guard.other_fraction is not None and guard.other_fraction > job.noise_threshold,
     }
 
 
-def _single_stream(job: dict[str, Any], cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict:
     from harness.analysis import stats
     from harness.measure import noise
     from harness.measure.single_stream import StopRule, run_window
 
-    rule = StopRule(**job["rule"])
+    rule = StopRule(**asdict(job.rule))
     marks: dict[str, Any] = {}
 
     def on_phase(phase: str) -> None:
@@ -165,7 +167,7 @@ def _single_stream(job: dict[str, Any], cell: Any, session: Any, peaks: Any, cha
     n = int(window.latencies_ns.size)
     summary = stats.summarize(
         window.latencies_ns,
-        percentiles=job["percentiles"],
+        percentiles=job.percentiles,
         confidence=rule.confidence,
         headline=(rule.headline_percentile,),
     )
@@ -188,7 +190,7 @@ def _single_stream(job: dict[str, Any], cell: Any, session: Any, peaks: Any, cha
     }
 
 
-def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Channel, cell_dir: Path) -> dict:
     """Offline, server and multi-stream cells: warm up, then LoadGen (a peak search for
     ``target_qps: peak``); the numbers are those of the final LoadGen test."""
     import numpy as np
@@ -197,11 +199,11 @@ def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, ch
     from harness.measure import loadgen, noise
 
     started = time.monotonic()
-    lg, rule, opts = job["loadgen"], job["rule"], cell.load_options
+    lg, rule, opts = dict(job.loadgen or {}), job.rule, cell.load_options
     loadgen.set_fine_timer_slack()  # LoadGen's threads, started below, inherit it
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
-    warm = loadgen.warm_up(sessions, rule["warmup_s"], rule["warmup_queries"])
+    warm = loadgen.warm_up(sessions, rule.warmup_s, rule.warmup_queries)
     capacity = loadgen.capacity_qps(warm, cell.batch_size, len(sessions), cell.threads)
     rate = opts.get("target_qps")
     call_ms = warm.median_call_ns / 1e6
@@ -221,7 +223,7 @@ def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, ch
         expected_qps=lg["expected_qps"] or capacity,
         seed=lg["seed"],
     )
-    folder = loadgen.log_folder(cell_dir, job["repeat"], job.get("attempt", 0))
+    folder = loadgen.log_folder(cell_dir, job.repeat, job.attempt)
     wait_ns = int(opts.get("max_wait_us") or 0) * 1000
     peaks.start("measure")
     channel.send({"event": "phase", "phase": "measure"})
@@ -232,7 +234,7 @@ def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, ch
 
         def trial(qps: float, duration_s: float) -> loadgen.LoadGenRun:
             full = duration_s >= settings.min_duration_s
-            left_s = job["timeout_s"] - (time.monotonic() - started) - 10.0
+            left_s = job.timeout_s - (time.monotonic() - started) - 10.0
             queries = min(settings.min_query_count, max(1, int(qps * max(left_s, duration_s)))) if full else 1
             name = "final" if full else f"trial{next(trials)}"
             test = loadgen.with_target(settings, qps, duration_s, queries)
@@ -252,7 +254,7 @@ def _loadgen(job: dict[str, Any], cell: Any, sessions: list[Any], peaks: Any, ch
     latency_stats: dict[str, Any] = {}
     if cell.load != "offline" and lat.size:  # offline has one query: its latency is the run's length
         summary = stats.summarize(
-            lat, percentiles=job["percentiles"], confidence=rule["confidence"], headline=(rule["headline_percentile"],)
+            lat, percentiles=job.percentiles, confidence=rule.confidence, headline=(rule.headline_percentile,)
         )
         latency_stats = summary.as_flat_dict(scale=1e-6, unit="ms")
     pct = settings.latency_percentile
@@ -344,10 +346,10 @@ def main() -> int:
     fd = int(os.environ[RESULT_FD_ENV])
     channel = Channel(os.fdopen(fd, "w", encoding="utf-8"))
     channel.send({"event": "contained", "cgroup": joined})
-    job = json.loads(sys.stdin.read())
+    job = job_from_json(sys.stdin.read())
     started = time.time()
     try:
-        if job.get("kind") == "reference":
+        if isinstance(job, ReferenceJob):
             from harness.measure.fidelity import run_reference
 
             result = {"status": "ok", **run_reference(job)}

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from harness.records import ReferenceJob
 
 #: least cosine similarity to the reference a precision passes with, unless the scenario says otherwise
 DEFAULT_MIN_COSINE = {"fp32": 0.999, "fp16": 0.995, "bf16": 0.995, "int8": 0.99}
@@ -145,25 +148,25 @@ def _flops_per_sample(module: Any, inputs: dict[str, np.ndarray], names: tuple[s
     return float(total) / batch if total else None
 
 
-def run_reference(job: dict[str, Any]) -> dict[str, Any]:
+def run_reference(job: ReferenceJob) -> dict[str, Any]:
     """Compute a model's reference outputs, labels and FLOPs, and the machine's peak, into the run."""
     import torch
 
     from harness.pluginmanager import registries
 
-    regs = registries(job["plugins"], autoload=job["autoload"])
-    model = regs.models.get(job["model"])(**job["model_options"])
-    out_path = Path(job["path"])
+    regs = registries(job.plugins, autoload=job.autoload)
+    model = regs.models.get(job.model)(**job.model_options)
+    out_path = Path(job.path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    facts: dict[str, Any] = {"model": model.name, "task": model.task, "samples": job["samples"]}
-    facts.update(_matmul_peak_gflops(job["threads"]))
+    facts: dict[str, Any] = {"model": model.name, "task": model.task, "samples": job.samples}
+    facts.update(_matmul_peak_gflops(job.threads))
     support = model.torch_support()
     if not support.ok:
         facts["fidelity_skipped"] = f"no PyTorch reference: {support.reason}"
         return facts
-    inputs, labels = model.validation_set(job["samples"], job["seed"])
+    inputs, labels = model.validation_set(job.samples, job.seed)
     module = model.build_torch().eval()
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job.threads)
     t0 = time.perf_counter()
     outs: dict[str, list[np.ndarray]] = {name: [] for name in model.output_names}
     chunk = 256

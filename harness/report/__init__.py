@@ -50,7 +50,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
     for rec in records:
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
     return {
-        "run_id": manifest.get("run_id", run.path.name),
+        "run_id": manifest.run_id,
         "path": str(run.path),
         "notes": notes,
         "manifest": manifest,
@@ -58,7 +58,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
         "rows": rows,
         "counts": counts,
         "not_ok": [r for r in records if r["status"] != "ok"],
-        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.get("created_at", 0))),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.created_at)),
     }
 
 
@@ -89,8 +89,8 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     opened = [RunDir.open(p) for p in run_paths]
     names = {}
     for run in opened:
-        scenario = run.manifest()["scenario"]
-        names.setdefault((scenario["name"], scenario.get("fingerprint")), []).append(run.path.name)
+        scenario = run.manifest().scenario
+        names.setdefault((scenario.name, scenario.fingerprint), []).append(run.path.name)
     if len(names) > 1 and not allow_mixed:
         listed = "; ".join(f"{name} ({', '.join(runs)})" for (name, _), runs in names.items())
         raise UsageError(
@@ -144,8 +144,8 @@ def _history(run: RunDir) -> tuple[dict[str, Any] | None, list[str]]:
     from harness.report.charts import trend_charts
 
     manifest = run.manifest()
-    quick = bool(manifest["settings"].get("quick"))
-    found = history(run.path.parent, manifest["scenario"]["name"])
+    quick = manifest.settings.quick
+    found = history(run.path.parent, manifest.scenario.name)
     rows = [r for r in found.rows if r["quick"] == quick]
     runs = _runs_of(rows)
     skipped = [f"history: {note}" for note in found.skipped]

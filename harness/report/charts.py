@@ -279,7 +279,7 @@ def machines(all_records: list[tuple[RunDir, list[dict[str, Any]]]]) -> list[dic
     meeting the budgets (throughput where no run has a price)."""
     rows = []
     for run, records in all_records:
-        env = run.manifest().get("environment", {})
+        env = run.manifest().environment
         ok = [r for r in records if r.get("status") == "ok" and _meets_budgets(r)]
         cheap = min((r for r in ok if _num(r.get("cost_per_million_usd"))), key=lambda r: r["cost_per_million_usd"],
                     default=None)  # fmt: skip

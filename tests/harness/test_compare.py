@@ -229,13 +229,14 @@ def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
     if parent.returncode != 0:
         pytest.skip("not a git checkout with history: " + parent.stderr.strip())
     manifest = {"environment": {"git": {"commit": parent.stdout.strip(), "dirty": False}}}
-    with confirm.code_of(manifest) as code:
-        assert code.available and code.path is not None and (code.path / "harness" / "worker.py").is_file()
+    with confirm.code_of(manifest["environment"]) as code:
+        assert code.available and code.path is not None
+        assert any((code.path / "harness" / where).is_file() for where in ("executors/worker.py", "worker.py"))
         checkout = code.path
     assert not checkout.exists()
-    with confirm.code_of({"environment": {"git": {"commit": "0" * 40, "dirty": False}}}) as code:
+    with confirm.code_of({"git": {"commit": "0" * 40, "dirty": False}}) as code:
         assert not code.available and "not in this repository" in code.how
-    with confirm.code_of({"environment": {"git": {"commit": parent.stdout.strip(), "dirty": True}}}) as code:
+    with confirm.code_of({"git": {"commit": parent.stdout.strip(), "dirty": True}}) as code:
         assert not code.available and "uncommitted" in code.how
 
 
@@ -246,10 +247,10 @@ def test_an_installed_bench_without_git_measures_its_own_version_only(monkeypatc
     monkeypatch.setattr(environment, "git_commit", lambda path=None: {"commit": None, "dirty": None})
     mine = environment.package_versions(("bench",))["bench"]
     run = {"environment": {"git": {"commit": None}, "packages": {"bench": mine}}}
-    with confirm.code_of(run) as code:
+    with confirm.code_of(run["environment"]) as code:
         assert code.available and code.path is None and "this installation" in code.how
     run["environment"]["packages"]["bench"] = "0.0.0"
-    with confirm.code_of(run) as code:
+    with confirm.code_of(run["environment"]) as code:
         assert not code.available and "bench 0.0.0" in code.how
 
 

@@ -16,8 +16,8 @@ def _run(tmp_path: Path) -> RunDir:
 
 def test_manifest_has_schema_version(tmp_path: Path) -> None:
     run = _run(tmp_path)
-    assert run.manifest()["schema_version"] == SCHEMA_VERSION
-    assert RunDir.open(run.path).manifest()["run_id"] == "r1"
+    assert run.manifest().schema_version == SCHEMA_VERSION
+    assert RunDir.open(run.path).manifest().run_id == "r1"
 
 
 def test_create_refuses_an_existing_folder(tmp_path: Path) -> None:

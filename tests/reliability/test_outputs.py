@@ -127,7 +127,8 @@ def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Pat
     assert out.returncode == 1, out.stderr  # the candidate lost a cell the baseline measured: a regression
     result = json.loads(out.stdout)
     assert [c["label"] for c in result["cells"]] == [r["label"] for r in journal(cand) if r["status"] == "ok"]
-    assert result["counts"] == {"unchanged": 1} and all(c["metrics"] for c in result["cells"])
+    # one cell compared (its verdict is the machine's noise between two short runs: not asserted)
+    assert sum(result["counts"].values()) == 1 and all(c["metrics"] for c in result["cells"])
     missing = {m["label"].split("fault=")[1].split(",")[0]: m for m in result["not_measured"]}
     assert set(missing) == {"raise", "skip", "alloc"}
     lost = missing["alloc"]
@@ -139,7 +140,7 @@ def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Pat
     assert missing["skip"]["baseline_status"] == "skipped"
 
     text = bench("compare", str(base), str(cand)).stdout
-    assert "1 cells compared: 1 unchanged" in text and "3 cell(s) not measured in both runs" in text
+    assert "1 cells compared: " in text and "3 cell(s) not measured in both runs" in text
     # the cap's wording depends on who enforced it: the kernel (a cgroup) or bench's own poll
     reason = lost["candidate_reason"]
     assert f"oom in the candidate ({reason}" in text and "skipped in both (injected skip" in text
