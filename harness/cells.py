@@ -61,8 +61,8 @@ class Cell:
     @property
     def label(self) -> str:
         """A short human name, e.g. ``pytorch[mode=compile] cpu int8 b64``."""
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
-        backend = f"{self.backend}[{opts}]" if opts else self.backend
+        shown = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
+        backend = f"{self.backend}[{shown}]" if shown else self.backend
         label = f"{self.model} {backend} {self.device} {self.precision} b{self.batch_size}"
         if self.load == "single_stream":
             return label

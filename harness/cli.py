@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from harness.pluginmanager import Registries
+    from harness.scenario import Scenario
 
 #: exit codes of an interrupted command: 128 + the signal's number, as a shell reports it
 EXIT_SIGINT = 130
@@ -55,7 +59,7 @@ class _Group(click.Group):
             ctx.exit(EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT)
 
 
-class Finite(click.ParamType):
+class Finite(click.ParamType[float, Any]):
     """A finite number within bounds. Click's FloatRange lets nan through (every comparison with nan
     is false) and inf through an open upper end, and a limit of nan or inf turns every check it
     takes part in into nonsense ("p99 <= nan ms")."""
@@ -107,13 +111,13 @@ def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
     ctx.obj = {"plugins": plugins}
 
 
-def _load(path: str):  # -> Scenario
+def _load(path: str) -> Scenario:
     from harness.scenario import load_scenario
 
     return load_scenario(Path(path))
 
 
-def _registries(ctx: click.Context):  # -> Registries
+def _registries(ctx: click.Context) -> Registries:
     from harness.pluginmanager import registries
 
     return registries(ctx.obj["plugins"])
@@ -265,7 +269,7 @@ def _warn_unfinished(paths: Any) -> None:
             _warn(f"{path}: {note}")
 
 
-def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | None, summary_md: str | None,
+def _ci_outputs(run_dir: Any, records: Sequence[Mapping[str, Any]], junit_file: str | None, summary_md: str | None,
                 fail_on_budget: bool, failed: list[BenchError]) -> None:  # fmt: skip
     """JUnit and Markdown files, then the exit code: 2 when a file asked for could not be written
     (the results are kept), 3 when nothing was measured, 1 for a broken budget under --fail-on-budget."""
@@ -288,8 +292,8 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
             except BenchError as exc:
                 failed.append(exc)
     if failed:
-        lines = "\n".join(str(exc) for exc in failed)
-        raise OutputError(f"{lines}\nthe run's results are kept in {run_dir.path}: bench report {run_dir.path} -o FILE")
+        said = "\n".join(str(exc) for exc in failed)
+        raise OutputError(f"{said}\nthe run's results are kept in {run_dir.path}: bench report {run_dir.path} -o FILE")
     runner.raise_if_nothing_measured(records, run_dir)
     broken = economics.broken(records)
     if broken:
@@ -625,8 +629,8 @@ def list_(ctx: click.Context, what: str) -> None:
                 click.echo(f"{'':<14} option {opt}: {meaning}")
     else:
         for name in regs.models.names():
-            cls = regs.models.get(name)
-            click.echo(f"{name:<14} {cls.description} (plugin {regs.models.owner(name)})")
+            model = regs.models.get(name)
+            click.echo(f"{name:<14} {model.description} (plugin {regs.models.owner(name)})")
 
 
 @cli.command()
@@ -644,4 +648,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

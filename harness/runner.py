@@ -141,7 +141,7 @@ def effective_measurement(scenario: Scenario, quick: bool) -> dict[str, Any]:
     from harness.analysis import stats
 
     m = scenario.measurement
-    settings = {
+    settings: dict[str, Any] = {
         "warmup_s": m.warmup_s,
         "warmup_queries": m.warmup_queries,
         "min_duration_s": m.min_duration_s,
@@ -162,7 +162,7 @@ def effective_loadgen(scenario: Scenario, quick: bool) -> dict[str, Any]:
 
     lg = scenario.loadgen
     per_cell = {"target_qps", "latency_bound_ms", "samples_per_query", "max_wait_us", "peak_search"}  # in the cells
-    settings = {
+    settings: dict[str, Any] = {
         **lg.model_dump(exclude=per_cell),
         **lg.peak_search.model_dump(),
         "min_query_count": loadgen_min_queries(lg, scenario.measurement.confidence),
@@ -329,7 +329,7 @@ def judge(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
 
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     m = scenario.measurement
-    manifest = {
+    manifest: dict[str, Any] = {
         "run_id": None,
         "created_at": time.time(),
         "command": options.command,
@@ -396,7 +396,7 @@ def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) 
     measured the old files. ``allow_changed`` goes on and records what changed in the manifest."""
     manifest = run.manifest()
     scenario_path = manifest.scenario.path
-    changed = []
+    changed: list[dict[str, Any]] = []
     for name, digest in (manifest.inputs or {}).items():
         try:
             now: str | None = _sha256(Path(name))

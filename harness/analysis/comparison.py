@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.analysis.intervals import _level, _normal, bootstrap_log_variance, cell_spread, holm, pooled_run_sigma
 from harness.errors import UsageError
+from harness.records import CellRecord
 from harness.store import RunDir
 
 #: metric -> (record field, True when higher is better)
@@ -118,7 +119,7 @@ class NotMeasured:
         return side(*base, "in the baseline") + "; " + side(*cand, "in the candidate")
 
 
-def _status(records: list[dict[str, Any]]) -> tuple[str, str]:
+def _status(records: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """A run's status of one cell and why: "ok" when any of its processes measured."""
     if any(r.get("status") == "ok" for r in records):
         return "ok", ""
@@ -130,7 +131,7 @@ def _status(records: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def not_measured(
-    cell_id: str, label: str, base: list[dict[str, Any]], cand: list[dict[str, Any]]
+    cell_id: str, label: str, base: Sequence[Mapping[str, Any]], cand: Sequence[Mapping[str, Any]]
 ) -> NotMeasured | None:
     """Why a cell of both runs cannot be compared (from each run's records of it), or None when both
     measured it."""
@@ -193,10 +194,11 @@ class Comparison:
 # --------------------------------------------------------------------------------------------
 
 
-def _get(data: dict[str, Any], dotted: str) -> Any:
+def _get(data: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = data
     for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None  # type: ignore[assignment]
-    return data
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[str]:
@@ -216,7 +218,7 @@ def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[st
     return out
 
 
-def _latencies(run: RunDir, records: list[dict[str, Any]]) -> list[np.ndarray]:
+def _latencies(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
     groups = []
     for rec in records:
         path = rec.get("latency_file")
@@ -235,12 +237,12 @@ class Side:
     values: dict[str, list[float]]
 
 
-def ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ok(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The records that measured (a failed or skipped process has no numbers to compare)."""
     return [r for r in records if r.get("status") == "ok"]
 
 
-def side_of(run: RunDir, records: list[dict[str, Any]]) -> Side | None:
+def side_of(run: RunDir, records: Sequence[Mapping[str, Any]]) -> Side | None:
     if not records:
         return None
     values = {m: [float(r[key]) for r in records if r.get(key)] for m, (key, _) in METRICS.items()}
@@ -283,8 +285,8 @@ def judge_cells(
     return results
 
 
-def records_by_cell(run: RunDir) -> dict[str, list[dict[str, Any]]]:
-    cells: dict[str, list[dict[str, Any]]] = {}
+def records_by_cell(run: RunDir) -> dict[str, list[CellRecord]]:
+    cells: dict[str, list[CellRecord]] = {}
     for rec in run.records():
         cells.setdefault(rec["cell_id"], []).append(rec)
     return cells
@@ -395,7 +397,8 @@ def apply_confirmation(
     missing = missing or []
     said = {c.cell_id: (c.label, c.verdict) for c in result.cells}
     said |= {n.cell_id: (n.label, f"{n.verdict} ({n.candidate_status} in the candidate)") for n in result.lost}
-    for again in [*confirmed, *missing]:
+    both: list[CellComparison | NotMeasured] = [*confirmed, *missing]
+    for again in both:
         again.label, again.screen_verdict = said[again.cell_id]
     by_id = {c.cell_id: c for c in confirmed}
     gone = {n.cell_id for n in missing}

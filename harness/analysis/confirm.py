@@ -24,7 +24,8 @@ from typing import Any
 from harness import environment
 from harness.analysis import comparison as cmp
 from harness.errors import UsageError
-from harness.pluginmanager import explicit_plugins
+from harness.manifest import Manifest
+from harness.pluginmanager import explicit_plugins, registries
 from harness.store import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,10 +142,10 @@ def confirm(
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
-        regs = runner.registries(explicit_plugins(plugins), autoload=None)
+        regs = registries(explicit_plugins(plugins), autoload=None)
         cells = runner.select_cells(scenario, runner.RunOptions(cell_ids=set(ids)))
         planned = [p for p in runner.plan(cells, regs) if p.skip_reason is None]
-        runs: dict[str, tuple[RunDir, dict[str, Any]]] = {}
+        runs: dict[str, tuple[RunDir, Manifest]] = {}
         for name, code in sides:
             options = runner.RunOptions(
                 out_root=out_root / name, plugins=plugins, cell_ids=set(ids), code_path=code.path,

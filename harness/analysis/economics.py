@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -119,7 +119,7 @@ class Price:
     instance: str | None = None
 
 
-def price_of(cost: dict[str, Any]) -> Price | None:
+def price_of(cost: Mapping[str, Any]) -> Price | None:
     """The price a scenario's ``cost`` block names (None without one)."""
     if not cost:
         return None
@@ -132,7 +132,7 @@ def price_of(cost: dict[str, Any]) -> Price | None:
     return None
 
 
-def cell_costs(record: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
+def cell_costs(record: Mapping[str, Any], cost: Mapping[str, Any]) -> dict[str, Any]:
     """The economics of one measured cell under the scenario's ``cost`` block."""
     price = price_of(cost)
     if price is None or record.get("status") != "ok":
@@ -163,7 +163,7 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
-def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]) -> list[int]:
+def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective]) -> list[int]:
     """Indices of the rows no other row dominates, among the rows that have every objective."""
     if not objectives:
         raise ValueError("a frontier needs at least one objective")
@@ -172,10 +172,11 @@ def pareto_front(rows: Sequence[dict[str, Any]], objectives: Sequence[Objective]
             raise ValueError(f"objective sense must be 'min' or 'max', got {sense!r}")
     points: list[tuple[int, tuple[float, ...]]] = []
     for index, row in enumerate(rows):
-        values = [row.get(field) for field, _ in objectives]
-        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        found = [row.get(field) for field, _ in objectives]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in found):
             continue
-        signed = (float(v) if sense == "min" else -float(v) for v, (_, sense) in zip(values, objectives, strict=True))
+        values = [float(v) for v in found if v is not None]  # none is None here: for the type checker
+        signed = (v if sense == "min" else -v for v, (_, sense) in zip(values, objectives, strict=True))
         points.append((index, tuple(signed)))
     return [i for i, p in points if not any(dominates(q, p) for _, q in points)]
 
@@ -226,7 +227,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def budget_verdicts(record: dict[str, Any], budgets: dict[str, float]) -> dict[str, dict[str, Any]]:
+def budget_verdicts(record: Mapping[str, Any], budgets: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     """Per budget: the limit, the cell's value and ``ok`` (True, False, or None when the cell has
     no such measurement: offline has no percentiles). A cell that did not measure breaks them all."""
     out: dict[str, dict[str, Any]] = {}
@@ -252,7 +253,7 @@ def _verdict_text(budget: Budget, value: float, limit: float, ok: bool) -> str:
     return f"{budget.name or budget.field} {value:.4g}{unit} {sign} limit {limit:g}{unit}"
 
 
-def broken(records: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+def broken(records: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str, dict[str, Any]]]:
     """(record, budget, verdict) for every budget a cell broke."""
     return [
         (rec, key, verdict)

@@ -38,7 +38,7 @@ class Channel:
 
 def _jsonable(value: object) -> object:
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()  # type: ignore[attr-defined]
+        return value.item()
     if isinstance(value, Path):
         return str(value)
     return repr(value)
@@ -142,7 +142,7 @@ def _noise_fields(job: Job, start: Any, end: Any, wall_s: float) -> dict[str, An
     }
 
 
-def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict[str, Any]:
     from harness.analysis import stats
     from harness.measure import noise
     from harness.measure.single_stream import StopRule, run_window
@@ -190,7 +190,7 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
     }
 
 
-def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Channel, cell_dir: Path) -> dict:
+def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Channel, cell_dir: Path) -> dict[str, Any]:
     """Offline, server and multi-stream cells: warm up, then LoadGen (a peak search for
     ``target_qps: peak``); the numbers are those of the final LoadGen test."""
     import numpy as np

@@ -186,7 +186,7 @@ def run_reference(job: ReferenceJob) -> dict[str, Any]:
     if labels is not None:
         arrays["labels"] = np.asarray(labels)
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=False, **arrays)
     tmp.replace(out_path)
     facts["path"] = str(out_path)
     if labels is not None and model.task == "ctr":

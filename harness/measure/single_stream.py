@@ -48,7 +48,7 @@ class Window:
     ci_checks: int
 
 
-def _ci_converged(samples: array, rule: StopRule) -> bool:
+def _ci_converged(samples: array[int], rule: StopRule) -> bool:
     sorted_ns = np.sort(np.frombuffer(samples, dtype=np.int64))
     ci = stats.quantile_ci(sorted_ns, rule.headline_percentile, rule.confidence)
     assert rule.ci_rel_width is not None

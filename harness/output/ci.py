@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -38,11 +39,11 @@ def md_line(value: object) -> str:
     return _CONTROL.sub(_escape_code, str(value)).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
-def _cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _cells(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in records if r.get("status") != "skipped"]
 
 
-def junit_xml(records: list[dict[str, Any]], budgets: dict[str, float], suite: str) -> bytes:
+def junit_xml(records: Sequence[Mapping[str, Any]], budgets: dict[str, float], suite: str) -> bytes:
     """One test case per measured cell and budget (a cell with no budgets: one case, its status);
     a broken budget is a failure, a cell that did not measure an error, a metric the cell does not
     have (offline percentiles) a skip."""
@@ -73,17 +74,21 @@ def junit_xml(records: list[dict[str, Any]], budgets: dict[str, float], suite: s
                     ET.SubElement(case, "skipped", message=xml_safe(verdict.get("why", "not measured")))
                     counts["skipped"] += 1
             cases.append(case)
-    suite_el = ET.SubElement(root, "testsuite", name=xml_safe(f"bench.{suite}"), tests=str(len(cases)),
-                             **{k: str(v) for k, v in counts.items()})  # fmt: skip
+    attributes = {
+        "name": xml_safe(f"bench.{suite}"),
+        "tests": str(len(cases)),
+        **{k: str(v) for k, v in counts.items()},
+    }
+    suite_el = ET.SubElement(root, "testsuite", attributes)
     suite_el.extend(cases)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def markdown(records: list[dict[str, Any]], budgets: dict[str, float], title: str) -> str:
+def markdown(records: Sequence[Mapping[str, Any]], budgets: dict[str, float], title: str) -> str:
     """A Markdown summary fit for a CI job page: counts, broken budgets first, then every cell."""
     cells = _cells(records)
     ok = [r for r in cells if r.get("status") == "ok"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from harness.output.summary import validity_notes
 
 if TYPE_CHECKING:
     from harness.cells import Cell
+    from harness.records import CellRecord
     from harness.store import RunDir
 
 
@@ -18,7 +20,7 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def cell_line(record: dict[str, Any]) -> str:
+def cell_line(record: Mapping[str, Any]) -> str:
     """One line about a finished cell: the status, and the headline numbers or the reason."""
     status = record["status"]
     if status == "ok":
@@ -66,10 +68,10 @@ class PlainReporter:
     def event(self, cell: Cell, message: dict[str, Any]) -> None:
         pass
 
-    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_finished(self, cell: Cell, record: CellRecord) -> None:
         self._print(f"[{self.index}/{self.total}]   {cell_line(record)}")
 
-    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None:
+    def finish(self, run_dir: RunDir, records: list[CellRecord]) -> None:
         self._print(f"finished in {time.monotonic() - self.t0:.0f} s")
 
 
@@ -110,11 +112,11 @@ class BarReporter(PlainReporter):
         if message.get("event") == "phase":
             self.progress.update(self.task, description=f"{self.label}: {message['phase']}")
 
-    def cell_finished(self, cell: Cell, record: dict[str, Any]) -> None:
+    def cell_finished(self, cell: Cell, record: CellRecord) -> None:
         self._print(f"{self.label}  {cell_line(record)}")
         self.progress.advance(self.task)
 
-    def finish(self, run_dir: RunDir, records: list[dict[str, Any]]) -> None:
+    def finish(self, run_dir: RunDir, records: list[CellRecord]) -> None:
         self.progress.stop()
         super().finish(run_dir, records)
 

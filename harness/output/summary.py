@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -10,7 +11,7 @@ def _num(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def _ci(record: dict[str, Any], key: str) -> str:
+def _ci(record: Mapping[str, Any], key: str) -> str:
     est = record.get(f"{key}_ms")
     if est is None:
         return ""
@@ -19,7 +20,7 @@ def _ci(record: dict[str, Any], key: str) -> str:
     return f"{est:.3f}{band}"
 
 
-def validity_notes(record: dict[str, Any]) -> list[str]:
+def validity_notes(record: Mapping[str, Any]) -> list[str]:
     """Why an ok cell's numbers deserve doubt: an invalid window (and LoadGen's reasons), a load
     generator that fell behind its schedule."""
     notes = []
@@ -56,7 +57,7 @@ COLUMNS = (
 )
 
 
-def rows(records: list[dict[str, Any]]) -> list[list[str]]:
+def rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     out = []
     for r in records:  # in the order they ran, which is the scenario's order
         if r["status"] == "ok":
@@ -76,7 +77,7 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def print_summary(records: list[dict[str, Any]]) -> None:
+def print_summary(records: Sequence[Mapping[str, Any]]) -> None:
     table_rows = rows(records)
     if sys.stdout.isatty():
         from rich.console import Console

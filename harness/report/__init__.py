@@ -87,7 +87,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     from harness.report.charts import answers, budget_rows, charts, machines
 
     opened = [RunDir.open(p) for p in run_paths]
-    names = {}
+    names: dict[tuple[str, str | None], list[str]] = {}
     for run in opened:
         scenario = run.manifest().scenario
         names.setdefault((scenario.name, scenario.fingerprint), []).append(run.path.name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _series(rec: dict[str, Any]) -> tuple[str, ...]:
+def _series(rec: Mapping[str, Any]) -> tuple[str, ...]:
     """A cell's configuration without its batch size, word by word: one line of a chart across
     batch sizes."""
     cfg = rec.get("config", {})
@@ -97,7 +97,7 @@ def line_style(index: int) -> dict[str, Any]:
     }
 
 
-def _line_chart(cid: str, title: str, series: dict[Key, list[dict[str, float]]], x: str, y: str,
+def _line_chart(cid: str, title: str, series: Mapping[Key, Sequence[Mapping[str, float | None]]], x: str, y: str,
                 xlog: bool = True, ylog: bool = False) -> dict[str, Any]:  # fmt: skip
     keys = sorted(series, key=_words)
     names, shared = legend_names(keys)
@@ -147,7 +147,7 @@ def _bar_chart(cid: str, title: str, labels: list[str], values: list[float], y: 
     }
 
 
-def _cdf(run: RunDir, rec: dict[str, Any]) -> list[dict[str, float]]:
+def _cdf(run: RunDir, rec: Mapping[str, Any]) -> list[dict[str, float]]:
     path = rec.get("latency_file")
     if not path or not (run.path / path).is_file():
         return []
@@ -159,7 +159,7 @@ def _cdf(run: RunDir, rec: dict[str, Any]) -> list[dict[str, float]]:
     return [{"x": round(float(v), 6), "y": round(float(q), 4)} for v, q in zip(values, qs, strict=True)]
 
 
-def _frontier_chart(cid: str, title: str, ok: list[dict[str, Any]], objectives: tuple[tuple[str, str], ...],
+def _frontier_chart(cid: str, title: str, ok: Sequence[Mapping[str, Any]], objectives: tuple[tuple[str, str], ...],
                     xlabel: str, ylabel: str) -> dict[str, Any] | None:  # fmt: skip
     (xf, _), (yf, _) = objectives
     rows = [r for r in ok if _num(r.get(xf)) is not None and _num(r.get(yf)) is not None]
@@ -176,12 +176,12 @@ def _frontier_chart(cid: str, title: str, ok: list[dict[str, Any]], objectives: 
     return chart
 
 
-def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def charts(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The run's charts, each a Chart.js config; those without data are left out."""
     ok = [r for r in records if r.get("status") == "ok"]
     out: list[dict[str, Any]] = []
-    tput: dict[Key, list[dict[str, float]]] = defaultdict(list)
-    lat: dict[Key, list[dict[str, float]]] = defaultdict(list)
+    tput: dict[Key, list[dict[str, float | None]]] = defaultdict(list)
+    lat: dict[Key, list[dict[str, float | None]]] = defaultdict(list)
     for rec in ok:
         batch = rec["config"]["batch_size"]
         if _num(rec.get("throughput_sps")) is not None:
@@ -191,7 +191,8 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if value is None:
                 continue
             lo, hi = _num(rec.get(f"{pct}_ci_low_ms")), _num(rec.get(f"{pct}_ci_high_ms"))
-            lat[(pct, *_series(rec))].append({"x": batch, "y": value, "lo": lo, "hi": hi})
+            key: tuple[str, ...] = (pct, *_series(rec))
+            lat[key].append({"x": batch, "y": value, "lo": lo, "hi": hi})
     if tput:
         out.append(_line_chart("throughput", "Throughput vs batch size", tput, "batch size", "samples/s", ylog=True))
     if lat:
@@ -219,7 +220,7 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             FRONTIERS["cost_accuracy"], "USD per million", "agreement with the reference")  # fmt: skip
     if front:
         out.append(front)
-    load: dict[Key, list[dict[str, float]]] = defaultdict(list)
+    load: dict[Key, list[dict[str, float | None]]] = defaultdict(list)
     for rec in ok:  # server cells at fixed rates: one line across the rates
         rate = (rec["config"].get("load_options") or {}).get("target_qps")
         if rec["config"].get("load") == "server" and _num(rate) and _num(rec.get("p99_ms")) is not None:
@@ -242,11 +243,11 @@ def charts(run: RunDir, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _meets_budgets(rec: dict[str, Any]) -> bool:
+def _meets_budgets(rec: Mapping[str, Any]) -> bool:
     return rec.get("budgets_ok") is not False
 
 
-def answers(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+def answers(records: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The headline answers: best throughput, lowest p99, cheapest that meets the budgets."""
     ok = [r for r in records if r.get("status") == "ok"]
     out = []
@@ -266,7 +267,7 @@ def answers(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def budget_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def budget_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"cell": r["label"], "budget": key, "limit": v.get("limit"), "value": v.get("value"),
          "ok": v.get("ok"), "why": v.get("why", "")}
@@ -274,7 +275,7 @@ def budget_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def machines(all_records: list[tuple[RunDir, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+def machines(all_records: Sequence[tuple[RunDir, Sequence[Mapping[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per run (machine) of a merged report, ranked by cost per million of its cheapest cell
     meeting the budgets (throughput where no run has a price)."""
     rows = []
@@ -293,7 +294,7 @@ def machines(all_records: list[tuple[RunDir, list[dict[str, Any]]]]) -> list[dic
             "best_cell": fast["label"] if fast else None, "throughput_sps": fast["throughput_sps"] if fast else None,
         })  # fmt: skip
     rows.sort(key=lambda r: (r["cost_per_million_usd"] is None, r["cost_per_million_usd"] or 0,
-                             -(r["throughput_sps"] or 0)))  # fmt: skip
+                             -float(r["throughput_sps"] or 0)))  # fmt: skip
     return rows
 
 
@@ -303,7 +304,7 @@ def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list
     out = []
     for field, title, unit, ylog in (("throughput_sps", "Throughput per run", "samples/s", True),
                                      ("p99_ms", "p99 latency per run", "ms", True)):  # fmt: skip
-        series: dict[Key, list[dict[str, float]]] = defaultdict(list)
+        series: dict[Key, list[dict[str, float | None]]] = defaultdict(list)
         for row in rows:
             value = _num(row.get(field))
             if value is not None:

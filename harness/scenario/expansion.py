@@ -39,7 +39,7 @@ def loadgen_seconds(scenario: Scenario, load: str) -> float:
         search = lg.peak_search
         return search.max_trials * search.trial_duration_s + lg.min_duration_s
     queries = loadgen_min_queries(lg, scenario.measurement.confidence)
-    seconds = max(max(lg.min_duration_s, queries / rate) for rate in lg.target_qps)
+    seconds = float(max(max(lg.min_duration_s, queries / rate) for rate in lg.target_qps))
     return min(seconds, lg.max_duration_s) if lg.max_duration_s else seconds
 
 

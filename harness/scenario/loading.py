@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -45,7 +45,7 @@ def _read(path: Path, source: str) -> bytes:
     return data
 
 
-def _fail(source: str, message: str) -> Any:
+def _fail(source: str, message: str) -> NoReturn:
     raise ScenarioError(_format(source, None, (), message))
 
 

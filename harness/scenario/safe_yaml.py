@@ -50,8 +50,8 @@ class _Loader(yaml.SafeLoader):
         self.bench_nodes = 0
         self.bench_depth = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
-        event = self.peek_event()
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
         line = event.start_mark.line + 1 if event.start_mark is not None else None
         if isinstance(event, AliasEvent):
             self.bench_aliases += 1
@@ -121,7 +121,7 @@ def _compose(text: str, source: str) -> Node | None:
 
 
 def _line(node: Node) -> int:
-    return node.start_mark.line + 1
+    return int(node.start_mark.line) + 1
 
 
 def _check_graph(root: Node) -> list[tuple[int | None, Loc, str]]:
@@ -209,9 +209,11 @@ class _Builder:
         if isinstance(node, SequenceNode):
             items = []
             for index, child in enumerate(node.value):
-                self.locations[(*path, index)] = _line(child)
-                items.append(self.build(child, (*path, index)))
+                at: Loc = (*path, index)
+                self.locations[at] = _line(child)
+                items.append(self.build(child, at))
             return items
+        assert isinstance(node, MappingNode), node  # the composer makes only scalars, sequences and mappings
         return self.mapping(node, path)
 
     def scalar(self, node: ScalarNode, path: Loc) -> Any:
@@ -265,6 +267,7 @@ class _Builder:
         for merged in reversed(sources):  # earlier merge sources win over later ones
             result.update(self.mapping(merged, path))
         for key, key_node, value_node in own:  # the mapping's own keys win over merged ones
-            self.locations[(*path, key)] = _line(key_node)
-            result[key] = self.build(value_node, (*path, key))
+            at = (*path, key)
+            self.locations[at] = _line(key_node)
+            result[key] = self.build(value_node, at)
         return result

@@ -128,8 +128,10 @@ class Measurement(BaseModel):
 
 def _target_qps(value: Any) -> tuple[float, ...] | str | None:
     """``target_qps``: null, ``peak``, a rate in queries/s or a list of distinct rates."""
-    if value is None or value == "peak":
-        return value
+    if value is None:
+        return None
+    if value == "peak":
+        return "peak"
     rates = value if isinstance(value, list | tuple) else [value]
     if not rates:
         raise PydanticCustomError("scenario_target_qps", "give at least one rate, or 'peak'", {})
@@ -189,7 +191,7 @@ class LoadGenSettings(BaseModel):
     latency_percentile: Percentile = 99.0
     samples_per_query: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 8
     expected_qps: Positive | None = None
-    max_wait_us: _axis(Annotated[StrictInt, Field(ge=0, le=10_000_000)]) = (0,)  # type: ignore[valid-type]
+    max_wait_us: _axis(Annotated[StrictInt, Field(ge=0, le=10_000_000)]) = (0,)  # type: ignore[valid-type]  # _axis builds the type (one value or a list) at run time
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     peak_search: PeakSearchSettings = Field(default_factory=PeakSearchSettings)
 
@@ -290,8 +292,8 @@ class Scenario(BaseModel):
     precisions: Precisions = ("fp32",)
     batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)]
     threads: int | Literal["auto"] = "auto"
-    load: _axis(LoadName) = ("single_stream",)  # type: ignore[valid-type]
-    concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]
+    load: _axis(LoadName) = ("single_stream",)  # type: ignore[valid-type]  # _axis: a type built at run time
+    concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]  # _axis: a type built at run time
     loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
     cost: CostSettings | None = None
     fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
