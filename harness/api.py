@@ -1,7 +1,9 @@
-"""The contract a plugin implements: models, backends and the sessions backends prepare.
+"""Everything a plugin may use: the contract it implements (models, backends and the sessions
+backends prepare) and the helpers the harness lends it.
 
-Plugin modules import this module and nothing heavy: runtimes (torch, onnxruntime, ...) are
-imported inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
+A plugin imports this module and no other part of ``harness``: what is here stays, what is
+elsewhere may move. Nothing heavy is imported here: runtimes (torch, onnxruntime, ...) are imported
+inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
 """
 
 from __future__ import annotations
@@ -13,10 +15,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.cells import Cell
+from harness.environment import cpu_flags
+from harness.errors import SkipCell
+from harness.hookspecs import hookimpl
+from harness.onnx_export import Conversion, cached, digest, file_digest, onnx_model
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.cells import Cell
+__all__ = [
+    "CACHE_DIR_ENV",
+    "CACHE_FOLDER",
+    "Backend",
+    "Cell",
+    "Conversion",
+    "Model",
+    "Session",
+    "SkipCell",
+    "Support",
+    "cache_dir",
+    "cached",
+    "cpu_flags",
+    "digest",
+    "file_digest",
+    "hookimpl",
+    "module_available",
+    "onnx_model",
+]
 
 
 #: environment variable through which the harness hands workers the cross-run cache folder

@@ -17,10 +17,7 @@ from pathlib import Path
 from time import perf_counter_ns, sleep
 from typing import Any, ClassVar
 
-from harness.api import Backend, Model, Session, cache_dir
-from harness.cells import Cell
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import Backend, Cell, Model, Session, SkipCell, cache_dir, hookimpl
 
 #: the tail of a simulated call that spins without yielding the GIL
 _YIELD_UNTIL_NS = 200_000

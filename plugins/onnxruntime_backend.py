@@ -21,18 +21,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, cache_dir, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
-from plugins.convert import Conversion, cached, digest, onnx_model
+from harness.api import (
+    Backend,
+    Cell,
+    Conversion,
+    Model,
+    Session,
+    SkipCell,
+    Support,
+    cache_dir,
+    cached,
+    cpu_flags,
+    digest,
+    hookimpl,
+    module_available,
+    onnx_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     import onnxruntime as ort
-
-    from harness.cells import Cell
 
 #: option value -> onnxruntime.ExecutionMode member
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}

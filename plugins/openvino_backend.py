@@ -1,6 +1,6 @@
 """The OpenVINO backend (``openvino``): the model as OpenVINO IR on the CPU plugin, fp32/bf16/fp16, NNCF int8.
 
-The model goes PyTorch -> ONNX -> IR through :mod:`plugins.convert` (cached by content); int8 variants
+The model goes PyTorch -> ONNX (``harness.api.onnx_model``) -> IR, each cached by content; int8 variants
 (NNCF post-training quantisation, or int8 weight-only compression) are derived from that IR and cached
 the same way, so a sweep quantises once. OpenVINO and NNCF are imported inside
 :meth:`OpenVinoBackend.prepare` only: the CLI imports this module to list backends, and
@@ -32,16 +32,24 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import (
+    Backend,
+    Cell,
+    Conversion,
+    Model,
+    Session,
+    SkipCell,
+    Support,
+    cached,
+    cpu_flags,
+    digest,
+    hookimpl,
+    module_available,
+    onnx_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from harness.cells import Cell
-    from plugins.convert import Conversion
 
 HINTS = ("latency", "throughput")
 QUANTIZATIONS = ("ptq", "weights")
@@ -141,6 +149,19 @@ def _bound_request(compiled: Any, arrays: dict[str, np.ndarray]) -> tuple[Any, d
     return request, own
 
 
+def openvino_ir(onnx: Conversion, workdir: Path) -> Conversion:
+    """The ONNX model converted to OpenVINO IR (``model.xml`` + ``model.bin``, weights kept fp32),
+    cached by content like every conversion."""
+    import openvino as ov
+
+    key = digest("openvino-ir", onnx.key, ov.get_version())
+
+    def convert(folder: Path) -> None:
+        ov.save_model(ov.convert_model(str(onnx.path)), str(folder / "model.xml"), compress_to_fp16=False)
+
+    return cached("openvino", key, "model.xml", convert, workdir)
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     description = (
@@ -233,8 +254,6 @@ class OpenVinoBackend(Backend):
         import numpy as np
         import openvino as ov
 
-        from plugins import convert
-
         opts = cell.backend_options
         workdir = Path(workdir)
         core = ov.Core()
@@ -247,8 +266,8 @@ class OpenVinoBackend(Backend):
                     f"{', '.join(capabilities)}): the hint would be emulated or silently run fp32"
                 )
 
-        onnx = convert.onnx_model(model, workdir)
-        ir = convert.openvino_ir(onnx, workdir)
+        onnx = onnx_model(model, workdir)
+        ir = openvino_ir(onnx, workdir)
         info.update(onnx.info("onnx_export"))
         info.update(ir.info("openvino_ir"))
         source = ir
@@ -323,8 +342,6 @@ class OpenVinoBackend(Backend):
         import numpy as np
         import openvino as ov
 
-        from plugins import convert
-
         nncf = _import_nncf()
         calibration = {
             name: np.ascontiguousarray(array)
@@ -338,8 +355,8 @@ class OpenVinoBackend(Backend):
             "ignored_matmuls": ignored,
             "recipe": QUANTIZATION_RECIPE,
         }
-        data_key = convert.digest(*(array.tobytes() for array in calibration.values()), sorted(calibration))
-        key = convert.digest("nncf-ptq", ir.key, ov.get_version(), nncf.__version__, settings, data_key)
+        data_key = digest(*(array.tobytes() for array in calibration.values()), sorted(calibration))
+        key = digest("nncf-ptq", ir.key, ov.get_version(), nncf.__version__, settings, data_key)
 
         def build(folder: Path) -> None:
             items = [{name: array[i : i + 1] for name, array in calibration.items()} for i in range(samples)]
@@ -351,7 +368,7 @@ class OpenVinoBackend(Backend):
                 quantized = nncf.quantize(source, nncf.Dataset(items), **kwargs)
             ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
 
-        conversion = convert.cached("openvino-int8-ptq", key, "model.xml", build, workdir)
+        conversion = cached("openvino-int8-ptq", key, "model.xml", build, workdir)
         info.update(conversion.info("int8_ptq"))
         info["nncf_version"] = nncf.__version__
         info["quantization"] = (
@@ -366,11 +383,9 @@ class OpenVinoBackend(Backend):
         """NNCF int8 weight-only compression (asymmetric, per channel): weights stored int8, math in fp32."""
         import openvino as ov
 
-        from plugins import convert
-
         nncf = _import_nncf()
         mode = "int8_asym"
-        key = convert.digest("nncf-weights", ir.key, ov.get_version(), nncf.__version__, mode, QUANTIZATION_RECIPE)
+        key = digest("nncf-weights", ir.key, ov.get_version(), nncf.__version__, mode, QUANTIZATION_RECIPE)
 
         def build(folder: Path) -> None:
             source = ov.Core().read_model(str(ir.path))
@@ -378,7 +393,7 @@ class OpenVinoBackend(Backend):
                 compressed = nncf.compress_weights(source, mode=nncf.CompressWeightsMode.INT8_ASYM)
             ov.save_model(compressed, str(folder / "model.xml"), compress_to_fp16=False)
 
-        conversion = convert.cached("openvino-int8-weights", key, "model.xml", build, workdir)
+        conversion = cached("openvino-int8-weights", key, "model.xml", build, workdir)
         info.update(conversion.info("int8_weights"))
         info["nncf_version"] = nncf.__version__
         info["quantization"] = f"nncf.compress_weights {mode} (weight-only, per channel); activations fp32"

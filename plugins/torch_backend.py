@@ -15,16 +15,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, cache_dir, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import (
+    Backend,
+    Cell,
+    Model,
+    Session,
+    SkipCell,
+    Support,
+    cache_dir,
+    cpu_flags,
+    hookimpl,
+    module_available,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-    from harness.cells import Cell
 
 MODES = ("eager", "compile")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

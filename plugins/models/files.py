@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Model, Support
-from harness.hookspecs import hookimpl
+from harness.api import Model, Support, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

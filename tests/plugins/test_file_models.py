@@ -128,7 +128,7 @@ def test_onnx_example_inputs_are_deterministic(onnx_path: Path) -> None:
 
 
 def test_onnx_file_has_no_torch_form(onnx_path: Path, tmp_path: Path) -> None:
-    from plugins.convert import onnx_model
+    from harness.api import onnx_model
 
     model = OnnxFile(path=str(onnx_path), shapes={"ids": ["batch", 5]})
     support = model.torch_support()
@@ -263,7 +263,7 @@ def test_torch_export_round_trip(pt2_path: Path) -> None:
 
 
 def test_torch_export_through_onnx(pt2_path: Path, tmp_path: Path) -> None:
-    from plugins.convert import onnx_model
+    from harness.api import onnx_model
 
     model = TorchExportFile(path=str(pt2_path), int_high=10)
     conversion = onnx_model(model, tmp_path)

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.api import CACHE_DIR_ENV, Model, Support
+from harness.api import CACHE_DIR_ENV, Model, Support, onnx_model
 from harness.cells import Cell
 from harness.errors import SkipCell
 from harness.pluginmanager import registries
 from plugins import onnxruntime_backend
-from plugins.convert import onnx_model
 from plugins.models.dlrm import DLRMSmall
 from plugins.onnxruntime_backend import (
     ModelFileError,
