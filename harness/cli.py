@@ -610,11 +610,14 @@ def list_(ctx: click.Context, what: str) -> None:
         click.echo("on-demand Linux prices as of the date shown, from each cloud's public price page (see "
                    "harness/data/prices.yaml); cost: {hourly_usd: X} in a scenario overrides")  # fmt: skip
         return
-    regs = _registries(ctx)
+    from harness.pluginmanager import registries
+    from harness.registry import safe_availability
+
+    regs = registries(ctx.obj["plugins"], strict=False)  # list what loaded; the plugins left out are said last
     if what == "backends":
         for name in regs.backends.names():
             cls = regs.backends.get(name)
-            avail = cls.availability()
+            avail = safe_availability(cls)
             state = "available" if avail.ok else f"unavailable: {avail.reason}"
             click.echo(f"{name:<14} {state}")
             click.echo(
@@ -627,6 +630,7 @@ def list_(ctx: click.Context, what: str) -> None:
         for name in regs.models.names():
             cls = regs.models.get(name)
             click.echo(f"{name:<14} {cls.description} (plugin {regs.models.owner(name)})")
+    regs.check()
 
 
 @cli.command()

@@ -196,9 +196,11 @@ def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
 
 
 def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
+    from harness.registry import safe_supports
+
     planned = []
     for cell in cells:
-        support = regs.backends.get(cell.backend).supports(cell)
+        support = safe_supports(regs.backends.get(cell.backend), cell)
         planned.append(PlannedCell(cell, None if support.ok else support.reason))
     return planned
 
