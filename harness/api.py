@@ -8,14 +8,17 @@ inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the w
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import importlib.util
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.cells import Cell
+from harness.cells import Cell, Scalar
 from harness.environment import cpu_flags
 from harness.errors import SkipCell
 from harness.hookspecs import hookimpl
@@ -31,6 +34,8 @@ __all__ = [
     "Cell",
     "Conversion",
     "Model",
+    "Option",
+    "Scalar",
     "Session",
     "SkipCell",
     "Support",
@@ -81,6 +86,88 @@ class Support:
     @classmethod
     def no(cls, reason: str) -> Support:
         return cls(False, reason)
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _of_type(value: Any, kinds: tuple[type, ...]) -> bool:
+    """``isinstance`` as a scenario means it: a boolean is no number, an integer is a number."""
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, kinds)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a backend takes (``options:`` / ``sweep:`` in a scenario), declared so that the
+    harness checks every value before anything runs: a misspelt name or a bad value is a scenario
+    error naming the file, line, backend, option and what is allowed, never a skipped cell.
+
+    A value is allowed when it is one of ``choices``, or (with ``type`` set) a value of that type,
+    at least ``minimum`` for numbers, that ``check`` does not refuse. Without ``type`` only the
+    choices are allowed; with neither, any value is. ``Option("...", choices=("a", "b"))`` and
+    ``Option("...", type=int, minimum=1)`` are the common cases; ``Option("...", type=int,
+    minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
+    """
+
+    #: what the option does, one line (``bench list backends`` shows it)
+    help: str
+    #: ``str``, ``int``, ``float`` (an integer is a number too), ``bool``, or a tuple of them
+    type: builtins.type | tuple[builtins.type, ...] | None = None
+    #: the allowed values (or, with ``type``, the allowed values besides those of the type)
+    choices: tuple[Scalar, ...] | None = None
+    #: the value the backend uses when a scenario does not set one (``None``: the runtime decides)
+    default: Scalar = None
+    #: the smallest allowed number
+    minimum: float | None = None
+    #: a further test of a value of the right type: what is wrong with it (e.g. ``"must be op types
+    #: separated by commas, got 'a;b'"``), or ``None`` when it is fine
+    check: Callable[[Any], str | None] | None = None
+
+    def _types(self) -> tuple[builtins.type, ...]:
+        if self.type is None:
+            return ()
+        return self.type if isinstance(self.type, tuple) else (self.type,)
+
+    def allowed(self) -> str:
+        """The allowed values in words: ``one of a, b``, ``an integer >= 1``, ``auto or an integer >= 1``."""
+        words = []
+        for kind in self._types():
+            word = _TYPE_WORDS.get(kind, kind.__name__)
+            if self.minimum is not None and kind in (int, float):
+                word += f" >= {self.minimum:g}"
+            words.append(word)
+        typed = " or ".join(words)
+        if self.choices is None:
+            return typed or "any value"
+        listed = ", ".join(str(choice) for choice in self.choices)
+        if not typed:
+            return f"one of {listed}"
+        return f"{listed} or {typed}"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (``"must be one of a, b, got 'c'"``), or ``None`` when it is allowed."""
+        if self.choices is not None and any(_of_type(value, (type(c),)) and value == c for c in self.choices):
+            return None
+        kinds = self._types()
+        if not kinds:
+            if self.choices is None:
+                return None
+            return f"must be {self.allowed()}, got {value!r}"
+        if not _of_type(value, kinds) or (
+            self.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool)
+            and value < self.minimum
+        ):  # fmt: skip
+            return f"must be {self.allowed()}, got {value!r}"
+        return self.check(value) if self.check is not None else None
+
+    def describe(self) -> str:
+        """``help (allowed values; default X)``: one line for ``bench list backends``."""
+        default = "" if self.default is None else f"; default {self.default}"
+        return f"{self.help} ({self.allowed()}{default})"
 
 
 def module_available(name: str) -> Support:
@@ -201,8 +288,9 @@ class Backend(ABC):
     description: ClassVar[str] = ""
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
-    #: options a scenario may set (``options:`` / ``sweep:``), with a one-line meaning each
-    options: ClassVar[dict[str, str]] = {}
+    #: options a scenario may set (``options:`` / ``sweep:``), each declared with what it means and
+    #: the values it takes; a plain string is an option with that meaning that takes any value
+    options: ClassVar[Mapping[str, Option | str]] = {}
     #: the most sessions of one cell that may run at once, each on its own thread (``concurrency``);
     #: 1 unless the backend's sessions are known to run side by side
     max_concurrency: ClassVar[int] = 1
@@ -231,11 +319,45 @@ class Backend(ABC):
             return Support.no(
                 f"backend '{cls.name}' has no precision '{cell.precision}' (has {', '.join(cls.precisions)})"
             )
-        unknown = sorted(set(cell.backend_options) - set(cls.options))
-        if unknown:
-            known = ", ".join(sorted(cls.options)) or "none"
-            return Support.no(f"backend '{cls.name}' has no option {', '.join(unknown)} (known: {known})")
-        return Support.yes()
+        problem = cls.option_problem(cell.backend_options)
+        return Support.no(problem) if problem else Support.yes()
+
+    @classmethod
+    def option_specs(cls) -> dict[str, Option]:
+        """:attr:`options` with every plain string taken as an :class:`Option` that allows any value."""
+        return {name: spec if isinstance(spec, Option) else Option(spec) for name, spec in cls.options.items()}
+
+    @classmethod
+    def unknown_option(cls, name: str) -> str | None:
+        """Why ``name`` is not an option of this backend (with the nearest one), or ``None`` when it is."""
+        if name in cls.options:
+            return None
+        close = difflib.get_close_matches(name, list(cls.options), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(sorted(cls.options)) or "none"
+        return f"backend '{cls.name}' has no option {name}{hint} (known: {known})"
+
+    @classmethod
+    def option_problem(cls, options: Mapping[str, Any]) -> str | None:
+        """The first unknown option or bad value among ``options``, in words, or ``None``.
+
+        The harness asks this of every value a scenario gives before a run starts (a problem is a
+        scenario error); the default :meth:`supports` asks it too, for cells made elsewhere."""
+        specs = cls.option_specs()
+        for name, value in options.items():
+            unknown = cls.unknown_option(name)
+            if unknown:
+                return unknown
+            problem = specs[name].problem(value)
+            if problem:
+                return f"backend '{cls.name}' option {name} {problem}"
+        return None
+
+    @classmethod
+    def option_values(cls, cell: Cell) -> dict[str, Scalar]:
+        """The cell's options over the declared defaults: what the backend runs with."""
+        defaults = {name: spec.default for name, spec in cls.option_specs().items() if spec.default is not None}
+        return {**defaults, **cell.backend_options}
 
     @abstractmethod
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:

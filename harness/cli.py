@@ -624,8 +624,8 @@ def list_(ctx: click.Context, what: str) -> None:
                 f"{'':<14} devices {', '.join(cls.devices)}; precisions {', '.join(cls.precisions)}; "
                 f"plugin {regs.backends.owner(name)}"
             )
-            for opt, meaning in cls.options.items():
-                click.echo(f"{'':<14} option {opt}: {meaning}")
+            for opt, spec in cls.option_specs().items():
+                click.echo(f"{'':<14} option {opt}: {spec.describe()}")
     else:
         for name in regs.models.names():
             cls = regs.models.get(name)

@@ -37,6 +37,7 @@ from harness.api import (
     Cell,
     Conversion,
     Model,
+    Option,
     Session,
     SkipCell,
     Support,
@@ -80,10 +81,6 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class OpenVinoSession(Session):
@@ -173,18 +170,28 @@ class OpenVinoBackend(Backend):
     precisions = ("fp32", "bf16", "fp16", "int8")
     #: one compiled model, an infer request per replica
     max_concurrency = 16
-    options: ClassVar[dict[str, str]] = {
-        "hint": "PERFORMANCE_HINT: latency or throughput; default latency",
-        "streams": "NUM_STREAMS: a positive int or auto; default: what the hint picks",
-        "requests": (
+    options: ClassVar[dict[str, Option]] = {
+        "hint": Option("PERFORMANCE_HINT", choices=HINTS, default="latency"),
+        "streams": Option("NUM_STREAMS; default: what the hint picks", type=int, minimum=1, choices=("auto",)),
+        "requests": Option(
             "PERFORMANCE_HINT_NUM_REQUESTS: parallel requests the hint sizes streams for; the single-stream "
-            "load still runs one request"
+            "load still runs one request",
+            type=int,
+            minimum=1,
         ),
-        "quantization": (
-            "int8 only: ptq (NNCF post-training int8, calibrated) or weights (NNCF int8 weight-only); default ptq"
+        "quantization": Option(
+            "int8 only: ptq (NNCF post-training int8, calibrated) or weights (NNCF int8 weight-only)",
+            choices=QUANTIZATIONS,
+            default="ptq",
         ),
-        "calibration_samples": f"int8 ptq only: calibration samples; default {DEFAULT_CALIBRATION_SAMPLES}",
-        "shapes": "static (reshape to the cell's input shapes before compiling; faster) or dynamic; default static",
+        "calibration_samples": Option(
+            "int8 ptq only: calibration samples", type=int, minimum=1, default=DEFAULT_CALIBRATION_SAMPLES
+        ),
+        "shapes": Option(
+            "static (reshape to the cell's input shapes before compiling; faster) or dynamic",
+            choices=SHAPES,
+            default="static",
+        ),
     }
 
     @classmethod
@@ -196,40 +203,16 @@ class OpenVinoBackend(Backend):
         base = super().supports(cell)
         if not base.ok:
             return base
+        # Option values were checked against the declarations (base.ok); what is left are the
+        # combinations a sweep makes that apply to int8 only, and what this machine can run.
         opts = cell.backend_options
-        hint = opts.get("hint", "latency")
-        if hint not in HINTS:
-            return Support.no(f"backend '{cls.name}' option hint must be one of {', '.join(HINTS)}, got {hint!r}")
-        streams = opts.get("streams")
-        if streams is not None and streams != "auto" and not _positive_int(streams):
+        if "quantization" in opts and cell.precision != "int8":
+            return Support.no(f"option quantization applies only with precision int8, not {cell.precision}")
+        if "calibration_samples" in opts and (cell.precision != "int8" or opts.get("quantization", "ptq") != "ptq"):
             return Support.no(
-                f"backend '{cls.name}' option streams must be a positive integer or auto, got {streams!r}"
+                "option calibration_samples applies only with precision int8 and quantization=ptq, "
+                f"not {cell.precision} with quantization={opts.get('quantization', 'ptq')}"
             )
-        requests = opts.get("requests")
-        if requests is not None and not _positive_int(requests):
-            return Support.no(f"backend '{cls.name}' option requests must be a positive integer, got {requests!r}")
-        shapes = opts.get("shapes", "static")
-        if shapes not in SHAPES:
-            return Support.no(f"backend '{cls.name}' option shapes must be one of {', '.join(SHAPES)}, got {shapes!r}")
-        if "quantization" in opts:
-            if cell.precision != "int8":
-                return Support.no(f"option quantization applies only with precision int8, not {cell.precision}")
-            if opts["quantization"] not in QUANTIZATIONS:
-                return Support.no(
-                    f"backend '{cls.name}' option quantization must be one of {', '.join(QUANTIZATIONS)}, "
-                    f"got {opts['quantization']!r}"
-                )
-        if "calibration_samples" in opts:
-            if cell.precision != "int8" or opts.get("quantization", "ptq") != "ptq":
-                return Support.no(
-                    "option calibration_samples applies only with precision int8 and quantization=ptq, "
-                    f"not {cell.precision} with quantization={opts.get('quantization', 'ptq')}"
-                )
-            if not _positive_int(opts["calibration_samples"]):
-                return Support.no(
-                    f"backend '{cls.name}' option calibration_samples must be a positive integer, "
-                    f"got {opts['calibration_samples']!r}"
-                )
         if cell.precision == "int8":
             nncf = module_available("nncf")
             if not nncf.ok:

@@ -95,7 +95,7 @@ def test_declarations() -> None:
     assert {"execution_mode", "inter_op_threads", "graph_optimization", "quantization", "provider"} <= set(
         OnnxRuntimeBackend.options
     )
-    assert all(isinstance(v, str) and v and "\n" not in v for v in OnnxRuntimeBackend.options.values())
+    assert all(spec.help and "\n" not in spec.help for spec in OnnxRuntimeBackend.option_specs().values())
     assert OnnxRuntimeBackend.availability().ok
 
 
