@@ -291,6 +291,10 @@ class Backend(ABC):
     #: options a scenario may set (``options:`` / ``sweep:``), each declared with what it means and
     #: the values it takes; a plain string is an option with that meaning that takes any value
     options: ClassVar[Mapping[str, Option | str]] = {}
+    #: the distributions whose versions identify this backend's numbers (its runtime, e.g.
+    #: ``("onnxruntime",)``): recorded in every run's manifest, shown by ``bench doctor`` and
+    #: compared by ``bench compare``
+    packages: ClassVar[tuple[str, ...]] = ()
     #: the most sessions of one cell that may run at once, each on its own thread (``concurrency``);
     #: 1 unless the backend's sessions are known to run side by side
     max_concurrency: ClassVar[int] = 1
@@ -300,6 +304,18 @@ class Backend(ABC):
         """A lower bound on one call's time for ``cell``, where the backend knows one without
         running (a latency bound below it is refused at validation); ``None`` when unknown."""
         return None
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """What ``bench doctor`` shows of this backend's runtime beyond its packages' versions.
+
+        Called only where :meth:`availability` is ok, in a process of its own (so it may import the
+        runtime: a crash or a hang there cannot take doctor down), and only when overridden. Return
+        JSON-able facts; doctor reads ``summary`` (one line: devices, providers, ...), ``warnings``
+        (lines it adds to its own) and ``cuda_available`` (``False`` on a machine with an NVIDIA
+        GPU is a warning that the backend's CUDA cells will skip); it shows the rest in ``--json``.
+        """
+        return {}
 
     @classmethod
     def availability(cls) -> Support:

@@ -325,7 +325,9 @@ def _ci_outputs(run_dir: Any, records: list[dict[str, Any]], junit_file: str | N
     default=None,
     help="Show this comparison first: a file `bench compare --json-out` wrote (--confirm's outcome too).",
 )
+@click.pass_context
 def report(
+    ctx: click.Context,
     run_dirs: tuple[str, ...],
     output: str | None,
     allow_mixed: bool,
@@ -333,7 +335,7 @@ def report(
     comparison_json: str | None,
 ) -> None:
     """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
-    from harness.analysis.comparison import compare_runs
+    from harness.analysis.comparison import compare_runs, runtime_packages
     from harness.analysis.render import comparison_from_dict, render_html
     from harness.errors import UsageError
     from harness.report import render_run
@@ -343,7 +345,8 @@ def report(
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:
-        section = render_html(compare_runs(Path(baseline_run), paths[0]))
+        packages = runtime_packages(ctx.obj["plugins"])
+        section = render_html(compare_runs(Path(baseline_run), paths[0], packages=packages))
     elif comparison_json:
         try:
             section = render_html(comparison_from_dict(json.loads(Path(comparison_json).read_text())))
@@ -490,7 +493,7 @@ def compare(
     With --confirm the comparison only screens: the cells that look slower are measured again here,
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness.analysis import render as cmp_render
-    from harness.analysis.comparison import compare_runs
+    from harness.analysis.comparison import compare_runs, runtime_packages
     from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
@@ -498,7 +501,9 @@ def compare(
         if path:  # before --confirm's re-measurement, which can take an hour
             check_writable(path, option)
     _warn_unfinished((baseline, candidate))
-    result = compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    packages = runtime_packages(ctx.obj["plugins"])  # the runtimes of the backends loaded here, -p ones too
+    result = compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch,
+                          packages=packages)  # fmt: skip
     note = cmp_render.quick_note(result)
     if note:
         click.echo(f"bench: warning: {note}", err=True)
@@ -635,11 +640,12 @@ def list_(ctx: click.Context, what: str) -> None:
 
 @cli.command()
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def doctor(json_output: bool) -> None:
+@click.pass_context
+def doctor(ctx: click.Context, json_output: bool) -> None:
     """Runtimes, versions, devices and CPU features here, and what would spoil a measurement."""
     from harness.doctor import diagnose, render
 
-    found = diagnose()
+    found = diagnose(ctx.obj["plugins"])
     click.echo(json.dumps(found, indent=2) if json_output else render(found))
 
 

@@ -157,6 +157,11 @@ class Registries:
     #: plugins left out (not importable, or a registration hook raised), each with why
     failures: tuple[PluginFailure, ...] = field(default=())
 
+    def runtime_packages(self) -> tuple[str, ...]:
+        """The distributions the registered backends declare (``Backend.packages``), in name order,
+        each once: recorded in a run's manifest, shown by ``bench doctor``, compared by ``bench compare``."""
+        return tuple(dict.fromkeys(package for cls in self.backends.classes() for package in cls.packages))
+
     def check(self) -> None:
         """Raise :class:`PluginError` naming every plugin that was left out (one line each)."""
         if self.failures:

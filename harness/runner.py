@@ -359,6 +359,7 @@ def judge(record: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
 
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     m = scenario.measurement
+    regs = registries(explicit_plugins(options.plugins), autoload=options.autoload)
     manifest = {
         "run_id": None,
         "created_at": time.time(),
@@ -371,8 +372,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "text": scenario.source_text,
             "fingerprint": scenario.fingerprint(),
         },
-        "inputs": input_hashes(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload)),
-        "environment": environment.fingerprint(),
+        "inputs": input_hashes(scenario, regs),
+        "environment": environment.fingerprint(regs.runtime_packages()),
         "settings": {
             "quick": options.quick,
             "filters": {

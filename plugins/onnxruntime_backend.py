@@ -242,9 +242,25 @@ class OnnxRuntimeBackend(Backend):
     max_concurrency = 16
     options: ClassVar[dict[str, Option]] = OPTIONS
 
+    #: the CPU and the GPU builds (either provides ``import onnxruntime``), and TensorRT for provider=tensorrt
+    packages = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
+
     @classmethod
     def availability(cls) -> Support:
         return module_available("onnxruntime")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """The build's execution providers and device (``bench doctor``)."""
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        return {
+            "version": ort.__version__,
+            "providers": providers,
+            "device": ort.get_device(),
+            "summary": "providers " + ", ".join(providers),
+        }
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:

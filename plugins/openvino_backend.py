@@ -194,9 +194,36 @@ class OpenVinoBackend(Backend):
         ),
     }
 
+    packages = ("openvino",)
+
     @classmethod
     def availability(cls) -> Support:
         return module_available("openvino")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """The devices, the CPU plugin's capabilities and its default inference precision (``bench doctor``)."""
+        import openvino as ov
+
+        core = ov.Core()
+        info: dict[str, Any] = {"version": ov.get_version(), "devices": core.available_devices}
+        try:
+            info["cpu_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            info["cpu_default_precision"] = core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+        except Exception as exc:  # a CPU plugin that cannot be asked: said, the rest still shown
+            info["cpu_error"] = str(exc)
+        details = ["devices " + ", ".join(info["devices"])]
+        if "cpu_capabilities" in info:
+            details.append("CPU capabilities " + ", ".join(info["cpu_capabilities"]))
+        if "cpu_default_precision" in info:
+            details.append(f"CPU default precision {info['cpu_default_precision']}")
+        info["summary"] = "; ".join(details)
+        if info.get("cpu_default_precision") not in (None, "f32"):
+            info["warnings"] = [
+                f"OpenVINO runs CPU models in {info['cpu_default_precision']} unless told otherwise: "
+                "bench sets the precision of every openvino cell explicitly"
+            ]
+        return info
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:

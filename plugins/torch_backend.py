@@ -6,6 +6,7 @@ backends, and :meth:`TorchBackend.supports` decides from the cell and ``/proc/cp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -136,9 +137,30 @@ class TorchBackend(Backend):
         "compile_mode": Option("torch.compile mode (only with mode=compile)", choices=COMPILE_MODES, default="default"),
     }
 
+    packages = ("torch",)
+
     @classmethod
     def availability(cls) -> Support:
         return module_available("torch")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """torch's threads, CUDA build and devices, and whether oneDNN runs bf16 here (``bench doctor``)."""
+        import torch
+
+        info: dict[str, Any] = {
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_build": torch.version.cuda,
+        }
+        if torch.cuda.is_available():
+            info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        with contextlib.suppress(Exception):  # a private op: absent from some builds
+            info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        cuda = ", ".join(info.get("cuda_devices", [])) or "no CUDA device"
+        info["summary"] = f"cuda {info['cuda_build'] or 'not built in'} ({cuda}); default threads {info['threads']}"
+        return info
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:

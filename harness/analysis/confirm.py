@@ -126,7 +126,10 @@ def confirm(
         cmp.apply_confirmation(result, [], how)
         return result
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
-    diffs = cmp.env_differences(cand_run.manifest().get("environment", {}), environment.fingerprint())
+    regs = runner.registries(explicit_plugins(plugins), autoload=None)
+    packages = (*cmp.CORE_RUNTIME_PACKAGES, *regs.runtime_packages())
+    here = environment.fingerprint(regs.runtime_packages())
+    diffs = cmp.env_differences(cand_run.manifest().get("environment", {}), here, packages)
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
@@ -138,7 +141,6 @@ def confirm(
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
-        regs = runner.registries(explicit_plugins(plugins), autoload=None)
         cells = runner.select_cells(scenario, runner.RunOptions(cell_ids=set(ids)))
         planned = [p for p in runner.plan(cells, regs) if p.skip_reason is None]
         runs: dict[str, tuple[RunDir, dict[str, Any]]] = {}
