@@ -33,6 +33,7 @@ __all__ = [
     "Backend",
     "Cell",
     "Conversion",
+    "FileShorthand",
     "Model",
     "Option",
     "Scalar",
@@ -177,6 +178,25 @@ def module_available(name: str) -> Support:
     return Support.yes()
 
 
+@dataclass(frozen=True)
+class FileShorthand:
+    """How a scenario names, in short, a model that stands for a user's file:
+    ``model: {KEY: FILE, OPTION: ...}`` is ``{name: <the model>, options: {PATH_OPTION: FILE, OPTION: ...}}``.
+
+    FILE is taken relative to the scenario file's folder and must exist when the scenario is
+    loaded (also in the long form); only the ``options`` named here may sit beside the key.
+    """
+
+    #: the scenario key, e.g. ``onnx`` for ``model: {onnx: model.onnx}``
+    key: str
+    #: what the file is, for messages ("the path of the ONNX file")
+    what: str = "model"
+    #: the model's other options, allowed beside the key
+    options: tuple[str, ...] = ()
+    #: the model option the file's absolute path becomes
+    path_option: str = "path"
+
+
 class Model(ABC):
     """A model plugin: a seeded PyTorch module factory plus example inputs.
 
@@ -191,6 +211,9 @@ class Model(ABC):
     #: what the first output means, for the agreement measure: ctr (a click probability),
     #: classification (class scores), embedding (a vector per sample), or other
     task: ClassVar[str] = "other"
+    #: a model made from a user's file declares the scenario shorthand that names it
+    #: (``model: {onnx: FILE}``); ``None``: named by ``name`` only
+    file_shorthand: ClassVar[FileShorthand | None] = None
 
     def __init__(self, **options: Any) -> None:
         if options:

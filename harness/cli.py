@@ -8,11 +8,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.errors import BenchError
+
+if TYPE_CHECKING:
+    from harness.pluginmanager import Registries
+    from harness.scenario import Scenario
 
 #: exit codes of an interrupted command: 128 + the signal's number, as a shell reports it
 EXIT_SIGINT = 130
@@ -107,16 +111,21 @@ def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
     ctx.obj = {"plugins": plugins}
 
 
-def _load(path: str):  # -> Scenario
+def _load(path: str, ctx: click.Context) -> Scenario:
+    """The scenario, its model shorthands from the plugins this command loads (built only if asked)."""
     from harness.scenario import load_scenario
 
-    return load_scenario(Path(path))
+    return load_scenario(Path(path), registries=lambda: _registries(ctx))
 
 
-def _registries(ctx: click.Context):  # -> Registries
+def _registries(ctx: click.Context) -> Registries:
+    """The registries of the plugins this command loads, built once per command."""
     from harness.pluginmanager import registries
 
-    return registries(ctx.obj["plugins"])
+    if "registries" not in ctx.obj:
+        ctx.obj["registries"] = registries(ctx.obj["plugins"])
+    regs: Registries = ctx.obj["registries"]
+    return regs
 
 
 @cli.command()
@@ -218,7 +227,7 @@ def run(
             raise UsageError("give a SCENARIO file, or --resume RUN_DIR")
         if allow_changed_inputs:
             raise UsageError("--allow-changed-inputs goes with --resume RUN_DIR")
-        loaded = _load(scenario)
+        loaded = _load(scenario, ctx)
         if repeats is not None:  # recorded in the manifest's settings
             loaded = loaded.model_copy(
                 update={"measurement": loaded.measurement.model_copy(update={"repeats": repeats})}
@@ -581,7 +590,7 @@ def validate(ctx: click.Context, scenario: str) -> None:
     from harness import environment, runner
     from harness.scenario import describe, expand_cells
 
-    loaded = _load(scenario)
+    loaded = _load(scenario, ctx)
     regs = _registries(ctx)
     runner.check_scenario(loaded, regs)
     planned = runner.plan(expand_cells(loaded, environment.usable_cpus()), regs)

@@ -8,6 +8,7 @@ not marked ``@hookimpl`` gets a warning on stderr.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -20,8 +21,9 @@ from typing import Any
 import pluggy
 
 from harness import hookspecs
-from harness.api import Backend, Model
+from harness.api import Backend, FileShorthand, Model
 from harness.errors import PluginError
+from harness.names import NAME_RULE, valid_name
 from harness.registry import Registry, exception_line
 
 DISABLE_AUTOLOAD_ENV = "BENCH_DISABLE_PLUGIN_AUTOLOAD"
@@ -162,6 +164,15 @@ class Registries:
         each once: recorded in a run's manifest, shown by ``bench doctor``, compared by ``bench compare``."""
         return tuple(dict.fromkeys(package for cls in self.backends.classes() for package in cls.packages))
 
+    def file_shorthands(self) -> dict[str, tuple[str, FileShorthand]]:
+        """Each scenario shorthand a registered model declares (``Model.file_shorthand``): its key
+        -> (the model's name, the declaration)."""
+        return {
+            cls.file_shorthand.key: (cls.name, cls.file_shorthand)
+            for cls in self.models.classes()
+            if cls.file_shorthand is not None
+        }
+
     def check(self) -> None:
         """Raise :class:`PluginError` naming every plugin that was left out (one line each)."""
         if self.failures:
@@ -177,10 +188,38 @@ class _Register:
         self.plugin = plugin
 
     def __call__(self, cls: type[Any]) -> type[Any]:
+        if isinstance(cls, type) and issubclass(cls, Model) and cls.file_shorthand is not None:
+            _check_shorthand(self.registry, cls, self.plugin)
         return self.registry.register(cls, plugin=self.plugin)
 
     def __repr__(self) -> str:
         return f"<register a {self.registry.kind} for plugin '{self.plugin}'>"
+
+
+#: scenario keys of ``model:`` that a shorthand cannot take: the long form's own
+_RESERVED_KEYS = ("name", "options")
+
+
+def _check_shorthand(models: Registry[Any], cls: type[Model], plugin: str) -> None:
+    """A model's shorthand must be usable in a scenario and its own: two models under one key
+    would make ``model: {KEY: FILE}`` ambiguous."""
+    shorthand = cls.file_shorthand
+    if shorthand is None:
+        return
+    where = f"plugin '{plugin}' registered model {cls.__qualname__} with the shorthand key {shorthand.key!r}"
+    if not valid_name(shorthand.key) or shorthand.key in _RESERVED_KEYS:
+        msg = f"{where}, which a scenario cannot use: {NAME_RULE}, and not {' or '.join(_RESERVED_KEYS)}"
+        raise PluginError(msg)
+    if shorthand.path_option in shorthand.options:
+        msg = f"{where}, whose path option {shorthand.path_option!r} is also among the options beside the key"
+        raise PluginError(msg)
+    for other in models.classes():
+        if other is not cls and other.file_shorthand is not None and other.file_shorthand.key == shorthand.key:
+            msg = (
+                f"{where}, already the shorthand of model '{other.name}' (plugin '{models.owner(other.name)}'); "
+                "rename one or disable a plugin"
+            )
+            raise PluginError(msg)
 
 
 def _plugin_name(pm: pluggy.PluginManager, impl: pluggy.HookImpl) -> str:
@@ -226,3 +265,15 @@ def registries(plugins: Sequence[str] = (), *, autoload: bool | None = None, str
     if strict:
         regs.check()
     return regs
+
+
+@functools.cache
+def _default_registries(plugins: tuple[str, ...], autoload: bool) -> Registries:
+    return registries(plugins, autoload=autoload, strict=False)
+
+
+def default_registries() -> Registries:
+    """The registries of the plugins a command loads by default (entry points unless disabled, and
+    ``BENCH_PLUGINS``), built once per process for those settings: what validating a scenario asks
+    when no registries were given (a plugin that fails to load is left out, not raised)."""
+    return _default_registries(tuple(explicit_plugins()), autoload_enabled())

@@ -590,17 +590,24 @@ def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | N
     return run
 
 
-def stored_scenario(run: RunDir) -> Scenario:
-    """The scenario a run folder was made from, as stored in its manifest."""
+def stored_scenario(run: RunDir, regs: Registries | None = None) -> Scenario:
+    """The scenario a run folder was made from, as stored in its manifest; its model shorthands
+    from ``regs``, else from the plugins the run recorded."""
     from harness.scenario import load_scenario_text
 
     manifest = run.manifest()
+    settings = manifest["settings"]
+
+    def run_registries() -> Registries:
+        return regs if regs is not None else registries(settings["plugins"], autoload=settings["autoload"])
+
     source = manifest["scenario"].get("path") or "<manifest>"
     path = manifest["scenario"].get("path")
     return load_scenario_text(
         manifest["scenario"]["text"],
         source=f"{source} (as stored in {run.manifest_path})",
         base_dir=Path(path).resolve().parent if path else None,  # model files named relative to the scenario
+        registries=run_registries,
     )
 
 

@@ -135,7 +135,7 @@ def confirm(
             "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
             + " (run the comparison where the candidate ran, or pass --allow-env-mismatch)"
         )  # fmt: skip
-    scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run), repeats)
+    scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run, regs), repeats)
     out_root = cand_run.path.parent / ".confirm"
     with code_of(cand_run.manifest()) as cand_code, code_of(base_run.manifest(), baseline_code) as base_code:
         if not cand_code.available:

@@ -85,12 +85,17 @@ def test_registers_both() -> None:
     assert [cls.name for cls in registered] == ["onnx-file", "torch-export-file"]
 
 
-def test_scenario_shorthand_allows_the_models_options() -> None:
-    from harness import scenario
+def test_each_model_declares_its_scenario_shorthand() -> None:
+    from harness.pluginmanager import registries
 
     beside = tuple(option for option in files.FILE_MODEL_OPTIONS if option != "path")
-    expected = {cls.shorthand: (cls.name, beside) for cls in (OnnxFile, TorchExportFile)}
-    assert expected == scenario.FILE_MODEL_KEYS
+    declared = registries(["plugins.models.files"], autoload=False).file_shorthands()
+    assert declared == {
+        "onnx": ("onnx-file", OnnxFile.file_shorthand),
+        "torch_export": ("torch-export-file", TorchExportFile.file_shorthand),
+    }
+    for cls in (OnnxFile, TorchExportFile):
+        assert cls.file_shorthand.options == beside and cls.file_shorthand.path_option == "path"
     assert set(files.FILE_MODEL_OPTIONS) == {"path", "shapes", "int_high"}
 
 
