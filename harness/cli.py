@@ -642,8 +642,8 @@ def list_(ctx: click.Context, what: str) -> None:
                 click.echo(f"{'':<14} option {opt}: {spec.describe()}")
     else:
         for name in regs.models.names():
-            cls = regs.models.get(name)
-            click.echo(f"{name:<14} {cls.description} (plugin {regs.models.owner(name)})")
+            model = regs.models.get(name)
+            click.echo(f"{name:<14} {model.description} (plugin {regs.models.owner(name)})")
     regs.check()
 
 

@@ -235,7 +235,8 @@ def load_registries(pm: BenchPluginManager) -> Registries:
     models: Registry[Model] = Registry("model", Model)
     failures = list(pm.failures)
     failed: set[str] = set()
-    for hook_name, registry in zip(HOOKS, (backends, models), strict=True):
+    steps: list[tuple[str, Registry[Any]]] = [(HOOKS[0], backends), (HOOKS[1], models)]
+    for hook_name, registry in steps:
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             plugin = _plugin_name(pm, impl)

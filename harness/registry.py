@@ -29,9 +29,10 @@ class Registry(Generic[T]):
     A plugin receives :meth:`register` (bound to its own name) as the hook's ``register`` argument.
     """
 
-    def __init__(self, kind: str, base: type[T]) -> None:
+    def __init__(self, kind: str, base: type) -> None:
         self.kind = kind
-        self._base = base
+        #: the class every registered class must derive from (abstract: hence not ``type[T]``)
+        self._base: type = base
         self._classes: dict[str, type[T]] = {}
         self._owners: dict[str, str] = {}
 

@@ -24,7 +24,7 @@ from typing import Any
 from harness import environment
 from harness.analysis import comparison as cmp
 from harness.errors import UsageError
-from harness.pluginmanager import explicit_plugins
+from harness.pluginmanager import explicit_plugins, registries
 from harness.store import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +126,7 @@ def confirm(
         cmp.apply_confirmation(result, [], how)
         return result
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
-    regs = runner.registries(explicit_plugins(plugins), autoload=None)
+    regs = registries(explicit_plugins(plugins), autoload=None)
     packages = (*cmp.CORE_RUNTIME_PACKAGES, *regs.runtime_packages())
     here = environment.fingerprint(regs.runtime_packages())
     diffs = cmp.env_differences(cand_run.manifest().get("environment", {}), here, packages)

@@ -85,13 +85,13 @@ def _file_model(data: dict[str, Any], base_dir: Path | None, shorthands: Shortha
     schema stays strict."""
     keys = [key for key in shorthands if key in data]
     if not keys:
-        name, options = data.get("name"), data.get("options")
+        named, given = data.get("name"), data.get("options")
         by_name = {model: declared for model, declared in shorthands.values()}
-        declared = by_name.get(name) if isinstance(name, str) else None
-        if declared is not None and isinstance(options, dict) and declared.path_option in options:
-            at = ("options", declared.path_option)
-            path = _resolve_model_file(options[declared.path_option], base_dir, at, declared.what)
-            return {**data, "options": {**options, declared.path_option: path}}
+        long_form = by_name.get(named) if isinstance(named, str) else None
+        if long_form is not None and isinstance(given, dict) and long_form.path_option in given:
+            at = ("options", long_form.path_option)
+            path = _resolve_model_file(given[long_form.path_option], base_dir, at, long_form.what)
+            return {**data, "options": {**given, long_form.path_option: path}}
         return data
     key = keys[0]
     if len(keys) > 1:
