@@ -51,7 +51,7 @@ call = lambda: module(*inputs)
 import tempfile
 from pathlib import Path
 import onnxruntime as ort
-from plugins.convert import onnx_model
+from harness.api import onnx_model
 path = onnx_model(model, Path(tempfile.mkdtemp())).path
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = {threads}
@@ -65,7 +65,7 @@ call = lambda: session.run(None, feeds)
 import tempfile
 from pathlib import Path
 import openvino as ov
-from plugins.convert import onnx_model
+from harness.api import onnx_model
 path = onnx_model(model, Path(tempfile.mkdtemp())).path
 core = ov.Core()
 graph = core.read_model(str(path))

@@ -1,22 +1,54 @@
-"""The contract a plugin implements: models, backends and the sessions backends prepare.
+"""Everything a plugin may use: the contract it implements (models, backends and the sessions
+backends prepare) and the helpers the harness lends it.
 
-Plugin modules import this module and nothing heavy: runtimes (torch, onnxruntime, ...) are
-imported inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
+A plugin imports this module and no other part of ``harness``: what is here stays, what is
+elsewhere may move. Nothing heavy is imported here: runtimes (torch, onnxruntime, ...) are imported
+inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
 """
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import importlib.util
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from harness.cells import Cell, Scalar
+from harness.environment import cpu_flags
+from harness.errors import SkipCell
+from harness.hookspecs import hookimpl
+from harness.onnx_export import Conversion, cached, digest, file_digest, onnx_model
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from harness.cells import Cell
+__all__ = [
+    "CACHE_DIR_ENV",
+    "CACHE_FOLDER",
+    "Backend",
+    "Cell",
+    "Conversion",
+    "FileShorthand",
+    "Model",
+    "Option",
+    "Scalar",
+    "Session",
+    "SkipCell",
+    "Support",
+    "cache_dir",
+    "cached",
+    "cpu_flags",
+    "digest",
+    "file_digest",
+    "hookimpl",
+    "module_available",
+    "onnx_model",
+]
 
 
 #: environment variable through which the harness hands workers the cross-run cache folder
@@ -57,11 +89,112 @@ class Support:
         return cls(False, reason)
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _of_type(value: Any, kinds: tuple[type, ...]) -> bool:
+    """``isinstance`` as a scenario means it: a boolean is no number, an integer is a number."""
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, kinds)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a backend takes (``options:`` / ``sweep:`` in a scenario), declared so that the
+    harness checks every value before anything runs: a misspelt name or a bad value is a scenario
+    error naming the file, line, backend, option and what is allowed, never a skipped cell.
+
+    A value is allowed when it is one of ``choices``, or (with ``type`` set) a value of that type,
+    at least ``minimum`` for numbers, that ``check`` does not refuse. Without ``type`` only the
+    choices are allowed; with neither, any value is. ``Option("...", choices=("a", "b"))`` and
+    ``Option("...", type=int, minimum=1)`` are the common cases; ``Option("...", type=int,
+    minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
+    """
+
+    #: what the option does, one line (``bench list backends`` shows it)
+    help: str
+    #: ``str``, ``int``, ``float`` (an integer is a number too), ``bool``, or a tuple of them
+    type: builtins.type | tuple[builtins.type, ...] | None = None
+    #: the allowed values (or, with ``type``, the allowed values besides those of the type)
+    choices: tuple[Scalar, ...] | None = None
+    #: the value the backend uses when a scenario does not set one (``None``: the runtime decides)
+    default: Scalar = None
+    #: the smallest allowed number
+    minimum: float | None = None
+    #: a further test of a value of the right type: what is wrong with it (e.g. ``"must be op types
+    #: separated by commas, got 'a;b'"``), or ``None`` when it is fine
+    check: Callable[[Any], str | None] | None = None
+
+    def _types(self) -> tuple[builtins.type, ...]:
+        if self.type is None:
+            return ()
+        return self.type if isinstance(self.type, tuple) else (self.type,)
+
+    def allowed(self) -> str:
+        """The allowed values in words: ``one of a, b``, ``an integer >= 1``, ``auto or an integer >= 1``."""
+        words = []
+        for kind in self._types():
+            word = _TYPE_WORDS.get(kind, kind.__name__)
+            if self.minimum is not None and kind in (int, float):
+                word += f" >= {self.minimum:g}"
+            words.append(word)
+        typed = " or ".join(words)
+        if self.choices is None:
+            return typed or "any value"
+        listed = ", ".join(str(choice) for choice in self.choices)
+        if not typed:
+            return f"one of {listed}"
+        return f"{listed} or {typed}"
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (``"must be one of a, b, got 'c'"``), or ``None`` when it is allowed."""
+        if self.choices is not None and any(_of_type(value, (type(c),)) and value == c for c in self.choices):
+            return None
+        kinds = self._types()
+        if not kinds:
+            if self.choices is None:
+                return None
+            return f"must be {self.allowed()}, got {value!r}"
+        if not _of_type(value, kinds) or (
+            self.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool)
+            and value < self.minimum
+        ):  # fmt: skip
+            return f"must be {self.allowed()}, got {value!r}"
+        return self.check(value) if self.check is not None else None
+
+    def describe(self) -> str:
+        """``help (allowed values; default X)``: one line for ``bench list backends``."""
+        default = "" if self.default is None else f"; default {self.default}"
+        return f"{self.help} ({self.allowed()}{default})"
+
+
 def module_available(name: str) -> Support:
     """Whether ``import name`` would find the module, without importing it."""
     if importlib.util.find_spec(name) is None:
         return Support.no(f"python package '{name}' is not installed (pip install 'bench[{name}]')")
     return Support.yes()
+
+
+@dataclass(frozen=True)
+class FileShorthand:
+    """How a scenario names, in short, a model that stands for a user's file:
+    ``model: {KEY: FILE, OPTION: ...}`` is ``{name: <the model>, options: {PATH_OPTION: FILE, OPTION: ...}}``.
+
+    FILE is taken relative to the scenario file's folder and must exist when the scenario is
+    loaded (also in the long form); only the ``options`` named here may sit beside the key.
+    """
+
+    #: the scenario key, e.g. ``onnx`` for ``model: {onnx: model.onnx}``
+    key: str
+    #: what the file is, for messages ("the path of the ONNX file")
+    what: str = "model"
+    #: the model's other options, allowed beside the key
+    options: tuple[str, ...] = ()
+    #: the model option the file's absolute path becomes
+    path_option: str = "path"
 
 
 class Model(ABC):
@@ -78,6 +211,9 @@ class Model(ABC):
     #: what the first output means, for the agreement measure: ctr (a click probability),
     #: classification (class scores), embedding (a vector per sample), or other
     task: ClassVar[str] = "other"
+    #: a model made from a user's file declares the scenario shorthand that names it
+    #: (``model: {onnx: FILE}``); ``None``: named by ``name`` only
+    file_shorthand: ClassVar[FileShorthand | None] = None
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -175,8 +311,13 @@ class Backend(ABC):
     description: ClassVar[str] = ""
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
-    #: options a scenario may set (``options:`` / ``sweep:``), with a one-line meaning each
-    options: ClassVar[dict[str, str]] = {}
+    #: options a scenario may set (``options:`` / ``sweep:``), each declared with what it means and
+    #: the values it takes; a plain string is an option with that meaning that takes any value
+    options: ClassVar[Mapping[str, Option | str]] = {}
+    #: the distributions whose versions identify this backend's numbers (its runtime, e.g.
+    #: ``("onnxruntime",)``): recorded in every run's manifest, shown by ``bench doctor`` and
+    #: compared by ``bench compare``
+    packages: ClassVar[tuple[str, ...]] = ()
     #: the most sessions of one cell that may run at once, each on its own thread (``concurrency``);
     #: 1 unless the backend's sessions are known to run side by side
     max_concurrency: ClassVar[int] = 1
@@ -186,6 +327,18 @@ class Backend(ABC):
         """A lower bound on one call's time for ``cell``, where the backend knows one without
         running (a latency bound below it is refused at validation); ``None`` when unknown."""
         return None
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """What ``bench doctor`` shows of this backend's runtime beyond its packages' versions.
+
+        Called only where :meth:`availability` is ok, in a process of its own (so it may import the
+        runtime: a crash or a hang there cannot take doctor down), and only when overridden. Return
+        JSON-able facts; doctor reads ``summary`` (one line: devices, providers, ...), ``warnings``
+        (lines it adds to its own) and ``cuda_available`` (``False`` on a machine with an NVIDIA
+        GPU is a warning that the backend's CUDA cells will skip); it shows the rest in ``--json``.
+        """
+        return {}
 
     @classmethod
     def availability(cls) -> Support:
@@ -205,11 +358,45 @@ class Backend(ABC):
             return Support.no(
                 f"backend '{cls.name}' has no precision '{cell.precision}' (has {', '.join(cls.precisions)})"
             )
-        unknown = sorted(set(cell.backend_options) - set(cls.options))
-        if unknown:
-            known = ", ".join(sorted(cls.options)) or "none"
-            return Support.no(f"backend '{cls.name}' has no option {', '.join(unknown)} (known: {known})")
-        return Support.yes()
+        problem = cls.option_problem(cell.backend_options)
+        return Support.no(problem) if problem else Support.yes()
+
+    @classmethod
+    def option_specs(cls) -> dict[str, Option]:
+        """:attr:`options` with every plain string taken as an :class:`Option` that allows any value."""
+        return {name: spec if isinstance(spec, Option) else Option(spec) for name, spec in cls.options.items()}
+
+    @classmethod
+    def unknown_option(cls, name: str) -> str | None:
+        """Why ``name`` is not an option of this backend (with the nearest one), or ``None`` when it is."""
+        if name in cls.options:
+            return None
+        close = difflib.get_close_matches(name, list(cls.options), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(sorted(cls.options)) or "none"
+        return f"backend '{cls.name}' has no option {name}{hint} (known: {known})"
+
+    @classmethod
+    def option_problem(cls, options: Mapping[str, Any]) -> str | None:
+        """The first unknown option or bad value among ``options``, in words, or ``None``.
+
+        The harness asks this of every value a scenario gives before a run starts (a problem is a
+        scenario error); the default :meth:`supports` asks it too, for cells made elsewhere."""
+        specs = cls.option_specs()
+        for name, value in options.items():
+            unknown = cls.unknown_option(name)
+            if unknown:
+                return unknown
+            problem = specs[name].problem(value)
+            if problem:
+                return f"backend '{cls.name}' option {name} {problem}"
+        return None
+
+    @classmethod
+    def option_values(cls, cell: Cell) -> dict[str, Scalar]:
+        """The cell's options over the declared defaults: what the backend runs with."""
+        defaults = {name: spec.default for name, spec in cls.option_specs().items() if spec.default is not None}
+        return {**defaults, **cell.backend_options}
 
     @abstractmethod
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:

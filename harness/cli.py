@@ -111,16 +111,21 @@ def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
     ctx.obj = {"plugins": plugins}
 
 
-def _load(path: str) -> Scenario:
+def _load(path: str, ctx: click.Context) -> Scenario:
+    """The scenario, its model shorthands from the plugins this command loads (built only if asked)."""
     from harness.scenario import load_scenario
 
-    return load_scenario(Path(path))
+    return load_scenario(Path(path), registries=lambda: _registries(ctx))
 
 
 def _registries(ctx: click.Context) -> Registries:
+    """The registries of the plugins this command loads, built once per command."""
     from harness.pluginmanager import registries
 
-    return registries(ctx.obj["plugins"])
+    if "registries" not in ctx.obj:
+        ctx.obj["registries"] = registries(ctx.obj["plugins"])
+    regs: Registries = ctx.obj["registries"]
+    return regs
 
 
 @cli.command()
@@ -222,7 +227,7 @@ def run(
             raise UsageError("give a SCENARIO file, or --resume RUN_DIR")
         if allow_changed_inputs:
             raise UsageError("--allow-changed-inputs goes with --resume RUN_DIR")
-        loaded = _load(scenario)
+        loaded = _load(scenario, ctx)
         if repeats is not None:  # recorded in the manifest's settings
             loaded = loaded.model_copy(
                 update={"measurement": loaded.measurement.model_copy(update={"repeats": repeats})}
@@ -329,7 +334,9 @@ def _ci_outputs(run_dir: Any, records: Sequence[Mapping[str, Any]], junit_file: 
     default=None,
     help="Show this comparison first: a file `bench compare --json-out` wrote (--confirm's outcome too).",
 )
+@click.pass_context
 def report(
+    ctx: click.Context,
     run_dirs: tuple[str, ...],
     output: str | None,
     allow_mixed: bool,
@@ -337,7 +344,7 @@ def report(
     comparison_json: str | None,
 ) -> None:
     """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
-    from harness.analysis.comparison import compare_runs
+    from harness.analysis.comparison import compare_runs, runtime_packages
     from harness.analysis.render import comparison_from_dict, render_html
     from harness.errors import UsageError
     from harness.report import render_run
@@ -347,7 +354,8 @@ def report(
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:
-        section = render_html(compare_runs(Path(baseline_run), paths[0]))
+        packages = runtime_packages(ctx.obj["plugins"])
+        section = render_html(compare_runs(Path(baseline_run), paths[0], packages=packages))
     elif comparison_json:
         try:
             section = render_html(comparison_from_dict(json.loads(Path(comparison_json).read_text())))
@@ -494,7 +502,7 @@ def compare(
     With --confirm the comparison only screens: the cells that look slower are measured again here,
     the baseline with its own code, and that measurement alone decides (see the README)."""
     from harness.analysis import render as cmp_render
-    from harness.analysis.comparison import compare_runs
+    from harness.analysis.comparison import compare_runs, runtime_packages
     from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
@@ -502,7 +510,9 @@ def compare(
         if path:  # before --confirm's re-measurement, which can take an hour
             check_writable(path, option)
     _warn_unfinished((baseline, candidate))
-    result = compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch)
+    packages = runtime_packages(ctx.obj["plugins"])  # the runtimes of the backends loaded here, -p ones too
+    result = compare_runs(Path(baseline), Path(candidate), threshold / 100, alpha, allow_env_mismatch,
+                          packages=packages)  # fmt: skip
     note = cmp_render.quick_note(result)
     if note:
         click.echo(f"bench: warning: {note}", err=True)
@@ -580,7 +590,7 @@ def validate(ctx: click.Context, scenario: str) -> None:
     from harness import environment, runner
     from harness.scenario import describe, expand_cells
 
-    loaded = _load(scenario)
+    loaded = _load(scenario, ctx)
     regs = _registries(ctx)
     runner.check_scenario(loaded, regs)
     planned = runner.plan(expand_cells(loaded, environment.usable_cpus()), regs)
@@ -614,32 +624,37 @@ def list_(ctx: click.Context, what: str) -> None:
         click.echo("on-demand Linux prices as of the date shown, from each cloud's public price page (see "
                    "harness/data/prices.yaml); cost: {hourly_usd: X} in a scenario overrides")  # fmt: skip
         return
-    regs = _registries(ctx)
+    from harness.pluginmanager import registries
+    from harness.registry import safe_availability
+
+    regs = registries(ctx.obj["plugins"], strict=False)  # list what loaded; the plugins left out are said last
     if what == "backends":
         for name in regs.backends.names():
             cls = regs.backends.get(name)
-            avail = cls.availability()
+            avail = safe_availability(cls)
             state = "available" if avail.ok else f"unavailable: {avail.reason}"
             click.echo(f"{name:<14} {state}")
             click.echo(
                 f"{'':<14} devices {', '.join(cls.devices)}; precisions {', '.join(cls.precisions)}; "
                 f"plugin {regs.backends.owner(name)}"
             )
-            for opt, meaning in cls.options.items():
-                click.echo(f"{'':<14} option {opt}: {meaning}")
+            for opt, spec in cls.option_specs().items():
+                click.echo(f"{'':<14} option {opt}: {spec.describe()}")
     else:
         for name in regs.models.names():
             model = regs.models.get(name)
             click.echo(f"{name:<14} {model.description} (plugin {regs.models.owner(name)})")
+    regs.check()
 
 
 @cli.command()
 @click.option("--json", "json_output", is_flag=True, help="Print the findings as JSON.")
-def doctor(json_output: bool) -> None:
+@click.pass_context
+def doctor(ctx: click.Context, json_output: bool) -> None:
     """Runtimes, versions, devices and CPU features here, and what would spoil a measurement."""
     from harness.doctor import diagnose, render
 
-    found = diagnose()
+    found = diagnose(ctx.obj["plugins"])
     click.echo(json.dumps(found, indent=2) if json_output else render(found))
 
 

@@ -1,7 +1,9 @@
 """``bench doctor``: what this machine can run, and what would spoil a measurement on it.
 
-Each runtime is probed in a subprocess of its own (a runtime whose import crashes or hangs cannot
-take the CLI with it, and the CLI process never imports a runtime).
+The runtimes are those the registered backends declare (``Backend.packages``); each backend that
+can say more about its runtime (``Backend.probe``) is asked in a subprocess of its own (a runtime
+whose import crashes or hangs cannot take the CLI with it, and the CLI process never imports a
+runtime).
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import environment
+from harness.api import Backend
 from harness.executors.local import THREAD_ENV_VARS
+from harness.registry import safe_availability
+
+if TYPE_CHECKING:
+    from harness.pluginmanager import Registries
 
 #: CPU features that decide which precisions run natively, with what they enable
 FEATURES = {
@@ -27,60 +35,68 @@ FEATURES = {
     "fp16": (("avx512_fp16",), "native fp16 math on the CPU"),
 }
 
-#: one probe per runtime: prints a JSON object on its last line
-PROBES = {
-    "torch": """
-import json, torch
-info = {"version": torch.__version__, "threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(), "cuda_build": torch.version.cuda}
-if torch.cuda.is_available():
-    info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-try:
-    info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-except Exception:
-    pass
-print(json.dumps(info))
-""",
-    "onnxruntime": """
-import json, onnxruntime as ort
-print(json.dumps({"version": ort.__version__, "providers": ort.get_available_providers(),
-                  "device": ort.get_device()}))
-""",
-    "openvino": """
-import json, openvino as ov
-core = ov.Core()
-info = {"version": ov.get_version(), "devices": core.available_devices}
-try:
-    info["cpu_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    info["cpu_default_precision"] = core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
-except Exception as exc:
-    info["cpu_error"] = str(exc)
-print(json.dumps(info))
-""",
-    "tensorrt": """
-import json, tensorrt as trt
-print(json.dumps({"version": trt.__version__}))
-""",
-}
 
-
-def probe_runtime(name: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Import one runtime in a subprocess and report what it says about itself."""
-    from importlib.util import find_spec
-
-    if find_spec(name) is None:
-        return {"installed": False}
+def probe_backend(
+    name: str, plugins: Sequence[str] = (), autoload: bool | None = None, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """``Backend.probe()`` of backend ``name``, called in a subprocess that loads the same plugins
+    (a runtime whose import crashes or hangs cannot take the CLI with it); ``{"error": ...}`` when
+    it fails."""
+    job = json.dumps({"backend": name, "plugins": list(plugins), "autoload": autoload})
+    code = "import sys; from harness.doctor import _probe_main; _probe_main(sys.argv[1])"
     try:
         out = subprocess.run(
-            [sys.executable, "-c", PROBES[name]], capture_output=True, text=True, timeout=timeout_s, check=False
+            [sys.executable, "-c", code, job], capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except subprocess.TimeoutExpired:
-        return {"installed": True, "error": f"importing {name} took over {timeout_s:.0f} s"}
+        return {"error": f"probing backend '{name}' took over {timeout_s:.0f} s"}
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"installed": True, "error": f"import failed (exit {out.returncode}): {tail}"}
-    return {"installed": True, **json.loads(lines[-1])}
+        return {"error": f"its probe failed (exit {out.returncode}): {tail}"}
+    try:
+        found = json.loads(lines[-1])
+    except ValueError:
+        return {"error": f"its probe printed no JSON: {lines[-1][:200]}"}
+    return found if isinstance(found, dict) else {"error": f"its probe returned {type(found).__name__}, not a dict"}
+
+
+def _probe_main(job_json: str) -> None:
+    """The probe subprocess: the backend's probe() as JSON on the last line of stdout."""
+    from harness.pluginmanager import registries
+
+    job = json.loads(job_json)
+    regs = registries(job["plugins"], autoload=job["autoload"], strict=False)
+    found = regs.backends.get(job["backend"]).probe()
+    sys.stdout.write("\n" + json.dumps(found, default=str) + "\n")
+
+
+def _overrides_probe(cls: type[Backend]) -> bool:
+    """Whether the backend has more to say than :meth:`Backend.probe`'s nothing (a subprocess saved)."""
+    return any("probe" in vars(klass) for klass in cls.__mro__[: cls.__mro__.index(Backend)])
+
+
+def _backend_state(cls: type[Backend]) -> dict[str, Any]:
+    avail = safe_availability(cls)
+    return {"available": avail.ok, "reason": avail.reason or None, "packages": list(cls.packages)}
+
+
+def runtimes(regs: Registries, plugins: Sequence[str] = (), autoload: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Each runtime distribution the backends declare (``Backend.packages``): installed or not, its
+    version, the backends that use it, and what the probe of the backend says (``Backend.probe``,
+    only where it is available and overrides it) on its first installed package."""
+    found: dict[str, dict[str, Any]] = {}
+    for cls in regs.backends.classes():
+        versions = environment.package_versions(cls.packages)
+        for package, version in versions.items():
+            entry = found.setdefault(package, {"installed": version is not None, "version": version, "backends": []})
+            entry["backends"].append(cls.name)
+        if not cls.packages or not _overrides_probe(cls) or not safe_availability(cls).ok:
+            continue
+        home = next((package for package, version in versions.items() if version is not None), cls.packages[0])
+        facts = probe_backend(cls.name, plugins, autoload)
+        found[home].update({**facts, "installed": True, "version": found[home]["version"] or facts.get("version")})
+    return found
 
 
 def cpu_features() -> dict[str, bool]:
@@ -125,19 +141,20 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     gov = report["cpu_governor"]
     if gov is not None and gov != "performance":
         found.append(f"CPU frequency governor is '{gov}': clocks may vary between cells; 'performance' is steadier")
-    torch_info = report["runtimes"].get("torch", {})
-    if report["gpus"] and torch_info.get("installed") and not torch_info.get("cuda_available"):
-        found.append("an NVIDIA GPU is present but the installed torch has no CUDA: pytorch cuda cells will skip")
-    ov = report["runtimes"].get("openvino", {})
-    if ov.get("cpu_default_precision") not in (None, "f32"):
-        found.append(
-            f"OpenVINO runs CPU models in {ov['cpu_default_precision']} unless told otherwise: "
-            "bench sets the precision of every openvino cell explicitly"
-        )
+    for name, info in report["runtimes"].items():
+        if report["gpus"] and info.get("installed") and info.get("cuda_available") is False:
+            users = ", ".join(info.get("backends") or [name])
+            found.append(f"an NVIDIA GPU is present but the installed {name} has no CUDA: {users} cuda cells will skip")
+        found.extend(info.get("warnings") or [])
+    found.extend(report.get("plugin_failures") or [])
     return found
 
 
-def diagnose() -> dict[str, Any]:
+def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
+    from harness.pluginmanager import explicit_plugins, registries
+
+    names = explicit_plugins(plugins)
+    regs = registries(names, strict=False)  # a broken plugin is one of the findings, not the end of them
     report: dict[str, Any] = {
         "python": sys.version.split()[0],
         "cpu": environment.cpu_info(),
@@ -146,7 +163,9 @@ def diagnose() -> dict[str, Any]:
         "gpus": environment.gpus(),
         "cpu_governor": governor(),
         "thread_env": {var: os.environ[var] for var in THREAD_ENV_VARS if var in os.environ},
-        "runtimes": {name: probe_runtime(name) for name in PROBES},
+        "backends": {cls.name: _backend_state(cls) for cls in regs.backends.classes()},
+        "runtimes": runtimes(regs, names),
+        "plugin_failures": [str(failure) for failure in regs.failures],
         "other_processes_busy": busy_fraction(),
     }
     report["warnings"] = warnings_for(report)
@@ -154,23 +173,18 @@ def diagnose() -> dict[str, Any]:
 
 
 def _runtime_line(name: str, info: dict[str, Any]) -> str:
+    users = f" (backend {', '.join(info['backends'])})" if info.get("backends") else ""
     if not info.get("installed"):
-        return f"  {name:<12} not installed (pip install 'bench[{name}]')"
+        return f"  {name:<15} not installed{users}"
     if "error" in info:
-        return f"  {name:<12} installed, but {info['error']}"
-    details = []
-    if name == "torch":
-        cuda = ", ".join(info.get("cuda_devices", [])) or "no CUDA device"
-        details.append(f"cuda {info.get('cuda_build') or 'not built in'} ({cuda}); default threads {info['threads']}")
-    elif name == "onnxruntime":
-        details.append("providers " + ", ".join(info.get("providers", [])))
-    elif name == "openvino":
-        details.append("devices " + ", ".join(info.get("devices", [])))
-        if "cpu_capabilities" in info:
-            details.append("CPU capabilities " + ", ".join(info["cpu_capabilities"]))
-        if "cpu_default_precision" in info:
-            details.append(f"CPU default precision {info['cpu_default_precision']}")
-    return f"  {name:<12} {info['version']}: " + "; ".join(details)
+        return f"  {name:<15} {info.get('version') or 'installed'}, but {info['error']}{users}"
+    summary = f": {info['summary']}" if info.get("summary") else ""
+    return f"  {name:<15} {info.get('version')}{summary}{users}"
+
+
+def _backend_line(name: str, info: dict[str, Any]) -> str:
+    state = "available" if info["available"] else f"unavailable: {info['reason']}"
+    return f"  {name:<15} {state}"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -192,7 +206,9 @@ def render(report: dict[str, Any]) -> str:
     )
     busy = report["other_processes_busy"]
     lines.append("other load   " + ("unknown" if busy is None else f"{busy:.1%} of the CPUs busy elsewhere"))
-    lines.append("runtimes")
+    lines.append("backends" if report["backends"] else "backends     none registered")
+    lines.extend(_backend_line(name, info) for name, info in report["backends"].items())
+    lines.append("runtimes" if report["runtimes"] else "runtimes     none declared by the backends")
     lines.extend(_runtime_line(name, info) for name, info in report["runtimes"].items())
     lines.append("warnings" if report["warnings"] else "warnings     none")
     lines.extend(f"  - {w}" for w in report["warnings"])

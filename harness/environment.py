@@ -13,12 +13,15 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: distributions whose versions identify a result (missing ones are recorded as null)
-TRACKED_PACKAGES = ("bench", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "numpy", "pluggy")
+#: distributions whose versions identify every result, whatever the backend: bench itself, the array
+#: library every input and output goes through, and the plugin machinery. A backend adds its own
+#: runtime's (``Backend.packages``); missing ones are recorded as null
+CORE_PACKAGES = ("bench", "numpy", "pluggy")
 #: CPU flags that change what a runtime can do (vector width, int8 dot products, bf16/fp16 math)
 INTERESTING_FLAGS = (
     "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
@@ -28,7 +31,7 @@ INTERESTING_FLAGS = (
 
 @functools.cache
 def cpu_info() -> dict[str, Any]:
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -72,7 +75,7 @@ def memory_total_mb() -> float | None:
     return None
 
 
-def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+def package_versions(names: Sequence[str] = CORE_PACKAGES) -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in names:
         try:
@@ -116,8 +119,11 @@ def git_commit(path: Path | None = None) -> dict[str, Any]:
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def fingerprint() -> dict[str, Any]:
-    """Everything that makes a number from this machine comparable (or not) with another's."""
+def fingerprint(packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything that makes a number from this machine comparable (or not) with another's.
+
+    ``packages``: the runtime distributions of the registered backends
+    (:meth:`harness.pluginmanager.Registries.runtime_packages`), recorded beside the core ones."""
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
@@ -127,7 +133,7 @@ def fingerprint() -> dict[str, Any]:
         "cpu": cpu_info(),
         "memory_total_mb": memory_total_mb(),
         "gpus": gpus(),
-        "packages": package_versions(),
+        "packages": package_versions(list(dict.fromkeys([*CORE_PACKAGES, *packages]))),
         "git": git_commit(),
     }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import environment
-from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
+from harness.api import CACHE_DIR_ENV, CACHE_FOLDER, Backend
 from harness.cells import Cell
 from harness.errors import AllCellsFailed, BenchError, DiskFull, UsageError
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
@@ -102,8 +102,9 @@ class SilentReporter:
 
 def check_scenario(scenario: Scenario, regs: Registries) -> None:
     """What only the plugins can tell, as scenario errors at the line that caused them: unknown
-    model or backend names, model options the model refuses, a concurrency a backend cannot
-    serve, a latency bound below a backend's known service time."""
+    model or backend names, model options the model refuses, backend options or values a backend
+    does not declare, a concurrency a backend cannot serve, a latency bound below a backend's
+    known service time."""
     if scenario.model.name not in regs.models:
         raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
     try:  # bad model options and unusable model files fail here, before a run folder exists
@@ -113,7 +114,29 @@ def check_scenario(scenario: Scenario, regs: Registries) -> None:
     for index, entry in enumerate(scenario.backends):
         if entry.name not in regs.backends:
             raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))
+        _check_backend_options(scenario, index, regs.backends.get(entry.name))
     _check_loads(scenario, regs)
+
+
+def _check_backend_options(scenario: Scenario, index: int, backend: type[Backend]) -> None:
+    """Every option value the scenario gives the backend, against the backend's declarations: a
+    misspelt option or a value it does not take is the scenario's error, at its line, not a
+    skipped cell found after the sweep."""
+    entry = scenario.backends[index]
+    specs = backend.option_specs()
+    given: list[tuple[str, tuple[str | int, ...], Any]] = [
+        (name, ("options", name), value) for name, value in entry.options.items()
+    ]
+    for name, values in entry.sweep.items():
+        given += [(name, ("sweep", name, position), value) for position, value in enumerate(values)]
+    for name, where, value in given:
+        loc = ("backends", index, *where)
+        unknown = backend.unknown_option(name)
+        if unknown:
+            raise scenario.error(loc[:-1] if where[0] == "sweep" else loc, unknown)
+        problem = specs[name].problem(value)
+        if problem:
+            raise scenario.error(loc, f"backend '{backend.name}' option {name} {problem}")
 
 
 def _check_loads(scenario: Scenario, regs: Registries) -> None:
@@ -198,9 +221,11 @@ def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
 
 
 def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
+    from harness.registry import safe_supports
+
     planned = []
     for cell in cells:
-        support = regs.backends.get(cell.backend).supports(cell)
+        support = safe_supports(regs.backends.get(cell.backend), cell)
         planned.append(PlannedCell(cell, None if support.ok else support.reason))
     return planned
 
@@ -329,6 +354,7 @@ def judge(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
 
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     m = scenario.measurement
+    regs = registries(explicit_plugins(options.plugins), autoload=options.autoload)
     manifest: dict[str, Any] = {
         "run_id": None,
         "created_at": time.time(),
@@ -341,8 +367,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "text": scenario.source_text,
             "fingerprint": scenario.fingerprint(),
         },
-        "inputs": input_hashes(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload)),
-        "environment": environment.fingerprint(),
+        "inputs": input_hashes(scenario, regs),
+        "environment": environment.fingerprint(regs.runtime_packages()),
         "settings": {
             "quick": options.quick,
             "filters": {
@@ -556,17 +582,24 @@ def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | N
     return run
 
 
-def stored_scenario(run: RunDir) -> Scenario:
-    """The scenario a run folder was made from, as stored in its manifest."""
+def stored_scenario(run: RunDir, regs: Registries | None = None) -> Scenario:
+    """The scenario a run folder was made from, as stored in its manifest; its model shorthands
+    from ``regs``, else from the plugins the run recorded."""
     from harness.scenario import load_scenario_text
 
     manifest = run.manifest()
+    settings = manifest.settings
+
+    def run_registries() -> Registries:
+        return regs if regs is not None else registries(settings.plugins, autoload=settings.autoload)
+
     path = manifest.scenario.path
     source = path or "<manifest>"
     return load_scenario_text(
         manifest.scenario.text,
         source=f"{source} (as stored in {run.manifest_path})",
         base_dir=Path(path).resolve().parent if path else None,  # model files named relative to the scenario
+        registries=run_registries,
     )
 
 

@@ -17,10 +17,7 @@ from pathlib import Path
 from time import perf_counter_ns, sleep
 from typing import Any, ClassVar
 
-from harness.api import Backend, Model, Session, cache_dir
-from harness.cells import Cell
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import Backend, Cell, Model, Option, Session, SkipCell, cache_dir, hookimpl
 
 #: the tail of a simulated call that spins without yielding the GIL
 _YIELD_UNTIL_NS = 200_000
@@ -128,21 +125,45 @@ class FakeBackend(Backend):
     description = "busy-waits a known time per call; injects faults on demand (harness tests)"
     devices = ("cpu",)
     precisions = ("fp32",)
-    options: ClassVar[dict[str, str]] = {
-        "service_ms": "busy-wait per call, ms (default 1.0)",
-        "per_sample_us": "extra busy-wait per sample of the batch, microseconds (default 0)",
-        "fault": f"one of {', '.join(FAULTS)}: how to fail",
-        "fault_at": "prepare or run (default run)",
-        "fault_after": "calls that succeed before the fault, when fault_at=run (default 0)",
-        "alloc_mb": "with fault=alloc: MiB to allocate and touch in prepare, 16 MiB at a time",
-        "spawn_children": "with fault=spawn: `sleep 300` children started in prepare, the first in a session of "
-        "its own (default 2)",
-        "spawn_mb": "with fault=spawn: MiB an orphaned grandchild allocates and touches, then holds while it sleeps "
-        "(default 64); prepare goes on once it holds them or died",
-        "spawn_tag": f"with fault=spawn: value of {SPAWN_ENV} in every process it starts (default 1)",
-        "spawn_then": "with fault=spawn: the fault to inject after spawning, one of the others (default none)",
-        "stall_every": "with stall_ms: every Nth call takes stall_ms longer (default 0: never)",
-        "stall_ms": "extra busy-wait of the stalled calls, ms",
+    options: ClassVar[dict[str, Option]] = {
+        "service_ms": Option("busy-wait per call, ms", type=float, minimum=0, default=1.0),
+        "per_sample_us": Option(
+            "extra busy-wait per sample of the batch, microseconds", type=float, minimum=0, default=0
+        ),
+        "fault": Option("how to fail", choices=FAULTS, default="none"),
+        "fault_at": Option("when to fail", choices=("prepare", "run"), default="run"),
+        "fault_after": Option("calls that succeed before the fault, when fault_at=run", type=int, minimum=0, default=0),
+        "alloc_mb": Option(
+            "with fault=alloc: MiB to allocate and touch in prepare, 16 MiB at a time",
+            type=int,
+            minimum=1,
+            default=1024,
+        ),
+        "spawn_children": Option(
+            "with fault=spawn: `sleep 300` children started in prepare, the first in a session of its own",
+            type=int,
+            minimum=0,
+            default=2,
+        ),
+        "spawn_mb": Option(
+            "with fault=spawn: MiB an orphaned grandchild allocates and touches, then holds while it "
+            "sleeps; prepare goes on once it holds them or died",
+            type=int,
+            minimum=0,
+            default=64,
+        ),
+        "spawn_tag": Option(
+            f"with fault=spawn: value of {SPAWN_ENV} in every process it starts", type=(str, int, float), default=1
+        ),
+        "spawn_then": Option(
+            "with fault=spawn: the fault to inject after spawning",
+            choices=tuple(f for f in FAULTS if f != "spawn"),
+            default="none",
+        ),
+        "stall_every": Option(
+            "with stall_ms: every Nth call takes stall_ms longer (0: never)", type=int, minimum=0, default=0
+        ),
+        "stall_ms": Option("extra busy-wait of the stalled calls, ms", type=float, minimum=0, default=0),
     }
     max_concurrency = 16
 

@@ -21,18 +21,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, cache_dir, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
-from plugins.convert import Conversion, cached, digest, onnx_model
+from harness.api import (
+    Backend,
+    Cell,
+    Conversion,
+    Model,
+    Option,
+    Session,
+    SkipCell,
+    Support,
+    cache_dir,
+    cached,
+    cpu_flags,
+    digest,
+    hookimpl,
+    module_available,
+    onnx_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
     import onnxruntime as ort
-
-    from harness.cells import Cell
 
 #: option value -> onnxruntime.ExecutionMode member
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
@@ -47,15 +57,54 @@ QUANTIZATIONS = ("dynamic", "static")
 #: option value -> onnxruntime.quantization.CalibrationMethod member
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
 PROVIDERS = ("default", "tensorrt")
-DEFAULTS: dict[str, Any] = {
-    "execution_mode": "sequential",
-    "inter_op_threads": 1,
-    "graph_optimization": "all",
-    "quantization": "dynamic",
-    "calibration": "minmax",
-    "calibration_samples": 256,
-    "provider": "default",
+
+
+def _check_op_list(value: Any) -> str | None:
+    if _op_list(value):
+        return None
+    return f"must be op types separated by commas (e.g. Gemm,MatMul), got {value!r}"
+
+
+def _op_list(value: Any) -> tuple[str, ...]:
+    """``"Gemm, MatMul"`` -> ``("Gemm", "MatMul")``; empty for anything that is not such a list."""
+    if not isinstance(value, str):
+        return ()
+    ops = tuple(part.strip() for part in value.split(","))
+    return ops if all(op.isidentifier() for op in ops) else ()
+
+
+OPTIONS: dict[str, Option] = {
+    "execution_mode": Option(
+        "parallel runs independent graph branches concurrently",
+        choices=tuple(EXECUTION_MODES),
+        default="sequential",
+    ),
+    "inter_op_threads": Option(
+        "threads of the inter-op pool (used by execution_mode=parallel only)", type=int, minimum=1, default=1
+    ),
+    "graph_optimization": Option(
+        "onnxruntime graph optimisation level", choices=tuple(GRAPH_OPTIMIZATION), default="all"
+    ),
+    "quantization": Option(
+        "int8 method: dynamic (quantize_dynamic) or static (QDQ, calibrated)", choices=QUANTIZATIONS, default="dynamic"
+    ),
+    "quantize_ops": Option(
+        "int8: comma-separated op types to quantise (e.g. Gemm,MatMul); default all it can",
+        type=str,
+        check=_check_op_list,
+    ),
+    "calibration": Option("static int8 calibration method", choices=tuple(CALIBRATION_METHODS), default="minmax"),
+    "calibration_samples": Option(
+        "static int8 calibration samples (model.calibration_inputs)", type=int, minimum=1, default=256
+    ),
+    "provider": Option(
+        "CUDA only: default (the CUDA provider) or tensorrt (TensorRT, CUDA as fallback)",
+        choices=PROVIDERS,
+        default="default",
+    ),
 }
+#: what a cell that sets no option runs with
+DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items() if option.default is not None}
 #: CPU features with an int8 dot product that accumulates without saturating (u8 x s8 -> s32)
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 #: ops that compute on integers (a graph without any ran in float, whatever was asked)
@@ -174,11 +223,11 @@ class OrtSession(Session):
         if self._binding is not None:
             self._binding.clear_binding_inputs()
             self._binding.clear_binding_outputs()
-        self._binding = None  # type: ignore[assignment]
+        self._binding = None  # type: ignore[assignment]  # released on close
         self._inputs = {}
-        self._run = None  # type: ignore[assignment]
+        self._run = None  # type: ignore[assignment]  # released on close
         self._sync = None
-        self.session = None  # type: ignore[assignment]
+        self.session = None  # type: ignore[assignment]  # released on close
 
 
 class OnnxRuntimeBackend(Backend):
@@ -191,20 +240,27 @@ class OnnxRuntimeBackend(Backend):
     precisions = ("fp32", "fp16", "int8")
     #: one InferenceSession, a binding per replica: its run() is thread-safe
     max_concurrency = 16
-    options: ClassVar[dict[str, str]] = {
-        "execution_mode": "sequential or parallel (run independent graph branches concurrently); default sequential",
-        "inter_op_threads": "threads of the inter-op pool (used by execution_mode=parallel only); default 1",
-        "graph_optimization": "disable, basic, extended or all (onnxruntime graph optimisation level); default all",
-        "quantization": "int8 method: dynamic (quantize_dynamic) or static (QDQ, calibrated); default dynamic",
-        "quantize_ops": "int8: comma-separated op types to quantise (e.g. Gemm,MatMul); default all it can",
-        "calibration": "static int8 calibration: minmax or percentile; default minmax",
-        "calibration_samples": "static int8 calibration samples (model.calibration_inputs); default 256",
-        "provider": "CUDA only: default (CUDA provider) or tensorrt (TensorRT, CUDA as fallback); default default",
-    }
+    options: ClassVar[dict[str, Option]] = OPTIONS
+
+    #: the CPU and the GPU builds (either provides ``import onnxruntime``), and TensorRT for provider=tensorrt
+    packages = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
 
     @classmethod
     def availability(cls) -> Support:
         return module_available("onnxruntime")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """The build's execution providers and device (``bench doctor``)."""
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        return {
+            "version": ort.__version__,
+            "providers": providers,
+            "device": ort.get_device(),
+            "summary": "providers " + ", ".join(providers),
+        }
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:
@@ -222,28 +278,9 @@ class OnnxRuntimeBackend(Backend):
                 "int8 here is onnxruntime's quantize_dynamic/quantize_static, whose integer kernels "
                 "(MatMulInteger, QLinear*) the CUDA provider lacks: they would run on the CPU"
             )
+        # Option values were checked against OPTIONS (base.ok); what is left are combinations that a
+        # sweep makes and that would repeat another cell or cannot run on the cell's device.
         opts = cell.backend_options
-        for option, allowed in (
-            ("execution_mode", EXECUTION_MODES),
-            ("graph_optimization", GRAPH_OPTIMIZATION),
-            ("quantization", QUANTIZATIONS),
-            ("calibration", CALIBRATION_METHODS),
-            ("provider", PROVIDERS),
-        ):
-            if option in opts and opts[option] not in allowed:
-                return Support.no(
-                    f"backend '{cls.name}' option {option} must be one of {', '.join(allowed)}, got {opts[option]!r}"
-                )
-        for option in ("inter_op_threads", "calibration_samples"):
-            if option in opts:
-                value = opts[option]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    return Support.no(f"backend '{cls.name}' option {option} must be an integer >= 1, got {value!r}")
-        if "quantize_ops" in opts and not _op_list(opts["quantize_ops"]):
-            return Support.no(
-                f"backend '{cls.name}' option quantize_ops must be op types separated by commas (e.g. Gemm,MatMul), "
-                f"got {opts['quantize_ops']!r}"
-            )
         if cell.precision != "int8":
             # A sweep over quantization keeps its non-int8 cells once: under the default value only.
             if opts.get("quantization", DEFAULTS["quantization"]) != DEFAULTS["quantization"]:
@@ -274,7 +311,7 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         workdir = Path(workdir)
-        opts = {**DEFAULTS, **cell.backend_options}
+        opts = self.option_values(cell)
         device_kind, _, index = cell.device.partition(":")
         device_id = int(index) if index else 0
         on_device = device_kind == "cuda"
@@ -435,14 +472,6 @@ class OnnxRuntimeBackend(Backend):
             else:
                 binding.bind_output(name, "cuda", device_id)
         return binding, keep
-
-
-def _op_list(value: Any) -> tuple[str, ...]:
-    """``"Gemm, MatMul"`` -> ``("Gemm", "MatMul")``; empty for anything that is not such a list."""
-    if not isinstance(value, str):
-        return ()
-    ops = tuple(part.strip() for part in value.split(","))
-    return ops if all(op.isidentifier() for op in ops) else ()
 
 
 def _open(ort: Any, path: Path, so: Any, providers: list[tuple[str, dict[str, Any]]], cell: Cell) -> Any:

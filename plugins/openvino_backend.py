@@ -1,6 +1,6 @@
 """The OpenVINO backend (``openvino``): the model as OpenVINO IR on the CPU plugin, fp32/bf16/fp16, NNCF int8.
 
-The model goes PyTorch -> ONNX -> IR through :mod:`plugins.convert` (cached by content); int8 variants
+The model goes PyTorch -> ONNX (``harness.api.onnx_model``) -> IR, each cached by content; int8 variants
 (NNCF post-training quantisation, or int8 weight-only compression) are derived from that IR and cached
 the same way, so a sweep quantises once. OpenVINO and NNCF are imported inside
 :meth:`OpenVinoBackend.prepare` only: the CLI imports this module to list backends, and
@@ -32,16 +32,25 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import (
+    Backend,
+    Cell,
+    Conversion,
+    Model,
+    Option,
+    Session,
+    SkipCell,
+    Support,
+    cached,
+    cpu_flags,
+    digest,
+    hookimpl,
+    module_available,
+    onnx_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from harness.cells import Cell
-    from plugins.convert import Conversion
 
 HINTS = ("latency", "throughput")
 QUANTIZATIONS = ("ptq", "weights")
@@ -72,10 +81,6 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class OpenVinoSession(Session):
@@ -110,7 +115,7 @@ class OpenVinoSession(Session):
         return {name: np.array(self._request.get_tensor(name).data, copy=True) for name in self._output_names}
 
     def close(self) -> None:
-        self._infer = None  # type: ignore[assignment]
+        self._infer = None  # type: ignore[assignment]  # released on close
         self._request = None
         self.compiled = None
         self._arrays = {}
@@ -141,6 +146,19 @@ def _bound_request(compiled: Any, arrays: dict[str, np.ndarray]) -> tuple[Any, d
     return request, own
 
 
+def openvino_ir(onnx: Conversion, workdir: Path) -> Conversion:
+    """The ONNX model converted to OpenVINO IR (``model.xml`` + ``model.bin``, weights kept fp32),
+    cached by content like every conversion."""
+    import openvino as ov
+
+    key = digest("openvino-ir", onnx.key, ov.get_version())
+
+    def convert(folder: Path) -> None:
+        ov.save_model(ov.convert_model(str(onnx.path)), str(folder / "model.xml"), compress_to_fp16=False)
+
+    return cached("openvino", key, "model.xml", convert, workdir)
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
     description = (
@@ -152,63 +170,76 @@ class OpenVinoBackend(Backend):
     precisions = ("fp32", "bf16", "fp16", "int8")
     #: one compiled model, an infer request per replica
     max_concurrency = 16
-    options: ClassVar[dict[str, str]] = {
-        "hint": "PERFORMANCE_HINT: latency or throughput; default latency",
-        "streams": "NUM_STREAMS: a positive int or auto; default: what the hint picks",
-        "requests": (
+    options: ClassVar[dict[str, Option]] = {
+        "hint": Option("PERFORMANCE_HINT", choices=HINTS, default="latency"),
+        "streams": Option("NUM_STREAMS; default: what the hint picks", type=int, minimum=1, choices=("auto",)),
+        "requests": Option(
             "PERFORMANCE_HINT_NUM_REQUESTS: parallel requests the hint sizes streams for; the single-stream "
-            "load still runs one request"
+            "load still runs one request",
+            type=int,
+            minimum=1,
         ),
-        "quantization": (
-            "int8 only: ptq (NNCF post-training int8, calibrated) or weights (NNCF int8 weight-only); default ptq"
+        "quantization": Option(
+            "int8 only: ptq (NNCF post-training int8, calibrated) or weights (NNCF int8 weight-only)",
+            choices=QUANTIZATIONS,
+            default="ptq",
         ),
-        "calibration_samples": f"int8 ptq only: calibration samples; default {DEFAULT_CALIBRATION_SAMPLES}",
-        "shapes": "static (reshape to the cell's input shapes before compiling; faster) or dynamic; default static",
+        "calibration_samples": Option(
+            "int8 ptq only: calibration samples", type=int, minimum=1, default=DEFAULT_CALIBRATION_SAMPLES
+        ),
+        "shapes": Option(
+            "static (reshape to the cell's input shapes before compiling; faster) or dynamic",
+            choices=SHAPES,
+            default="static",
+        ),
     }
+
+    packages = ("openvino",)
 
     @classmethod
     def availability(cls) -> Support:
         return module_available("openvino")
 
     @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """The devices, the CPU plugin's capabilities and its default inference precision (``bench doctor``)."""
+        import openvino as ov
+
+        core = ov.Core()
+        info: dict[str, Any] = {"version": ov.get_version(), "devices": core.available_devices}
+        try:
+            info["cpu_capabilities"] = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            info["cpu_default_precision"] = core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+        except Exception as exc:  # a CPU plugin that cannot be asked: said, the rest still shown
+            info["cpu_error"] = str(exc)
+        details = ["devices " + ", ".join(info["devices"])]
+        if "cpu_capabilities" in info:
+            details.append("CPU capabilities " + ", ".join(info["cpu_capabilities"]))
+        if "cpu_default_precision" in info:
+            details.append(f"CPU default precision {info['cpu_default_precision']}")
+        info["summary"] = "; ".join(details)
+        if info.get("cpu_default_precision") not in (None, "f32"):
+            info["warnings"] = [
+                f"OpenVINO runs CPU models in {info['cpu_default_precision']} unless told otherwise: "
+                "bench sets the precision of every openvino cell explicitly"
+            ]
+        return info
+
+    @classmethod
     def supports(cls, cell: Cell) -> Support:
         base = super().supports(cell)
         if not base.ok:
             return base
+        # Option values were checked against the declarations (base.ok); what is left are the
+        # combinations a sweep makes that apply to int8 only, and what this machine can run.
         opts = cell.backend_options
-        hint = opts.get("hint", "latency")
-        if hint not in HINTS:
-            return Support.no(f"backend '{cls.name}' option hint must be one of {', '.join(HINTS)}, got {hint!r}")
-        streams = opts.get("streams")
-        if streams is not None and streams != "auto" and not _positive_int(streams):
+        if "quantization" in opts and cell.precision != "int8":
+            return Support.no(f"option quantization applies only with precision int8, not {cell.precision}")
+        if "calibration_samples" in opts and (cell.precision != "int8" or opts.get("quantization", "ptq") != "ptq"):
             return Support.no(
-                f"backend '{cls.name}' option streams must be a positive integer or auto, got {streams!r}"
+                "option calibration_samples applies only with precision int8 and quantization=ptq, "
+                f"not {cell.precision} with quantization={opts.get('quantization', 'ptq')}"
             )
-        requests = opts.get("requests")
-        if requests is not None and not _positive_int(requests):
-            return Support.no(f"backend '{cls.name}' option requests must be a positive integer, got {requests!r}")
-        shapes = opts.get("shapes", "static")
-        if shapes not in SHAPES:
-            return Support.no(f"backend '{cls.name}' option shapes must be one of {', '.join(SHAPES)}, got {shapes!r}")
-        if "quantization" in opts:
-            if cell.precision != "int8":
-                return Support.no(f"option quantization applies only with precision int8, not {cell.precision}")
-            if opts["quantization"] not in QUANTIZATIONS:
-                return Support.no(
-                    f"backend '{cls.name}' option quantization must be one of {', '.join(QUANTIZATIONS)}, "
-                    f"got {opts['quantization']!r}"
-                )
-        if "calibration_samples" in opts:
-            if cell.precision != "int8" or opts.get("quantization", "ptq") != "ptq":
-                return Support.no(
-                    "option calibration_samples applies only with precision int8 and quantization=ptq, "
-                    f"not {cell.precision} with quantization={opts.get('quantization', 'ptq')}"
-                )
-            if not _positive_int(opts["calibration_samples"]):
-                return Support.no(
-                    f"backend '{cls.name}' option calibration_samples must be a positive integer, "
-                    f"got {opts['calibration_samples']!r}"
-                )
         if cell.precision == "int8":
             nncf = module_available("nncf")
             if not nncf.ok:
@@ -233,8 +264,6 @@ class OpenVinoBackend(Backend):
         import numpy as np
         import openvino as ov
 
-        from plugins import convert
-
         opts = cell.backend_options
         workdir = Path(workdir)
         core = ov.Core()
@@ -247,8 +276,8 @@ class OpenVinoBackend(Backend):
                     f"{', '.join(capabilities)}): the hint would be emulated or silently run fp32"
                 )
 
-        onnx = convert.onnx_model(model, workdir)
-        ir = convert.openvino_ir(onnx, workdir)
+        onnx = onnx_model(model, workdir)
+        ir = openvino_ir(onnx, workdir)
         info.update(onnx.info("onnx_export"))
         info.update(ir.info("openvino_ir"))
         source = ir
@@ -287,9 +316,9 @@ class OpenVinoBackend(Backend):
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[cell.precision],
         }
         if "streams" in opts:
-            config["NUM_STREAMS"] = "AUTO" if opts["streams"] == "auto" else int(opts["streams"])  # type: ignore[arg-type]
+            config["NUM_STREAMS"] = "AUTO" if opts["streams"] == "auto" else int(opts["streams"])  # type: ignore[arg-type]  # OpenVINO takes str or int
         if "requests" in opts:
-            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(opts["requests"])  # type: ignore[arg-type]
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(opts["requests"])  # type: ignore[arg-type]  # OpenVINO takes str or int
         if cell.threads > 0:
             config["INFERENCE_NUM_THREADS"] = cell.threads
         info["compile_config"] = {key: str(value) for key, value in config.items()}
@@ -323,8 +352,6 @@ class OpenVinoBackend(Backend):
         import numpy as np
         import openvino as ov
 
-        from plugins import convert
-
         nncf = _import_nncf()
         calibration = {
             name: np.ascontiguousarray(array)
@@ -338,8 +365,8 @@ class OpenVinoBackend(Backend):
             "ignored_matmuls": ignored,
             "recipe": QUANTIZATION_RECIPE,
         }
-        data_key = convert.digest(*(array.tobytes() for array in calibration.values()), sorted(calibration))
-        key = convert.digest("nncf-ptq", ir.key, ov.get_version(), nncf.__version__, settings, data_key)
+        data_key = digest(*(array.tobytes() for array in calibration.values()), sorted(calibration))
+        key = digest("nncf-ptq", ir.key, ov.get_version(), nncf.__version__, settings, data_key)
 
         def build(folder: Path) -> None:
             items = [{name: array[i : i + 1] for name, array in calibration.items()} for i in range(samples)]
@@ -351,7 +378,7 @@ class OpenVinoBackend(Backend):
                 quantized = nncf.quantize(source, nncf.Dataset(items), **kwargs)
             ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
 
-        conversion = convert.cached("openvino-int8-ptq", key, "model.xml", build, workdir)
+        conversion = cached("openvino-int8-ptq", key, "model.xml", build, workdir)
         info.update(conversion.info("int8_ptq"))
         info["nncf_version"] = nncf.__version__
         info["quantization"] = (
@@ -366,11 +393,9 @@ class OpenVinoBackend(Backend):
         """NNCF int8 weight-only compression (asymmetric, per channel): weights stored int8, math in fp32."""
         import openvino as ov
 
-        from plugins import convert
-
         nncf = _import_nncf()
         mode = "int8_asym"
-        key = convert.digest("nncf-weights", ir.key, ov.get_version(), nncf.__version__, mode, QUANTIZATION_RECIPE)
+        key = digest("nncf-weights", ir.key, ov.get_version(), nncf.__version__, mode, QUANTIZATION_RECIPE)
 
         def build(folder: Path) -> None:
             source = ov.Core().read_model(str(ir.path))
@@ -378,7 +403,7 @@ class OpenVinoBackend(Backend):
                 compressed = nncf.compress_weights(source, mode=nncf.CompressWeightsMode.INT8_ASYM)
             ov.save_model(compressed, str(folder / "model.xml"), compress_to_fp16=False)
 
-        conversion = convert.cached("openvino-int8-weights", key, "model.xml", build, workdir)
+        conversion = cached("openvino-int8-weights", key, "model.xml", build, workdir)
         info.update(conversion.info("int8_weights"))
         info["nncf_version"] = nncf.__version__
         info["quantization"] = f"nncf.compress_weights {mode} (weight-only, per channel); activations fp32"

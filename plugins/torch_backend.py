@@ -6,6 +6,7 @@ backends, and :meth:`TorchBackend.supports` decides from the cell and ``/proc/cp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -15,16 +16,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Backend, Model, Session, Support, cache_dir, module_available
-from harness.environment import cpu_flags
-from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.api import (
+    Backend,
+    Cell,
+    Model,
+    Option,
+    Session,
+    SkipCell,
+    Support,
+    cache_dir,
+    cpu_flags,
+    hookimpl,
+    module_available,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
-
-    from harness.cells import Cell
 
 MODES = ("eager", "compile")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -109,8 +117,8 @@ class TorchSession(Session):
         return twin
 
     def close(self) -> None:
-        self._fn = None  # type: ignore[assignment]
-        self.module = None  # type: ignore[assignment]
+        self._fn = None  # type: ignore[assignment]  # released on close
+        self.module = None  # type: ignore[assignment]  # released on close
         self._inputs = ()
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
@@ -124,17 +132,35 @@ class TorchBackend(Backend):
     precisions = ("fp32", "fp16", "bf16", "int8")
     #: one module, inputs per replica; every call runs on its own thread
     max_concurrency = 8
-    options: ClassVar[dict[str, str]] = {
-        "mode": "eager or compile (torch.compile, default inductor); default eager",
-        "compile_mode": (
-            "torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs "
-            "(only with mode=compile)"
-        ),
+    options: ClassVar[dict[str, Option]] = {
+        "mode": Option("eager, or compile (torch.compile, default inductor)", choices=MODES, default="eager"),
+        "compile_mode": Option("torch.compile mode (only with mode=compile)", choices=COMPILE_MODES, default="default"),
     }
+
+    packages = ("torch",)
 
     @classmethod
     def availability(cls) -> Support:
         return module_available("torch")
+
+    @classmethod
+    def probe(cls) -> dict[str, Any]:
+        """torch's threads, CUDA build and devices, and whether oneDNN runs bf16 here (``bench doctor``)."""
+        import torch
+
+        info: dict[str, Any] = {
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda_available": torch.cuda.is_available(),
+            "cuda_build": torch.version.cuda,
+        }
+        if torch.cuda.is_available():
+            info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        with contextlib.suppress(Exception):  # a private op: absent from some builds
+            info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        cuda = ", ".join(info.get("cuda_devices", [])) or "no CUDA device"
+        info["summary"] = f"cuda {info['cuda_build'] or 'not built in'} ({cuda}); default threads {info['threads']}"
+        return info
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:
@@ -151,18 +177,10 @@ class TorchBackend(Backend):
             return Support.no("this CPU has no native bf16 (avx512_bf16/amx_bf16 absent): bf16 would be emulated")
         if device_kind == "cuda" and cell.precision == "int8":
             return Support.no("int8 here is dynamic quantisation, which PyTorch runs on CPU only")
-        mode = cell.backend_options.get("mode", "eager")
-        if mode not in MODES:
-            return Support.no(f"backend '{cls.name}' option mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if "compile_mode" in cell.backend_options:
-            compile_mode = cell.backend_options["compile_mode"]
-            if mode != "compile":
-                return Support.no("option compile_mode applies only with mode=compile")
-            if compile_mode not in COMPILE_MODES:
-                return Support.no(
-                    f"backend '{cls.name}' option compile_mode must be one of {', '.join(COMPILE_MODES)}, "
-                    f"got {compile_mode!r}"
-                )
+        # Option values were checked against the declarations (base.ok): a sweep over mode and
+        # compile_mode makes eager cells with a compile_mode, which would repeat the plain eager cell.
+        if "compile_mode" in cell.backend_options and cell.backend_options.get("mode", "eager") != "compile":
+            return Support.no("option compile_mode applies only with mode=compile")
         return Support.yes()
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
@@ -377,7 +395,7 @@ def _redirect_inductor_files(cache: Path, tmp: Path) -> Callable[[], None]:
                 if old_env[key] is None:
                     del os.environ[key]
                 else:
-                    os.environ[key] = old_env[key]  # type: ignore[assignment]
+                    os.environ[key] = old_env[key]  # type: ignore[assignment]  # not None: checked above
         if tempfile.tempdir == tmp_path:
             tempfile.tempdir = old_tempdir
 

@@ -43,7 +43,9 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 #: environment fields that must match for a comparison to mean something
 ENV_KEYS = ("cpu.model", "cpu.usable_cpus", "memory_total_mb", "gpus", "python")
-RUNTIME_PACKAGES = ("torch", "onnxruntime", "openvino", "numpy", "tensorrt")
+#: packages compared whatever the backends: the array library every input and output goes through
+#: (the backends' own runtimes come from their declarations, see :func:`runtime_packages`)
+CORE_RUNTIME_PACKAGES = ("numpy",)
 
 #: the screen's one-sided p-value below which a cell that looks slower is measured again
 SCREEN_ALPHA = 0.25
@@ -201,8 +203,19 @@ def _get(data: Mapping[str, Any], dotted: str) -> Any:
     return value
 
 
-def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[str]:
-    """The machine and runtime fields that differ between two runs' environments."""
+def runtime_packages(plugins: Sequence[str] = ()) -> tuple[str, ...]:
+    """numpy and every runtime distribution the registered backends declare (``Backend.packages``):
+    the packages whose versions two runs must share. The plugins are those of ``BENCH_PLUGINS``,
+    the entry points and ``plugins``; one that fails to load declares nothing."""
+    from harness.pluginmanager import explicit_plugins, registries
+
+    regs = registries(explicit_plugins(plugins), strict=False)
+    return tuple(dict.fromkeys([*CORE_RUNTIME_PACKAGES, *regs.runtime_packages()]))
+
+
+def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any], packages: Sequence[str]) -> list[str]:
+    """The machine fields and the versions of ``packages`` (see :func:`runtime_packages`) that differ
+    between two runs' environments."""
     out = []
     for key in ENV_KEYS:
         a, b = _get(base, key), _get(cand, key)
@@ -211,7 +224,7 @@ def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any]) -> list[st
             b = [g.get("name") for g in b or []]
         if a != b:
             out.append(f"{key}: {a!r} vs {b!r}")
-    for pkg in RUNTIME_PACKAGES:
+    for pkg in packages:
         a, b = _get(base, f"packages.{pkg}"), _get(cand, f"packages.{pkg}")
         if a != b:
             out.append(f"packages.{pkg}: {a!r} vs {b!r}")
@@ -299,8 +312,11 @@ def compare_runs(
     alpha: float = 0.01,
     allow_env_mismatch: bool = False,
     noise_floor: float = NOISE_FLOOR,
+    packages: Sequence[str] | None = None,
 ) -> Comparison:
-    """Compare two run folders; raises UsageError for runs that cannot be compared."""
+    """Compare two run folders; raises UsageError for runs that cannot be compared.
+
+    ``packages``: the runtime versions that must match (default :func:`runtime_packages`)."""
     if not 0 < threshold < 1:  # a fraction here; the user gave percent (--threshold 5 is 0.05)
         raise UsageError(f"the threshold must be above 0 % and below 100 % (got {threshold * 100:g} %)")
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
@@ -310,7 +326,9 @@ def compare_runs(
             f"{baseline} measured scenario '{bm.scenario.name}' and {candidate} '{cm.scenario.name}': "
             "compare runs of one scenario"
         )
-    diffs = env_differences(bm.environment, cm.environment)
+    if packages is None:
+        packages = runtime_packages()
+    diffs = env_differences(bm.environment, cm.environment, packages)
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "the runs come from different machines or runtime versions, so their numbers differ for reasons "

@@ -127,13 +127,16 @@ def confirm(
         cmp.apply_confirmation(result, [], how)
         return result
     base_run, cand_run = RunDir.open(baseline), RunDir.open(candidate)
-    diffs = cmp.env_differences(cand_run.manifest().environment, environment.fingerprint())
+    regs = registries(explicit_plugins(plugins), autoload=None)
+    packages = (*cmp.CORE_RUNTIME_PACKAGES, *regs.runtime_packages())
+    here = environment.fingerprint(regs.runtime_packages())
+    diffs = cmp.env_differences(cand_run.manifest().environment, here, packages)
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "--confirm measures again on this machine, which is not the candidate's: " + "; ".join(diffs)
             + " (run the comparison where the candidate ran, or pass --allow-env-mismatch)"
         )  # fmt: skip
-    scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run), repeats)
+    scenario = _scenario_for_remeasure(runner.stored_scenario(cand_run, regs), repeats)
     out_root = cand_run.path.parent / ".confirm"
     with (
         code_of(cand_run.manifest().environment) as cand_code,
@@ -142,7 +145,6 @@ def confirm(
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
-        regs = registries(explicit_plugins(plugins), autoload=None)
         cells = runner.select_cells(scenario, runner.RunOptions(cell_ids=set(ids)))
         planned = [p for p in runner.plan(cells, regs) if p.skip_reason is None]
         runs: dict[str, tuple[RunDir, Manifest]] = {}

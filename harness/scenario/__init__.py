@@ -4,7 +4,9 @@ A scenario is a small declarative YAML file (see ``scenarios/rec.yaml``). :func:
 reads it defensively (size limit, ``SafeLoader`` only, alias-bomb and depth limits, duplicate keys
 rejected) and validates it with a strict pydantic schema. Every problem becomes one line of a
 :class:`~harness.errors.ScenarioError`, ``"{file}:{line}: {key.path}: {message}"``, never a
-traceback. Loading is pure: no device probing, no environment writes, no runtime imports.
+traceback. Loading is pure: no device probing, no environment writes, no runtime imports; the
+plugins are asked (for the model shorthands ``Model.file_shorthand`` declares) only when ``model:``
+may use one, through the ``registries`` a command passes (else the default plugins).
 
 :func:`expand_cells` turns a validated scenario into the ordered list of :class:`~harness.cells.Cell`.
 
@@ -25,7 +27,7 @@ from harness.scenario.expansion import (
     usable_cpu_count,
 )
 from harness.scenario.loading import load_scenario, load_scenario_text
-from harness.scenario.model_ref import FILE_MODEL_KEYS, ModelRef
+from harness.scenario.model_ref import ModelRef, RegistriesSource
 from harness.scenario.safe_yaml import MAX_ALIASES, MAX_DEPTH, MAX_NODES, MAX_SCENARIO_BYTES
 from harness.scenario.schema import (
     BackendEntry,
@@ -40,7 +42,6 @@ from harness.scenario.schema import (
 from harness.scenario.types import LOADS, PRECISIONS
 
 __all__ = [
-    "FILE_MODEL_KEYS",
     "LOADS",
     "MAX_ALIASES",
     "MAX_DEPTH",
@@ -55,6 +56,7 @@ __all__ = [
     "Measurement",
     "ModelRef",
     "PeakSearchSettings",
+    "RegistriesSource",
     "Scenario",
     "describe",
     "expand_cells",

@@ -11,6 +11,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from harness.errors import ScenarioError
 from harness.scenario.messages import _format, _raise_problems
+from harness.scenario.model_ref import RegistriesSource
 from harness.scenario.safe_yaml import _NULL, MAX_SCENARIO_BYTES, _Builder, _check_graph, _compose, _line, _Loader
 from harness.scenario.schema import Scenario
 from harness.scenario.validation import _validate
@@ -67,7 +68,9 @@ def _node_kind(node: Node) -> str:
     return "a mapping"
 
 
-def _load(text: str, source: str, path: Path | None, base_dir: Path | None = None) -> Scenario:
+def _load(
+    text: str, source: str, path: Path | None, base_dir: Path | None = None, registries: RegistriesSource = None
+) -> Scenario:
     root = _compose(text, source)
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL and root.value in ("", "~")):
         raise ScenarioError(
@@ -87,7 +90,7 @@ def _load(text: str, source: str, path: Path | None, base_dir: Path | None = Non
     _raise_problems(source, builder.problems)
     if base_dir is None and path is not None:
         base_dir = Path(os.path.abspath(path)).parent
-    scenario = _validate(data, source, builder.locations, base_dir)
+    scenario = _validate(data, source, builder.locations, base_dir, registries)
     scenario._source_path = path
     scenario._source_name = source
     scenario._source_text = text
@@ -95,20 +98,32 @@ def _load(text: str, source: str, path: Path | None, base_dir: Path | None = Non
     return scenario
 
 
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
-    """Read, check and validate a scenario file; raise :class:`ScenarioError` on any problem."""
+def load_scenario(path: str | os.PathLike[str], *, registries: RegistriesSource = None) -> Scenario:
+    """Read, check and validate a scenario file; raise :class:`ScenarioError` on any problem.
+
+    ``registries`` (the registries, or a function that builds them) gives the model shorthands
+    (``model: {onnx: FILE}``): pass the plugins the command loads; ``None`` takes the default
+    plugins. They are asked only when ``model:`` may use a shorthand."""
     source = os.fspath(path)
     file = Path(source)
     text = _decode(_read(file, source), source)
-    return _load(text, source, file)
+    return _load(text, source, file, registries=registries)
 
 
-def load_scenario_text(text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None) -> Scenario:
+def load_scenario_text(
+    text: str,
+    source: str = "<string>",
+    base_dir: str | os.PathLike[str] | None = None,
+    *,
+    registries: RegistriesSource = None,
+) -> Scenario:
     """Validate a scenario given as text (tests, stored copies); ``source`` names it in messages.
 
     ``base_dir`` is the folder relative model file paths (``model: {onnx: FILE}``) are taken from:
     the original scenario file's folder for a stored copy; the current folder when not given.
+    ``registries``: as for :func:`load_scenario`.
     """
     if len(text) > MAX_SCENARIO_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SCENARIO_BYTES:
         raise _too_big(source, len(text.encode("utf-8", "surrogatepass")))
-    return _load(text, source, None, Path(os.path.abspath(base_dir)) if base_dir is not None else None)
+    folder = Path(os.path.abspath(base_dir)) if base_dir is not None else None
+    return _load(text, source, None, folder, registries)

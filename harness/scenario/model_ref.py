@@ -1,12 +1,21 @@
-"""``model:``: a model plugin by name with its options, or a user's model file (``{onnx: FILE}``,
-``{torch_export: FILE}``) resolved against the scenario's folder."""
+"""``model:``: a model plugin by name with its options, or a user's model file by the shorthand its
+model plugin declares (``{onnx: FILE}``, ``{torch_export: FILE}``: ``Model.file_shorthand``),
+resolved against the scenario's folder.
+
+The shorthands come from the model registry in the validation context (``registries``: the
+registries, or a function that builds them); without one, from the default plugins
+(:func:`harness.pluginmanager.default_registries`). The registry is asked only for a ``model:``
+that may use a shorthand (a mapping with keys besides ``name``, or with options): ``model: NAME``
+loads no plugin.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import (
     BaseModel,
@@ -19,14 +28,15 @@ from pydantic_core import PydanticCustomError
 from harness.scenario.messages import Loc, _kind
 from harness.scenario.types import _FROZEN, ModelOptions, PluginName, _shorthand
 
-#: ``model: {onnx: FILE}`` and ``model: {torch_export: FILE}``: the model plugin each key stands for,
-#: and the options that may sit beside the key (those of plugins/models/files.py, which its tests
-#: keep equal); the file's path becomes the option ``path``, resolved against the scenario's folder
-FILE_MODEL_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnx": ("onnx-file", ("shapes", "int_high")),
-    "torch_export": ("torch-export-file", ("shapes", "int_high")),
-}
-_FILE_MODEL_NAMES = {name: key for key, (name, _) in FILE_MODEL_KEYS.items()}
+if TYPE_CHECKING:
+    from harness.api import FileShorthand
+    from harness.pluginmanager import Registries
+
+#: what a scenario's validation is given to find the model shorthands: the registries, a function
+#: that builds them (called only when a shorthand may be in use), or None for the default plugins
+RegistriesSource = Union["Registries", Callable[[], "Registries"], None]
+#: a shorthand key -> (the model's name, its declaration)
+Shorthands = dict[str, tuple[str, "FileShorthand"]]
 
 
 def _model_file_error(message: str, at: Loc) -> PydanticCustomError:
@@ -51,22 +61,43 @@ def _resolve_model_file(value: Any, base_dir: Path | None, at: Loc, what: str) -
     return str(path)
 
 
-def _file_model(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+def _shorthands(source: RegistriesSource) -> Shorthands:
+    """The shorthands of the registered models (see :data:`RegistriesSource`)."""
+    if source is None:
+        from harness.pluginmanager import default_registries
+
+        return default_registries().file_shorthands()
+    if callable(source):
+        return source().file_shorthands()
+    return source.file_shorthands()
+
+
+def _may_use_shorthand(data: dict[str, Any]) -> bool:
+    """Whether ``model:`` may name a model file: keys besides ``name`` and ``options``, or options
+    (a path option of the long form to resolve)."""
+    return bool(set(data) - {"name", "options"}) or bool(data.get("options"))
+
+
+def _file_model(data: dict[str, Any], base_dir: Path | None, shorthands: Shorthands) -> dict[str, Any]:
     """``{onnx: FILE, shapes: ...}`` -> ``{name: onnx-file, options: {path: /abs/FILE, shapes: ...}}``
-    (likewise ``torch_export``); ``{name: onnx-file, options: {path: FILE}}`` gets its path resolved
-    the same way. Keys beside the file key must be that model's options: the schema stays strict."""
-    keys = [key for key in FILE_MODEL_KEYS if key in data]
+    (likewise every shorthand a model declares); ``{name: onnx-file, options: {path: FILE}}`` gets
+    its path resolved the same way. Keys beside the file key must be that model's options: the
+    schema stays strict."""
+    keys = [key for key in shorthands if key in data]
     if not keys:
-        name, options = data.get("name"), data.get("options")
-        if name in _FILE_MODEL_NAMES and isinstance(options, dict) and "path" in options:
-            what = "ONNX" if name == "onnx-file" else "torch.export"
-            path = _resolve_model_file(options["path"], base_dir, ("options", "path"), what)
-            return {**data, "options": {**options, "path": path}}
+        named, given = data.get("name"), data.get("options")
+        by_name = {model: declared for model, declared in shorthands.values()}
+        long_form = by_name.get(named) if isinstance(named, str) else None
+        if long_form is not None and isinstance(given, dict) and long_form.path_option in given:
+            at = ("options", long_form.path_option)
+            path = _resolve_model_file(given[long_form.path_option], base_dir, at, long_form.what)
+            return {**data, "options": {**given, long_form.path_option: path}}
         return data
     key = keys[0]
     if len(keys) > 1:
         raise _model_file_error(f"give one model file, '{key}' or '{keys[1]}', not both", (keys[1],))
-    name, allowed = FILE_MODEL_KEYS[key]
+    name, declared = shorthands[key]
+    allowed = declared.options
     options: dict[str, Any] = {}
     for other, value in data.items():
         if other == key:
@@ -74,31 +105,30 @@ def _file_model(data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
         if other == "name":
             message = (
                 f"'name' and '{key}' both pick the model; keep one "
-                f"('{key}: FILE' is short for {{name: {name}, options: {{path: FILE}}}})"
+                f"('{key}: FILE' is short for {{name: {name}, options: {{{declared.path_option}: FILE}}}})"
             )
             raise _model_file_error(message, ("name",))
         if other == "options":
+            example = f"{{{key}: FILE, {allowed[0]}: ...}}" if allowed else f"{{{key}: FILE}}"
             message = (
                 f"with '{key}: FILE' the model's options sit beside it, not under 'options' "
-                f"(e.g. {{{key}: FILE, {allowed[0]}: ...}}; options: {', '.join(allowed)})"
+                f"(e.g. {example}; options: {', '.join(allowed) or 'none'})"
             )
             raise _model_file_error(message, ("options",))
         if other not in allowed:
             close = difflib.get_close_matches(str(other), allowed, n=1, cutoff=0.6)
-            hint = (
-                f"did you mean '{close[0]}'?" if close else f"remove it (allowed beside '{key}': {', '.join(allowed)})"
-            )
+            beside = ", ".join(allowed) or "nothing"
+            hint = f"did you mean '{close[0]}'?" if close else f"remove it (allowed beside '{key}': {beside})"
             raise _model_file_error(f"unknown key '{other}'; {hint}", (str(other),))
         options[other] = value
-    what = "ONNX" if key == "onnx" else "torch.export (.pt2)"
-    options["path"] = _resolve_model_file(data[key], base_dir, (key,), what)
+    options[declared.path_option] = _resolve_model_file(data[key], base_dir, (key,), declared.what)
     return {"name": name, "options": options}
 
 
 class ModelRef(BaseModel):
     """The model plugin and its options; ``model: dlrm-small`` is short for ``{name: dlrm-small}``,
-    ``model: {onnx: FILE}`` for ``{name: onnx-file, options: {path: FILE}}`` (likewise
-    ``torch_export``), the path relative to the scenario file's folder."""
+    ``model: {onnx: FILE}`` for ``{name: onnx-file, options: {path: FILE}}`` (likewise every
+    shorthand a model plugin declares), the path relative to the scenario file's folder."""
 
     model_config = _FROZEN
 
@@ -109,7 +139,8 @@ class ModelRef(BaseModel):
     @classmethod
     def _from_shorthand(cls, data: Any, info: ValidationInfo) -> Any:
         data = _shorthand(data, "model")
-        if isinstance(data, dict):
-            base_dir = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-            data = _file_model(data, base_dir)
+        if isinstance(data, dict) and _may_use_shorthand(data):
+            context = info.context if isinstance(info.context, dict) else {}
+            shorthands = _shorthands(context.get("registries"))
+            data = _file_model(data, context.get("base_dir"), shorthands)
         return data

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from harness.names import NAME_RULE, valid_name
 from harness.scenario.messages import _kind, _show
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -30,7 +31,6 @@ LoadName = Literal["single_stream", "offline", "server", "multi_stream"]
 #: the load scenarios, MLPerf's four: single_stream runs on bench's own loop, the others on LoadGen
 LOADS: tuple[str, ...] = typing.get_args(LoadName)
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _DEVICE_RE = re.compile(r"cpu|cuda(?::[0-9]+)?")
 
 
@@ -69,12 +69,8 @@ def _sorted(values: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def _name(value: str) -> str:
-    if not _NAME_RE.fullmatch(value):
-        raise PydanticCustomError(
-            "scenario_name",
-            "a name may use only letters, digits, '_', '.' and '-' (got {value})",
-            {"value": _show(value)},
-        )
+    if not valid_name(value):
+        raise PydanticCustomError("scenario_name", NAME_RULE + " (got {value})", {"value": _show(value)})
     return value
 
 

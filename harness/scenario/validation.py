@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from harness.scenario.messages import Loc, _kind, _raise_problems
+from harness.scenario.model_ref import RegistriesSource
 from harness.scenario.schema import Scenario
 
 
@@ -92,10 +93,17 @@ def _describe_error(error: Any) -> tuple[Loc, str]:
     return loc, f"{message} (got {got})"
 
 
-def _validate(data: dict[str, Any], source: str, locations: dict[Loc, int], base_dir: Path | None = None) -> Scenario:
+def _validate(
+    data: dict[str, Any],
+    source: str,
+    locations: dict[Loc, int],
+    base_dir: Path | None = None,
+    registries: RegistriesSource = None,
+) -> Scenario:
     try:
-        # base_dir: the folder model file paths (model: {onnx: FILE}) are relative to
-        return Scenario.model_validate(data, context={"base_dir": base_dir})
+        # base_dir: the folder model file paths (model: {onnx: FILE}) are relative to;
+        # registries: where the model shorthands (onnx: ...) come from
+        return Scenario.model_validate(data, context={"base_dir": base_dir, "registries": registries})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
     problems: list[tuple[int | None, Loc, str]] = []

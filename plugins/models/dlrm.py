@@ -14,8 +14,7 @@ import functools
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from harness.api import Model
-from harness.hookspecs import hookimpl
+from harness.api import Model, hookimpl
 
 if TYPE_CHECKING:
     import numpy as np

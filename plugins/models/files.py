@@ -7,7 +7,7 @@ other dynamic axis needs a size, given with the option ``shapes`` (``{input: [ba
 exported with. Example inputs are random per dtype and deterministic per seed: floats standard
 normal, integers uniform in ``[0, int_high)``, booleans fair coins.
 
-Scenarios name these models with a shorthand (see :mod:`harness.scenario`):
+Scenarios name these models with the shorthand each declares (``Model.file_shorthand``):
 ``model: {onnx: path/to/model.onnx}`` or ``model: {torch_export: path/to/model.pt2}``, paths relative
 to the scenario file, other options beside the key.
 
@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import Model, Support
-from harness.hookspecs import hookimpl
+from harness.api import FileShorthand, Model, Support, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,7 +41,7 @@ BATCH = "batch"
 INT_HIGH_DEFAULT = 100
 #: input dtypes example inputs can be generated for (numpy names)
 SUPPORTED_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
-#: ``shapes`` and ``int_high`` may sit beside ``onnx:``/``torch_export:`` in a scenario; ``path`` is the key's value
+#: the options of both models; ``path`` is the shorthand key's value, the others may sit beside it
 FILE_MODEL_OPTIONS = ("path", "shapes", "int_high")
 
 
@@ -85,11 +84,10 @@ class _FileModel(Model):
 
     #: what the file is, for messages
     kind: ClassVar[str]
-    #: the scenario key of the shorthand, for messages
-    shorthand: ClassVar[str]
+    file_shorthand: ClassVar[FileShorthand]
 
     input_names: tuple[str, ...]  # type: ignore[misc]  # per instance: read from the file
-    output_names: tuple[str, ...]  # type: ignore[misc]
+    output_names: tuple[str, ...]  # type: ignore[misc]  # per instance: read from the file
 
     def __init__(self, path: Any = None, shapes: Any = None, int_high: Any = INT_HIGH_DEFAULT, **unknown: Any) -> None:
         if unknown:
@@ -101,7 +99,7 @@ class _FileModel(Model):
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             msg = (
                 f"model '{self.name}' needs the option path (the {self.kind} file); "
-                f"in a scenario: model: {{{self.shorthand}: path/to/file}}"
+                f"in a scenario: model: {{{self.file_shorthand.key}: path/to/file}}"
             )
             raise ValueError(msg)
         if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
@@ -146,7 +144,7 @@ class _FileModel(Model):
             if given is None:
                 msg = (
                     f"{self.path}: input '{raw.name}' has no shape in the file; give it with the option shapes, "
-                    f"e.g. {self.shorthand}: ..., shapes: {{{raw.name}: [{BATCH}, 16]}}"
+                    f"e.g. {self.file_shorthand.key}: ..., shapes: {{{raw.name}: [{BATCH}, 16]}}"
                 )
                 raise ModelFileError(msg)
             file_dims = (None,) * len(given)
@@ -173,7 +171,7 @@ class _FileModel(Model):
             elif axis == 0:
                 dims.append(BATCH)
             elif axis < len(raw.hints) and raw.hints[axis] is not None:
-                dims.append(int(raw.hints[axis]))  # type: ignore[arg-type]
+                dims.append(int(raw.hints[axis]))  # type: ignore[arg-type]  # a hint is a number here
             else:
                 example = [
                     BATCH if a == 0 and d is None else ("N" if d is None else d) for a, d in enumerate(file_dims)
@@ -358,7 +356,7 @@ class OnnxFile(_FileModel):
     name = "onnx-file"
     description = "a model given as an ONNX file (option path; shorthand model: {onnx: file.onnx}); no PyTorch form"
     kind = "ONNX"
-    shorthand = "onnx"
+    file_shorthand = FileShorthand("onnx", what="ONNX", options=FILE_MODEL_OPTIONS[1:])
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """The graph's inputs (initializers left out), outputs and parameter count, from the file's
@@ -749,7 +747,7 @@ class TorchExportFile(_FileModel):
         "shorthand model: {torch_export: file.pt2}); audited, never unpickled"
     )
     kind = "torch.export (.pt2)"
-    shorthand = "torch_export"
+    file_shorthand = FileShorthand("torch_export", what="torch.export (.pt2)", options=FILE_MODEL_OPTIONS[1:])
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """Inputs (names, dtypes, sizes, batch range), outputs and parameter count from the audited

@@ -23,8 +23,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.api import Model
-from harness.hookspecs import hookimpl
+from harness.api import Model, hookimpl
 
 if TYPE_CHECKING:
     import numpy as np

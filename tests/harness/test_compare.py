@@ -231,6 +231,7 @@ def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
     manifest = {"environment": {"git": {"commit": parent.stdout.strip(), "dirty": False}}}
     with confirm.code_of(manifest["environment"]) as code:
         assert code.available and code.path is not None
+        # the worker is where that commit had it: harness/executors/ now, harness/ before
         assert any((code.path / "harness" / where).is_file() for where in ("executors/worker.py", "worker.py"))
         checkout = code.path
     assert not checkout.exists()

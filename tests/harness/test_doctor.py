@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from conftest import bench
 from harness import doctor, environment
+from harness.pluginmanager import registries
 
 
 def test_doctor_json_reports_this_machine() -> None:
@@ -38,12 +41,60 @@ def test_doctor_text_names_runtimes_and_features() -> None:
         assert word in out.stdout
 
 
-def test_a_runtime_that_is_absent_or_fails_to_import_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert doctor.probe_runtime("bench_no_such_runtime_here") == {"installed": False}
-    monkeypatch.setitem(doctor.PROBES, "json", "import sys; sys.exit('broken build')")
-    found = doctor.probe_runtime("json")
-    assert found["installed"] is True
-    assert "exit 1" in found["error"] and "broken build" in found["error"]
+RUNTIMES = """
+import sys
+
+from harness.api import Backend, hookimpl
+
+
+class Absent(Backend):
+    name = "absent"
+    packages = ("bench-no-such-runtime-here",)
+
+    def prepare(self, model, cell, workdir):
+        raise NotImplementedError
+
+
+class Broken(Backend):
+    name = "broken"
+    packages = ("click",)
+
+    @classmethod
+    def probe(cls):
+        sys.exit("broken build")
+
+    def prepare(self, model, cell, workdir):
+        raise NotImplementedError
+
+
+@hookimpl
+def bench_register_backends(register):
+    register(Absent)
+    register(Broken)
+"""
+
+
+def test_a_runtime_that_is_absent_or_fails_to_import_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "doctor_runtimes_mod.py").write_text(RUNTIMES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    plugins = ["doctor_runtimes_mod"]
+    found = doctor.runtimes(registries(plugins, autoload=False), plugins, autoload=False)
+    assert found["bench-no-such-runtime-here"] == {"installed": False, "version": None, "backends": ["absent"]}
+    broken = found["click"]
+    assert broken["installed"] is True and broken["version"] == metadata.version("click")
+    assert "exit 1" in broken["error"] and "broken build" in broken["error"]
+    sys.modules.pop("doctor_runtimes_mod", None)
+
+
+def test_each_backend_says_what_its_probe_found() -> None:
+    found = doctor.runtimes(registries(autoload=True))
+    torch_info = found["torch"]
+    assert torch_info["backends"] == ["pytorch"] and "default threads" in torch_info["summary"]
+    assert found["onnxruntime"]["providers"] and found["onnxruntime"]["backends"] == ["onnxruntime"]
+    assert found["tensorrt"]["backends"] == ["onnxruntime"]  # a declared package, probed or not
 
 
 def test_warnings_for_a_busy_machine_and_a_gpu_torch_cannot_use() -> None:

@@ -85,12 +85,17 @@ def test_registers_both() -> None:
     assert [cls.name for cls in registered] == ["onnx-file", "torch-export-file"]
 
 
-def test_scenario_shorthand_allows_the_models_options() -> None:
-    from harness import scenario
+def test_each_model_declares_its_scenario_shorthand() -> None:
+    from harness.pluginmanager import registries
 
     beside = tuple(option for option in files.FILE_MODEL_OPTIONS if option != "path")
-    expected = {cls.shorthand: (cls.name, beside) for cls in (OnnxFile, TorchExportFile)}
-    assert expected == scenario.FILE_MODEL_KEYS
+    declared = registries(["plugins.models.files"], autoload=False).file_shorthands()
+    assert declared == {
+        "onnx": ("onnx-file", OnnxFile.file_shorthand),
+        "torch_export": ("torch-export-file", TorchExportFile.file_shorthand),
+    }
+    for cls in (OnnxFile, TorchExportFile):
+        assert cls.file_shorthand.options == beside and cls.file_shorthand.path_option == "path"
     assert set(files.FILE_MODEL_OPTIONS) == {"path", "shapes", "int_high"}
 
 
@@ -128,7 +133,7 @@ def test_onnx_example_inputs_are_deterministic(onnx_path: Path) -> None:
 
 
 def test_onnx_file_has_no_torch_form(onnx_path: Path, tmp_path: Path) -> None:
-    from plugins.convert import onnx_model
+    from harness.api import onnx_model
 
     model = OnnxFile(path=str(onnx_path), shapes={"ids": ["batch", 5]})
     support = model.torch_support()
@@ -263,7 +268,7 @@ def test_torch_export_round_trip(pt2_path: Path) -> None:
 
 
 def test_torch_export_through_onnx(pt2_path: Path, tmp_path: Path) -> None:
-    from plugins.convert import onnx_model
+    from harness.api import onnx_model
 
     model = TorchExportFile(path=str(pt2_path), int_high=10)
     conversion = onnx_model(model, tmp_path)

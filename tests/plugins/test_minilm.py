@@ -133,7 +133,7 @@ def test_dynamic_axes() -> None:
 def test_onnx_export_matches_torch(tmp_path: Path, module: torch.nn.Module) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from plugins.convert import onnx_model
+    from harness.api import onnx_model
 
     model = MiniLM(seq_len=16)  # exported at batch 2 x 16 tokens, run at other sizes: the axes stay dynamic
     conversion = onnx_model(model, tmp_path)

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.api import CACHE_DIR_ENV, Model, Support
+from harness.api import CACHE_DIR_ENV, Model, Support, onnx_model
 from harness.cells import Cell
 from harness.errors import SkipCell
 from harness.pluginmanager import registries
 from plugins import onnxruntime_backend
-from plugins.convert import onnx_model
 from plugins.models.dlrm import DLRMSmall
 from plugins.onnxruntime_backend import (
     ModelFileError,
@@ -96,7 +95,7 @@ def test_declarations() -> None:
     assert {"execution_mode", "inter_op_threads", "graph_optimization", "quantization", "provider"} <= set(
         OnnxRuntimeBackend.options
     )
-    assert all(isinstance(v, str) and v and "\n" not in v for v in OnnxRuntimeBackend.options.values())
+    assert all(spec.help and "\n" not in spec.help for spec in OnnxRuntimeBackend.option_specs().values())
     assert OnnxRuntimeBackend.availability().ok
 
 

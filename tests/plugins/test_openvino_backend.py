@@ -80,7 +80,7 @@ def test_declarations() -> None:
     assert "Intel GPUs" in OpenVinoBackend.description
     assert OpenVinoBackend.precisions == ("fp32", "bf16", "fp16", "int8")
     assert {"hint", "streams", "requests", "quantization"} <= set(OpenVinoBackend.options)
-    assert all(meaning and "\n" not in meaning for meaning in OpenVinoBackend.options.values())
+    assert all(spec.help and "\n" not in spec.help for spec in OpenVinoBackend.option_specs().values())
     assert OpenVinoBackend.availability().ok
 
 
@@ -115,16 +115,16 @@ def test_supports_defaults_and_options() -> None:
     [
         ({"fuse": True}, "fp32", "no option fuse"),
         ({"hint": "fast"}, "fp32", "option hint must be one of latency, throughput, got 'fast'"),
-        ({"streams": 0}, "fp32", "option streams must be a positive integer or auto, got 0"),
-        ({"streams": "many"}, "fp32", "option streams must be a positive integer or auto, got 'many'"),
-        ({"streams": True}, "fp32", "option streams must be a positive integer or auto"),
-        ({"requests": -1}, "fp32", "option requests must be a positive integer, got -1"),
+        ({"streams": 0}, "fp32", "option streams must be auto or an integer >= 1, got 0"),
+        ({"streams": "many"}, "fp32", "option streams must be auto or an integer >= 1, got 'many'"),
+        ({"streams": True}, "fp32", "option streams must be auto or an integer >= 1, got True"),
+        ({"requests": -1}, "fp32", "option requests must be an integer >= 1, got -1"),
         ({"shapes": "ragged"}, "fp32", "option shapes must be one of static, dynamic, got 'ragged'"),
         ({"quantization": "ptq"}, "fp32", "option quantization applies only with precision int8"),
         ({"quantization": "dynamic"}, "int8", "option quantization must be one of ptq, weights, got 'dynamic'"),
         ({"calibration_samples": 10}, "fp32", "calibration_samples applies only with precision int8"),
         ({"quantization": "weights", "calibration_samples": 10}, "int8", "and quantization=ptq"),
-        ({"calibration_samples": 0}, "int8", "calibration_samples must be a positive integer, got 0"),
+        ({"calibration_samples": 0}, "int8", "calibration_samples must be an integer >= 1, got 0"),
     ],
 )
 def test_supports_refuses_bad_options(options: dict[str, Any], precision: str, reason: str) -> None:

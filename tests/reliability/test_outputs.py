@@ -31,17 +31,18 @@ def _table_rows(markdown: str) -> list[list[str]]:
 
 @pytest.mark.usefixtures("fake_plugin")
 def test_junit_and_markdown_stay_valid_with_any_option_value(tmp_path: Path) -> None:
-    # the value reaches the cell's label through a sweep axis; a budget no cell meets puts the label
-    # in the broken-budget table and in a JUnit failure too
+    # the value reaches the cell's label through a sweep axis (spawn_tag: a free-text option, unused
+    # without fault=spawn); a budget no cell meets puts the label in the broken-budget table and in
+    # a JUnit failure too
     scenario = fake_scenario(tmp_path, extra="budgets: {p99_ms: 0.0001}\n")
-    text = scenario.read_text().replace("      fault: [none]\n", '      fault_at: ["a|b\\a\\x01"]\n')
+    text = scenario.read_text().replace("      fault: [none]\n", '      spawn_tag: ["a|b\\a\\x01"]\n')
     scenario.write_text(text)
     junit, md = tmp_path / "junit.xml", tmp_path / "summary.md"
     done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report", "--junit", str(junit),
                  "--summary-md", str(md))  # fmt: skip
     assert done.returncode == 0, done.stderr
     (record,) = journal(run_dirs(tmp_path / "r")[0])
-    assert record["config"]["backend_options"]["fault_at"] == NASTY and record["status"] == "ok"
+    assert record["config"]["backend_options"]["spawn_tag"] == NASTY and record["status"] == "ok"
 
     suite = ET.parse(junit).getroot().find("testsuite")  # parses: no character XML 1.0 forbids
     assert suite is not None

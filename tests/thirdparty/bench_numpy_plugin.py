@@ -42,6 +42,7 @@ class NumpyBackend(Backend):
     name = "numpy-ref"
     description = "numpy reference backend from a third-party plugin"
     precisions = ("fp32",)
+    packages = ("numpy",)  # its runtime: recorded with each run, shown by doctor, compared by compare
 
     @classmethod
     def supports(cls, cell):

@@ -1,5 +1,8 @@
-"""Model conversions the backends share: PyTorch -> ONNX, ONNX -> OpenVINO IR, and any derived file
-(quantised variants), each cached by content so a sweep converts a model once.
+"""The conversions backends share: PyTorch -> ONNX, and a content-keyed cache for any file a backend
+derives from it (OpenVINO IR, quantised variants), so a sweep converts a model once.
+
+Plugins reach these through :mod:`harness.api` (``onnx_model``, ``cached``, ``digest``,
+``file_digest``, ``Conversion``).
 
 A conversion lands in ``<cache>/<kind>/<key>/`` where ``<cache>`` is the results root's cache
 (:func:`harness.api.cache_dir`) or, under ``--no-cache``, the run's work folder. ``<key>`` hashes
@@ -7,7 +10,8 @@ everything the output depends on (the source's content, the converter's version 
 folder is built under a temporary name and renamed into place, so a killed conversion leaves nothing
 that looks finished, and two workers converting at once both end with one complete folder.
 
-Runtimes are imported inside the functions: backends import this module in the worker only.
+torch is imported inside the functions: importing this module (the CLI does, through
+:mod:`harness.api`) costs nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from harness.api import cache_dir
 
 if TYPE_CHECKING:
     from harness.api import Model
@@ -76,6 +78,8 @@ def cached(kind: str, key: str, filename: str, build: Callable[[Path], None], wo
 
     ``build`` writes ``filename`` (and any companion files) into the empty folder it is given.
     """
+    from harness.api import cache_dir  # harness.api re-exports this module: imported here, not at the top
+
     root = cache_dir(kind) or Path(workdir) / kind
     final = root / key
     if (final / filename).is_file():
@@ -153,15 +157,3 @@ def onnx_model(model: Model, workdir: Path) -> Conversion:
             )
 
     return cached("onnx", key, "model.onnx", export, workdir)
-
-
-def openvino_ir(onnx: Conversion, workdir: Path) -> Conversion:
-    """The ONNX model converted to OpenVINO IR (``model.xml`` + ``model.bin``, weights kept fp32)."""
-    import openvino as ov
-
-    key = digest("openvino-ir", onnx.key, ov.get_version())
-
-    def convert(folder: Path) -> None:
-        ov.save_model(ov.convert_model(str(onnx.path)), str(folder / "model.xml"), compress_to_fp16=False)
-
-    return cached("openvino", key, "model.xml", convert, workdir)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import onnx_export as convert
 from harness.api import CACHE_DIR_ENV
-from plugins import convert
 from plugins.models.dlrm import DLRMSmall
 
 
