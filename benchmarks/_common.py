@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT))
 
 def run_scenario_text(text: str, out_root: Path, plugins: tuple[str, ...] = ()) -> list[dict]:
     """Run a scenario given as YAML text; return its journal records."""
-    from harness.runner import RunOptions, run_scenario
+    from harness.planning import RunOptions
+    from harness.runner import run_scenario
     from harness.scenario import load_scenario_text
 
     scenario = load_scenario_text(text, source="<benchmark>")

@@ -1,4 +1,8 @@
-"""The command line: parse, call the library, map errors to exit codes. Nothing heavy at import."""
+"""The command line: parse, call the library, map errors to exit codes. Nothing heavy at import.
+
+One module for every command (run, report, recommend, compare, history, validate, list, doctor):
+its length is the count of commands and their documented options, each command's body a screen or
+less; the logic behind them lives in the library."""
 
 from __future__ import annotations
 
@@ -196,12 +200,12 @@ def run(
     allow_changed_inputs: bool,
 ) -> None:
     """Run a scenario's sweep (or --resume an interrupted one)."""
-    from harness import runner
+    from harness import planning, runner
     from harness.errors import UsageError
     from harness.output.files import check_writable
     from harness.output.progress import make_reporter
 
-    options = runner.RunOptions(
+    options = planning.RunOptions(
         out_root=Path(out_root),
         quick=quick,
         cache=cache,
@@ -587,13 +591,13 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
 @click.pass_context
 def validate(ctx: click.Context, scenario: str) -> None:
     """Check a scenario file (schema, names of models and backends) without running it."""
-    from harness import environment, runner
+    from harness import environment, planning
     from harness.scenario import describe, expand_cells
 
     loaded = _load(scenario, ctx)
     regs = _registries(ctx)
-    runner.check_scenario(loaded, regs)
-    planned = runner.plan(expand_cells(loaded, environment.usable_cpus()), regs)
+    planning.check_scenario(loaded, regs)
+    planned = planning.plan(expand_cells(loaded, environment.usable_cpus()), regs)
     skipped = [p for p in planned if p.skip_reason]
     click.echo(describe(loaded))
     click.echo(f"{len(planned)} cells: {len(planned) - len(skipped)} to run here, {len(skipped)} skipped")

@@ -1,78 +1,38 @@
-"""Sweep orchestration: plan the cells, run each in a worker, journal every result, write the tables."""
+"""Sweep orchestration: run each planned cell in a worker, journal every result, write the tables;
+resume an interrupted run. Planning lives in :mod:`harness.planning`, the input and disk guards in
+:mod:`harness.guards`."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import environment
-from harness.api import CACHE_DIR_ENV, CACHE_FOLDER, Backend
+from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
 from harness.cells import Cell
-from harness.errors import AllCellsFailed, BenchError, DiskFull, UsageError
+from harness.errors import AllCellsFailed, DiskFull
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
 from harness.manifest import Manifest
 from harness.pluginmanager import Registries, explicit_plugins, registries
 from harness.records import CellRecord, Job, ReferenceJob, StopRuleSettings
-from harness.store import FINAL_STATUSES, RESERVE_BYTES, RunDir, is_disk_full, new_run_id
+from harness.store import FINAL_STATUSES, RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
-
-#: --quick: a smoke run, every backend, option and precision kept, the smallest batch size only,
-#: short windows (compilation dominates a quick run: each torch.compile cell costs ~10 s to prepare)
-QUICK_MEASUREMENT = {
-    "warmup_s": 0.1,
-    "warmup_queries": 3,
-    "min_duration_s": 0.2,
-    "max_duration_s": 0.4,
-    "min_queries": 50,
-    "ci_rel_width": None,
-}
-#: what --quick does to LoadGen cells: short tests, a short peak search
-QUICK_LOADGEN = {
-    "min_duration_s": 1.0,
-    "min_query_count": 100,
-    "trial_duration_s": 0.5,
-    "max_trials": 6,
-}
-#: what a worker's failure says when the disk filled up under it (the cell is then run again on resume)
-_DISK_FULL_MARKERS = ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]")
-#: a failed cell on a disk with less than this left is taken as failed for want of space
-DISK_NEARLY_FULL_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    out_root: Path = Path("results")
-    quick: bool = False
-    backends: tuple[str, ...] = ()
-    batch_sizes: tuple[int, ...] = ()
-    precisions: tuple[str, ...] = ()
-    plugins: tuple[str, ...] = ()
-    autoload: bool | None = None
-    #: keep compiled artefacts (inductor kernels, converted models) in ``<out_root>/.cache`` across runs
-    cache: bool = True
-    command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
-    #: run only these cells (``bench compare --confirm`` re-measures regressed cells)
-    cell_ids: frozenset[str] | set[str] = frozenset()
-    #: measure with the harness and plugins of another checkout (``bench compare --confirm`` measures
-    #: the baseline's code this way); None: this checkout's
-    code_path: Path | None = None
-    #: --resume: go on although a model file changed since the run started (recorded in the manifest)
-    allow_changed_inputs: bool = False
-
-
-@dataclass(frozen=True)
-class PlannedCell:
-    cell: Cell
-    skip_reason: str | None = None
+from harness.guards import _failed_for_disk_space, check_inputs, disk_full_message, input_hashes
+from harness.planning import (
+    PlannedCell,
+    RunOptions,
+    check_scenario,
+    effective_loadgen,
+    effective_measurement,
+    plan,
+    select_cells,
+)
 
 
 class Reporter(Protocol):
@@ -98,136 +58,6 @@ class SilentReporter:
 
     def finish(self, run_dir: RunDir, records: list[CellRecord]) -> None:
         pass
-
-
-def check_scenario(scenario: Scenario, regs: Registries) -> None:
-    """What only the plugins can tell, as scenario errors at the line that caused them: unknown
-    model or backend names, model options the model refuses, backend options or values a backend
-    does not declare, a concurrency a backend cannot serve, a latency bound below a backend's
-    known service time."""
-    if scenario.model.name not in regs.models:
-        raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
-    try:  # bad model options and unusable model files fail here, before a run folder exists
-        regs.models.get(scenario.model.name)(**scenario.model.options)
-    except ValueError as exc:
-        raise scenario.error(("model",), str(exc)) from exc
-    for index, entry in enumerate(scenario.backends):
-        if entry.name not in regs.backends:
-            raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))
-        _check_backend_options(scenario, index, regs.backends.get(entry.name))
-    _check_loads(scenario, regs)
-
-
-def _check_backend_options(scenario: Scenario, index: int, backend: type[Backend]) -> None:
-    """Every option value the scenario gives the backend, against the backend's declarations: a
-    misspelt option or a value it does not take is the scenario's error, at its line, not a
-    skipped cell found after the sweep."""
-    entry = scenario.backends[index]
-    specs = backend.option_specs()
-    given: list[tuple[str, tuple[str | int, ...], Any]] = [
-        (name, ("options", name), value) for name, value in entry.options.items()
-    ]
-    for name, values in entry.sweep.items():
-        given += [(name, ("sweep", name, position), value) for position, value in enumerate(values)]
-    for name, where, value in given:
-        loc = ("backends", index, *where)
-        unknown = backend.unknown_option(name)
-        if unknown:
-            raise scenario.error(loc[:-1] if where[0] == "sweep" else loc, unknown)
-        problem = specs[name].problem(value)
-        if problem:
-            raise scenario.error(loc, f"backend '{backend.name}' option {name} {problem}")
-
-
-def _check_loads(scenario: Scenario, regs: Registries) -> None:
-    from harness.scenario import expand_cells
-
-    for cell in expand_cells(scenario, environment.usable_cpus()):
-        backend = regs.backends.get(cell.backend)
-        if cell.concurrency > backend.max_concurrency:
-            raise scenario.error(
-                ("concurrency",),
-                f"backend '{cell.backend}' serves at most {backend.max_concurrency} concurrent session(s) "
-                f"(its max_concurrency), not {cell.concurrency}: lower concurrency",
-            )
-        bound = cell.load_options.get("latency_bound_ms")
-        floor = backend.service_floor_ms(cell) if cell.load == "server" else None
-        if isinstance(bound, int | float) and floor is not None and bound < floor:
-            raise scenario.error(
-                ("loadgen", "latency_bound_ms"),
-                f"latency bound {bound:g} ms is below the service time of {cell.label} ({floor:g} ms): no load "
-                "can meet it; raise latency_bound_ms",
-            )
-
-
-def effective_measurement(scenario: Scenario, quick: bool) -> dict[str, Any]:
-    from harness.analysis import stats
-
-    m = scenario.measurement
-    settings: dict[str, Any] = {
-        "warmup_s": m.warmup_s,
-        "warmup_queries": m.warmup_queries,
-        "min_duration_s": m.min_duration_s,
-        "max_duration_s": m.max_duration_s,
-        "min_queries": m.min_queries or stats.min_queries_for(m.headline_percentile, m.confidence),
-        "headline_percentile": m.headline_percentile,
-        "confidence": m.confidence,
-        "ci_rel_width": m.ci_rel_width,
-    }
-    if quick:
-        settings.update(QUICK_MEASUREMENT)
-    return settings
-
-
-def effective_loadgen(scenario: Scenario, quick: bool) -> dict[str, Any]:
-    """LoadGen's settings as the workers get them (not part of any cell's identity)."""
-    from harness.scenario import loadgen_min_queries
-
-    lg = scenario.loadgen
-    per_cell = {"target_qps", "latency_bound_ms", "samples_per_query", "max_wait_us", "peak_search"}  # in the cells
-    settings: dict[str, Any] = {
-        **lg.model_dump(exclude=per_cell),
-        **lg.peak_search.model_dump(),
-        "min_query_count": loadgen_min_queries(lg, scenario.measurement.confidence),
-    }
-    if quick:
-        settings.update(QUICK_LOADGEN)
-    return settings
-
-
-def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
-    from harness.scenario import expand_cells
-
-    cells = expand_cells(scenario, environment.usable_cpus())
-    for flag, values, attr in (
-        ("--backend", options.backends, "backend"),
-        ("--precision", options.precisions, "precision"),
-        ("--batch-size", options.batch_sizes, "batch_size"),
-    ):
-        if not values:
-            continue
-        present = {getattr(c, attr) for c in cells}
-        missing = [v for v in values if v not in present]
-        if missing:
-            have = ", ".join(str(v) for v in sorted(present, key=str))
-            raise UsageError(f"{flag} {', '.join(map(str, missing))}: not in the scenario (it has {have})")
-        cells = [c for c in cells if getattr(c, attr) in values]
-    if options.cell_ids:
-        cells = [c for c in cells if c.id in options.cell_ids]
-    if options.quick:
-        smallest = min(c.batch_size for c in cells)
-        cells = [c for c in cells if c.batch_size == smallest]
-    return cells
-
-
-def plan(cells: Sequence[Cell], regs: Registries) -> list[PlannedCell]:
-    from harness.registry import safe_supports
-
-    planned = []
-    for cell in cells:
-        support = safe_supports(regs.backends.get(cell.backend), cell)
-        planned.append(PlannedCell(cell, None if support.ok else support.reason))
-    return planned
 
 
 def _worker_env(run: RunDir, cell: Cell, manifest: Manifest) -> dict[str, str]:
@@ -400,58 +230,6 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     return RunDir.create(options.out_root, run_id, manifest, command=options.command)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def input_hashes(scenario: Scenario, regs: Registries) -> dict[str, str]:
-    """sha256 of every file a run's numbers depend on, by absolute path: the scenario file and the
-    files its model reads (``Model.input_files``)."""
-    files = [Path(os.path.abspath(scenario.source_path))] if scenario.source_path else []
-    model = regs.models.get(scenario.model.name)(**scenario.model.options)
-    files += [Path(os.path.abspath(f)) for f in model.input_files()]
-    return {str(path): _sha256(path) for path in files if path.is_file()}
-
-
-def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) -> None:
-    """Refuse to resume a run whose model files changed since it started: its finished cells
-    measured the old files. ``allow_changed`` goes on and records what changed in the manifest."""
-    manifest = run.manifest()
-    scenario_path = manifest.scenario.path
-    changed: list[dict[str, Any]] = []
-    for name, digest in (manifest.inputs or {}).items():
-        try:
-            now: str | None = _sha256(Path(name))
-        except OSError:
-            now = None
-        if now == digest:
-            continue
-        if name == scenario_path:  # a resume runs the scenario stored in the manifest, not the file
-            warn(f"{name} changed since the run started; the resume runs the scenario as stored in {run.manifest_path}")
-            continue
-        changed.append({"path": name, "sha256_before": digest, "sha256_now": now, "at": time.time()})
-    if not changed:
-        return
-    what = "; ".join(
-        f"{c['path']}: " + ("missing now" if c["sha256_now"] is None else
-                             f"sha256 {c['sha256_before'][:12]}... at the start, {c['sha256_now'][:12]}... now")
-        for c in changed
-    )  # fmt: skip
-    if not allow_changed:
-        msg = (
-            f"{run.path}: a model file changed since the run started ({what}); its finished cells measured the old "
-            "file, so finishing it would mix two models in one run. Restore the file, or start a new run, or pass "
-            "--allow-changed-inputs to finish it anyway (recorded in the manifest)"
-        )
-        raise UsageError(msg)
-    warn(f"finishing {run.path} with changed model files ({what}); recorded in its manifest as changed_inputs")
-    run.update_manifest(changed_inputs=[*(manifest.changed_inputs or []), *changed])
-
-
 def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[CellRecord]:
     """Run every planned cell not yet in the journal; return all records of the run.
 
@@ -524,39 +302,6 @@ def _append(run: RunDir, record: CellRecord) -> None:
             run.append(record)  # a failure here propagates as a disk-full stop too: the line is cut back
         what = "was kept" if kept else "could not be kept (it runs again on resume)"
         raise DiskFull(disk_full_message(run, f"the disk filled up; the cell just finished {what}")) from exc
-
-
-def _failed_for_disk_space(run: RunDir, result: dict[str, Any]) -> bool:
-    """A cell that failed because the disk is full: its error says so, or (a worker that could not
-    even write its traceback) the run's disk has next to nothing left."""
-    if result.get("status") in ("ok", "skipped"):
-        return False
-    text = " ".join(str(result.get(key) or "") for key in ("reason", "stderr_tail", "traceback_tail"))
-    if any(marker in text for marker in _DISK_FULL_MARKERS):
-        return True
-    try:
-        return run.disk_free_bytes() < DISK_NEARLY_FULL_BYTES
-    except OSError:
-        return False
-
-
-def disk_full_message(run: RunDir, what: str) -> str:
-    """What happened, what is kept, how much room to make and how to go on."""
-    try:
-        state = run.state()
-        free_mb = run.disk_free_bytes() / 2**20
-        used = sum(f.stat().st_size for f in run.path.rglob("*") if f.is_file() and f.name != ".reserve")
-    except (OSError, BenchError):
-        return f"{what}; the disk is full under {run.path}: free space, then: bench run --resume {run.path}"
-    per_cell = used / max(state.recorded, 1)
-    left = max((state.planned or state.recorded) - state.recorded, 0)
-    need_mb = max(64.0, (per_cell * left + 2 * used + RESERVE_BYTES) / 2**20)
-    of = f"{state.recorded} of {state.planned}" if state.planned is not None else str(state.recorded)
-    return (
-        f"disk full: {what}. {run.path} has {free_mb:.1f} MiB free; {of} planned cells are kept in its journal and "
-        f"no cell was started after this. Free at least {need_mb:.0f} MiB (this run has used about "
-        f"{per_cell / 2**20:.1f} MiB per cell), then: bench run --resume {run.path}"
-    )
 
 
 def finish(run: RunDir, reporter: Reporter) -> list[CellRecord]:
@@ -647,4 +392,4 @@ def raise_if_nothing_measured(records: Sequence[Mapping[str, Any]], run: RunDir)
         raise AllCellsFailed(f"no cell produced a measurement ({counts}); see {run.path}/journal.jsonl")
 
 
-__all__ = ["PlannedCell", "Reporter", "RunOptions", "execute", "resume", "run_scenario"]
+__all__ = ["Reporter", "execute", "resume", "run_scenario"]

@@ -7,6 +7,10 @@ module to list backends, and :meth:`OnnxRuntimeBackend.supports` decides from th
 The timed call is one ``run_with_iobinding`` on inputs bound once in prepare (no per-call feed dict,
 no numpy conversion, outputs written into the buffer the first call allocated), plus an output
 synchronisation on CUDA.
+
+One module, at about 750 lines, as each built-in backend is: the runtime's whole adapter (options,
+precisions and their conversions, providers, the session and its IO binding) reads best in one place,
+and nothing in it is shared with another backend (what is shared lives in ``harness.api``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ the same way, so a sweep quantises once. OpenVINO and NNCF are imported inside
 :meth:`OpenVinoBackend.prepare` only: the CLI imports this module to list backends, and
 :meth:`OpenVinoBackend.supports` decides from the cell and ``/proc/cpuinfo`` alone.
 
+One module, as each built-in backend is: the runtime's whole adapter in one place.
+
 Why the session looks the way it does (measured on a 2-core EPYC, dlrm-small, see docs/plugins.md):
 
 - A Python ``request.infer(inputs)`` call spends 120-250 us at batch 1 creating and copying input

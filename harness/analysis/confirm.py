@@ -119,7 +119,7 @@ def confirm(
     reporter: Any = None,
 ) -> cmp.Comparison:
     """Measure ``result``'s suspects again and let that measurement decide them (in place)."""
-    from harness import runner
+    from harness import planning, runner
 
     ids = cmp.suspects(result, screen_alpha)
     how: dict[str, Any] = {"repeats": repeats, "screen_alpha": screen_alpha, "baseline": "", "runs": []}
@@ -145,11 +145,11 @@ def confirm(
         if not cand_code.available:
             raise UsageError(f"--confirm cannot measure the candidate {candidate} again: {cand_code.how}")
         sides = [("candidate", cand_code)] + ([("baseline", base_code)] if base_code.available else [])
-        cells = runner.select_cells(scenario, runner.RunOptions(cell_ids=set(ids)))
-        planned = [p for p in runner.plan(cells, regs) if p.skip_reason is None]
+        cells = planning.select_cells(scenario, planning.RunOptions(cell_ids=set(ids)))
+        planned = [p for p in planning.plan(cells, regs) if p.skip_reason is None]
         runs: dict[str, tuple[RunDir, Manifest]] = {}
         for name, code in sides:
-            options = runner.RunOptions(
+            options = planning.RunOptions(
                 out_root=out_root / name, plugins=plugins, cell_ids=set(ids), code_path=code.path,
                 command=f"bench compare --confirm {baseline} {candidate} ({name})",
             )  # fmt: skip

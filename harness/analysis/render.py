@@ -35,7 +35,7 @@ def quick_note(result: Comparison) -> str | None:
     quick = [side for side in ("baseline", "candidate") if result.quick.get(side)]
     if len(quick) != 1:
         return None
-    from harness.runner import QUICK_MEASUREMENT
+    from harness.planning import QUICK_MEASUREMENT
 
     side = quick[0]
     other = "candidate" if side == "baseline" else "baseline"

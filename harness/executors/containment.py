@@ -1,5 +1,8 @@
 """A cell is its worker's whole process tree: its memory is the tree's, and it all dies with the cell.
 
+(Kept whole, at about 600 lines: the three strategies share one interface and one end, the stop,
+kill and reap of a tree; split apart, that end would be written three times.)
+
 Runtimes start processes of their own (compiler workers, data loaders, servers they talk to); those
 may start more, leave their process group with ``setsid`` or outlive their parent. Three ways to
 hold them, picked at run time by probing what the kernel lets this process do:

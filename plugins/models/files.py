@@ -11,6 +11,11 @@ Scenarios name these models with the shorthand each declares (``Model.file_short
 ``model: {onnx: path/to/model.onnx}`` or ``model: {torch_export: path/to/model.pt2}``, paths relative
 to the scenario file, other options beside the key.
 
+One module for both file models (about 840 lines): they share their options, input resolution and
+example inputs (``_FileModel``); the rest is each format's defensive reader (ONNX's external-data
+and checker gates, the ``.pt2`` archive audit that never unpickles), which belongs beside the model
+it guards.
+
 onnx, torch and numpy are imported inside the functions: the CLI imports this module to list models.
 """
 

@@ -195,7 +195,8 @@ limits: {{timeout_s: 240}}
 
 
 def _run(model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    from harness.runner import RunOptions, run_scenario
+    from harness.planning import RunOptions
+    from harness.runner import run_scenario
     from harness.scenario import load_scenario_text
 
     # the workers import the test plugins by name, as they would an installed third-party plugin

@@ -12,8 +12,8 @@ import pytest
 from conftest import bench, fake_scenario, run_dirs
 from harness.api import Backend, Cell, Option, Session
 from harness.errors import ScenarioError
+from harness.planning import check_scenario
 from harness.pluginmanager import registries
-from harness.runner import check_scenario
 from harness.scenario import load_scenario_text
 
 

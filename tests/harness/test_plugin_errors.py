@@ -14,8 +14,8 @@ import pytest
 from conftest import bench, fake_scenario
 from harness.api import Cell
 from harness.errors import PluginError
+from harness.planning import plan
 from harness.pluginmanager import get_plugin_manager, registries
-from harness.runner import plan
 
 PluginModule = Callable[[str, str], str]
 

@@ -121,7 +121,8 @@ def test_the_kernel_oom_killer_at_the_cgroup_cap_is_told_apart(tmp_path: Path) -
 
 @pytest.mark.usefixtures("fake_plugin")
 def test_an_in_process_run_leaves_no_zombie_and_no_subreaper(tmp_path: Path, tag: str) -> None:
-    from harness.runner import RunOptions, run_scenario
+    from harness.planning import RunOptions
+    from harness.runner import run_scenario
     from harness.scenario import load_scenario
 
     scenario = fake_scenario(tmp_path, faults="[spawn, none]")
