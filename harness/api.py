@@ -109,9 +109,9 @@ class Option:
 
     A value is allowed when it is one of ``choices``, or (with ``type`` set) a value of that type,
     at least ``minimum`` for numbers, that ``check`` does not refuse. Without ``type`` only the
-    choices are allowed; with neither, any value is. ``Option("...", choices=("a", "b"))`` and
-    ``Option("...", type=int, minimum=1)`` are the common cases; ``Option("...", type=int,
-    minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
+    choices are allowed; with neither, any value that ``check`` does not refuse is.
+    ``Option("...", choices=("a", "b"))`` and ``Option("...", type=int, minimum=1)`` are the common
+    cases; ``Option("...", type=int, minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
     """
 
     #: what the option does, one line (``bench list backends`` shows it)
@@ -155,8 +155,8 @@ class Option:
             return None
         kinds = self._types()
         if not kinds:
-            if self.choices is None:
-                return None
+            if self.choices is None:  # any value, but for what ``check`` refuses
+                return self.check(value) if self.check is not None else None
             return f"must be {self.allowed()}, got {value!r}"
         if not _of_type(value, kinds) or (
             self.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool)
