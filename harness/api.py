@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import functools
+import importlib.metadata
 import importlib.util
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -171,10 +174,33 @@ class Option:
         return f"{self.help} ({self.allowed()}{default})"
 
 
+@functools.cache
+def _bench_extras() -> dict[str, str]:
+    """Distribution (normalised name) -> the first of bench's extras that installs it."""
+    try:
+        requirements = importlib.metadata.metadata("bench").get_all("Requires-Dist") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return {}
+    extras: dict[str, str] = {}
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9._-]+).*;.*extra\s*==\s*['\"]([\w.-]+)['\"]", requirement)
+        if match:
+            extras.setdefault(_normalised(match.group(1)), match.group(2))
+    return extras
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def module_available(name: str) -> Support:
-    """Whether ``import name`` would find the module, without importing it."""
+    """Whether ``import name`` would find the module, without importing it. The reason names the
+    extra of bench that installs it where there is one (``pip install 'bench[openvino]'`` for
+    ``nncf``)."""
     if importlib.util.find_spec(name) is None:
-        return Support.no(f"python package '{name}' is not installed (pip install 'bench[{name}]')")
+        extra = _bench_extras().get(_normalised(name))
+        hint = f" (pip install 'bench[{extra}]')" if extra else ""
+        return Support.no(f"python package '{name}' is not installed{hint}")
     return Support.yes()
 
 
