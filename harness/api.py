@@ -4,6 +4,9 @@ backends prepare) and the helpers the harness lends it.
 A plugin imports this module and no other part of ``harness``: what is here stays, what is
 elsewhere may move. Nothing heavy is imported here: runtimes (torch, onnxruntime, ...) are imported
 inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
+
+docs/plugins.md states when bench calls each member, from which process and thread, and lists every
+name here with its signature (tests/harness/test_plugin_docs.py keeps the two in step).
 """
 
 from __future__ import annotations
@@ -298,7 +301,8 @@ class Session(ABC):
     usable on the host (GPU sessions synchronise inside it).
     """
 
-    #: facts recorded with the result: precision that actually executed, thread settings, ...
+    #: facts recorded with the result: precision that actually executed, thread settings, ...; read
+    #: from the first session after the accuracy check, before :meth:`close`
     info: dict[str, Any]
 
     def __init__(self) -> None:
@@ -306,19 +310,23 @@ class Session(ABC):
 
     @abstractmethod
     def run(self) -> None:
-        """Run one batch on the bound inputs."""
+        """Run one batch on the bound inputs. Called on the worker's main thread, and under LoadGen
+        on a thread of the session's own while other sessions run (see :meth:`replica`)."""
 
     @abstractmethod
     def outputs(self) -> dict[str, np.ndarray]:
-        """Run one batch and return its outputs as numpy arrays keyed by output name."""
+        """Run one batch and return its outputs as numpy arrays keyed by output name (every name of
+        the model's ``output_names``, batch axis first): fresh copies, which the accuracy check
+        keeps from one call to the next."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what prepare acquired."""
 
     def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
-        """Copy new values, of the bound inputs' shapes, into the bound inputs (the accuracy check
-        runs the validation set this way, after measuring). Backends that cannot say so: the
-        cell's fidelity is then not measured, with this reason."""
+        """Copy new values, of the bound inputs' names, shapes and dtypes, into the bound inputs, so
+        that the next :meth:`outputs` computes on them (the accuracy check runs the validation set
+        this way, after measuring). This default raises NotImplementedError: the cell's accuracy is
+        then not measured, with its message as the reason."""
         raise NotImplementedError(f"{type(self).__name__} cannot rebind its inputs")
 
     def replica(self) -> Session | None:
@@ -373,7 +381,9 @@ class Backend(ABC):
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:
-        """Whether this backend can serve ``cell`` here; the default checks the declared lists."""
+        """Whether this backend can serve ``cell`` here. The default checks :meth:`availability`, the
+        declared ``devices`` and ``precisions``, and the option values; an override starts from
+        ``super().supports(cell)`` and returns it unless it is ok, or those checks are lost."""
         avail = cls.availability()
         if not avail.ok:
             return avail
@@ -426,9 +436,10 @@ class Backend(ABC):
 
     @abstractmethod
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
-        """Build, convert or compile the model for the cell and bind one batch of inputs.
+        """Build, convert or compile the model for the cell and bind one batch of inputs,
+        ``model.example_inputs(cell.batch_size, cell.seed)``.
 
         Runs in the worker; its wall time is the cell's ``prepare_s``. ``workdir`` is a folder
-        inside the run folder for caches and temporary files. Raise :class:`harness.errors.SkipCell`
-        when the cell cannot run here (the reason is recorded).
+        inside the run folder for caches and temporary files. Raise :class:`SkipCell` when the cell
+        cannot run here (the reason is recorded).
         """
