@@ -4,14 +4,20 @@ backends prepare) and the helpers the harness lends it.
 A plugin imports this module and no other part of ``harness``: what is here stays, what is
 elsewhere may move. Nothing heavy is imported here: runtimes (torch, onnxruntime, ...) are imported
 inside :meth:`Backend.prepare` and :meth:`Model.build_torch`, which run in the worker.
+
+docs/plugins.md states when bench calls each member, from which process and thread, and lists every
+name here with its signature (tests/harness/test_plugin_docs.py keeps the two in step).
 """
 
 from __future__ import annotations
 
 import builtins
 import difflib
+import functools
+import importlib.metadata
 import importlib.util
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,9 +115,9 @@ class Option:
 
     A value is allowed when it is one of ``choices``, or (with ``type`` set) a value of that type,
     at least ``minimum`` for numbers, that ``check`` does not refuse. Without ``type`` only the
-    choices are allowed; with neither, any value is. ``Option("...", choices=("a", "b"))`` and
-    ``Option("...", type=int, minimum=1)`` are the common cases; ``Option("...", type=int,
-    minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
+    choices are allowed; with neither, any value that ``check`` does not refuse is.
+    ``Option("...", choices=("a", "b"))`` and ``Option("...", type=int, minimum=1)`` are the common
+    cases; ``Option("...", type=int, minimum=1, choices=("auto",))`` allows ``auto`` or an integer >= 1.
     """
 
     #: what the option does, one line (``bench list backends`` shows it)
@@ -155,8 +161,8 @@ class Option:
             return None
         kinds = self._types()
         if not kinds:
-            if self.choices is None:
-                return None
+            if self.choices is None:  # any value, but for what ``check`` refuses
+                return self.check(value) if self.check is not None else None
             return f"must be {self.allowed()}, got {value!r}"
         if not _of_type(value, kinds) or (
             self.minimum is not None and isinstance(value, int | float) and not isinstance(value, bool)
@@ -171,10 +177,33 @@ class Option:
         return f"{self.help} ({self.allowed()}{default})"
 
 
+@functools.cache
+def _bench_extras() -> dict[str, str]:
+    """Distribution (normalised name) -> the first of bench's extras that installs it."""
+    try:
+        requirements = importlib.metadata.metadata("bench").get_all("Requires-Dist") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return {}
+    extras: dict[str, str] = {}
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9._-]+).*;.*extra\s*==\s*['\"]([\w.-]+)['\"]", requirement)
+        if match:
+            extras.setdefault(_normalised(match.group(1)), match.group(2))
+    return extras
+
+
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def module_available(name: str) -> Support:
-    """Whether ``import name`` would find the module, without importing it."""
+    """Whether ``import name`` would find the module, without importing it. The reason names the
+    extra of bench that installs it where there is one (``pip install 'bench[openvino]'`` for
+    ``nncf``)."""
     if importlib.util.find_spec(name) is None:
-        return Support.no(f"python package '{name}' is not installed (pip install 'bench[{name}]')")
+        extra = _bench_extras().get(_normalised(name))
+        hint = f" (pip install 'bench[{extra}]')" if extra else ""
+        return Support.no(f"python package '{name}' is not installed{hint}")
     return Support.yes()
 
 
@@ -272,7 +301,8 @@ class Session(ABC):
     usable on the host (GPU sessions synchronise inside it).
     """
 
-    #: facts recorded with the result: precision that actually executed, thread settings, ...
+    #: facts recorded with the result: precision that actually executed, thread settings, ...; read
+    #: from the first session after the accuracy check, before :meth:`close`
     info: dict[str, Any]
 
     def __init__(self) -> None:
@@ -280,19 +310,23 @@ class Session(ABC):
 
     @abstractmethod
     def run(self) -> None:
-        """Run one batch on the bound inputs."""
+        """Run one batch on the bound inputs. Called on the worker's main thread, and under LoadGen
+        on a thread of the session's own while other sessions run (see :meth:`replica`)."""
 
     @abstractmethod
     def outputs(self) -> dict[str, np.ndarray]:
-        """Run one batch and return its outputs as numpy arrays keyed by output name."""
+        """Run one batch and return its outputs as numpy arrays keyed by output name (every name of
+        the model's ``output_names``, batch axis first): fresh copies, which the accuracy check
+        keeps from one call to the next."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what prepare acquired."""
 
     def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
-        """Copy new values, of the bound inputs' shapes, into the bound inputs (the accuracy check
-        runs the validation set this way, after measuring). Backends that cannot say so: the
-        cell's fidelity is then not measured, with this reason."""
+        """Copy new values, of the bound inputs' names, shapes and dtypes, into the bound inputs, so
+        that the next :meth:`outputs` computes on them (the accuracy check runs the validation set
+        this way, after measuring). This default raises NotImplementedError: the cell's accuracy is
+        then not measured, with its message as the reason."""
         raise NotImplementedError(f"{type(self).__name__} cannot rebind its inputs")
 
     def replica(self) -> Session | None:
@@ -347,7 +381,9 @@ class Backend(ABC):
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:
-        """Whether this backend can serve ``cell`` here; the default checks the declared lists."""
+        """Whether this backend can serve ``cell`` here. The default checks :meth:`availability`, the
+        declared ``devices`` and ``precisions``, and the option values; an override starts from
+        ``super().supports(cell)`` and returns it unless it is ok, or those checks are lost."""
         avail = cls.availability()
         if not avail.ok:
             return avail
@@ -400,9 +436,10 @@ class Backend(ABC):
 
     @abstractmethod
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
-        """Build, convert or compile the model for the cell and bind one batch of inputs.
+        """Build, convert or compile the model for the cell and bind one batch of inputs,
+        ``model.example_inputs(cell.batch_size, cell.seed)``.
 
         Runs in the worker; its wall time is the cell's ``prepare_s``. ``workdir`` is a folder
-        inside the run folder for caches and temporary files. Raise :class:`harness.errors.SkipCell`
-        when the cell cannot run here (the reason is recorded).
+        inside the run folder for caches and temporary files. Raise :class:`SkipCell` when the cell
+        cannot run here (the reason is recorded).
         """

@@ -52,6 +52,9 @@ class BudgetBroken(BenchError):
 class SkipCell(Exception):
     """Raised by a backend during prepare when it cannot serve a cell here; the reason is recorded."""
 
+    #: why the cell cannot run here: the skipped cell's reason
+    reason: str
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

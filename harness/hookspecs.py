@@ -32,7 +32,7 @@ class RegisterModel(Protocol):
 def bench_register_backends(register: RegisterBackend) -> None:
     """Register backend classes: call ``register(cls)`` once per :class:`harness.api.Backend` subclass.
 
-    Called once per process when the registries are built (in the CLI and in every worker).
+    Called whenever the registries are built (in the CLI, and once in every worker).
     Must not import the runtime itself: keep heavy imports inside ``Backend.prepare``.
     A name already registered by another plugin is an error naming both plugins.
     """
@@ -42,6 +42,6 @@ def bench_register_backends(register: RegisterBackend) -> None:
 def bench_register_models(register: RegisterModel) -> None:
     """Register model classes: call ``register(cls)`` once per :class:`harness.api.Model` subclass.
 
-    Called once per process when the registries are built. Must not build weights or import torch:
+    Called whenever the registries are built. Must not build weights or import torch:
     that happens in ``Model.build_torch`` inside the worker.
     """

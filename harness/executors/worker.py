@@ -97,6 +97,7 @@ def run_job(job: Job, channel: Channel) -> dict[str, Any]:
             result = _loadgen(job, cell, sessions, peaks, channel, cell_dir)
         result.update(_outputs_check(session.outputs()))
         result.update(_fidelity(job, cell, session))
+        info = dict(session.info)  # before close(), which may release what info refers to
     finally:
         for each in sessions:
             each.close()
@@ -107,7 +108,7 @@ def run_job(job: Job, channel: Channel) -> dict[str, Any]:
         **result,
         **{f"peak_rss_mb_{phase}": mb for phase, mb in peaks.peaks_mb.items()},
         "peak_rss_per_phase": peaks.resettable,
-        "info": {**session.info, "model": model.params()},
+        "info": {**info, "model": model.params()},
     }
 
 

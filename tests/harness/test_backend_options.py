@@ -36,6 +36,9 @@ from harness.scenario import load_scenario_text
         (Option("m", type=(str, int)), 4, None),
         (Option("m"), [1], None),  # undeclared values: anything
         (Option("m", type=str, check=lambda v: None if "," in v else "must hold a comma"), "a", "must hold a comma"),
+        # without a type (nor choices) the check applies to any value
+        (Option("m", check=lambda v: None if isinstance(v, str) else "must be text"), 3, "must be text"),
+        (Option("m", check=lambda v: None if isinstance(v, str) else "must be text"), "x", None),
     ],
 )
 def test_option_problem(option: Option, value: Any, problem: str | None) -> None:

@@ -55,6 +55,7 @@ def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
         assert row.status == "ok"
         assert row.throughput_sps > 0
         assert row.outputs_finite
+        assert row.fidelity_ok and row.cosine > 0.999, row.fidelity_skipped  # set_inputs rebinds its inputs
     assert by_key[("fp32", 128)].status == "skipped"
     assert "up to 64" in by_key[("fp32", 128)].reason
     assert all(by_key[("int8", b)].status == "skipped" for b in (1, 16, 128))

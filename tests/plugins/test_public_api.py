@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 import harness
 import harness.api
@@ -62,3 +65,13 @@ def test_api_exports_what_plugins_need() -> None:
                  "cpu_flags", "hookimpl", "onnx_model", "cached", "digest", "file_digest", "Conversion"):  # fmt: skip
         assert name in harness.api.__all__ and hasattr(harness.api, name), name
     assert harness.hookimpl is harness.api.hookimpl  # the older spelling keeps working
+
+
+def test_module_available_names_the_extra_of_bench_that_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert harness.api.module_available("nncf").reason == (
+        "python package 'nncf' is not installed (pip install 'bench[openvino]')"
+    )
+    assert harness.api.module_available("torch").reason.endswith("(pip install 'bench[torch]')")
+    # a third-party runtime is no extra of bench: no bench extra to suggest
+    assert harness.api.module_available("my_runtime").reason == "python package 'my_runtime' is not installed"

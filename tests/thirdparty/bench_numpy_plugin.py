@@ -37,6 +37,9 @@ class NumpySession(Session):
     def outputs(self):
         return {"y": (self.x * self.x).sum(axis=1, keepdims=True)}
 
+    def set_inputs(self, arrays):
+        self.x[...] = arrays["x"]  # into the array run() reads: the accuracy check's validation set
+
 
 class NumpyBackend(Backend):
     name = "numpy-ref"
