@@ -38,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REGS = registries(PLUGINS, autoload=True)
 
+#: every backend's real runtime prepared (OpenVINO's int8 quantisation, torch.compile, ...): ~40 s in all
+pytestmark = pytest.mark.slow
+
 #: max abs error (relative where outputs exceed 1) and least cosine similarity vs the fp32 reference
 TOLERANCE = {
     "fp32": (1e-4, 0.99999),

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import harness
 from conftest import bench, run_dirs
@@ -25,6 +26,7 @@ measurement: {min_duration_s: 0.1, max_duration_s: 0.2, warmup_s: 0.01}
 """
 
 
+@pytest.mark.slow
 def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
     scenario = tmp_path / "third.yaml"
     scenario.write_text(SCENARIO)
