@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 SCENARIO ?= scenarios/rec.yaml
 
-.PHONY: setup bench test test-fast lint clean
+.PHONY: setup setup-browser bench test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 bench: setup
 	$(BIN)/bench run $(SCENARIO)
 
-test: setup
+# Debian's chromium for the report's browser tests, with apt-get when missing; never fails (says why).
+setup-browser:
+	@.ci/setup-browser
+
+test: setup setup-browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
