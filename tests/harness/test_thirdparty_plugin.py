@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import harness
-from conftest import bench, run_dirs
+from conftest import ROOT, bench, run_dirs
 
 #: the plugin lives in its own folder, outside the package, imported only by name
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "thirdparty"
@@ -54,3 +57,19 @@ def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
     assert all(by_key[("int8", b)].status == "skipped" for b in (1, 16, 128))
     assert "no precision 'int8'" in by_key[("int8", 1)].reason
     assert isinstance(frame, pd.DataFrame)
+
+
+@pytest.mark.slow
+def test_the_plugin_runs_the_conformance_suite_in_its_own_tests(tmp_path: Path) -> None:
+    """The plugin and its test file copied out of this repository and run with a bare pytest: bench's
+    conftest, pytest settings and markers play no part, as in the plugin author's own package."""
+    for name in ("bench_numpy_plugin.py", "test_bench_numpy_plugin.py"):
+        shutil.copy(PLUGIN_DIR / name, tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "--strict-markers", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "4 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+    assert f"rootdir: {tmp_path}" in done.stdout
