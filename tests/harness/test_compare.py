@@ -233,7 +233,7 @@ def test_the_code_of_an_older_commit_is_checked_out_and_removed() -> None:
         pytest.skip("not a git checkout with history: " + parent.stderr.strip())
     manifest = {"environment": {"git": {"commit": parent.stdout.strip(), "dirty": False}}}
     with confirm.code_of(manifest) as code:
-        assert code.available and code.path is not None and (code.path / "harness" / "worker.py").is_file()
+        assert code.available and code.path is not None and (code.path / "harness" / "__init__.py").is_file()
         checkout = code.path
     assert not checkout.exists()
     with confirm.code_of({"environment": {"git": {"commit": "0" * 40, "dirty": False}}}) as code:
