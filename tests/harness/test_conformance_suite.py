@@ -68,9 +68,10 @@ class RunWrites(NumpySession):
 
 
 def test_the_example_plugin_passes_every_check(tmp_path: Path) -> None:
-    suite = _suite(NumpyBackend)
-    for check in ("outputs", "repeatable", "replicas", "set_inputs"):
+    suite = _suite(NumpyBackend, _backend("concurrent", NumpySession, max_concurrency=4))
+    for check in ("outputs", "repeatable", "set_inputs"):
         _check(suite, check, "numpy-ref", tmp_path)
+    _check(suite, "replicas", "concurrent", tmp_path)  # the example serves one stream; this one three
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_the_example_plugin_passes_every_check(tmp_path: Path) -> None:
 def test_a_faulty_backend_fails_the_check(
     tmp_path: Path, session: type[NumpySession], check: str, message: str
 ) -> None:
-    suite = _suite(_backend("faulty", session))
+    suite = _suite(_backend("faulty", session, max_concurrency=4))
     with pytest.raises(AssertionError, match=re.escape(message)):
         _check(suite, check, "faulty", tmp_path)
 

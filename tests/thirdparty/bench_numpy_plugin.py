@@ -40,15 +40,11 @@ class NumpySession(Session):
     def set_inputs(self, arrays):
         self.x[...] = arrays["x"]
 
-    def replica(self):
-        return NumpySession(self.x.copy())
-
 
 class NumpyBackend(Backend):
     name = "numpy-ref"
     description = "numpy reference backend from a third-party plugin"
     precisions = ("fp32",)
-    max_concurrency = 4  # sessions share nothing a call writes: each replica has its own inputs
 
     @classmethod
     def supports(cls, cell):
