@@ -45,7 +45,7 @@ def _cli_functions(path: Path) -> set[str]:
     """Qualified names of the functions of a test module that start the real CLI, directly or
     through another function or fixture of the module they name."""
     tree = ast.parse(path.read_text())
-    functions: dict[str, ast.AST] = {}  # and module-level constants: a script a test hands to python -c
+    functions: dict[str, ast.AST] = {}  # and module-level constants: the text of a script a test runs
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions[node.name] = node
@@ -63,7 +63,11 @@ def _cli_functions(path: Path) -> set[str]:
             if qualname in found:
                 continue
             used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            used |= {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            used |= {  # a method of the same class
+                n.attr
+                for n in ast.walk(node)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")
+            }
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 used |= {a.arg for a in node.args.args}  # fixtures of the module it requests
             if any(names.get(name, set()) & found for name in used):
