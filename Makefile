@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 SCENARIO ?= scenarios/rec.yaml
 
-.PHONY: setup bench test lint clean
+.PHONY: setup setup-browser bench test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,20 @@ $(STAMP): pyproject.toml constraints.txt
 bench: setup
 	$(BIN)/bench run $(SCENARIO)
 
-test: setup
+# Debian's chromium for the report's browser tests, with apt-get when missing; never fails (says why).
+setup-browser:
+	@.ci/setup-browser
+
+test: setup setup-browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The tests that neither run the CLI in a subprocess (e2e) nor take over ~3 s (slow): ~40 s on a
+# 2-CPU machine, for the edit-test loop. `make test` runs them all.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 lint: setup
 	$(BIN)/ruff check --fix .

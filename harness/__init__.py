@@ -1,7 +1,7 @@
 """bench's core: scenario, measurement, store and report. Nothing here imports a runtime.
 
-Public API for plugin authors: :mod:`harness.api` and :data:`hookimpl`; for readers of results:
-:func:`load_results`.
+Public API for plugin authors: :mod:`harness.api` and :data:`hookimpl`, and for their tests the
+conformance suite, :mod:`harness.conformance`; for readers of results: :func:`load_results`.
 """
 
 from __future__ import annotations

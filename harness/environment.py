@@ -58,11 +58,11 @@ def cpu_flags() -> frozenset[str]:
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (affinity), not the machine's total."""
+    """CPUs this process may run on (its affinity mask where the OS has one), not the machine's total."""
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def memory_total_mb() -> float | None:
@@ -135,14 +135,4 @@ def fingerprint(packages: Sequence[str] = ()) -> dict[str, Any]:
         "gpus": gpus(),
         "packages": package_versions(list(dict.fromkeys([*CORE_PACKAGES, *packages]))),
         "git": git_commit(),
-    }
-
-
-def comparable_fields(env: dict[str, Any]) -> dict[str, Any]:
-    """The fields two runs must share for their numbers to be compared directly."""
-    return {
-        "cpu.model": env.get("cpu", {}).get("model"),
-        "cpu.usable_cpus": env.get("cpu", {}).get("usable_cpus"),
-        "gpus": [g.get("name") for g in env.get("gpus", [])],
-        **{f"packages.{k}": v for k, v in env.get("packages", {}).items() if k != "bench"},
     }

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,95 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     versions = environment.package_versions(("torch", "onnxruntime", "openvino", "numpy", "pluggy", "pydantic"))
     return ["runtimes: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]
+
+
+# --- what a test costs: the e2e marker by rule, the slow marker by hand -----------------------------
+
+#: ``python -m harness`` in a list literal or in the text of a script a test runs
+_CLI_TEXT = re.compile(r"""["']-m["'],\s*["']harness["']""")
+
+
+def _starts_the_cli(node: ast.AST) -> bool:
+    """Whether a function's body calls the ``bench`` helper below or starts ``python -m harness``."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "bench":
+            return True
+        if isinstance(sub, (ast.List, ast.Tuple)):
+            values = [e.value if isinstance(e, ast.Constant) else None for e in sub.elts]
+            if any(values[i : i + 2] == ["-m", "harness"] for i in range(len(values) - 1)):
+                return True
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and _CLI_TEXT.search(sub.value):
+            return True
+    return False
+
+
+def _cli_functions(path: Path) -> set[str]:
+    """Qualified names of the functions of a test module that start the real CLI, directly or
+    through another function or fixture of the module they name."""
+    tree = ast.parse(path.read_text())
+    functions: dict[str, ast.AST] = {}  # and module-level constants: the text of a script a test runs
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            functions[node.name] = node
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            functions[node.targets[0].id] = node
+        elif isinstance(node, ast.ClassDef):
+            functions.update({f"{node.name}.{sub.name}": sub for sub in node.body if isinstance(sub, ast.FunctionDef)})
+    names = {}  # what a body may call each function by: its name, or ``self.name`` for a method
+    for qualname in functions:
+        names.setdefault(qualname.rsplit(".", 1)[-1], set()).add(qualname)
+    found = {q for q, node in functions.items() if _starts_the_cli(node)}
+    while True:
+        more = set()
+        for qualname, node in functions.items():
+            if qualname in found:
+                continue
+            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            used |= {  # a method of the same class
+                n.attr
+                for n in ast.walk(node)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")
+            }
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                used |= {a.arg for a in node.args.args}  # fixtures of the module it requests
+            if any(names.get(name, set()) & found for name in used):
+                more.add(qualname)
+        if not more:
+            return found
+        found |= more
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that runs the real CLI in a subprocess (see ``_cli_functions``), so
+    a new one is marked without anyone remembering to."""
+    by_module: dict[Path, set[str]] = {}
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None or function.__module__ != getattr(item.module, "__name__", None):
+            continue  # a test built by a function of another module (harness.conformance): in-process
+        path = Path(item.module.__file__)
+        if path not in by_module:
+            by_module[path] = _cli_functions(path)
+        cli = by_module[path]
+        if function.__qualname__ in cli or cli & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+#: a test over this many seconds of call time without the ``slow`` marker is listed at the end
+SLOW_S = 3.0
+_unmarked_slow: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.duration > SLOW_S and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.write_sep("-", f"over {SLOW_S:.0f} s without @pytest.mark.slow (mark them, or speed them up)")
+        for nodeid, seconds in sorted(_unmarked_slow, key=lambda t: -t[1]):
+            terminalreporter.write_line(f"{seconds:6.1f}s {nodeid}")
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ if TYPE_CHECKING:
 
 #: least cosine similarity to the reference a precision passes with, unless the scenario says otherwise
 DEFAULT_MIN_COSINE = {"fp32": 0.999, "fp16": 0.995, "bf16": 0.995, "int8": 0.99}
-#: what each task's agreement measures
-AGREEMENT = {
-    "ctr": "share of samples on the same side of 0.5 as the reference (the click decision)",
-    "classification": "share of samples whose top-1 class matches the reference's",
-    "embedding": "mean cosine similarity of each sample's vector to the reference's",
-}
 REFERENCE_FOLDER = "reference"
 
 

@@ -1,10 +1,18 @@
 """Single-stream (closed loop) measurement: one query in flight, back to back.
 
-The loop times each call with ``perf_counter_ns`` and keeps the raw samples; statistics are taken
-after the window closes. Stop rule (DESIGN "Measurement"): the window lasts at least
-``min_duration_s`` and ``min_queries`` calls; after that it stops once the headline percentile's
-confidence interval is narrower than ``ci_rel_width`` of its value, and at ``max_duration_s`` at the
-latest. A window that reaches ``max_duration_s`` before ``min_queries`` is marked invalid.
+The first call is timed on its own (the cold start), then an untimed warm-up runs for at least
+``warmup_s`` and ``warmup_queries`` calls. In the window the loop times each call with
+``perf_counter_ns`` and keeps the raw samples, garbage collection paused; statistics are taken after
+the window closes.
+
+The stop rule: the window lasts at least ``min_duration_s`` and ``min_queries`` calls (when a
+scenario leaves ``min_queries`` null it is what the headline percentile needs for a two-sided
+confidence interval and an early-stopping estimate, :func:`harness.analysis.stats.min_queries_for`:
+662 for p99). After that it stops once the headline percentile's confidence interval is narrower
+than ``ci_rel_width`` of its value, checked again after each further 10 % of the elapsed window (at
+least 50 ms apart, so the checks stay few), and at ``max_duration_s`` at the latest. A window that
+reaches ``max_duration_s`` before ``min_queries`` is marked invalid: its tail percentiles rest on
+too few samples.
 """
 
 from __future__ import annotations

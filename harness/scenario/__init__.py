@@ -24,7 +24,6 @@ from harness.scenario.expansion import (
     load_variants,
     loadgen_min_queries,
     loadgen_seconds,
-    usable_cpu_count,
 )
 from harness.scenario.loading import load_scenario, load_scenario_text
 from harness.scenario.model_ref import ModelRef, RegistriesSource
@@ -65,5 +64,4 @@ __all__ = [
     "load_variants",
     "loadgen_min_queries",
     "loadgen_seconds",
-    "usable_cpu_count",
 ]

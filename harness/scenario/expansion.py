@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
 from typing import TYPE_CHECKING, Any
 
 from harness.cells import Cell, Scalar
 
 if TYPE_CHECKING:
     from harness.scenario.schema import BackendEntry, LoadGenSettings, Scenario
-
-
-def usable_cpu_count() -> int:
-    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def loadgen_min_queries(settings: LoadGenSettings, confidence: float = 0.95) -> int:

@@ -57,6 +57,7 @@ def _slowed(run: Path, dest: Path, factor: float, cells: int | None = None) -> P
     return dest
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_compare_flags_a_slowed_cell_and_leaves_the_rest(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2, 3]", service_ms=0.5, min_s=0.3, max_s=0.4)
@@ -94,6 +95,7 @@ def test_compare_flags_a_slowed_cell_and_leaves_the_rest(tmp_path: Path) -> None
     assert "3 unchanged" in bench("compare", str(base), str(small)).stdout
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_compare_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path)
@@ -137,6 +139,7 @@ def test_compare_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
         assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_history_lists_runs_and_finds_a_step(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, service_ms=0.5)
@@ -255,6 +258,7 @@ def test_an_installed_bench_without_git_measures_its_own_version_only(monkeypatc
         assert not code.available and "bench 0.0.0" in code.how
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]", service_ms=0.5, min_s=0.3, max_s=0.4)
@@ -293,6 +297,7 @@ def test_confirm_remeasures_and_drops_a_regression_that_does_not_hold(tmp_path: 
     assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_confirm_measures_the_baseline_with_its_own_code(tmp_path: Path) -> None:
     """The baseline side runs the baseline's checkout: here a copy whose fake backend is twice as
@@ -334,6 +339,7 @@ def test_every_field_of_the_json_is_documented() -> None:
     assert render.render_html(render.comparison_from_dict(data)) == render.render_html(result)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_run_repeats_override_the_scenario_for_a_nightly_gate(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path)

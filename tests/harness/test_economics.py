@@ -91,6 +91,7 @@ budgets: {p99_ms: 0.5, min_throughput_sps: 1}
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_budgets_gate_ci_with_junit_and_markdown(tmp_path: Path) -> None:
     # two cells: 0.2 ms per call meets a 0.5 ms p99 budget, 1.0 ms per call breaks it

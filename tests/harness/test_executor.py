@@ -13,6 +13,7 @@ def _statuses(run_dir: Path) -> dict[str, dict]:
     return {r["config"]["backend_options"].get("fault", "none"): r for r in journal(run_dir)}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_faults_are_told_apart_and_the_sweep_goes_on(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, faults="[raise, segfault, abort, exit, hang, skip, none]", timeout=4)
@@ -37,6 +38,7 @@ def test_faults_are_told_apart_and_the_sweep_goes_on(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_memory_cap_kills_and_records_oom(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, faults="[alloc, none]", timeout=60)

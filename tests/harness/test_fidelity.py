@@ -67,6 +67,7 @@ cost: {hourly_usd: 0.36}
 """
 
 
+@pytest.mark.slow
 def test_a_run_checks_every_cell_against_the_reference_and_prices_it(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the reference is PyTorch eager fp32")
     pytest.importorskip("onnxruntime")

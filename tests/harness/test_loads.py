@@ -26,6 +26,7 @@ loadgen:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, service_ms=1.0, extra=LOADS)
@@ -72,6 +73,7 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
     assert len(server_rows) == server["n_queries"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_peak_search_records_the_curve_and_concurrency_gets_replicas(tmp_path: Path) -> None:
     extra = """\

@@ -13,6 +13,7 @@ def test_docs_results_md_is_in_sync() -> None:
     assert (ROOT / "docs" / "results.md").read_text() == markdown(), "run: python -m harness.metrics > docs/results.md"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_every_field_of_a_real_run_is_documented(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, faults="[none, raise]")

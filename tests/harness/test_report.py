@@ -19,6 +19,7 @@ def assert_self_contained(html: str) -> None:
     assert not RESOURCE.search(html), RESOURCE.search(html)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_report_renders_and_escapes(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, faults="[none, raise]")
@@ -50,6 +51,7 @@ def _runs(tmp_path: Path, n: int, name: str = "fake.yaml") -> list[Path]:
     return run_dirs(out)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_one_run_and_three_merged_runs(tmp_path: Path) -> None:
     runs = _runs(tmp_path, 3)
@@ -87,6 +89,7 @@ def test_one_run_and_three_merged_runs(tmp_path: Path) -> None:
     assert all(run.name in table for run in runs)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_stored_label_with_markup_comes_out_escaped(tmp_path: Path) -> None:
     (run_dir,) = _runs(tmp_path, 1)
@@ -104,6 +107,7 @@ def test_a_stored_label_with_markup_comes_out_escaped(tmp_path: Path) -> None:
     assert "\\u003cscript\\u003ealert(3)" in html  # in the charts' JSON
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_bad_report_input_is_a_clear_error(tmp_path: Path) -> None:
     first = _runs(tmp_path, 1)[0]
@@ -125,25 +129,15 @@ def test_bad_report_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _chromium() -> str:
-    """Debian's chromium, installed here when it is missing and the machine lets us (root, apt)."""
+    """Debian's chromium; `make setup-browser` (run by `make test`) installs it where it can."""
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
-    if shutil.which("apt-get") and hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
-        install = ["apt-get", "install", "-y", "-q", "chromium"]
-        try:
-            if subprocess.run(install, capture_output=True, timeout=900, check=False).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=300, check=False)
-                subprocess.run(install, capture_output=True, timeout=900, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"Debian's chromium could not be installed here: {exc}")
-        found = shutil.which("chromium")
-        if found:
-            return found
-    pytest.skip("Debian's chromium is not installed and cannot be installed here (needs root and apt)")
+    pytest.skip("chromium is not installed: `make setup-browser` installs it with apt-get, or says why it cannot")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
     browser = _chromium()
@@ -169,6 +163,7 @@ def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_many_series_keep_whole_distinct_legend_entries_in_a_real_browser(tmp_path: Path) -> None:
     """15 configurations: 15 lines a chart, 30 in the latency chart (each cell's p50 and p99). As

@@ -14,6 +14,7 @@ import harness
 from conftest import ROOT, bench, fake_scenario, journal, run_dirs
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_kill_9_then_resume_keeps_every_cell_exactly_once(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2, 3, 4, 5, 6]", min_s=0.3, max_s=0.4)
@@ -57,6 +58,7 @@ def test_kill_9_then_resume_keeps_every_cell_exactly_once(tmp_path: Path) -> Non
     assert len(journal(run_dir)) == 6, "a second resume must run nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_resume_after_a_torn_journal_line(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]")
@@ -70,6 +72,7 @@ def test_resume_after_a_torn_journal_line(tmp_path: Path) -> None:
     assert sorted(r["config"]["batch_size"] for r in journal(run_dir)) == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_run_records_manifest_measurement_and_json_output(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 8]", service_ms=0.5)
@@ -96,6 +99,7 @@ def test_run_records_manifest_measurement_and_json_output(tmp_path: Path) -> Non
         assert cell["p50_ms"] == pytest.approx(0.5, rel=0.03)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_cache_folder_is_shared_across_runs_unless_no_cache(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path)
@@ -113,6 +117,7 @@ def test_cache_folder_is_shared_across_runs_unless_no_cache(tmp_path: Path) -> N
     assert seen[1] == (None, None)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_filters_and_quick(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2, 4, 8]")
@@ -127,6 +132,7 @@ def test_filters_and_quick(tmp_path: Path) -> None:
     assert "--batch-size 3: not in the scenario" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_noisy_cell_is_flagged_and_measured_again(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, min_s=0.5, max_s=0.6)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import harness
-from conftest import bench, fake_scenario, run_dirs
+from conftest import ROOT, bench, fake_scenario, run_dirs
 
 #: the plugin lives in its own folder, outside the package, imported only by name
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "thirdparty"
@@ -36,6 +39,7 @@ def plugin_env(*modules: str, path: Path = PLUGIN_DIR) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_third_party_plugin_runs_a_sweep(tmp_path: Path) -> None:
     scenario = tmp_path / "third.yaml"
     scenario.write_text(SCENARIO)
@@ -124,3 +128,20 @@ def test_a_runtime_only_a_plugin_declares_is_recorded_and_compared(tmp_path: Pat
     refused = bench("compare", str(run), str(other), env=env)
     assert refused.returncode == 2 and "packages.PyYAML" in refused.stderr and "--allow-env-mismatch" in refused.stderr
     assert bench("compare", str(run), str(other), "--allow-env-mismatch", env=env).returncode == 0
+
+
+@pytest.mark.slow
+def test_the_plugin_runs_the_conformance_suite_in_its_own_tests(tmp_path: Path) -> None:
+    """The plugin and its test file copied out of this repository and run with a bare pytest: bench's
+    conftest, pytest settings and markers play no part, as in the plugin author's own package."""
+    for name in ("bench_numpy_plugin.py", "test_bench_numpy_plugin.py"):
+        shutil.copy(PLUGIN_DIR / name, tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "--strict-markers", str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "3 passed, 1 skipped" in done.stdout, done.stdout[-3000:]
+    assert "numpy-ref serves one stream (max_concurrency 1)" in done.stdout  # the reason, with -rs
+    assert f"rootdir: {tmp_path}" in done.stdout

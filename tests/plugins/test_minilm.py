@@ -130,6 +130,7 @@ def test_dynamic_axes() -> None:
     assert axes["sentence_embedding"] == {0: "batch"}
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_torch(tmp_path: Path, module: torch.nn.Module) -> None:
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

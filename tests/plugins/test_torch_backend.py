@@ -256,6 +256,7 @@ def test_prepare_refuses_what_supports_refuses(model: DLRMSmall, tmp_path: Path)
 # --- torch.compile (slow: two cells only) ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compile_fp32_batch1(model: DLRMSmall, tmp_path: Path) -> None:
     tempdir_before = tempfile.tempdir
     env_before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -277,6 +278,7 @@ def test_compile_fp32_batch1(model: DLRMSmall, tmp_path: Path) -> None:
     assert os.environ.get("TMPDIR") == tmpdir_env_before
 
 
+@pytest.mark.slow
 def test_compile_reuses_the_shared_cache(model: DLRMSmall, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     infos = []
@@ -293,6 +295,7 @@ def test_compile_reuses_the_shared_cache(model: DLRMSmall, tmp_path: Path, monke
     assert not (tmp_path / "work" / "torchinductor" / "fxgraph").exists()  # kernels went to the cache
 
 
+@pytest.mark.slow
 def test_compile_fp32_small_batch(model: DLRMSmall, prepared: Any) -> None:
     session = prepared(cell(batch_size=4, mode="compile"))
     session.run()

@@ -76,6 +76,7 @@ def _expected_accounting(strategy: str) -> str:
     return containment.available() if strategy == "auto" else strategy
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_what_an_ok_cell_started_dies_with_it(tmp_path: Path, tag: str, strategy: str) -> None:
     record = _run(tmp_path, "[spawn]", f"spawn_tag: {tag}, spawn_children: 3, spawn_mb: 16")["spawn"]
@@ -98,6 +99,7 @@ def test_a_grandchild_over_the_cap_makes_the_cell_oom(tmp_path: Path, tag: str, 
     assert _alive_with_marker(tag) == []
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_timed_out_cell_takes_its_children_along(tmp_path: Path, tag: str, strategy: str) -> None:
     started = time.monotonic()
@@ -119,6 +121,7 @@ def test_the_kernel_oom_killer_at_the_cgroup_cap_is_told_apart(tmp_path: Path) -
     assert record["exit_code"] == -signal.SIGKILL
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_an_in_process_run_leaves_no_zombie_and_no_subreaper(tmp_path: Path, tag: str) -> None:
     from harness.planning import RunOptions
@@ -149,6 +152,7 @@ def _ppid_state(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[0]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_hung_and_crashed_cells_leave_their_stacks(tmp_path: Path) -> None:
     by_fault = _run(tmp_path, "[hang, segfault]", "fault_at: run", timeout=3)
@@ -175,6 +179,7 @@ def test_a_cell_the_harness_kills_for_memory_leaves_where_it_allocated(
     assert "in _allocate" in record["stderr_tail"], record["stderr_tail"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_cgroup_left_by_a_killed_run_is_removed_by_the_next(tmp_path: Path, tag: str) -> None:
     folder = containment.cgroup_folder()

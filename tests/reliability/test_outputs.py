@@ -29,6 +29,7 @@ def _table_rows(markdown: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_junit_and_markdown_stay_valid_with_any_option_value(tmp_path: Path) -> None:
     # the value reaches the cell's label through a sweep axis (spawn_tag: a free-text option, unused
@@ -89,6 +90,7 @@ def test_limits_that_are_not_finite_or_are_negative_are_refused(args: list[str],
     assert option in out.stderr and "Traceback" not in out.stderr and not out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_threshold_is_in_percent_everywhere_and_a_fraction_looking_one_is_flagged(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path)
@@ -121,6 +123,7 @@ def _fault_runs(tmp_path: Path) -> tuple[Path, Path]:
     return base, cand
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_cells_not_measured_in_both_runs_are_listed_apart_with_why(tmp_path: Path) -> None:
     base, cand = _fault_runs(tmp_path)
@@ -183,6 +186,7 @@ def test_history_of_a_run_folder_points_at_its_results_root(tmp_path: Path) -> N
     assert bench("history", str(tmp_path / "r")).returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_comparing_a_quick_run_with_a_full_one_says_which_is_quick(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path)
@@ -237,6 +241,7 @@ def _many_series_scenario(tmp_path: Path, lines: int) -> Path:
     return scenario
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
 def test_chart_lines_keep_distinct_names_and_looks(tmp_path: Path) -> None:
     scenario = _many_series_scenario(tmp_path, 11)

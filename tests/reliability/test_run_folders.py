@@ -77,6 +77,7 @@ def _no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
 
 
 # -- 1. one writer per run folder ---------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_resume_is_refused_while_the_first_runs_and_no_cell_is_measured_twice(tmp_path: Path) -> None:
     run_dir = _interrupted_run(tmp_path)
     first = _start("run", "--resume", str(run_dir), "--no-report")
@@ -99,6 +100,7 @@ def test_a_second_resume_is_refused_while_the_first_runs_and_no_cell_is_measured
     assert len(harness.load_results(run_dir)) == 10
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_no_stale_lock(tmp_path: Path) -> None:
     run_dir = _interrupted_run(tmp_path, batches="[1, 2, 3]")
     assert (run_dir / ".lock").exists()  # the file stays; the kernel dropped the lock with the process
@@ -113,6 +115,7 @@ def _corrupt_journal_middle(run_dir: Path) -> None:
     (run_dir / "journal.jsonl").write_text(lines[0] + "garbage{\n" + "".join(lines[1:]))
 
 
+@pytest.mark.slow
 def test_a_corrupt_sibling_breaks_neither_report_nor_history_nor_a_new_run(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2]")
     out_root = tmp_path / "r"
@@ -175,6 +178,7 @@ def _file_model_run(tmp_path: Path) -> tuple[Path, Path]:
     return run_dir, folder
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_model_file_unless_allowed(tmp_path: Path) -> None:
     run_dir, folder = _file_model_run(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -195,6 +199,7 @@ def test_resume_refuses_a_changed_model_file_unless_allowed(tmp_path: Path) -> N
 
 
 # -- 8. resume from anywhere ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_resume_from_another_folder_finds_a_relative_model_file(tmp_path: Path) -> None:
     run_dir, folder = _file_model_run(tmp_path)
     elsewhere = tmp_path / "elsewhere"
@@ -224,6 +229,7 @@ def test_unwritable_outputs_are_refused_before_the_sweep(tmp_path: Path) -> None
     assert not out_root.exists(), "nothing ran"
 
 
+@pytest.mark.slow
 def test_an_output_that_breaks_during_the_run_keeps_the_summary_and_results(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1, 2, 3]", min_s=0.3, max_s=0.4)
     ci = tmp_path / "ci"
@@ -300,6 +306,7 @@ report.write_text(json.dumps(state))
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_keeps_the_journal_whole_and_resume_completes(tmp_path: Path) -> None:
     if not shutil.which("unshare") or not shutil.which("mount"):
         pytest.skip("needs unshare and mount to make a small tmpfs")
@@ -334,6 +341,7 @@ def test_a_full_disk_stops_the_run_keeps_the_journal_whole_and_resume_completes(
 
 
 # -- 6. manifests of the wrong shape -------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["[]", "null", '{"schema_version": 1}'])
 def test_a_manifest_of_the_wrong_shape_is_a_clear_error_for_every_reader(tmp_path: Path, content: str) -> None:
     scenario = fake_scenario(tmp_path, batches="[1]")
@@ -356,6 +364,7 @@ def test_a_manifest_of_the_wrong_shape_is_a_clear_error_for_every_reader(tmp_pat
     _no_traceback(history)
 
 
+@pytest.mark.slow
 def test_manifest_errors_name_the_key(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1]")
     assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
@@ -371,6 +380,7 @@ def test_manifest_errors_name_the_key(tmp_path: Path) -> None:
 
 
 # -- 13. incomplete runs say so ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_an_interrupted_run_is_marked_incomplete_in_report_compare_and_recommend(tmp_path: Path) -> None:
     run_dir = _interrupted_run(tmp_path, batches="[1, 2, 3, 4]")
     n = _journal_len(run_dir)
@@ -390,6 +400,7 @@ def test_an_interrupted_run_is_marked_incomplete_in_report_compare_and_recommend
 
 
 # -- 15 and 17. signals ------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
 )
