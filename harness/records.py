@@ -28,8 +28,8 @@ STATUSES: tuple[str, ...] = get_args(Status)
 
 
 @dataclass(frozen=True)
-class StopRuleSettings:
-    """When a single-stream window stops, as the worker gets it (harness.measure.single_stream.StopRule)."""
+class StopRule:
+    """When a single-stream window stops (harness.measure.single_stream documents the rule)."""
 
     warmup_s: float
     warmup_queries: int
@@ -38,7 +38,7 @@ class StopRuleSettings:
     min_queries: int
     headline_percentile: float
     confidence: float
-    ci_rel_width: float | None
+    ci_rel_width: float | None  # None: no early stop, run to max_duration_s
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Job:
     cell: Mapping[str, Any]  # Cell.config(): the cell's identity
     repeat: int
     attempt: int
-    rule: StopRuleSettings
+    rule: StopRule
     percentiles: tuple[float, ...]
     noise_threshold: float
     loadgen: Mapping[str, Any] | None  # LoadGen's settings (LoadGen cells)
@@ -67,7 +67,7 @@ class Job:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
         values = dict(data)
-        values["rule"] = StopRuleSettings(**values["rule"])
+        values["rule"] = StopRule(**values["rule"])
         values["percentiles"] = tuple(values["percentiles"])
         values["plugins"] = tuple(values["plugins"])
         return cls(**values)

@@ -18,7 +18,7 @@ from harness.errors import AllCellsFailed, DiskFull
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
 from harness.manifest import Manifest
 from harness.pluginmanager import Registries, explicit_plugins, registries
-from harness.records import CellRecord, Job, ReferenceJob, StopRuleSettings
+from harness.records import CellRecord, Job, ReferenceJob, StopRule
 from harness.store import FINAL_STATUSES, RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def _worker_env(run: RunDir, cell: Cell, manifest: Manifest) -> dict[str, str]:
 def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest) -> Job:
     settings = manifest.settings
     m = settings.measurement
-    rule = StopRuleSettings(
+    rule = StopRule(
         m.warmup_s, m.warmup_queries, m.min_duration_s, m.max_duration_s, m.min_queries, m.headline_percentile,
         m.confidence, m.ci_rel_width,
     )  # fmt: skip

@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,9 +145,9 @@ def _noise_fields(job: Job, start: Any, end: Any, wall_s: float) -> dict[str, An
 def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict[str, Any]:
     from harness.analysis import stats
     from harness.measure import noise
-    from harness.measure.single_stream import StopRule, run_window
+    from harness.measure.single_stream import run_window
 
-    rule = StopRule(**asdict(job.rule))
+    rule = job.rule
     marks: dict[str, Any] = {}
 
     def on_phase(phase: str) -> None:

@@ -26,20 +26,9 @@ from time import perf_counter_ns
 import numpy as np
 
 from harness.analysis import stats
+from harness.records import StopRule
 
 _NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class StopRule:
-    warmup_s: float
-    warmup_queries: int
-    min_duration_s: float
-    max_duration_s: float
-    min_queries: int
-    headline_percentile: float
-    confidence: float
-    ci_rel_width: float | None  # None: no early stop, run to max_duration_s
 
 
 @dataclass
@@ -133,3 +122,6 @@ def run_window(call: Callable[[], object], rule: StopRule, on_phase: Callable[[s
         min_queries_met=len(latencies) >= min_q,
         ci_checks=checks,
     )
+
+
+__all__ = ["StopRule", "Window", "run_window"]

@@ -10,14 +10,14 @@ from harness.records import (
     CellRecord,
     Job,
     ReferenceJob,
-    StopRuleSettings,
+    StopRule,
     UndocumentedField,
     job_from_json,
 )
 
 
 def _job() -> Job:
-    rule = StopRuleSettings(0.1, 3, 0.2, 0.4, 50, 99.0, 0.95, None)
+    rule = StopRule(0.1, 3, 0.2, 0.4, 50, 99.0, 0.95, None)
     return Job(
         cell={"model": "toy", "backend": "fake", "batch_size": 1}, repeat=1, attempt=0, rule=rule,
         percentiles=(50.0, 99.0), noise_threshold=0.1, loadgen=None, reference=None, fidelity=None, timeout_s=30.0,

@@ -17,7 +17,7 @@ import pytest
 
 from harness.cells import Cell
 from harness.executors.worker import Channel, run_job
-from harness.records import Job, StopRuleSettings
+from harness.records import Job, StopRule
 
 PLUGIN = """
 import threading
@@ -115,7 +115,7 @@ def _reference(tmp_path: Path, samples: int) -> dict[str, Any]:
 
 
 def _job(tmp_path: Path, cell: Cell, loadgen: dict[str, Any] | None = None) -> Job:
-    rule = StopRuleSettings(0.0, 2, 0.02, 0.05, 5, 50.0, 0.95, None)
+    rule = StopRule(0.0, 2, 0.02, 0.05, 5, 50.0, 0.95, None)
     return Job(
         cell=cell.config(), repeat=0, attempt=0, rule=rule, percentiles=(50.0,), noise_threshold=1.0,
         loadgen=loadgen, reference=_reference(tmp_path, 5), fidelity={}, timeout_s=60.0,
