@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.cells import Cell, Scalar
 from harness.environment import cpu_flags
 from harness.errors import SkipCell
-from harness.hookspecs import hookimpl
+from harness.hookspecs import RegisterBackend, RegisterModel, hookimpl
 from harness.onnx_export import Conversion, cached, digest, file_digest, onnx_model
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ __all__ = [
     "FileShorthand",
     "Model",
     "Option",
+    "RegisterBackend",
+    "RegisterModel",
     "Scalar",
     "Session",
     "SkipCell",

@@ -638,6 +638,8 @@ def list_(ctx: click.Context, what: str) -> None:
             avail = safe_availability(cls)
             state = "available" if avail.ok else f"unavailable: {avail.reason}"
             click.echo(f"{name:<14} {state}")
+            if cls.description:
+                click.echo(f"{'':<14} {cls.description}")
             click.echo(
                 f"{'':<14} devices {', '.join(cls.devices)}; precisions {', '.join(cls.precisions)}; "
                 f"plugin {regs.backends.owner(name)}"

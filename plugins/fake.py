@@ -17,7 +17,18 @@ from pathlib import Path
 from time import perf_counter_ns, sleep
 from typing import Any, ClassVar
 
-from harness.api import Backend, Cell, Model, Option, Session, SkipCell, cache_dir, hookimpl
+from harness.api import (
+    Backend,
+    Cell,
+    Model,
+    Option,
+    RegisterBackend,
+    RegisterModel,
+    Session,
+    SkipCell,
+    cache_dir,
+    hookimpl,
+)
 
 #: the tail of a simulated call that spins without yielding the GIL
 _YIELD_UNTIL_NS = 200_000
@@ -262,10 +273,10 @@ def _spawn(children: int, grandchild_mb: int, tag: str) -> list[int]:
 
 
 @hookimpl
-def bench_register_backends(register: Any) -> None:
+def bench_register_backends(register: RegisterBackend) -> None:
     register(FakeBackend)
 
 
 @hookimpl
-def bench_register_models(register: Any) -> None:
+def bench_register_models(register: RegisterModel) -> None:
     register(ToyModel)

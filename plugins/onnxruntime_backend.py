@@ -31,6 +31,7 @@ from harness.api import (
     Conversion,
     Model,
     Option,
+    RegisterBackend,
     Session,
     SkipCell,
     Support,
@@ -774,5 +775,5 @@ def _count_engines(info: dict[str, Any]) -> int:
 
 
 @hookimpl
-def bench_register_backends(register: Any) -> None:
+def bench_register_backends(register: RegisterBackend) -> None:
     register(OnnxRuntimeBackend)

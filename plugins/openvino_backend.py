@@ -40,6 +40,7 @@ from harness.api import (
     Conversion,
     Model,
     Option,
+    RegisterBackend,
     Session,
     SkipCell,
     Support,
@@ -499,5 +500,5 @@ def executed_precision(runtime_model: Any) -> dict[str, Any]:
 
 
 @hookimpl
-def bench_register_backends(register: Any) -> None:
+def bench_register_backends(register: RegisterBackend) -> None:
     register(OpenVinoBackend)

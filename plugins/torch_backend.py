@@ -21,6 +21,7 @@ from harness.api import (
     Cell,
     Model,
     Option,
+    RegisterBackend,
     Session,
     SkipCell,
     Support,
@@ -403,5 +404,5 @@ def _redirect_inductor_files(cache: Path, tmp: Path) -> Callable[[], None]:
 
 
 @hookimpl
-def bench_register_backends(register: Any) -> None:
+def bench_register_backends(register: RegisterBackend) -> None:
     register(TorchBackend)

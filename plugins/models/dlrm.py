@@ -14,7 +14,7 @@ import functools
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from harness.api import Model, hookimpl
+from harness.api import Model, RegisterModel, hookimpl
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,5 +181,5 @@ class DLRMSmall(Model):
 
 
 @hookimpl
-def bench_register_models(register: Any) -> None:
+def bench_register_models(register: RegisterModel) -> None:
     register(DLRMSmall)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from harness.api import FileShorthand, Model, Support, hookimpl
+from harness.api import FileShorthand, Model, RegisterModel, Support, hookimpl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -838,6 +838,6 @@ class TorchExportFile(_FileModel):
 
 
 @hookimpl
-def bench_register_models(register: Any) -> None:
+def bench_register_models(register: RegisterModel) -> None:
     register(OnnxFile)
     register(TorchExportFile)

@@ -23,7 +23,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.api import Model, hookimpl
+from harness.api import Model, RegisterModel, hookimpl
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,5 +200,5 @@ class MiniLM(Model):
 
 
 @hookimpl
-def bench_register_models(register: Any) -> None:
+def bench_register_models(register: RegisterModel) -> None:
     register(MiniLM)

@@ -242,9 +242,10 @@ def hook_members(hook: str) -> dict[str, str]:
 def real_members() -> dict[str, dict[str, str]]:
     """Scope -> member name -> signature text, for every scope the page must have."""
     scopes = {MODULE_SCOPE: module_members()}
+    protocols = {getattr(hookspecs, name) for name in ("RegisterBackend", "RegisterModel")}
     for name in api.__all__:
         value = getattr(api, name)
-        if inspect.isclass(value):
+        if inspect.isclass(value) and value not in protocols:  # the hooks' protocols: under their hook
             scopes[name] = class_members(value)
     for hook in HOOKS:
         scopes[hook] = hook_members(hook)

@@ -10,7 +10,6 @@ Written against bench's plugin contract (docs/plugins.md) alone: it imports noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from harness.api import Backend, Cell, Model, Session, SkipCell, Support, hookimpl, module_available
+from harness.api import (
+    Backend,
+    Cell,
+    Model,
+    RegisterBackend,
+    RegisterModel,
+    Session,
+    SkipCell,
+    Support,
+    hookimpl,
+    module_available,
+)
 
 #: features per sample
 FEATURES = 256
@@ -160,12 +170,6 @@ class NumpyRefBackend(Backend):
             "threads_asked": cell.threads,
         }
         return NumpySession(x, info)
-
-
-# The hooks' `register` callables, as docs/plugins.md describes them (harness.api exports no name
-# for their types).
-RegisterBackend = Callable[[type[Backend]], type[Backend]]
-RegisterModel = Callable[[type[Model]], type[Model]]
 
 
 @hookimpl
