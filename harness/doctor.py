@@ -12,9 +12,7 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import environment
@@ -104,22 +102,6 @@ def cpu_features() -> dict[str, bool]:
     return {name: any(f in flags for f in needed) for name, (needed, _) in FEATURES.items()}
 
 
-def busy_fraction(window_s: float = 0.5) -> float | None:
-    """CPU share other processes used during a short wait (0 = idle machine, 1 = every CPU busy)."""
-    from harness.measure import noise
-
-    start = noise.sample()
-    time.sleep(window_s)
-    return noise.between(start, noise.sample(), window_s, environment.usable_cpus()).other_fraction
-
-
-def governor() -> str | None:
-    try:
-        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
-    except OSError:
-        return None
-
-
 def warnings_for(report: dict[str, Any]) -> list[str]:
     """What would make this machine's numbers wrong or hard to compare, each with the fix."""
     found = []
@@ -151,8 +133,10 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
 
 
 def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
+    from harness.measure.noise import machine_state
     from harness.pluginmanager import explicit_plugins, registries
 
+    state = machine_state()
     names = explicit_plugins(plugins)
     regs = registries(names, strict=False)  # a broken plugin is one of the findings, not the end of them
     report: dict[str, Any] = {
@@ -161,12 +145,13 @@ def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
         "cpu_features": cpu_features(),
         "memory_total_mb": environment.memory_total_mb(),
         "gpus": environment.gpus(),
-        "cpu_governor": governor(),
+        "cpu_governor": state["governor"],
         "thread_env": {var: os.environ[var] for var in THREAD_ENV_VARS if var in os.environ},
         "backends": {cls.name: _backend_state(cls) for cls in regs.backends.classes()},
         "runtimes": runtimes(regs, names),
         "plugin_failures": [str(failure) for failure in regs.failures],
-        "other_processes_busy": busy_fraction(),
+        "other_processes_busy": state["others_fraction"],
+        "machine_state": state,
     }
     report["warnings"] = warnings_for(report)
     return report
@@ -206,6 +191,15 @@ def render(report: dict[str, Any]) -> str:
     )
     busy = report["other_processes_busy"]
     lines.append("other load   " + ("unknown" if busy is None else f"{busy:.1%} of the CPUs busy elsewhere"))
+    state = report["machine_state"]
+    steal = state["steal_fraction"]
+    load = state["loadavg"]
+    lines.append(
+        "machine      "
+        + ("steal unknown" if steal is None else f"steal {steal:.1%} (CPU time the hypervisor gave other VMs)")
+        + ("" if load is None else f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        + ("" if state["cpu_mhz"]["current"] is None else f"; cpu0 at {state['cpu_mhz']['current']:.0f} MHz")
+    )
     lines.append("backends" if report["backends"] else "backends     none registered")
     lines.extend(_backend_line(name, info) for name, info in report["backends"].items())
     lines.append("runtimes" if report["runtimes"] else "runtimes     none declared by the backends")

@@ -64,7 +64,10 @@ class Settings(_Open):
     measurement: MeasurementRule
     percentiles: list[Number]
     noise_threshold: Number
-    noise_retries: StrictInt
+    #: runs made before max_attempts existed recorded the retries after a noisy window
+    noise_retries: StrictInt | None = None
+    max_attempts: StrictInt | None = None
+    quiet_wait_s: Number = 0.0
     repeats: StrictInt
     limits: LimitsInfo
     plugins: list[StrictStr]
@@ -87,6 +90,8 @@ class Manifest(_Open):
     settings: Settings
     #: the run's fp32 reference facts (fidelity), once computed
     reference: dict[str, Any] | None = None
+    #: what the machine was doing as the run started: others' and steal share, load, clocks
+    machine_state: dict[str, Any] | None = None
     #: sha256 of every file the run's measurements depend on (model files, the scenario file)
     inputs: dict[str, StrictStr] | None = None
     #: model files that changed before a resume finished the run (--allow-changed-inputs)

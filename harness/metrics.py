@@ -84,14 +84,37 @@ FIELDS: dict[str, tuple[str, str]] = {
     ),
     "noise_other_cpu_s": (
         "CPU s",
-        "CPU time used by every other process (the harness parent included) during the measured window",
+        "CPU time every process but the cell's own (the harness parent included) used during the measured window",
     ),
-    "noise_fraction": ("fraction", "noise_other_cpu_s / (wall_s x CPUs): share of the machine used elsewhere"),
+    "noise_fraction": (
+        "fraction",
+        "others' share of the machine's CPU time over the measured window (/proc/stat busy ticks minus the "
+        "cell's, over every CPU's ticks): 0 = the machine was the cell's, 1 = every CPU busy elsewhere",
+    ),
+    "noise_steal_fraction": ("fraction", "the share of the machine's CPU time the hypervisor gave other VMs (steal)"),
+    "noise_subwindows": ("", "sub-windows of 0.25 s the parent watched during the measured window"),
+    "noise_disturbed_subwindows": ("", "sub-windows in which others used more than noise_threshold of the machine"),
+    "noise_max_subwindow_fraction": ("fraction", "others' share of the machine in the busiest sub-window"),
+    "quiet_wait_s": (
+        "s",
+        "how long the worker waited, before its warm-up, for a probe in which others used at most noise_threshold",
+    ),
+    "quiet_at_start": ("", "false when the machine was still busy after quiet_wait_s (the window started anyway)"),
     "noisy": (
         "",
-        "noise_fraction above the scenario's noise_threshold; the cell was measured again and the quieter window kept",
+        "the kept window was disturbed: noise_fraction over noise_threshold, or a disturbed sub-window",
     ),
-    "attempts": ("", "worker runs made for this record (2 when a noisy window was re-measured)"),
+    "attempts": (
+        "",
+        "worker runs made for this record: the cell is measured again, after a pause, while the window is disturbed, "
+        "up to the scenario's max_attempts; the least disturbed attempt is kept",
+    ),
+    "trusted": (
+        "",
+        "true when the kept window was a quiet machine's; false when every attempt was disturbed: its figures are "
+        "kept but left out of answers, frontiers, recommendations and budgets, and compared as inconclusive",
+    ),
+    "untrusted_reason": ("", "why the cell is not trusted: how busy the machine was in its kept window"),
     "latency_file": ("", "raw per-call latencies (int64 ns, .npy) relative to the run folder"),
     "info": ("", "facts the backend reported: executed precision, threads, runtime version, compile time, JSON"),
     "outputs_finite": ("", "all outputs of a final call were finite numbers"),

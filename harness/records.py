@@ -51,6 +51,7 @@ class Job:
     rule: StopRule
     percentiles: tuple[float, ...]
     noise_threshold: float
+    quiet_wait_s: float  # how long to wait for a quiet machine before the window
     loadgen: Mapping[str, Any] | None  # LoadGen's settings (LoadGen cells)
     reference: Mapping[str, Any] | None  # the run's reference facts (fidelity), when computed
     fidelity: Mapping[str, Any] | None  # thresholds of agreement per precision

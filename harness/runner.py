@@ -17,6 +17,7 @@ from harness.cells import Cell
 from harness.errors import AllCellsFailed, DiskFull
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
 from harness.manifest import Manifest
+from harness.measure import noise
 from harness.pluginmanager import Registries, explicit_plugins, registries
 from harness.records import CellRecord, Job, ReferenceJob, StopRule
 from harness.store import FINAL_STATUSES, RunDir, is_disk_full, new_run_id
@@ -89,6 +90,7 @@ def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest)
         rule=rule,
         percentiles=tuple(settings.percentiles),
         noise_threshold=settings.noise_threshold,
+        quiet_wait_s=settings.quiet_wait_s,
         loadgen=settings.loadgen,
         reference=manifest.reference,
         fidelity=settings.fidelity,
@@ -101,10 +103,16 @@ def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest)
 
 
 def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter: Reporter) -> dict[str, Any]:
-    limits = Limits(timeout_s=manifest.settings.limits.timeout_s, memory_mb=manifest.settings.limits.memory_mb)
-    code = manifest.settings.code_path
+    """Measure a cell, again (after a pause that grows) while the machine disturbed the window, up to
+    max_attempts; keep the quietest attempt, untrusted when every attempt was disturbed."""
+    settings = manifest.settings
+    limits = Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
+    code = settings.code_path
+    max_attempts = settings.max_attempts or 1 + (settings.noise_retries or 0)
     attempts = []
-    for attempt in range(1 + manifest.settings.noise_retries):
+    for attempt in range(max_attempts):
+        if attempt:
+            time.sleep(min(ATTEMPT_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
         record = run_cell(
             _job(run, cell, repeat, attempt, manifest),
             limits=limits,
@@ -116,10 +124,37 @@ def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter:
         attempts.append(record)
         if not record.get("noisy"):
             break
-    # a noisy window was measured again; the quieter attempt is kept, the count recorded
-    best = min(attempts, key=lambda r: r.get("noise_fraction") or 0.0) if len(attempts) > 1 else attempts[0]
+    best = min(attempts, key=_disturbance) if len(attempts) > 1 else attempts[0]
     best["attempts"] = len(attempts)
+    if best.get("status") == "ok":
+        best["trusted"] = not best.get("noisy")
+        if best.get("noisy"):
+            best["untrusted_reason"] = _untrusted_reason(best, len(attempts), settings.noise_threshold)
     return best
+
+
+#: the pause before a cell's second attempt, doubled for each further one (and capped)
+ATTEMPT_BACKOFF_S = 2.0
+MAX_BACKOFF_S = 15.0
+
+
+def _disturbance(record: Mapping[str, Any]) -> tuple[float, float]:
+    """How disturbed an attempt was: its share of disturbed sub-windows, then others' whole-window share."""
+    windows = record.get("noise_subwindows") or 0
+    disturbed = (record.get("noise_disturbed_subwindows") or 0) / windows if windows else 0.0
+    return disturbed, record.get("noise_fraction") or 0.0
+
+
+def _untrusted_reason(record: Mapping[str, Any], attempts: int, threshold: float) -> str:
+    parts = [f"the machine was busy in all {attempts} attempt(s)"]
+    if record.get("noise_fraction") is not None:
+        parts.append(f"other processes used {record['noise_fraction']:.0%} of the CPUs over the kept window")
+    if record.get("noise_subwindows"):
+        parts.append(
+            f"{record.get('noise_disturbed_subwindows', 0)} of its {record['noise_subwindows']} sub-windows over "
+            f"{threshold:.0%} (the busiest {record.get('noise_max_subwindow_fraction') or 0:.0%})"
+        )
+    return "; ".join(parts) + ": figures kept, not a quiet machine's"
 
 
 def _record(cell: Cell, repeat: int, started: float, result: dict[str, Any]) -> CellRecord:
@@ -198,6 +233,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "fingerprint": scenario.fingerprint(),
         },
         "inputs": input_hashes(scenario, regs),
+        # what the machine was doing as the run started (others' load, steal, clocks)
+        "machine_state": noise.machine_state(),
         "environment": environment.fingerprint(regs.runtime_packages()),
         "settings": {
             "quick": options.quick,
@@ -210,7 +247,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "loadgen": effective_loadgen(scenario, options.quick),
             "percentiles": sorted(m.percentiles),
             "noise_threshold": m.noise_threshold,
-            "noise_retries": 1,
+            "max_attempts": m.max_attempts,
+            "quiet_wait_s": m.quiet_wait_s,
             "repeats": m.repeats,
             "limits": {"timeout_s": scenario.limits.timeout_s, "memory_mb": scenario.limits.memory_mb},
             "cost": scenario.cost.model_dump() if scenario.cost else None,

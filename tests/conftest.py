@@ -125,7 +125,7 @@ def stub_manifest(run_id: str = "r1", scenario: str = "x") -> dict:
     }  # fmt: skip
     settings = {
         "quick": False, "filters": {"backends": [], "batch_sizes": [], "precisions": []}, "measurement": rule,
-        "percentiles": [50, 99], "noise_threshold": 0.1, "noise_retries": 1, "repeats": 1,
+        "percentiles": [50, 99], "noise_threshold": 0.1, "max_attempts": 2, "repeats": 1,
         "limits": {"timeout_s": 30, "memory_mb": None}, "plugins": [], "autoload": None,
     }  # fmt: skip
     return {
@@ -175,6 +175,11 @@ measurement:
   min_duration_s: {min_s}
   max_duration_s: {max_s}
   warmup_s: 0.05
+  # tests of the engine judge the engine, not the machine: no wait for quiet, no second attempt, no
+  # window disturbed (the noise guard's own tests set these: tests/harness/test_noise.py)
+  noise_threshold: 1.0
+  quiet_wait_s: 0
+  max_attempts: 1
 limits:
   timeout_s: {timeout}
 fidelity: {{samples: 0}}  # the fake backend computes nothing to compare; tests of fidelity use real backends

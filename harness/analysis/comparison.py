@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.analysis.economics import is_trusted
 from harness.analysis.intervals import _level, _normal, bootstrap_log_variance, cell_spread, holm, pooled_run_sigma
 from harness.errors import UsageError
 from harness.records import CellRecord
@@ -80,10 +81,12 @@ class CellComparison:
     #: the sweep's verdict when the cell was measured again (``--confirm``); its numbers are then
     #: the re-measurement's
     screen_verdict: str | None = None
+    #: why the verdict is what it is when the numbers alone do not say (a side measured on a busy machine)
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"cell_id": self.cell_id, "label": self.label, "verdict": self.verdict,
-                "screen_verdict": self.screen_verdict,
+                "screen_verdict": self.screen_verdict, "note": self.note,
                 "metrics": {k: asdict(v) for k, v in self.metrics.items()}}  # fmt: skip
 
 
@@ -340,6 +343,7 @@ def compare_runs(
         raise UsageError(f"{baseline} and {candidate} have no cell in common: nothing to compare")
     sides: list[tuple[str, str, int, Side | None, Side | None]] = []
     missing: list[NotMeasured] = []
+    untrusted: dict[str, str] = {}
     for cid in common:
         label = cand_cells[cid][0]["label"]
         gone = not_measured(cid, label, base_cells[cid], cand_cells[cid])
@@ -348,8 +352,18 @@ def compare_runs(
             continue
         b_recs, c_recs = ok(base_cells[cid]), ok(cand_cells[cid])
         batch = int(c_recs[0]["config"]["batch_size"])
+        # processes measured on a busy machine say nothing about the code: left out where a side has
+        # quiet ones, and a side with none makes the cell inconclusive whatever its numbers
+        busy = [name for name, recs in (("baseline", b_recs), ("candidate", c_recs)) if not any(map(is_trusted, recs))]
+        if busy:
+            untrusted[cid] = f"measured only on a busy machine in the {' and the '.join(busy)}: not judged"
+        else:
+            b_recs, c_recs = [r for r in b_recs if is_trusted(r)], [r for r in c_recs if is_trusted(r)]
         sides.append((cid, label, batch, side_of(base_run, b_recs), side_of(cand_run, c_recs)))
     results = judge_cells(sides, threshold, alpha, noise_floor)
+    for cell in results:
+        if cell.cell_id in untrusted:
+            cell.verdict, cell.note = "inconclusive", untrusted[cell.cell_id]
     return Comparison(
         str(baseline), str(candidate), threshold, alpha, results,
         sorted(set(base_cells) - set(cand_cells)), sorted(set(cand_cells) - set(base_cells)), diffs,

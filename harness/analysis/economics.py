@@ -227,14 +227,36 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+def is_trusted(record: Mapping[str, Any]) -> bool:
+    """Whether a cell's figures are a quiet machine's: its ``trusted`` field, or for runs made before
+    bench recorded it, not ``noisy``."""
+    trusted = record.get("trusted")
+    return bool(trusted) if trusted is not None else not record.get("noisy")
+
+
+def untrusted_reason(record: Mapping[str, Any]) -> str | None:
+    """Why a cell is not trusted (None when it is)."""
+    if is_trusted(record):
+        return None
+    if record.get("untrusted_reason"):
+        return str(record["untrusted_reason"])
+    share = record.get("noise_fraction")
+    return f"noisy: other processes used {share:.0%} of the CPUs" if share is not None else "noisy"
+
+
 def budget_verdicts(record: Mapping[str, Any], budgets: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     """Per budget: the limit, the cell's value and ``ok`` (True, False, or None when the cell has
-    no such measurement: offline has no percentiles). A cell that did not measure breaks them all."""
+    no such measurement, offline having no percentiles, or when its figures are not a quiet
+    machine's). A cell that did not measure breaks them all."""
     out: dict[str, dict[str, Any]] = {}
     for key, limit in budgets.items():
         budget = BUDGETS[key]
         if record.get("status") != "ok":
             out[key] = {"limit": limit, "value": None, "ok": False, "why": f"no measurement ({record.get('status')})"}
+            continue
+        if not is_trusted(record):
+            why = f"not judged: {untrusted_reason(record)}"
+            out[key] = {"limit": limit, "value": record.get(budget.field), "ok": None, "why": why}
             continue
         value = record.get(budget.field)
         if value is None or (isinstance(value, float) and math.isnan(value)):

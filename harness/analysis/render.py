@@ -26,7 +26,10 @@ def _ci(change: MetricChange) -> str:
 
 
 def _again(cell: CellComparison | NotMeasured) -> str:
-    return f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
+    """What a verdict's line adds: the sweep's verdict of a cell measured again, and the cell's note."""
+    said = f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
+    note = getattr(cell, "note", None)
+    return said + (f" ({note})" if note else "")
 
 
 def quick_note(result: Comparison) -> str | None:
@@ -153,7 +156,9 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
     """A comparison as ``bench compare --format json`` wrote it (to draw it in a report later)."""
     cells = []
     for c in data["cells"]:
-        cell = CellComparison(c["cell_id"], c["label"], verdict=c["verdict"], screen_verdict=c.get("screen_verdict"))
+        cell = CellComparison(
+            c["cell_id"], c["label"], verdict=c["verdict"], screen_verdict=c.get("screen_verdict"), note=c.get("note")
+        )
         cell.metrics = {k: MetricChange(**v) for k, v in c["metrics"].items()}
         cells.append(cell)
     return Comparison(

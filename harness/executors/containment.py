@@ -578,6 +578,10 @@ class CellProcesses:
         worker = self._worker.pid if self._worker is not None else None
         return {pid for pid in self._children(table) - self._before if pid != worker}
 
+    def tree_pids(self) -> set[int]:
+        """The cell's processes now: the worker and all it started (for the noise guard's watch)."""
+        return self._tree_now()
+
     def _tree_now(self) -> set[int]:
         """The tree, walked from its roots while the worker lives (cheap enough to poll often); from
         a scan of all /proc otherwise."""

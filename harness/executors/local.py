@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.executors.containment import CellProcesses, Usage
 from harness.executors.worker import RESULT_FD_ENV, STACKS_SIGNAL
+from harness.measure import noise
 from harness.records import Job, ReferenceJob
 
 #: memory sampling under a cap the parent enforces (no cgroup), and for the peak alone
@@ -120,7 +121,11 @@ def run_cell(
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            result, killed_for = _wait(proc, read_fd, limits, started, on_event, cell, log_path)
+            # others' share of the machine in each sub-window of the measured window, from here
+            watch = noise.Watch(job.noise_threshold, cell.tree_pids) if isinstance(job, Job) else None
+            result, killed_for = _wait(proc, read_fd, limits, started, on_event, cell, log_path, watch)
+            if result is not None and watch is not None:
+                _add_watch(result, watch)
         except BaseException:  # interrupted parent: take the whole cell down with it
             cell.kill()
             raise
@@ -144,6 +149,7 @@ def _wait(
     on_event: Callable[[dict[str, Any]], None] | None,
     cell: CellProcesses,
     log_path: Path,
+    watch: noise.Watch | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     deadline = started + limits.timeout_s
     buffer = b""
@@ -153,7 +159,9 @@ def _wait(
             _stop(proc, cell, log_path, f"no result within the hard timeout of {limits.timeout_s:g} s")
             return None, "timeout"
         poll_s = cell.poll_interval_s(MEMORY_POLL_S, PEAK_POLL_S)
-        ready, _, _ = select.select([read_fd], [], [], min(remaining, poll_s or EXIT_POLL_S, EXIT_POLL_S))
+        watch_s = watch.poll() if watch is not None else None
+        wait_s = min(remaining, poll_s or EXIT_POLL_S, EXIT_POLL_S, EXIT_POLL_S if watch_s is None else watch_s)
+        ready, _, _ = select.select([read_fd], [], [], wait_s)
         if poll_s is not None:
             mb = cell.sample_mb()
             if limits.memory_mb and not cell.kernel_caps_memory and mb > limits.memory_mb:
@@ -178,8 +186,24 @@ def _wait(
                 return message["result"], None
             if message.get("event") == "contained":
                 cell.confirm_joined()
-            elif on_event:
+                continue
+            if watch is not None and message.get("event") == "phase":
+                if message.get("phase") == "measure":
+                    watch.start()
+                elif message.get("phase") == "measured":
+                    watch.stop()
+            if on_event:
                 on_event(message)
+
+
+def _add_watch(result: dict[str, Any], watch: noise.Watch) -> None:
+    """The sub-windows the parent saw: a disturbed one makes the window noisy, whatever its average."""
+    watch.stop()
+    if result.get("status") != "ok":
+        return
+    result.update(watch.fields())
+    if result["noise_disturbed_subwindows"]:
+        result["noisy"] = True
 
 
 def _stop(proc: subprocess.Popen[bytes], cell: CellProcesses, log_path: Path, why: str) -> None:

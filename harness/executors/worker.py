@@ -131,13 +131,29 @@ def _latency_file(job: Job, cell_dir: Path, stem: str, values: Any) -> str:
     return str(path.relative_to(cell_dir.parent.parent))
 
 
-def _noise_fields(job: Job, start: Any, end: Any, wall_s: float) -> dict[str, Any]:
+def _tree() -> list[int]:
+    """This worker and every process it started: the cell's own CPU time, not interference."""
+    from harness.executors.containment import walk_tree
+
+    return sorted(walk_tree({os.getpid()}) or {os.getpid()})
+
+
+def _quiet(job: Job) -> dict[str, Any]:
+    """Wait (up to the scenario's quiet_wait_s) for the machine to be quiet before the window."""
     from harness.measure import noise
 
-    guard = noise.between(start, end, wall_s)
+    quiet = noise.wait_for_quiet(job.quiet_wait_s, job.noise_threshold, _tree)
+    return {"quiet_wait_s": quiet.waited_s, "quiet_at_start": quiet.quiet}
+
+
+def _noise_fields(job: Job, start: Any, end: Any) -> dict[str, Any]:
+    from harness.measure import noise
+
+    guard = noise.between(start, end)
     return {
         "noise_other_cpu_s": guard.other_cpu_s,
         "noise_fraction": guard.other_fraction,
+        "noise_steal_fraction": guard.steal_fraction,
         "noisy": guard.other_fraction is not None and guard.other_fraction > job.noise_threshold,
     }
 
@@ -155,12 +171,15 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
             peaks.start(phase)
         channel.send({"event": "phase", "phase": phase})
         if phase == "measure":
-            marks["noise"] = noise.sample()
+            marks["noise"] = noise.sample(marks["tree"])
 
+    quiet = _quiet(job)
+    marks["tree"] = _tree()
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
     window = run_window(session.run, rule, on_phase)
-    noise_end = noise.sample()
+    noise_end = noise.sample(marks["tree"])
+    channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()
 
     wall_s = window.wall_ns / 1e9
@@ -185,7 +204,8 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
         "min_queries": rule.min_queries,
         "min_queries_met": window.min_queries_met,
         "valid": window.min_queries_met,
-        **_noise_fields(job, marks["noise"], noise_end, wall_s),
+        **quiet,
+        **_noise_fields(job, marks["noise"], noise_end),
         "latency_file": _latency_file(job, cell_dir, "latencies_ns", window.latencies_ns),
     }
 
@@ -203,6 +223,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     loadgen.set_fine_timer_slack()  # LoadGen's threads, started below, inherit it
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
+    quiet = _quiet(job)  # before the warm-up, which the window follows at once
     warm = loadgen.warm_up(sessions, rule.warmup_s, rule.warmup_queries)
     capacity = loadgen.capacity_qps(warm, cell.batch_size, len(sessions), cell.threads)
     rate = opts.get("target_qps")
@@ -225,9 +246,10 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     )
     folder = loadgen.log_folder(cell_dir, job.repeat, job.attempt)
     wait_ns = int(opts.get("max_wait_us") or 0) * 1000
+    tree = _tree()
     peaks.start("measure")
     channel.send({"event": "phase", "phase": "measure"})
-    noise_start = noise.sample()
+    noise_start = noise.sample(tree)
     t0 = time.perf_counter()
     if rate == "peak":
         trials = iter(range(1, 1000))
@@ -246,7 +268,8 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     else:
         outcome = loadgen.LoadOutcome(loadgen.run_test(sessions, cell.batch_size, settings, folder, wait_ns))
     measure_s = time.perf_counter() - t0
-    noise_end = noise.sample()
+    noise_end = noise.sample(tree)
+    channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()
 
     final = outcome.final
@@ -302,7 +325,8 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
         "load_curve": outcome.curve or None,
         "load_note": outcome.note,
         "loadgen_log_dir": str(folder.relative_to(cell_dir.parent.parent)),
-        **_noise_fields(job, noise_start, noise_end, measure_s),
+        **quiet,
+        **_noise_fields(job, noise_start, noise_end),
         "latency_file": _latency_file(job, cell_dir, "latencies_ns", lat),
         "issue_delay_file": _latency_file(job, cell_dir, "issue_delay_ns", delay),
     }

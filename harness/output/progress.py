@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
+from harness.analysis.economics import is_trusted, untrusted_reason
 from harness.output.summary import validity_notes
 
 if TYPE_CHECKING:
@@ -25,8 +26,8 @@ def cell_line(record: Mapping[str, Any]) -> str:
     status = record["status"]
     if status == "ok":
         flags = []
-        if record.get("noisy"):
-            flags.append(f"NOISY {record.get('noise_fraction', 0):.0%} CPU elsewhere")
+        if not is_trusted(record):
+            flags.append(f"UNTRUSTED: {untrusted_reason(record)}")
         if record.get("peak_qps"):
             flags.append(f"peak {record['peak_qps']:,.0f} q/s")
         flags += validity_notes(record)

@@ -6,6 +6,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.analysis.economics import is_trusted
+
 
 def _num(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
@@ -62,8 +64,8 @@ def rows(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     for r in records:  # in the order they ran, which is the scenario's order
         if r["status"] == "ok":
             notes = []
-            if r.get("noisy"):
-                notes.append(f"noisy ({r.get('noise_fraction', 0):.0%})")
+            if not is_trusted(r):
+                notes.append(f"UNTRUSTED: busy machine ({r.get('noise_fraction') or 0:.0%} elsewhere)")
             if r.get("peak_qps"):
                 notes.append(f"peak {r['peak_qps']:,.0f} q/s")
             notes += validity_notes(r)

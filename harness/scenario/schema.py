@@ -102,6 +102,10 @@ class Measurement(BaseModel):
     min_queries: Annotated[StrictInt, Field(ge=1)] | None = None
     ci_rel_width: Positive = 0.05
     noise_threshold: Annotated[StrictFloat, Field(ge=0, le=1)] = 0.10
+    #: how long a worker waits, before its warm-up, for a probe in which others use at most noise_threshold
+    quiet_wait_s: Annotated[StrictFloat, Field(ge=0, le=600, allow_inf_nan=False)] = 10.0
+    #: worker runs per cell and repeat while the machine disturbs the window; the last keeps it untrusted
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=10)] = 3
     repeats: Annotated[StrictInt, Field(ge=1, le=100)] = 1
 
     @model_validator(mode="after")

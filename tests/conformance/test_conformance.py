@@ -60,7 +60,8 @@ backends: {backends}
 precisions: [fp32]
 batch_sizes: [2]
 threads: 2
-measurement: {{warmup_s: 0.05, warmup_queries: 2, min_duration_s: 0.1, max_duration_s: 0.2, min_queries: 20}}
+measurement: {{warmup_s: 0.05, warmup_queries: 2, min_duration_s: 0.1, max_duration_s: 0.2, min_queries: 20,
+              quiet_wait_s: 0, max_attempts: 1}}
 limits: {{timeout_s: 240}}
 """
 

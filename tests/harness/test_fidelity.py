@@ -61,7 +61,8 @@ backends: [pytorch, onnxruntime]
 precisions: [fp32, int8]
 batch_sizes: [64]
 threads: 2
-measurement: {warmup_s: 0.05, warmup_queries: 2, min_duration_s: 0.2, max_duration_s: 0.3, min_queries: 20}
+measurement: {warmup_s: 0.05, warmup_queries: 2, min_duration_s: 0.2, max_duration_s: 0.3, min_queries: 20,
+              quiet_wait_s: 0, max_attempts: 1}
 fidelity: {samples: 512}
 cost: {hourly_usd: 0.36}
 """

@@ -20,8 +20,8 @@ def _job() -> Job:
     rule = StopRule(0.1, 3, 0.2, 0.4, 50, 99.0, 0.95, None)
     return Job(
         cell={"model": "toy", "backend": "fake", "batch_size": 1}, repeat=1, attempt=0, rule=rule,
-        percentiles=(50.0, 99.0), noise_threshold=0.1, loadgen=None, reference=None, fidelity=None, timeout_s=30.0,
-        plugins=("plugins.fake",), autoload=None, workdir="/w", cell_dir="/w/c",
+        percentiles=(50.0, 99.0), noise_threshold=0.1, quiet_wait_s=0.0, loadgen=None, reference=None, fidelity=None,
+        timeout_s=30.0,        plugins=("plugins.fake",), autoload=None, workdir="/w", cell_dir="/w/c",
     )  # fmt: skip
 
 

@@ -136,7 +136,8 @@ def test_filters_and_quick(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("fake_plugin")
 def test_a_noisy_cell_is_flagged_and_measured_again(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, min_s=0.5, max_s=0.6)
-    scenario.write_text(scenario.read_text().replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 0.05"))
+    text = scenario.read_text().replace("noise_threshold: 1.0", "noise_threshold: 0.05")
+    scenario.write_text(text.replace("max_attempts: 1", "max_attempts: 2"))
     spin = "import time\nend = time.time() + 30\nwhile time.time() < end: pass"
     spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
     try:
@@ -150,6 +151,7 @@ def test_a_noisy_cell_is_flagged_and_measured_again(tmp_path: Path) -> None:
     assert cell["noisy"] is True
     assert cell["noise_fraction"] > 0.05
     assert cell["attempts"] == 2
+    assert cell["trusted"] is False and "busy in all 2 attempt(s)" in cell["untrusted_reason"]
     import numpy as np
 
     kept = np.load(Path(json.loads(out.stdout)["run_dir"]) / cell["latency_file"])

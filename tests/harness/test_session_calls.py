@@ -117,7 +117,7 @@ def _reference(tmp_path: Path, samples: int) -> dict[str, Any]:
 def _job(tmp_path: Path, cell: Cell, loadgen: dict[str, Any] | None = None) -> Job:
     rule = StopRule(0.0, 2, 0.02, 0.05, 5, 50.0, 0.95, None)
     return Job(
-        cell=cell.config(), repeat=0, attempt=0, rule=rule, percentiles=(50.0,), noise_threshold=1.0,
+        cell=cell.config(), repeat=0, attempt=0, rule=rule, percentiles=(50.0,), noise_threshold=1.0, quiet_wait_s=0.0,
         loadgen=loadgen, reference=_reference(tmp_path, 5), fidelity={}, timeout_s=60.0,
         plugins=("bench_calls_plugin",), autoload=False, workdir=str(tmp_path / "work"),
         cell_dir=str(tmp_path / "cells" / cell.id),

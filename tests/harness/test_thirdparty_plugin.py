@@ -28,7 +28,7 @@ backends: [numpy-ref]
 precisions: [fp32, int8]
 batch_sizes: [1, 16, 128]
 threads: 1
-measurement: {min_duration_s: 0.1, max_duration_s: 0.2, warmup_s: 0.01}
+measurement: {min_duration_s: 0.1, max_duration_s: 0.2, warmup_s: 0.01, quiet_wait_s: 0, max_attempts: 1}
 """
 
 
