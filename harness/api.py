@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_DIR_ENV",
     "CACHE_FOLDER",
+    "PIN_CPUS_ENV",
+    "WAIT_POLICY_ENV",
     "Backend",
     "Cell",
     "Conversion",
@@ -56,6 +58,8 @@ __all__ = [
     "hookimpl",
     "module_available",
     "onnx_model",
+    "pinned_cpus",
+    "wait_policy",
 ]
 
 
@@ -63,6 +67,22 @@ __all__ = [
 CACHE_DIR_ENV = "BENCH_CACHE_DIR"
 #: that folder's name inside the results root
 CACHE_FOLDER = ".cache"
+#: environment variables through which bench hands a worker the scenario's ``cpu`` settings
+WAIT_POLICY_ENV = "BENCH_WAIT_POLICY"
+PIN_CPUS_ENV = "BENCH_PIN_CPUS"
+
+
+def wait_policy() -> str:
+    """The scenario's ``cpu.wait`` for this worker: ``passive`` (idle runtime threads should sleep,
+    not spin: a backend whose runtime spins by default turns that off) or ``default``."""
+    return "passive" if os.environ.get(WAIT_POLICY_ENV) == "passive" else "default"
+
+
+def pinned_cpus() -> tuple[int, ...]:
+    """The CPUs this worker is pinned to under ``cpu.pin`` (bench has set the process's affinity; a
+    runtime with its own thread placement may bind its threads to these), or ``()`` when not pinned."""
+    text = os.environ.get(PIN_CPUS_ENV, "")
+    return tuple(int(cpu) for cpu in text.split(",") if cpu.strip().isdigit())
 
 
 def cache_dir(name: str) -> Path | None:

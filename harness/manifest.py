@@ -67,6 +67,8 @@ class Settings(_Open):
     #: runs made before max_attempts existed recorded the retries after a noisy window
     noise_retries: StrictInt | None = None
     max_attempts: StrictInt | None = None
+    #: the scenario's cpu settings (reserve, pin, wait); None in runs made before they existed
+    cpu: dict[str, Any] | None = None
     quiet_wait_s: Number = 0.0
     repeats: StrictInt
     limits: LimitsInfo

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness import environment
-from harness.api import CACHE_DIR_ENV, CACHE_FOLDER
+from harness.api import CACHE_DIR_ENV, CACHE_FOLDER, PIN_CPUS_ENV, WAIT_POLICY_ENV
 from harness.cells import Cell
 from harness.errors import AllCellsFailed, DiskFull
 from harness.executors.local import THREAD_ENV_VARS, Limits, run_cell, worker_module
@@ -69,10 +69,25 @@ def _worker_env(run: RunDir, cell: Cell, manifest: Manifest) -> dict[str, str]:
     if cache:
         env[CACHE_DIR_ENV] = cache
     env.update({var: str(cell.threads) for var in THREAD_ENV_VARS})
+    env.update(cpu_env(manifest.settings.cpu or {}, cell.threads))
     code = manifest.settings.code_path
     if code:  # the worker imports harness and plugins from there, not from this checkout or the cwd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))
         env["PYTHONSAFEPATH"] = "1"
+    return env
+
+
+def cpu_env(cpu: Mapping[str, Any], threads: int) -> dict[str, str]:
+    """The worker's environment for the scenario's ``cpu`` settings: passive waiting for OpenMP
+    (torch) and for backends that read :func:`harness.api.wait_policy`, and under ``pin`` the CPUs
+    the worker is pinned to: the last ``threads`` usable ones, so ``reserve`` leaves the first free."""
+    env: dict[str, str] = {}
+    if cpu.get("wait") == "passive":
+        env.update({"OMP_WAIT_POLICY": "PASSIVE", WAIT_POLICY_ENV: "passive"})
+    if cpu.get("pin"):
+        env["OMP_PROC_BIND"] = "true"  # OpenMP (torch) binds each thread to one of those CPUs
+        usable = sorted(os.sched_getaffinity(0))
+        env[PIN_CPUS_ENV] = ",".join(str(c) for c in usable[-max(1, min(threads, len(usable))) :])
     return env
 
 
@@ -247,6 +262,7 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "loadgen": effective_loadgen(scenario, options.quick),
             "percentiles": sorted(m.percentiles),
             "noise_threshold": m.noise_threshold,
+            "cpu": scenario.cpu.model_dump(),
             "max_attempts": m.max_attempts,
             "quiet_wait_s": m.quiet_wait_s,
             "repeats": m.repeats,

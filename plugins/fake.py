@@ -28,6 +28,8 @@ from harness.api import (
     SkipCell,
     cache_dir,
     hookimpl,
+    pinned_cpus,
+    wait_policy,
 )
 
 #: the tail of a simulated call that spins without yielding the GIL
@@ -213,6 +215,11 @@ class FakeBackend(Backend):
         )
         cache = cache_dir("fake")  # what the harness handed this worker, for the tests of that hand-over
         session.info["cache_dir"] = str(cache) if cache else None
+        # what the harness set up for this worker, for the tests of the scenario's cpu settings
+        session.info["affinity"] = sorted(os.sched_getaffinity(0))
+        session.info["pinned_cpus"] = list(pinned_cpus())
+        session.info["wait_policy"] = wait_policy()
+        session.info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
         if spawned is not None:  # the pids it started, for the tests that check they died with the cell
             session.info["spawned"] = spawned
         return session

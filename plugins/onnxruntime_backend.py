@@ -42,6 +42,7 @@ from harness.api import (
     hookimpl,
     module_available,
     onnx_model,
+    wait_policy,
 )
 
 if TYPE_CHECKING:
@@ -426,8 +427,12 @@ class OnnxRuntimeBackend(Backend):
             info["inter_op_threads_note"] = "unused: the inter-op pool runs only with execution_mode=parallel"
         info["execution_mode"] = opts["execution_mode"]
         info["graph_optimization"] = opts["graph_optimization"]
-        # Left at onnxruntime's default, recorded: its intra-op threads spin-wait after each call, which
-        # lowers latency and burns CPU between calls (what a latency benchmark of one runtime wants).
+        # onnxruntime's intra-op threads spin-wait after each call by default: lower latency, CPU burnt
+        # between calls, and a stall of every thread when a neighbour preempts one. The scenario's
+        # cpu.wait: passive turns it off; otherwise the default is left, and recorded.
+        if wait_policy() == "passive":
+            so.add_session_config_entry(SPINNING_KEY, "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             spinning = so.get_session_config_entry(SPINNING_KEY)
             info["intra_op_allow_spinning"] = spinning

@@ -50,6 +50,7 @@ from harness.api import (
     hookimpl,
     module_available,
     onnx_model,
+    pinned_cpus,
 )
 
 if TYPE_CHECKING:
@@ -324,6 +325,8 @@ class OpenVinoBackend(Backend):
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(opts["requests"])  # type: ignore[arg-type]  # OpenVINO takes str or int
         if cell.threads > 0:
             config["INFERENCE_NUM_THREADS"] = cell.threads
+        if pinned_cpus():  # the scenario's cpu.pin: bench pinned the process; OpenVINO binds its threads
+            config["ENABLE_CPU_PINNING"] = True
         info["compile_config"] = {key: str(value) for key, value in config.items()}
         start = time.perf_counter()
         compiled = core.compile_model(ov_model, "CPU", config)

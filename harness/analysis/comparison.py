@@ -216,6 +216,11 @@ def runtime_packages(plugins: Sequence[str] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*CORE_RUNTIME_PACKAGES, *regs.runtime_packages()]))
 
 
+def cpu_settings(recorded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's cpu settings (reserve, pin, wait), the defaults for runs made before bench recorded them."""
+    return {"reserve": 0, "pin": False, "wait": "default", **(recorded or {})}
+
+
 def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any], packages: Sequence[str]) -> list[str]:
     """The machine fields and the versions of ``packages`` (see :func:`runtime_packages`) that differ
     between two runs' environments."""
@@ -332,6 +337,9 @@ def compare_runs(
     if packages is None:
         packages = runtime_packages()
     diffs = env_differences(bm.environment, cm.environment, packages)
+    cpu_b, cpu_c = cpu_settings(bm.settings.cpu), cpu_settings(cm.settings.cpu)
+    if cpu_b != cpu_c:  # threads pinned or passive measure other numbers than the defaults
+        diffs.append(f"settings.cpu: {cpu_b} vs {cpu_c}")
     if diffs and not allow_env_mismatch:
         raise UsageError(
             "the runs come from different machines or runtime versions, so their numbers differ for reasons "

@@ -360,11 +360,22 @@ def _report_stacks_to_log() -> None:
     faulthandler.register(STACKS_SIGNAL, file=sys.stderr, all_threads=True)
 
 
+def _pin() -> None:
+    """Under the scenario's ``cpu.pin``: this process, and every thread its runtime starts, on the
+    CPUs bench chose (before any runtime is loaded, so its thread pools see only those)."""
+    from harness.api import pinned_cpus
+
+    cpus = pinned_cpus()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def main() -> int:
     joined = join_cell_cgroup()  # first: all the worker allocates and starts belongs to the cell's cgroup
     from harness.errors import SkipCell
 
     _die_with_parent()
+    _pin()
     set_child_subreaper(True)  # what the runtime starts and orphans stays in this worker's tree
     _report_stacks_to_log()
     fd = int(os.environ[RESULT_FD_ENV])

@@ -47,7 +47,9 @@ def load_variants(scenario: Scenario, load: str, cpu_count: int) -> list[tuple[d
     out: list[tuple[dict[str, Scalar], int]] = []
     for concurrency in scenario.concurrency:
         threads = (
-            max(1, cpu_count // concurrency) if scenario.threads == "auto" else scenario.resolved_threads(cpu_count)
+            max(1, scenario.auto_cpus(cpu_count) // concurrency)
+            if scenario.threads == "auto"
+            else scenario.resolved_threads(cpu_count)
         )
         for rate in rates:
             for wait in waits:
@@ -132,7 +134,9 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
     m = scenario.measurement
     threads = str(scenario.threads)
     if scenario.threads == "auto" and cpu_count:
-        threads = f"auto ({cpu_count} here)"
+        threads = f"auto ({scenario.auto_cpus(cpu_count)} here)"
+    cpu = scenario.cpu
+    threads += f"; cpu: reserve {cpu.reserve}, pin {'on' if cpu.pin else 'off'}, wait {cpu.wait}"
     model = scenario.model.name
     if scenario.model.options:
         model += " (" + ", ".join(f"{k}={v}" for k, v in scenario.model.options.items()) + ")"

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainValidator,
     PrivateAttr,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -282,6 +283,21 @@ class Limits(BaseModel):
     memory_mb: Annotated[StrictInt, Field(ge=64)] | None = None
 
 
+class CpuSettings(BaseModel):
+    """How a cell's threads use the CPUs: measurement settings, recorded with the run (not part of a
+    cell's identity); ``bench compare`` refuses runs whose settings differ."""
+
+    model_config = _FROZEN
+
+    #: CPUs ``threads: auto`` leaves free, for the system, the harness and a neighbour
+    reserve: Annotated[StrictInt, Field(ge=0, le=1024)] = 0
+    #: pin each worker (and so its runtime's threads) to the CPUs its threads may use
+    pin: StrictBool = False
+    #: ``passive``: idle runtime threads sleep instead of spin-waiting (OMP_WAIT_POLICY=PASSIVE,
+    #: onnxruntime's allow_spinning=0); ``default``: each runtime's own default
+    wait: Literal["default", "passive"] = "default"
+
+
 class Scenario(BaseModel):
     """A validated scenario, with where it came from: its file, text and the line of each key."""
 
@@ -296,6 +312,7 @@ class Scenario(BaseModel):
     precisions: Precisions = ("fp32",)
     batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)]
     threads: int | Literal["auto"] = "auto"
+    cpu: CpuSettings = Field(default_factory=CpuSettings)
     load: _axis(LoadName) = ("single_stream",)  # type: ignore[valid-type]  # _axis: a type built at run time
     concurrency: _axis(Concurrency) = (1,)  # type: ignore[valid-type]  # _axis: a type built at run time
     loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
@@ -415,11 +432,15 @@ class Scenario(BaseModel):
     # -- expansion ------------------------------------------------------------------------------
 
     def resolved_threads(self, cpu_count: int) -> int:
-        """``threads`` as a number: itself, or ``cpu_count`` for ``auto``."""
+        """``threads`` as a number: itself, or for ``auto`` the CPUs left after ``cpu.reserve`` (at least 1)."""
         if isinstance(cpu_count, bool) or not isinstance(cpu_count, int) or cpu_count < 1:
             msg = f"cpu_count must be an integer >= 1, got {cpu_count!r}"
             raise ValueError(msg)
-        return cpu_count if self.threads == "auto" else int(self.threads)
+        return self.auto_cpus(cpu_count) if self.threads == "auto" else int(self.threads)
+
+    def auto_cpus(self, cpu_count: int) -> int:
+        """The CPUs ``threads: auto`` shares out: all usable ones but ``cpu.reserve``, at least one."""
+        return max(1, cpu_count - self.cpu.reserve)
 
     def cells(self, cpu_count: int) -> list[Cell]:
         """Same as :func:`expand_cells`."""

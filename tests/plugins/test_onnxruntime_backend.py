@@ -479,3 +479,18 @@ def test_shared_cache_keeps_each_kind_apart(shared_cache: Path, prepared: Any) -
             assert (folder / "model.onnx").is_file() and (folder / "recipe.json").is_file()
             assert not (folder / "preprocessed.onnx").exists()
     assert not list(shared_cache.rglob("*.partial"))
+
+
+def test_passive_waiting_turns_off_onnxruntime_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.api import WAIT_POLICY_ENV
+    from plugins.onnxruntime_backend import SPINNING_KEY, OnnxRuntimeBackend
+
+    opts = OnnxRuntimeBackend.option_values(cell())
+    info: dict[str, Any] = {}
+    default = OnnxRuntimeBackend._session_options(ort, cell(), opts, info)
+    assert info["intra_op_allow_spinning"] == "1"
+    monkeypatch.setenv(WAIT_POLICY_ENV, "passive")
+    info = {}
+    passive = OnnxRuntimeBackend._session_options(ort, cell(), opts, info)
+    assert passive.get_session_config_entry(SPINNING_KEY) == "0" and info["intra_op_allow_spinning"] == "0"
+    assert default is not passive
