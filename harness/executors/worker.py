@@ -138,10 +138,11 @@ def _tree() -> list[int]:
     return sorted(walk_tree({os.getpid()}) or {os.getpid()})
 
 
-def _quiet(job: Job) -> dict[str, Any]:
+def _quiet(job: Job, channel: Channel) -> dict[str, Any]:
     """Wait (up to the scenario's quiet_wait_s) for the machine to be quiet before the window."""
     from harness.measure import noise
 
+    channel.send({"event": "phase", "phase": "quiet?"})
     quiet = noise.wait_for_quiet(job.quiet_wait_s, job.noise_threshold, _tree)
     return {"quiet_wait_s": quiet.waited_s, "quiet_at_start": quiet.quiet}
 
@@ -173,7 +174,7 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
         if phase == "measure":
             marks["noise"] = noise.sample(marks["tree"])
 
-    quiet = _quiet(job)
+    quiet = _quiet(job, channel)
     marks["tree"] = _tree()
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
@@ -223,7 +224,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     loadgen.set_fine_timer_slack()  # LoadGen's threads, started below, inherit it
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
-    quiet = _quiet(job)  # before the warm-up, which the window follows at once
+    quiet = _quiet(job, channel)  # before the warm-up, which the window follows at once
     warm = loadgen.warm_up(sessions, rule.warmup_s, rule.warmup_queries)
     capacity = loadgen.capacity_qps(warm, cell.batch_size, len(sessions), cell.threads)
     rate = opts.get("target_qps")
