@@ -9,16 +9,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.api import Backend, Model, Support
+from harness.api import Backend, Model, Session, Support
 from harness.conformance import Case, Suite, conformance_tests
 from harness.errors import PluginError
 from harness.pluginmanager import Registries
 from harness.registry import Registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "thirdparty"))
-from bench_numpy_plugin import NumpyBackend, NumpySession, Squares
+from bench_numpy_plugin import NumpyRefBackend, Squares
 
 pytest.importorskip("torch", reason="the suite's reference is PyTorch eager")
+
+
+class NumpySession(Session):
+    """A plain session of ``squares`` that the faulty variants below break one way each."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        super().__init__()
+        self.x = x
+        self.info = {"executed_precision": "fp32"}
+
+    def run(self) -> None:
+        (self.x * self.x).sum(axis=1)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {"y": (self.x * self.x).sum(axis=1, keepdims=True)}
+
+    def set_inputs(self, arrays: dict[str, np.ndarray]) -> None:
+        self.x[...] = arrays["x"]
+
+    def replica(self) -> NumpySession:
+        return type(self)(self.x.copy())
 
 
 def _suite(*backends: type[Backend], models: tuple[type[Model], ...] = (Squares,)) -> Suite:
@@ -34,7 +55,7 @@ def _backend(name: str, session: type[NumpySession], **attrs: object) -> type[Ba
     def prepare(self, model, cell, workdir):
         return session(model.example_inputs(cell.batch_size, cell.seed)["x"])
 
-    return type(name, (NumpyBackend,), {"name": name, "prepare": prepare, **attrs})
+    return type(name, (NumpyRefBackend,), {"name": name, "prepare": prepare, **attrs})
 
 
 def _check(suite: Suite, check: str, backend: str, tmp_path: Path) -> None:
@@ -68,7 +89,7 @@ class RunWrites(NumpySession):
 
 
 def test_the_example_plugin_passes_every_check(tmp_path: Path) -> None:
-    suite = _suite(NumpyBackend, _backend("concurrent", NumpySession, max_concurrency=4))
+    suite = _suite(NumpyRefBackend, _backend("concurrent", NumpySession, max_concurrency=4))
     for check in ("outputs", "repeatable", "set_inputs"):
         _check(suite, check, "numpy-ref", tmp_path)
     _check(suite, "replicas", "concurrent", tmp_path)  # the example serves one stream; this one three
@@ -126,7 +147,7 @@ def test_cases_cover_every_device_and_precision_declared_and_names_are_checked()
 
 
 def test_reference_is_the_models_fp32_torch_output() -> None:
-    suite = _suite(NumpyBackend)
+    suite = _suite(NumpyRefBackend)
     model = Squares()
     x = model.example_inputs(3, 0)["x"]
     np.testing.assert_allclose(suite.reference(model)["y"], (x * x).sum(axis=1, keepdims=True), rtol=1e-5)
