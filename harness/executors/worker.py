@@ -65,6 +65,7 @@ def _outputs_check(outputs: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(job: Job, channel: Channel) -> dict[str, Any]:
     from harness.cells import Cell
+    from harness.input_data import build_model
     from harness.measure.memory import PhasePeaks
     from harness.pluginmanager import registries
 
@@ -78,7 +79,7 @@ def run_job(job: Job, channel: Channel) -> dict[str, Any]:
     peaks.start("load")
     channel.send({"event": "phase", "phase": "load"})
     regs = registries(job.plugins, autoload=job.autoload)
-    model = regs.models.get(cell.model)(**cell.model_options)
+    model = build_model(regs.models.get(cell.model), cell.model_options, cell.input_data)
     backend = regs.backends.get(cell.backend)()
 
     peaks.start("prepare")

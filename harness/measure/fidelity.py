@@ -146,10 +146,11 @@ def run_reference(job: ReferenceJob) -> dict[str, Any]:
     """Compute a model's reference outputs, labels and FLOPs, and the machine's peak, into the run."""
     import torch
 
+    from harness.input_data import build_model
     from harness.pluginmanager import registries
 
     regs = registries(job.plugins, autoload=job.autoload)
-    model = regs.models.get(job.model)(**job.model_options)
+    model = build_model(regs.models.get(job.model), job.model_options, job.input_data)
     out_path = Path(job.path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     facts: dict[str, Any] = {"model": model.name, "task": model.task, "samples": job.samples}

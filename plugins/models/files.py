@@ -8,7 +8,7 @@ exported with. Example inputs are random per dtype and deterministic per seed: f
 normal (or uniform in ``float_range``), integers uniform in ``[0, int_high)``, booleans fair coins.
 ``int_high`` and ``float_range`` take one value for every input or a mapping by input name
 (``int_high: {sparse: 3, ids: 1000}``: an integer input that indexes a table needs that table's
-rows as its bound).
+rows as its bound). Real data replaces all of this: ``inputs: FILE.npz`` (harness.input_data).
 
 Scenarios name these models with the shorthand each declares (``Model.file_shorthand``):
 ``model: {onnx: path/to/model.onnx}`` or ``model: {torch_export: path/to/model.pt2}``, paths relative
