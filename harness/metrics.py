@@ -205,6 +205,11 @@ FIELDS: dict[str, tuple[str, str]] = {
         "samples",
         "size of the validation set (with input_data: the file's first min(fidelity.samples, its samples))",
     ),
+    "fidelity_reference": (
+        "",
+        "what computed the reference outputs: the model's PyTorch module (eager fp32), or for a model that is only "
+        "an ONNX file onnxruntime's CPU provider with graph optimisations off",
+    ),
     "fidelity_s": ("s", "time to run the validation set through the cell's session (after measuring)"),
     "fidelity_ok": ("", "cosine at least min_cosine for the precision, agreement at least fidelity.min_agreement"),
     "fidelity_reason": ("", "why fidelity_ok is false"),

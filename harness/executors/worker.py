@@ -123,7 +123,8 @@ def _fidelity(job: Job, cell: Any, session: Any) -> dict[str, Any]:
         result = fidelity.evaluate(session, cell.batch_size, Path(ref["path"]), ref["task"])
     except NotImplementedError as exc:
         return {"fidelity_skipped": str(exc)}
-    return {**result, **fidelity.verdict(result, cell.precision, dict(job.fidelity or {}))}
+    verdict = fidelity.verdict(result, cell.precision, dict(job.fidelity or {}))
+    return {**result, **verdict, "fidelity_reference": ref.get("reference_runtime")}
 
 
 def _latency_file(job: Job, cell_dir: Path, stem: str, values: Any) -> str:
