@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import stat
 import zipfile
 from collections.abc import Mapping
@@ -264,3 +265,24 @@ def check(model: Model, path: str | os.PathLike[str], batch_size: int, seed: int
 def input_data_of(model: Model) -> Path | None:
     """The inputs file a model built by :func:`build_model` reads, or None."""
     return model._input_data.path if isinstance(model, _FromData) else None
+
+
+#: what a runtime says when an input indexes past the end of a table: onnxruntime's Gather,
+#: GatherElements and GatherND, torch's embedding and index ops, numpy, OpenVINO's checks
+_INDEX_ERROR = re.compile(
+    r"indices element out of data bounds|index out of range|out of bounds|invalid ind(?:ex|ice)", re.IGNORECASE
+)
+
+
+def index_error_hint(exc: BaseException, model: Model | None) -> str:
+    """What to add to the reason of a cell that failed on what looks like an index out of range
+    (an IndexError, or a runtime's message saying so): where the inputs came from and the options
+    that change them. ``""`` for any other failure."""
+    if not isinstance(exc, IndexError) and not _INDEX_ERROR.search(str(exc)):
+        return ""
+    data = input_data_of(model) if model is not None else None
+    if data is not None:
+        return f"the inputs are cut from {data}: check that its integer inputs index within the model's tables"
+    own = model.inputs_hint() if model is not None else ""
+    real = "real data with inputs: FILE.npz"
+    return f"{own}, or {real}" if own else f"the inputs are the model's made-up example inputs; give {real}"

@@ -53,7 +53,11 @@ FIELDS: dict[str, tuple[str, str]] = {
         "",
         "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap: the harness's kill or the kernel's OOM killer at the cell's cgroup cap; allocation failure or OOM kill), timeout (hard limit)",
     ),
-    "reason": ("", "why the cell was skipped or did not finish"),
+    "reason": (
+        "",
+        "why the cell was skipped or did not finish; one that looks like an input indexing past a table's end "
+        "ends with where the inputs came from and the options that change them (int_high, inputs)",
+    ),
     "started_at": ("s since epoch", "when the parent started the cell"),
     "ended_at": ("s since epoch", "when the parent recorded the result"),
     "prepare_s": (

@@ -63,7 +63,8 @@ def _outputs_check(outputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_job(job: Job, channel: Channel) -> dict[str, Any]:
+def run_job(job: Job, channel: Channel, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure the job's cell; ``context`` gets the model once it is built."""
     from harness.cells import Cell
     from harness.input_data import build_model
     from harness.measure.memory import PhasePeaks
@@ -80,6 +81,8 @@ def run_job(job: Job, channel: Channel) -> dict[str, Any]:
     channel.send({"event": "phase", "phase": "load"})
     regs = registries(job.plugins, autoload=job.autoload)
     model = build_model(regs.models.get(cell.model), cell.model_options, cell.input_data)
+    if context is not None:  # for the failure's reason (an index out of range names the inputs' options)
+        context["model"] = model
     backend = regs.backends.get(cell.backend)()
 
     peaks.start("prepare")
@@ -310,6 +313,18 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     }
 
 
+def _with_hint(reason: str, exc: BaseException, model: Any) -> str:
+    """The reason, with what to change where it looks like an input indexed past a table's end
+    (made-up integer inputs too large for it): the model's inputs options, or real data."""
+    try:
+        from harness.input_data import index_error_hint
+
+        hint = index_error_hint(exc, model)
+    except Exception:  # a hint must never cost the cell its recorded reason
+        return reason
+    return f"{reason} ({hint})" if hint else reason
+
+
 def classify_exception(exc: BaseException) -> str:
     """``oom`` for allocation failures (Python's and the runtimes'), else ``failed``."""
     if isinstance(exc, MemoryError):
@@ -350,13 +365,14 @@ def main() -> int:
     channel.send({"event": "contained", "cgroup": joined})
     job = job_from_json(sys.stdin.read())
     started = time.time()
+    context: dict[str, Any] = {}
     try:
         if isinstance(job, ReferenceJob):
             from harness.measure.fidelity import run_reference
 
-            result = {"status": "ok", **run_reference(job)}
+            result = {"status": "ok", **run_reference(job, context)}
         else:
-            result = run_job(job, channel)
+            result = run_job(job, channel, context)
     except SkipCell as exc:
         result = {"status": "skipped", "reason": exc.reason}
     except BaseException as exc:  # every failure becomes a recorded status, never a lost cell
@@ -364,7 +380,8 @@ def main() -> int:
         sys.stderr.write(tb)
         sys.stderr.flush()
         first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        result = {"status": classify_exception(exc), "reason": first, "traceback_tail": tb[-4000:]}
+        result = {"status": classify_exception(exc), "reason": _with_hint(first, exc, context.get("model")),
+                  "traceback_tail": tb[-4000:]}  # fmt: skip
     result["worker_s"] = time.time() - started
     channel.send({"event": "result", "result": result})
     return 0

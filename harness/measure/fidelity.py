@@ -144,17 +144,19 @@ def _flops_per_sample(module: Any, inputs: dict[str, np.ndarray], names: tuple[s
     return float(total) / batch if total else None
 
 
-def run_reference(job: ReferenceJob) -> dict[str, Any]:
+def run_reference(job: ReferenceJob, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compute a model's reference outputs, labels and FLOPs, and the machine's peak, into the run.
 
     The reference is the model's fp32 PyTorch eager module; a model that has none but its own ONNX
     file (``model: {onnx: FILE}``) is run on onnxruntime's CPU provider with graph optimisations
-    off instead (no FLOPs then: the counter is torch's)."""
+    off instead (no FLOPs then: the counter is torch's). ``context`` gets the model once built."""
     from harness.input_data import build_model
     from harness.pluginmanager import registries
 
     regs = registries(job.plugins, autoload=job.autoload)
     model = build_model(regs.models.get(job.model), job.model_options, job.input_data)
+    if context is not None:
+        context["model"] = model
     out_path = Path(job.path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     facts: dict[str, Any] = {"model": model.name, "task": model.task, "samples": job.samples}

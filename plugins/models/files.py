@@ -260,6 +260,18 @@ class _FileModel(Model):
             )
         return inputs
 
+    def inputs_hint(self) -> str:
+        """The bounds integer inputs were drawn under, and the option that changes them."""
+        if not self.int_high:
+            return ""
+        bounds = set(self.int_high.values())
+        if len(bounds) == 1:
+            drawn = f"[0, int_high) = [0, {bounds.pop()})"
+        else:
+            drawn = "[0, int_high): " + ", ".join(f"{name} [0, {high})" for name, high in self.int_high.items())
+        example = ", ".join(f"{name}: ROWS" for name in self.int_high)
+        return f"integer inputs are drawn from {drawn}: give int_high per input (int_high: {{{example}}})"
+
     def input_files(self) -> tuple[Path, ...]:
         return (self.path, *getattr(self, "_data_files", ()))
 

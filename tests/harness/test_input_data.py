@@ -13,7 +13,7 @@ import pytest
 
 from conftest import bench, run_dirs
 from harness import input_data
-from harness.input_data import InputData, InputDataError, build_model
+from harness.input_data import InputData, InputDataError, build_model, index_error_hint
 from plugins.fake import ToyModel
 from plugins.models.dlrm import EMBEDDING_ROWS, DLRMSmall
 
@@ -119,6 +119,15 @@ def test_only_plain_arrays_are_read(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(InputDataError, match="not a regular file"):
         InputData(fifo)
+
+
+def test_index_error_hint(tmp_path: Path) -> None:
+    ort = RuntimeError("Gather node. Name:'/e/Gather' Status Message: indices element out of data bounds, idx=48")
+    assert index_error_hint(ValueError("shapes differ"), None) == ""
+    assert "give real data with inputs: FILE.npz" in index_error_hint(ort, DLRMSmall())
+    assert index_error_hint(IndexError("index out of range in self"), None).startswith("the inputs are the model's")
+    with_data = build_model(DLRMSmall, {}, dlrm_data(tmp_path / "d.npz"))
+    assert index_error_hint(ort, with_data).startswith(f"the inputs are cut from {tmp_path / 'd.npz'}")
 
 
 # -- validation: exit 2 naming the input, before a run folder exists ---------------------------------

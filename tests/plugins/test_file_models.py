@@ -148,6 +148,14 @@ def test_int_high_and_float_range_per_input(onnx_path: Path) -> None:
     assert default.example_inputs(40, 0)["x"].min() < 0  # standard normal
 
 
+def test_inputs_hint_names_the_bounds(onnx_path: Path) -> None:
+    shapes = {"ids": ["batch", 5]}
+    assert OnnxFile(path=str(onnx_path), shapes=shapes).inputs_hint() == (
+        "integer inputs are drawn from [0, int_high) = [0, 100): give int_high per input (int_high: {ids: ROWS})"
+    )
+    assert "[0, int_high) = [0, 3)" in OnnxFile(path=str(onnx_path), shapes=shapes, int_high={"ids": 3}).inputs_hint()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
