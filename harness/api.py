@@ -226,6 +226,8 @@ class FileShorthand:
     options: tuple[str, ...] = ()
     #: the model option the file's absolute path becomes
     path_option: str = "path"
+    #: the file name endings that mark such a file (``.onnx``): ``bench export FILE`` picks the model by them
+    suffixes: tuple[str, ...] = ()
 
 
 class Model(ABC):

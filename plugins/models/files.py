@@ -452,7 +452,7 @@ class OnnxFile(_FileModel):
     name = "onnx-file"
     description = "a model given as an ONNX file (option path; shorthand model: {onnx: file.onnx}); no PyTorch form"
     kind = "ONNX"
-    file_shorthand = FileShorthand("onnx", what="ONNX", options=FILE_MODEL_OPTIONS[1:])
+    file_shorthand = FileShorthand("onnx", what="ONNX", options=FILE_MODEL_OPTIONS[1:], suffixes=(".onnx",))
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """The graph's inputs (initializers left out), outputs and parameter count, from the file's
@@ -843,7 +843,9 @@ class TorchExportFile(_FileModel):
         "shorthand model: {torch_export: file.pt2}); audited, never unpickled"
     )
     kind = "torch.export (.pt2)"
-    file_shorthand = FileShorthand("torch_export", what="torch.export (.pt2)", options=FILE_MODEL_OPTIONS[1:])
+    file_shorthand = FileShorthand(
+        "torch_export", what="torch.export (.pt2)", options=FILE_MODEL_OPTIONS[1:], suffixes=(".pt2",)
+    )
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """Inputs (names, dtypes, sizes, batch range), outputs and parameter count from the audited

@@ -97,6 +97,7 @@ def test_each_model_declares_its_scenario_shorthand() -> None:
     for cls in (OnnxFile, TorchExportFile):
         assert cls.file_shorthand.options == beside and cls.file_shorthand.path_option == "path"
     assert set(files.FILE_MODEL_OPTIONS) == {"path", "shapes", "int_high", "float_range"}
+    assert OnnxFile.file_shorthand.suffixes == (".onnx",) and TorchExportFile.file_shorthand.suffixes == (".pt2",)
 
 
 # -- onnx-file --------------------------------------------------------------------------------
