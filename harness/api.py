@@ -246,6 +246,8 @@ class FileShorthand:
     options: tuple[str, ...] = ()
     #: the model option the file's absolute path becomes
     path_option: str = "path"
+    #: the file name endings that mark such a file (``.onnx``): ``bench export FILE`` picks the model by them
+    suffixes: tuple[str, ...] = ()
 
 
 class Model(ABC):
@@ -314,6 +316,13 @@ class Model(ABC):
         """Inputs for post-training quantisation: by default ``n_samples`` samples of
         :meth:`example_inputs` under a seed apart from the measured inputs'."""
         return self.example_inputs(n_samples, seed + 10_000)
+
+    def inputs_hint(self) -> str:
+        """How :meth:`example_inputs` draws the values a model may use as indices, and the options
+        that change them, in one phrase (``integer inputs are drawn from [0, int_high) = [0, 100):
+        give int_high per input``); bench adds it to the reason of a cell that fails on an index
+        out of range. ``""``: nothing to say (the model's own inputs fit it by construction)."""
+        return ""
 
 
 class Session(ABC):

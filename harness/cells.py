@@ -31,15 +31,20 @@ class Cell:
     backend_options: dict[str, Scalar] = field(default_factory=dict)
     #: the load scenario's own axes: concurrency, target_qps, latency_bound_ms, max_wait_us, ...
     load_options: dict[str, Scalar] = field(default_factory=dict)
+    #: the .npz the model's inputs are cut from (absolute path; the scenario's ``model: {inputs:
+    #: FILE}``), or None for the model's own example inputs
+    input_data: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The configuration as a plain, JSON-ready dict (keys sorted on serialisation).
 
-        Empty ``load_options`` are left out, so single-stream cells keep the ids they had before
-        load scenarios existed (resume and comparison match them)."""
+        Empty ``load_options`` and a ``None`` ``input_data`` are left out, so cells keep the ids
+        they had before those existed (resume and comparison match them)."""
         data = asdict(self)
         if not data["load_options"]:
             del data["load_options"]
+        if data["input_data"] is None:
+            del data["input_data"]
         return data
 
     @property

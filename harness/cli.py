@@ -1,8 +1,8 @@
 """The command line: parse, call the library, map errors to exit codes. Nothing heavy at import.
 
-One module for every command (run, report, recommend, compare, history, validate, list, doctor):
-its length is the count of commands and their documented options, each command's body a screen or
-less; the logic behind them lives in the library."""
+One module for every command (run, report, recommend, compare, history, validate, export, list,
+doctor): its length is the count of commands and their documented options, each command's body a
+screen or less; the logic behind them lives in the library."""
 
 from __future__ import annotations
 
@@ -604,6 +604,50 @@ def validate(ctx: click.Context, scenario: str) -> None:
     for p in skipped:
         click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
     click.echo(f"{scenario}: valid")
+
+
+@cli.command(name="export")
+@click.argument("model")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+              help="The ONNX file to write (ending in .onnx).")  # fmt: skip
+@click.option("--inputs", "inputs", type=click.Path(dir_okay=False), default=None,
+              help="The inputs .npz to write (default: next to the ONNX file, NAME.inputs.npz); one batch per "
+                   "input goes beside it as .npy (benchmark_app) and .bin (trtexec).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples of the batch written per input, and in the printed command lines.")  # fmt: skip
+@click.option("--samples", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Samples in the inputs .npz (the model's example inputs, seed 0).")  # fmt: skip
+@click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE",
+              help="A model option, the value in YAML (int_high={sparse: 3}); repeatable.")  # fmt: skip
+@click.pass_context
+def export_(
+    ctx: click.Context,
+    model: str,
+    output: str,
+    inputs: str | None,
+    batch_size: int,
+    samples: int,
+    model_options: tuple[str, ...],
+) -> None:
+    """Write the ONNX file bench measures for MODEL (a model name, or a model file) and inputs for it,
+    with the benchmark_app and trtexec command lines that measure the same work."""
+    from harness.export import command_lines, export, parse_options
+    from harness.output.files import check_writable
+
+    out = Path(output)
+    inputs_path = Path(inputs) if inputs else out.with_name(f"{out.stem}.inputs.npz")
+    options = parse_options(model_options)
+    check_writable(out, "-o")
+    check_writable(inputs_path, "--inputs")
+    done = export(_registries(ctx), model, options, out, inputs_path, batch_size, samples)
+    click.echo(f"wrote {done.onnx}" + "".join(f", {extra}" for extra in done.companions))
+    click.echo(f"wrote {done.inputs} ({done.samples} samples of {', '.join(done.batch_files)})")
+    for name, (npy, raw, shape) in done.batch_files.items():
+        click.echo(f"wrote {npy} and {raw} (input {name}: one batch, shape {list(shape)})")
+    lines = command_lines(done)
+    click.echo("measure the same batch with:")
+    for tool, line in lines.items():
+        click.echo(f"  {tool + ':':<15}{line}")
 
 
 @cli.command(name="list")

@@ -34,9 +34,11 @@ def _sha256(path: Path) -> str:
 
 def input_hashes(scenario: Scenario, regs: Registries) -> dict[str, str]:
     """sha256 of every file a run's numbers depend on, by absolute path: the scenario file and the
-    files its model reads (``Model.input_files``)."""
+    files its model reads (``Model.input_files``, its inputs file among them)."""
+    from harness.input_data import build_model
+
     files = [Path(os.path.abspath(scenario.source_path))] if scenario.source_path else []
-    model = regs.models.get(scenario.model.name)(**scenario.model.options)
+    model = build_model(regs.models.get(scenario.model.name), scenario.model.options, scenario.model.inputs)
     files += [Path(os.path.abspath(f)) for f in model.input_files()]
     return {str(path): _sha256(path) for path in files if path.is_file()}
 

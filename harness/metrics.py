@@ -39,12 +39,25 @@ FIELDS: dict[str, tuple[str, str]] = {
         "dynamic batching: how long a replica waits after the oldest queued sample arrived for its batch to fill "
         "(0: take what is queued; null: not a server or multi_stream cell)",
     ),
-    "seed": ("", "seed of the generated input data (from the scenario)"),
+    "seed": (
+        "",
+        "seed of the generated input data (from the scenario); with input_data, the batch it picks: rows "
+        "seed*batch_size .. seed*batch_size + batch_size - 1 of the file, wrapping around",
+    ),
+    "input_data": (
+        "",
+        "the .npz the inputs were cut from (the scenario's model: {inputs: FILE}), absolute path; absent: the "
+        "model's own made-up example inputs",
+    ),
     "status": (
         "",
         "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap: the harness's kill or the kernel's OOM killer at the cell's cgroup cap; allocation failure or OOM kill), timeout (hard limit)",
     ),
-    "reason": ("", "why the cell was skipped or did not finish"),
+    "reason": (
+        "",
+        "why the cell was skipped or did not finish; one that looks like an input indexing past a table's end "
+        "ends with where the inputs came from and the options that change them (int_high, inputs)",
+    ),
     "started_at": ("s since epoch", "when the parent started the cell"),
     "ended_at": ("s since epoch", "when the parent recorded the result"),
     "prepare_s": (
@@ -215,7 +228,15 @@ FIELDS: dict[str, tuple[str, str]] = {
     "task_metric": ("", "the labelled metric: auc (ctr) or accuracy (classification)"),
     "task_value": ("fraction", "task_metric of this cell's outputs on the labelled validation set"),
     "reference_task_value": ("fraction", "task_metric of the reference's outputs: what this cell can at best match"),
-    "fidelity_samples": ("samples", "size of the validation set"),
+    "fidelity_samples": (
+        "samples",
+        "size of the validation set (with input_data: the file's first min(fidelity.samples, its samples))",
+    ),
+    "fidelity_reference": (
+        "",
+        "what computed the reference outputs: the model's PyTorch module (eager fp32), or for a model that is only "
+        "an ONNX file onnxruntime's CPU provider with graph optimisations off",
+    ),
     "fidelity_s": ("s", "time to run the validation set through the cell's session (after measuring)"),
     "fidelity_ok": ("", "cosine at least min_cosine for the precision, agreement at least fidelity.min_agreement"),
     "fidelity_reason": ("", "why fidelity_ok is false"),

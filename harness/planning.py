@@ -74,10 +74,17 @@ def check_scenario(scenario: Scenario, regs: Registries) -> None:
     known service time."""
     if scenario.model.name not in regs.models:
         raise scenario.error(("model",), regs.models.unknown_message(scenario.model.name))
+    from harness import input_data
+
     try:  # bad model options and unusable model files fail here, before a run folder exists
-        regs.models.get(scenario.model.name)(**scenario.model.options)
+        model = regs.models.get(scenario.model.name)(**scenario.model.options)
     except ValueError as exc:
         raise scenario.error(("model",), str(exc)) from exc
+    if scenario.model.inputs is not None:  # and an inputs file that does not fit the model (its headers)
+        try:
+            input_data.check(model, scenario.model.inputs, min(scenario.batch_sizes), scenario.seed)
+        except ValueError as exc:
+            raise scenario.error(("model", "inputs"), str(exc)) from exc
     for index, entry in enumerate(scenario.backends):
         if entry.name not in regs.backends:
             raise scenario.error(("backends", index, "name"), regs.backends.unknown_message(entry.name))

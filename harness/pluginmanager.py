@@ -196,8 +196,9 @@ class _Register:
         return f"<register a {self.registry.kind} for plugin '{self.plugin}'>"
 
 
-#: scenario keys of ``model:`` that a shorthand cannot take: the long form's own
-_RESERVED_KEYS = ("name", "options")
+#: scenario keys of ``model:`` that a shorthand, or an option beside it, cannot take: the long
+#: form's own, and ``inputs`` (the inputs file, in every form)
+_RESERVED_KEYS = ("name", "options", "inputs")
 
 
 def _check_shorthand(models: Registry[Any], cls: type[Model], plugin: str) -> None:
@@ -212,6 +213,10 @@ def _check_shorthand(models: Registry[Any], cls: type[Model], plugin: str) -> No
         raise PluginError(msg)
     if shorthand.path_option in shorthand.options:
         msg = f"{where}, whose path option {shorthand.path_option!r} is also among the options beside the key"
+        raise PluginError(msg)
+    taken = [option for option in shorthand.options if option in _RESERVED_KEYS]
+    if taken:
+        msg = f"{where}, whose option {taken[0]!r} beside the key is a key of model: itself; rename the option"
         raise PluginError(msg)
     for other in models.classes():
         if other is not cls and other.file_shorthand is not None and other.file_shorthand.key == shorthand.key:

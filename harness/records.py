@@ -86,6 +86,8 @@ class ReferenceJob:
     path: str
     plugins: tuple[str, ...]
     autoload: bool | None
+    #: the .npz the model's inputs are cut from (Cell.input_data), or None
+    input_data: str | None = None
     kind: Literal["reference"] = "reference"
 
     def to_json(self) -> str:

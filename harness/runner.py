@@ -195,6 +195,7 @@ def _reference(run: RunDir, scenario: Scenario, manifest: Manifest, reporter: Re
         path=str(path),
         plugins=tuple(settings.plugins),
         autoload=settings.autoload,
+        input_data=scenario.model.inputs,
     )
     log = run.path / fidelity.REFERENCE_FOLDER / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -63,8 +63,10 @@ def _outputs_check(outputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_job(job: Job, channel: Channel) -> dict[str, Any]:
+def run_job(job: Job, channel: Channel, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure the job's cell; ``context`` gets the model once it is built."""
     from harness.cells import Cell
+    from harness.input_data import build_model
     from harness.measure.memory import PhasePeaks
     from harness.pluginmanager import registries
 
@@ -78,7 +80,9 @@ def run_job(job: Job, channel: Channel) -> dict[str, Any]:
     peaks.start("load")
     channel.send({"event": "phase", "phase": "load"})
     regs = registries(job.plugins, autoload=job.autoload)
-    model = regs.models.get(cell.model)(**cell.model_options)
+    model = build_model(regs.models.get(cell.model), cell.model_options, cell.input_data)
+    if context is not None:  # for the failure's reason (an index out of range names the inputs' options)
+        context["model"] = model
     backend = regs.backends.get(cell.backend)()
 
     peaks.start("prepare")
@@ -122,7 +126,8 @@ def _fidelity(job: Job, cell: Any, session: Any) -> dict[str, Any]:
         result = fidelity.evaluate(session, cell.batch_size, Path(ref["path"]), ref["task"])
     except NotImplementedError as exc:
         return {"fidelity_skipped": str(exc)}
-    return {**result, **fidelity.verdict(result, cell.precision, dict(job.fidelity or {}))}
+    verdict = fidelity.verdict(result, cell.precision, dict(job.fidelity or {}))
+    return {**result, **verdict, "fidelity_reference": ref.get("reference_runtime")}
 
 
 def _latency_file(job: Job, cell_dir: Path, stem: str, values: Any) -> str:
@@ -333,6 +338,18 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     }
 
 
+def _with_hint(reason: str, exc: BaseException, model: Any) -> str:
+    """The reason, with what to change where it looks like an input indexed past a table's end
+    (made-up integer inputs too large for it): the model's inputs options, or real data."""
+    try:
+        from harness.input_data import index_error_hint
+
+        hint = index_error_hint(exc, model)
+    except Exception:  # a hint must never cost the cell its recorded reason
+        return reason
+    return f"{reason} ({hint})" if hint else reason
+
+
 def classify_exception(exc: BaseException) -> str:
     """``oom`` for allocation failures (Python's and the runtimes'), else ``failed``."""
     if isinstance(exc, MemoryError):
@@ -384,13 +401,14 @@ def main() -> int:
     channel.send({"event": "contained", "cgroup": joined})
     job = job_from_json(sys.stdin.read())
     started = time.time()
+    context: dict[str, Any] = {}
     try:
         if isinstance(job, ReferenceJob):
             from harness.measure.fidelity import run_reference
 
-            result = {"status": "ok", **run_reference(job)}
+            result = {"status": "ok", **run_reference(job, context)}
         else:
-            result = run_job(job, channel)
+            result = run_job(job, channel, context)
     except SkipCell as exc:
         result = {"status": "skipped", "reason": exc.reason}
     except BaseException as exc:  # every failure becomes a recorded status, never a lost cell
@@ -398,7 +416,8 @@ def main() -> int:
         sys.stderr.write(tb)
         sys.stderr.flush()
         first = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        result = {"status": classify_exception(exc), "reason": first, "traceback_tail": tb[-4000:]}
+        result = {"status": classify_exception(exc), "reason": _with_hint(first, exc, context.get("model")),
+                  "traceback_tail": tb[-4000:]}  # fmt: skip
     result["worker_s"] = time.time() - started
     channel.send({"event": "result", "result": result})
     return 0

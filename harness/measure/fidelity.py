@@ -1,8 +1,9 @@
 """Fidelity: how far a cell's outputs are from the full-precision reference, and what that costs the task.
 
 Once per run a worker computes the reference (the model's fp32 PyTorch eager outputs on its fixed
-validation set, and its labels where it has them) into ``reference/<model>.npz`` in the run folder,
-with the model's FLOPs per sample and the machine's measured matrix-multiply peak. Each cell then
+validation set, and its labels where it has them; onnxruntime's, graph optimisations off, for a
+model that is only an ONNX file) into ``reference/<model>.npz`` in the run folder, with the
+model's FLOPs per sample and the machine's measured matrix-multiply peak. Each cell then
 runs the same validation set through its own prepared session (in chunks of its batch size) and
 compares: max and mean absolute error, cosine similarity, the task's agreement measure and, with
 labels, the task metric. Nothing here imports a runtime at module level.
@@ -10,6 +11,7 @@ labels, the task metric. Nothing here imports a runtime at module level.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -142,39 +144,44 @@ def _flops_per_sample(module: Any, inputs: dict[str, np.ndarray], names: tuple[s
     return float(total) / batch if total else None
 
 
-def run_reference(job: ReferenceJob) -> dict[str, Any]:
-    """Compute a model's reference outputs, labels and FLOPs, and the machine's peak, into the run."""
-    import torch
+def run_reference(job: ReferenceJob, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Compute a model's reference outputs, labels and FLOPs, and the machine's peak, into the run.
 
+    The reference is the model's fp32 PyTorch eager module; a model that has none but its own ONNX
+    file (``model: {onnx: FILE}``) is run on onnxruntime's CPU provider with graph optimisations
+    off instead (no FLOPs then: the counter is torch's). ``context`` gets the model once built."""
+    from harness.input_data import build_model
     from harness.pluginmanager import registries
 
     regs = registries(job.plugins, autoload=job.autoload)
-    model = regs.models.get(job.model)(**job.model_options)
+    model = build_model(regs.models.get(job.model), job.model_options, job.input_data)
+    if context is not None:
+        context["model"] = model
     out_path = Path(job.path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     facts: dict[str, Any] = {"model": model.name, "task": model.task, "samples": job.samples}
     facts.update(_matmul_peak_gflops(job.threads))
     support = model.torch_support()
-    if not support.ok:
+    own_onnx = model.onnx_file()
+    if not support.ok and (own_onnx is None or importlib.util.find_spec("onnxruntime") is None):
         facts["fidelity_skipped"] = f"no PyTorch reference: {support.reason}"
         return facts
     inputs, labels = model.validation_set(job.samples, job.seed)
-    module = model.build_torch().eval()
-    torch.set_num_threads(job.threads)
-    t0 = time.perf_counter()
-    outs: dict[str, list[np.ndarray]] = {name: [] for name in model.output_names}
-    chunk = 256
     n = len(next(iter(inputs.values())))
-    with torch.inference_mode():
-        for start in range(0, n, chunk):
-            args = (torch.from_numpy(np.ascontiguousarray(inputs[k][start : start + chunk])) for k in model.input_names)
-            result = module(*args)
-            parts = result if isinstance(result, tuple | list) else (result,)
-            for name, part in zip(model.output_names, parts, strict=True):
-                outs[name].append(part.float().numpy())
-    reference = {name: np.concatenate(parts) for name, parts in outs.items()}
+    t0 = time.perf_counter()
+    if support.ok:
+        import torch
+
+        module = model.build_torch().eval()
+        torch.set_num_threads(job.threads)
+        reference = _torch_outputs(module, inputs, model.input_names, model.output_names)
+        facts["reference_runtime"] = f"pytorch {torch.__version__} eager fp32"
+        facts["flops_per_sample"] = _flops_per_sample(module, inputs, model.input_names, min(8, n))
+    else:
+        assert own_onnx is not None  # the condition above
+        reference, facts["reference_runtime"] = _onnxruntime_outputs(Path(own_onnx), inputs, model, job.threads)
+        facts["flops_per_sample"] = None
     facts["reference_s"] = time.perf_counter() - t0
-    facts["flops_per_sample"] = _flops_per_sample(module, inputs, model.input_names, min(8, n))
     arrays = {f"input:{k}": v for k, v in inputs.items()}
     arrays.update({f"output:{k}": v for k, v in reference.items()})
     if labels is not None:
@@ -187,6 +194,50 @@ def run_reference(job: ReferenceJob) -> dict[str, Any]:
         facts["reference_auc"] = auc(labels, reference[model.output_names[0]])
     (out_path.with_suffix(".json")).write_text(json.dumps(facts, indent=2, default=str))
     return facts
+
+
+#: samples per call when computing a reference
+_REFERENCE_CHUNK = 256
+
+
+def _torch_outputs(
+    module: Any, inputs: dict[str, np.ndarray], input_names: tuple[str, ...], output_names: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    import torch
+
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
+    n = len(next(iter(inputs.values())))
+    with torch.inference_mode():
+        for start in range(0, n, _REFERENCE_CHUNK):
+            args = (
+                torch.from_numpy(np.ascontiguousarray(inputs[k][start : start + _REFERENCE_CHUNK])) for k in input_names
+            )
+            result = module(*args)
+            parts = result if isinstance(result, tuple | list) else (result,)
+            for name, part in zip(output_names, parts, strict=True):
+                outs[name].append(part.float().numpy())
+    return {name: np.concatenate(parts) for name, parts in outs.items()}
+
+
+def _onnxruntime_outputs(
+    path: Path, inputs: dict[str, np.ndarray], model: Any, threads: int
+) -> tuple[dict[str, np.ndarray], str]:
+    """The ONNX file's outputs on onnxruntime's CPU provider, graph optimisations off (the graph
+    run as written, no fused kernels), and how they were computed."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    outs: dict[str, list[np.ndarray]] = {name: [] for name in model.output_names}
+    n = len(next(iter(inputs.values())))
+    for start in range(0, n, _REFERENCE_CHUNK):
+        feeds = {k: np.ascontiguousarray(inputs[k][start : start + _REFERENCE_CHUNK]) for k in model.input_names}
+        for name, part in zip(model.output_names, session.run(list(model.output_names), feeds), strict=True):
+            outs[name].append(np.asarray(part, dtype=np.float32))
+    how = f"onnxruntime {ort.__version__} CPU fp32, graph optimisations off (the model has no PyTorch form)"
+    return {name: np.concatenate(parts) for name, parts in outs.items()}, how
 
 
 def load_reference(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray | None]:

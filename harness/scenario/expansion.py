@@ -95,6 +95,7 @@ def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
                                 model_options=dict(scenario.model.options),
                                 backend_options=dict(options),
                                 load_options=load_options,
+                                input_data=scenario.model.inputs,
                             )
                             if cell.id not in seen:
                                 seen.add(cell.id)
@@ -140,6 +141,8 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
     model = scenario.model.name
     if scenario.model.options:
         model += " (" + ", ".join(f"{k}={v}" for k, v in scenario.model.options.items()) + ")"
+    if scenario.model.inputs:
+        model += f"; inputs from {scenario.model.inputs}"
     budget_s = m.repeats * sum(
         m.warmup_s + (m.max_duration_s if cell.load == "single_stream" else loadgen_seconds(scenario, cell.load))
         for cell in cells

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any, Union
 from pydantic import (
     BaseModel,
     Field,
+    SerializerFunctionWrapHandler,
+    StrictStr,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -39,14 +42,19 @@ RegistriesSource = Union["Registries", Callable[[], "Registries"], None]
 Shorthands = dict[str, tuple[str, "FileShorthand"]]
 
 
+#: the key of ``model:`` that names an .npz the inputs are cut from, in every form
+INPUTS_KEY = "inputs"
+
+
 def _model_file_error(message: str, at: Loc) -> PydanticCustomError:
     """An error at ``model.<at>``; the message is final text (pydantic fills only ``{at}``, never used)."""
     return PydanticCustomError("scenario_model_file", message, {"at": at})
 
 
 def _resolve_model_file(value: Any, base_dir: Path | None, at: Loc, what: str) -> str:
-    """The absolute path of a model file named in the scenario, relative paths taken from the
-    scenario file's folder (the current folder for a scenario given as text); it must exist now."""
+    """The absolute path of a model file (or inputs file) named in the scenario, relative paths
+    taken from the scenario file's folder (the current folder for a scenario given as text); it
+    must exist now, and be a regular file."""
     if not isinstance(value, str) or not value.strip():
         raise _model_file_error(f"Input should be the path of the {what} file (got {_kind(value)})", at)
     given = Path(os.path.expanduser(value))
@@ -73,9 +81,9 @@ def _shorthands(source: RegistriesSource) -> Shorthands:
 
 
 def _may_use_shorthand(data: dict[str, Any]) -> bool:
-    """Whether ``model:`` may name a model file: keys besides ``name`` and ``options``, or options
-    (a path option of the long form to resolve)."""
-    return bool(set(data) - {"name", "options"}) or bool(data.get("options"))
+    """Whether ``model:`` may name a model file: keys besides ``name``, ``options`` and
+    ``inputs``, or options (a path option of the long form to resolve)."""
+    return bool(set(data) - {"name", "options", INPUTS_KEY}) or bool(data.get("options"))
 
 
 def _file_model(data: dict[str, Any], base_dir: Path | None, shorthands: Shorthands) -> dict[str, Any]:
@@ -100,7 +108,7 @@ def _file_model(data: dict[str, Any], base_dir: Path | None, shorthands: Shortha
     allowed = declared.options
     options: dict[str, Any] = {}
     for other, value in data.items():
-        if other == key:
+        if other in (key, INPUTS_KEY):  # inputs: the model reference's own key, in every form
             continue
         if other == "name":
             message = (
@@ -116,31 +124,51 @@ def _file_model(data: dict[str, Any], base_dir: Path | None, shorthands: Shortha
             )
             raise _model_file_error(message, ("options",))
         if other not in allowed:
-            close = difflib.get_close_matches(str(other), allowed, n=1, cutoff=0.6)
-            beside = ", ".join(allowed) or "nothing"
+            close = difflib.get_close_matches(str(other), [*allowed, INPUTS_KEY], n=1, cutoff=0.6)
+            beside = ", ".join([*allowed, INPUTS_KEY])
             hint = f"did you mean '{close[0]}'?" if close else f"remove it (allowed beside '{key}': {beside})"
             raise _model_file_error(f"unknown key '{other}'; {hint}", (str(other),))
         options[other] = value
     options[declared.path_option] = _resolve_model_file(data[key], base_dir, (key,), declared.what)
-    return {"name": name, "options": options}
+    resolved = {"name": name, "options": options}
+    if INPUTS_KEY in data:
+        resolved[INPUTS_KEY] = data[INPUTS_KEY]
+    return resolved
 
 
 class ModelRef(BaseModel):
     """The model plugin and its options; ``model: dlrm-small`` is short for ``{name: dlrm-small}``,
     ``model: {onnx: FILE}`` for ``{name: onnx-file, options: {path: FILE}}`` (likewise every
-    shorthand a model plugin declares), the path relative to the scenario file's folder."""
+    shorthand a model plugin declares), the path relative to the scenario file's folder.
+
+    ``inputs: FILE.npz``, in any form, cuts the model's inputs from the arrays of that file instead
+    of the model's made-up ones (:mod:`harness.input_data`); its path is resolved the same way."""
 
     model_config = _FROZEN
 
     name: PluginName
     options: ModelOptions = Field(default_factory=dict)
+    #: the absolute path of the .npz the inputs are cut from, or None
+    inputs: StrictStr | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_shorthand(cls, data: Any, info: ValidationInfo) -> Any:
         data = _shorthand(data, "model")
+        context = info.context if isinstance(info.context, dict) else {}
         if isinstance(data, dict) and _may_use_shorthand(data):
-            context = info.context if isinstance(info.context, dict) else {}
             shorthands = _shorthands(context.get("registries"))
             data = _file_model(data, context.get("base_dir"), shorthands)
+        if isinstance(data, dict) and data.get(INPUTS_KEY) is not None:
+            path = _resolve_model_file(data[INPUTS_KEY], context.get("base_dir"), (INPUTS_KEY,), "inputs (.npz)")
+            data = {**data, INPUTS_KEY: path}
         return data
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_inputs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without inputs the key is left out: a scenario's fingerprint stays what it was before
+        the key existed."""
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get(INPUTS_KEY) is None:
+            dumped.pop(INPUTS_KEY, None)
+        return dumped

@@ -5,7 +5,10 @@ Inputs are read from the file itself: names, dtypes and shapes. A dynamic axis 0
 other dynamic axis needs a size, given with the option ``shapes`` (``{input: [batch, 3, 224, 224]}``,
 ``batch`` marking the batch axis) or, for a torch.export program, taken from the size it was
 exported with. Example inputs are random per dtype and deterministic per seed: floats standard
-normal, integers uniform in ``[0, int_high)``, booleans fair coins.
+normal (or uniform in ``float_range``), integers uniform in ``[0, int_high)``, booleans fair coins.
+``int_high`` and ``float_range`` take one value for every input or a mapping by input name
+(``int_high: {sparse: 3, ids: 1000}``: an integer input that indexes a table needs that table's
+rows as its bound). Real data replaces all of this: ``inputs: FILE.npz`` (harness.input_data).
 
 Scenarios name these models with the shorthand each declares (``Model.file_shorthand``):
 ``model: {onnx: path/to/model.onnx}`` or ``model: {torch_export: path/to/model.pt2}``, paths relative
@@ -35,19 +38,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from harness.api import FileShorthand, Model, RegisterModel, Support, hookimpl
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import numpy as np
     import torch
 
 #: the name of the batch axis, in ``shapes`` and in :meth:`Model.dynamic_axes`
 BATCH = "batch"
-#: integer inputs are drawn from [0, int_high): small enough to be valid indices of most tables
+#: integer inputs are drawn from [0, int_high) unless the option says otherwise: a guess, valid
+#: indices of tables of at least 100 rows; a smaller table needs int_high for its input
 INT_HIGH_DEFAULT = 100
 #: input dtypes example inputs can be generated for (numpy names)
 SUPPORTED_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 #: the options of both models; ``path`` is the shorthand key's value, the others may sit beside it
-FILE_MODEL_OPTIONS = ("path", "shapes", "int_high")
+FILE_MODEL_OPTIONS = ("path", "shapes", "int_high", "float_range")
 
 
 class ModelFileError(ValueError):
@@ -94,7 +98,10 @@ class _FileModel(Model):
     input_names: tuple[str, ...]  # type: ignore[misc]  # per instance: read from the file
     output_names: tuple[str, ...]  # type: ignore[misc]  # per instance: read from the file
 
-    def __init__(self, path: Any = None, shapes: Any = None, int_high: Any = INT_HIGH_DEFAULT, **unknown: Any) -> None:
+    def __init__(
+        self, path: Any = None, shapes: Any = None, int_high: Any = INT_HIGH_DEFAULT, float_range: Any = None,
+        **unknown: Any,
+    ) -> None:  # fmt: skip
         if unknown:
             msg = (
                 f"model '{self.name}' has no option {', '.join(sorted(unknown))} "
@@ -107,14 +114,12 @@ class _FileModel(Model):
                 f"in a scenario: model: {{{self.file_shorthand.key}: path/to/file}}"
             )
             raise ValueError(msg)
-        if isinstance(int_high, bool) or not isinstance(int_high, int) or int_high < 1:
-            msg = (
-                f"model '{self.name}': option int_high must be an integer >= 1 "
-                f"(integer inputs are drawn from [0, int_high)), got {int_high!r}"
-            )
-            raise ValueError(msg)
         self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-        self.int_high = int_high
+        int_highs = _per_input(self.name, "int_high", int_high, _int_high_problem, "an integer >= 1", "{ids: 1000}")
+        float_ranges = _per_input(
+            self.name, "float_range", float_range, _float_range_problem, "a pair [low, high] with low < high",
+            "{x: [0, 1]}",
+        )  # fmt: skip
         self.shapes = _check_shapes_option(self.name, shapes)
         if not self.path.exists():
             raise ModelFileError(f"{self.path}: no such file; check the model's path")
@@ -130,6 +135,32 @@ class _FileModel(Model):
             )
             raise ModelFileError(msg)
         self.inputs = tuple(self._resolve(raw) for raw in raw_inputs)
+        #: the bound of each integer input ([0, int_high)), and the range of each float input drawn
+        #: uniformly (the others are standard normal)
+        self.int_high: dict[str, int] = self._by_input("int_high", int_highs, "iu", INT_HIGH_DEFAULT)
+        self.float_range: dict[str, tuple[float, float]] = self._by_input("float_range", float_ranges, "f", None)
+
+    def _by_input(self, option: str, given: Any, kinds: str, default: Any) -> dict[str, Any]:
+        """``given`` (one value for every input, or a mapping by input name) for each input of
+        the dtype kinds ``kinds``; a name that is no such input is an error naming those there are."""
+        import numpy as np
+
+        fitting = [spec.name for spec in self.inputs if np.dtype(spec.dtype).kind in kinds]
+        what = "integer" if kinds == "iu" else "floating-point"
+        if not isinstance(given, dict):
+            value = default if given is None else given
+            return {name: value for name in fitting} if value is not None else {}
+        for name in given:
+            if name not in fitting:
+                dtype = next((spec.dtype for spec in self.inputs if spec.name == name), None)
+                why = f"a {dtype} input" if dtype else "not an input of the model"
+                msg = (
+                    f"{self.path}: option {option} names '{name}', {why}; it applies to the {what} inputs "
+                    f"({', '.join(fitting) or 'the model has none'})"
+                )
+                raise ModelFileError(msg)
+        values = {name: given.get(name, default) for name in fitting}
+        return {name: value for name, value in values.items() if value is not None}
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """The inputs, output names and parameter count of the file, validated."""
@@ -224,8 +255,22 @@ class _FileModel(Model):
                 )
                 raise ModelFileError(msg)
             shape = tuple(batch_size if d == BATCH else int(d) for d in spec.dims)
-            inputs[spec.name] = _random(rng, spec.dtype, shape, self.int_high)
+            inputs[spec.name] = _random(
+                rng, spec.dtype, shape, self.int_high.get(spec.name, INT_HIGH_DEFAULT), self.float_range.get(spec.name)
+            )
         return inputs
+
+    def inputs_hint(self) -> str:
+        """The bounds integer inputs were drawn under, and the option that changes them."""
+        if not self.int_high:
+            return ""
+        bounds = set(self.int_high.values())
+        if len(bounds) == 1:
+            drawn = f"[0, int_high) = [0, {bounds.pop()})"
+        else:
+            drawn = "[0, int_high): " + ", ".join(f"{name} [0, {high})" for name, high in self.int_high.items())
+        example = ", ".join(f"{name}: ROWS" for name in self.int_high)
+        return f"integer inputs are drawn from {drawn}: give int_high per input (int_high: {{{example}}})"
 
     def input_files(self) -> tuple[Path, ...]:
         return (self.path, *getattr(self, "_data_files", ()))
@@ -244,6 +289,8 @@ class _FileModel(Model):
             "inputs": {
                 spec.name: [spec.dtype, [str(d) if d == BATCH else d for d in spec.dims]] for spec in self.inputs
             },
+            "int_high": dict(self.int_high),
+            "float_range": {name: list(bounds) for name, bounds in self.float_range.items()},
         }
 
 
@@ -269,10 +316,54 @@ def _check_shapes_option(model: str, shapes: Any) -> dict[str, tuple[int | str, 
     return checked
 
 
-def _random(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], int_high: int) -> np.ndarray:
+def _int_high_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be an integer >= 1 (integer inputs are drawn from [0, int_high)), got {value!r}"
+    return None
+
+
+def _float_range_problem(value: Any) -> str | None:
+    ok = (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        and value[0] < value[1]
+    )
+    if not ok:
+        return f"must be a pair [low, high] of finite numbers with low < high (floats drawn uniformly), got {value!r}"
+    return None
+
+
+def _per_input(
+    model: str, option: str, value: Any, problem: Callable[[Any], str | None], allowed: str, example: str
+) -> Any:
+    """An option that takes one value for every input or a mapping by input name, each value
+    checked by ``problem``; the names are checked against the file's inputs once it is read."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for name, each in value.items():
+            found = problem(each) if isinstance(name, str) else f"needs input names as keys, got {name!r}"
+            if found:
+                raise ValueError(f"model '{model}': option {option}: input {name!r} {found}")
+        if option == "float_range":
+            return {name: (float(each[0]), float(each[1])) for name, each in value.items()}
+        return dict(value)
+    found = problem(value)
+    if found:
+        msg = f"model '{model}': option {option} {found}; give {allowed}, or a mapping by input name, e.g. {example}"
+        raise ValueError(msg)
+    return (float(value[0]), float(value[1])) if option == "float_range" else value
+
+
+def _random(
+    rng: np.random.Generator, dtype: str, shape: tuple[int, ...], int_high: int, float_range: tuple[float, float] | None
+) -> np.ndarray:
     import numpy as np
 
     dt = np.dtype(dtype)
+    if dt.kind == "f" and float_range is not None:
+        return rng.uniform(float_range[0], float_range[1], size=shape).astype(dt)
     if dt.kind == "f":
         return rng.standard_normal(shape, dtype=np.float64 if dt.itemsize == 8 else np.float32).astype(dt)
     if dt.kind in "iu":
@@ -361,7 +452,7 @@ class OnnxFile(_FileModel):
     name = "onnx-file"
     description = "a model given as an ONNX file (option path; shorthand model: {onnx: file.onnx}); no PyTorch form"
     kind = "ONNX"
-    file_shorthand = FileShorthand("onnx", what="ONNX", options=FILE_MODEL_OPTIONS[1:])
+    file_shorthand = FileShorthand("onnx", what="ONNX", options=FILE_MODEL_OPTIONS[1:], suffixes=(".onnx",))
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """The graph's inputs (initializers left out), outputs and parameter count, from the file's
@@ -752,7 +843,9 @@ class TorchExportFile(_FileModel):
         "shorthand model: {torch_export: file.pt2}); audited, never unpickled"
     )
     kind = "torch.export (.pt2)"
-    file_shorthand = FileShorthand("torch_export", what="torch.export (.pt2)", options=FILE_MODEL_OPTIONS[1:])
+    file_shorthand = FileShorthand(
+        "torch_export", what="torch.export (.pt2)", options=FILE_MODEL_OPTIONS[1:], suffixes=(".pt2",)
+    )
 
     def _read(self) -> tuple[list[_RawInput], tuple[str, ...], int]:
         """Inputs (names, dtypes, sizes, batch range), outputs and parameter count from the audited

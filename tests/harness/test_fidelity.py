@@ -121,3 +121,28 @@ def test_thresholds_outside_zero_one_are_refused(tmp_path: Path, extra: str, fra
     scenario.write_text("name: t\nmodel: dlrm-small\nbackends: [onnxruntime]\nbatch_sizes: [1]\n" + extra)
     done = bench("validate", str(scenario))
     assert done.returncode == 2 and fragment in done.stderr, done.stderr
+
+
+@pytest.mark.slow  # the reference measures the machine's matmul peak too (1.5 s)
+def test_a_model_that_is_only_an_onnx_file_gets_an_onnxruntime_reference(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    from harness.records import ReferenceJob
+
+    path = tmp_path / "linear.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+        axes = {"x": {0: "batch"}, "y": {0: "batch"}}
+        torch.onnx.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),), str(path), input_names=["x"],
+                          output_names=["y"], dynamic_axes=axes, dynamo=False)  # fmt: skip
+    job = ReferenceJob(model="onnx-file", model_options={"path": str(path)}, samples=300, seed=0, threads=1,
+                       path=str(tmp_path / "reference" / "onnx-file.npz"), plugins=(), autoload=None)  # fmt: skip
+    facts = fidelity.run_reference(job)
+    assert facts["reference_runtime"].startswith(f"onnxruntime {ort.__version__} CPU fp32, graph optimisations off")
+    assert facts["flops_per_sample"] is None and "fidelity_skipped" not in facts
+    inputs, outputs, labels = fidelity.load_reference(Path(facts["path"]))
+    assert inputs["x"].shape == (300, 4) and outputs["y"].shape == (300, 2) and labels is None  # two chunks
+    (expected,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, inputs)
+    np.testing.assert_allclose(outputs["y"], expected, rtol=1e-6, atol=1e-6)

@@ -700,6 +700,53 @@ def test_model_file_shorthand_stays_strict(tmp_path: Path, model: str, key: str,
     assert_line(error_of(path), path, 2, f"{key}: {fragment}")
 
 
+def test_inputs_file_in_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "scenarios" / "data").mkdir(parents=True)
+    data = tmp_path / "scenarios" / "data" / "d.npz"
+    data.write_bytes(b"")  # the schema checks only that it is a file; validation reads it
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder
+    named = load_scenario(file_model_scenario(tmp_path, "{name: dlrm-small, inputs: data/d.npz}"))
+    assert named.model == ModelRef(name="dlrm-small", inputs=str(data))
+    short = load_scenario(file_model_scenario(tmp_path, "{onnx: models/m.onnx, int_high: 3, inputs: data/d.npz}"))
+    onnx = str(tmp_path / "scenarios" / "models" / "m.onnx")
+    assert short.model == ModelRef(name="onnx-file", options={"int_high": 3, "path": onnx}, inputs=str(data))
+    long = load_scenario(
+        file_model_scenario(tmp_path, "{name: onnx-file, options: {path: models/m.onnx}, inputs: data/d.npz}")
+    )
+    assert long.model.inputs == str(data)
+    (cell,) = expand_cells(short, cpu_count=1)
+    assert cell.input_data == str(data) and "input_data" in cell.config()
+
+
+def test_without_inputs_cells_and_fingerprints_stay_as_they_were(tmp_path: Path) -> None:
+    scenario = load_scenario(file_model_scenario(tmp_path, "dlrm-small"))
+    (cell,) = expand_cells(scenario, cpu_count=1)
+    assert cell.input_data is None and "input_data" not in cell.config()
+    assert "inputs" not in scenario.model.model_dump()  # the fingerprint hashes this dump
+    with_data = Cell(**{**cell.config(), "input_data": "/d.npz"})
+    assert with_data.id != cell.id  # other data is other work
+
+
+@pytest.mark.parametrize(
+    ("model", "key", "fragment"),
+    [
+        ("{name: dlrm-small, inputs: nope.npz}", "model.inputs", "no such file"),
+        ("{name: dlrm-small, inputs: models}", "model.inputs", "is not a file; give the path of the inputs (.npz)"),
+        ("{name: dlrm-small, inputs: 3}", "model.inputs", "Input should be the path of the inputs (.npz) file"),
+        ("{name: dlrm-small, input: models/m.onnx}", "model.input", "unknown key 'input'; did you mean 'inputs'?"),
+        ("{onnx: models/m.onnx, input: x.npz}", "model.input", "unknown key 'input'; did you mean 'inputs'?"),
+        (
+            "{onnx: models/m.onnx, device: cpu}",
+            "model.device",
+            "allowed beside 'onnx': shapes, int_high, float_range, inputs",
+        ),
+    ],
+)
+def test_inputs_key_stays_strict(tmp_path: Path, model: str, key: str, fragment: str) -> None:
+    path = file_model_scenario(tmp_path, model)
+    assert_line(error_of(path), path, 2, f"{key}: ", fragment)
+
+
 def test_model_options_may_nest_but_stay_plain_values() -> None:
     text = "name: t\nmodel: {name: m, options: {shapes: {x: [batch, 3]}, n: .inf}}\nbackends: [p]\nbatch_sizes: [1]\n"
     with pytest.raises(ScenarioError, match=r"model\.options\.n: Input should be a finite number"):

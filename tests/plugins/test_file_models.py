@@ -96,7 +96,8 @@ def test_each_model_declares_its_scenario_shorthand() -> None:
     }
     for cls in (OnnxFile, TorchExportFile):
         assert cls.file_shorthand.options == beside and cls.file_shorthand.path_option == "path"
-    assert set(files.FILE_MODEL_OPTIONS) == {"path", "shapes", "int_high"}
+    assert set(files.FILE_MODEL_OPTIONS) == {"path", "shapes", "int_high", "float_range"}
+    assert OnnxFile.file_shorthand.suffixes == (".onnx",) and TorchExportFile.file_shorthand.suffixes == (".pt2",)
 
 
 # -- onnx-file --------------------------------------------------------------------------------
@@ -132,6 +133,45 @@ def test_onnx_example_inputs_are_deterministic(onnx_path: Path) -> None:
     assert y.shape == (6, 3)
 
 
+def test_int_high_and_float_range_per_input(onnx_path: Path) -> None:
+    shapes = {"ids": ["batch", 50]}
+    model = OnnxFile(path=str(onnx_path), shapes=shapes, int_high={"ids": 3}, float_range={"x": [0, 1]})
+    a = model.example_inputs(40, 0)
+    assert a["ids"].min() == 0 and a["ids"].max() == 2  # 2000 draws from [0, 3)
+    assert a["x"].dtype == np.float32 and a["x"].min() >= 0 and a["x"].max() < 1
+    assert model.int_high == {"ids": 3} and model.float_range == {"x": (0.0, 1.0)}
+    assert model.params()["int_high"] == {"ids": 3} and model.params()["float_range"] == {"x": [0.0, 1.0]}
+    one = OnnxFile(path=str(onnx_path), shapes=shapes, int_high=7, float_range=[-2, -1])  # one value: every input
+    b = one.example_inputs(40, 0)
+    assert b["ids"].max() == 6 and b["x"].max() < -1 and b["x"].min() >= -2
+    default = OnnxFile(path=str(onnx_path), shapes=shapes, int_high={})  # an input left out: the default
+    assert default.int_high == {"ids": files.INT_HIGH_DEFAULT} and default.float_range == {}
+    assert default.example_inputs(40, 0)["x"].min() < 0  # standard normal
+
+
+def test_inputs_hint_names_the_bounds(onnx_path: Path) -> None:
+    shapes = {"ids": ["batch", 5]}
+    assert OnnxFile(path=str(onnx_path), shapes=shapes).inputs_hint() == (
+        "integer inputs are drawn from [0, int_high) = [0, 100): give int_high per input (int_high: {ids: ROWS})"
+    )
+    assert "[0, int_high) = [0, 3)" in OnnxFile(path=str(onnx_path), shapes=shapes, int_high={"ids": 3}).inputs_hint()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"int_high": {"idz": 3}}, r"option int_high names 'idz', not an input of the model; it applies to the "
+                                   r"integer inputs \(ids\)"),
+        ({"int_high": {"x": 3}}, r"option int_high names 'x', a float32 input; it applies to the integer inputs"),
+        ({"float_range": {"ids": [0, 1]}}, r"option float_range names 'ids', a int64 input; it applies to the "
+                                           r"floating-point inputs \(x\)"),
+    ],
+)  # fmt: skip
+def test_per_input_options_name_inputs_of_their_kind(onnx_path: Path, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ModelFileError, match=message):
+        OnnxFile(path=str(onnx_path), shapes={"ids": ["batch", 5]}, **options)
+
+
 def test_onnx_file_has_no_torch_form(onnx_path: Path, tmp_path: Path) -> None:
     from harness.api import onnx_model
 
@@ -150,6 +190,9 @@ def test_onnx_file_has_no_torch_form(onnx_path: Path, tmp_path: Path) -> None:
         ({}, "needs the option path"),
         ({"path": "x.onnx", "shape": {}}, "has no option shape"),
         ({"path": "x.onnx", "int_high": 0}, "int_high must be an integer >= 1"),
+        ({"path": "x.onnx", "int_high": {"ids": 0}}, r"int_high: input 'ids' must be an integer >= 1"),
+        ({"path": "x.onnx", "float_range": [1, 0]}, r"float_range must be a pair \[low, high\].*low < high"),
+        ({"path": "x.onnx", "float_range": {"x": [0, float("inf")]}}, r"float_range: input 'x' must be a pair"),
         ({"path": "x.onnx", "shapes": [1, 2]}, "shapes must be a mapping"),
         ({"path": "x.onnx", "shapes": {"ids": ["batch", -1]}}, "needs a list of sizes"),
     ],
