@@ -167,3 +167,70 @@ def test_json_cost_fields_are_documented() -> None:
                   "budgets", "budgets_ok"):  # fmt: skip
         assert describe(field) is not None, field
     assert json.dumps(economics.BUDGETS["p99_ms"].__dict__)
+
+
+def _cell(batch: int, p99: float, *, load: str = "single_stream", **more: object) -> dict:
+    return {"status": "ok", "label": f"m b{batch} {load}", "p99_ms": p99, "p50_ms": p99 / 2,
+            "config": {"batch_size": batch, "load": load}, **more}  # fmt: skip
+
+
+def test_trust_follows_the_recorded_field_and_else_the_noisy_flag() -> None:
+    assert economics.is_trusted({"status": "ok"}) and economics.untrusted_reason({"status": "ok"}) is None
+    old = {"noisy": True, "noise_fraction": 0.53, "attempts": 2}
+    assert not economics.is_trusted(old)
+    assert economics.untrusted_reason(old) == (
+        "other processes used 53% of the CPUs while it was measured (noise_fraction) in each of its 2 attempts"
+    )
+    recorded = {"noisy": True, "trusted": True}  # the run's own verdict wins over the legacy flag
+    assert economics.is_trusted(recorded)
+    assert economics.untrusted_reason({"trusted": False, "untrusted_reason": "a compile ran"}) == "a compile ran"
+    # an untrusted cell loses an SLO whatever its numbers
+    meets = economics.slo_check(10.0, None)
+    assert meets(_cell(1, 0.1)) is None and (meets(_cell(1, 0.1, noisy=True)) or "").startswith("untrusted: ")
+
+
+def test_request_latency_adds_the_gathering_time_of_a_batch_or_leaves_it_out() -> None:
+    single = [_cell(1, 0.2), _cell(64, 1.5)]
+    gathering = economics.latency_basis(single, 100_000.0, "cost.target_qps")
+    assert gathering.basis == "gathering" and "estimated, not measured" in gathering.describe()
+    assert economics.request_latency(single[0], gathering) == (0.2, "per call = per request at batch 1")
+    value, how = economics.request_latency(single[1], gathering)
+    assert value == pytest.approx(1.5 + 63 / 100_000 * 1e3) and how.startswith("estimate: p99 per call 1.5 ms")
+    # no rate: batch > 1 is left out, with why
+    unknown = economics.latency_basis(single, None)
+    assert unknown.basis == "per_call" and "batch > 1 left out" in unknown.describe()
+    value, why = economics.request_latency(single[1], unknown)
+    assert value is None and "--qps" in why
+    # a 2 ms SLO per request: the batch-64 cell that met it per call does not once gathering counts
+    meets = economics.slo_check(2.0, None, latency=lambda row: economics.request_latency(row, gathering))
+    assert meets(single[0]) is None and "2.13" in (meets(single[1]) or "")
+    # server cells measure it: single-stream cells are then left out of latency answers
+    served = [*single, _cell(16, 3.0, load="server", target_qps=5000.0), _cell(16, 0.0, load="offline")]
+    server = economics.latency_basis(served, 100_000.0)
+    assert server.basis == "server"
+    assert economics.request_latency(served[2], server) == (3.0, "measured per request at 5,000 queries/s, "
+                                                                 "batching up to b16 included")  # fmt: skip
+    assert economics.request_latency(served[0], server)[0] is None
+    assert economics.request_latency(served[3], gathering)[0] is None  # offline has no latency percentiles
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 100), st.floats(1.0, 1e6))
+def test_the_gathering_wait_is_the_99th_percentile_wait_of_an_evenly_filled_batch(batch: int, qps: float) -> None:
+    """Requests i = 0 .. B-1 of a batch arrive at i / qps and all leave when the call ends: the
+    first waits longest, (B - 1) / qps, and for B <= 100 that is the 99th percentile (nearest rank)
+    of their waits."""
+    waits = sorted((batch - 1 - i) / qps * 1e3 for i in range(batch))
+    p99 = waits[-(-99 * batch // 100) - 1]  # nearest rank: the ceil(0.99 B)-th smallest
+    assert economics.gathering_ms(batch, qps) == pytest.approx(waits[-1]) == pytest.approx(p99)
+
+
+def test_untrusted_cells_are_left_out_of_the_tables_frontier_flags() -> None:
+    from harness.store import records_to_frame
+
+    quiet = {"status": "ok", "label": "quiet", "p99_ms": 2.0, "throughput_sps": 1000.0, "config": {}}
+    # a disturbed cell that looks better on both: it must neither join the frontier nor push quiet off it
+    noisy = {"status": "ok", "label": "noisy", "p99_ms": 1.0, "throughput_sps": 5000.0, "noisy": True, "config": {}}
+    frame = records_to_frame([quiet, noisy]).set_index("label")
+    assert frame.loc["quiet", "pareto_latency_throughput"] is True
+    assert frame.loc["noisy", "pareto_latency_throughput"] is None
