@@ -358,8 +358,8 @@ def untrusted_reason(record: Mapping[str, Any]) -> str | None:
     fraction = record.get("noise_fraction")
     share = f"{fraction:.0%}" if isinstance(fraction, (int, float)) else "more than the noise threshold"
     attempts = record.get("attempts")
-    tries = f" in each of its {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
-    return f"other processes used {share} of the CPUs while it was measured (noise_fraction){tries}"
+    tries = f", the quieter of its {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
+    return f"other processes used {share} of the CPUs while it was measured (noise_fraction{tries})"
 
 
 # --------------------------------------------------------------------------------------------

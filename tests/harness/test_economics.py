@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def test_budgets_gate_ci_with_junit_and_markdown(tmp_path: Path) -> None:
     # two cells: 0.2 ms per call meets a 0.5 ms p99 budget, 1.0 ms per call breaks it
     scenario = fake_scenario(tmp_path, batches="[1]", extra=BUDGETED)
     text = scenario.read_text().replace("options: {service_ms: 0.2}", "sweep: {service_ms: [0.2, 1.0]}")
+    text = text.replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 1.0")  # no cell untrusted here
     text = text.replace("    sweep:\n      fault: [none]\n", "")
     scenario.write_text(text)
     out, junit, md = tmp_path / "r", tmp_path / "junit.xml", tmp_path / "summary.md"
@@ -179,7 +181,7 @@ def test_trust_follows_the_recorded_field_and_else_the_noisy_flag() -> None:
     old = {"noisy": True, "noise_fraction": 0.53, "attempts": 2}
     assert not economics.is_trusted(old)
     assert economics.untrusted_reason(old) == (
-        "other processes used 53% of the CPUs while it was measured (noise_fraction) in each of its 2 attempts"
+        "other processes used 53% of the CPUs while it was measured (noise_fraction, the quieter of its 2 attempts)"
     )
     recorded = {"noisy": True, "trusted": True}  # the run's own verdict wins over the legacy flag
     assert economics.is_trusted(recorded)
@@ -234,3 +236,34 @@ def test_untrusted_cells_are_left_out_of_the_tables_frontier_flags() -> None:
     frame = records_to_frame([quiet, noisy]).set_index("label")
     assert frame.loc["quiet", "pareto_latency_throughput"] is True
     assert frame.loc["noisy", "pareto_latency_throughput"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_recommend_judges_the_slo_per_request_with_the_time_a_batch_takes_to_gather(tmp_path: Path) -> None:
+    # 0.2 ms a call at batch 1 and at batch 64: b64 is 64x cheaper; at 1,000 requests/s its first
+    # request waits 63 ms for the other 63
+    scenario = fake_scenario(tmp_path, batches="[1, 64]", extra="cost: {hourly_usd: 3.6, target_qps: 1000}\n")
+    scenario.write_text(scenario.read_text().replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 1.0"))
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (run_dir,) = run_dirs(tmp_path / "r")
+    p99 = {r["config"]["batch_size"]: r["p99_ms"] for r in journal(run_dir)}
+    slo = f"{max(p99.values()) * 1.01:.6f}"  # per call, both cells meet it (a busy machine sets the scale)
+    planned = bench("recommend", str(run_dir), "--p99-ms", slo)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines()[0].endswith(" b1") and "per call = per request at batch 1" in planned.stdout
+    assert "estimated, not measured" in planned.stdout and "(cost.target_qps)" in planned.stdout
+    assert re.search(r"b64: p99 6\d\.\d+ ms > [\d.]+ ms \(estimate: p99 per call [\d.]+ ms \+ 63 ms gathering 63 more "
+                     r"requests at 1,000/s\)", planned.stdout), planned.stdout  # fmt: skip
+    # a rate that gathers the batch in 0.5 % of the SLO: b64 meets it, and is the cheapest
+    qps = 63 / (max(p99.values()) * 0.005 / 1e3)
+    faster = bench("recommend", str(run_dir), "--p99-ms", slo, "--qps", f"{qps:.0f}")
+    assert faster.stdout.splitlines()[0].endswith(" b64") and "(--qps)" in faster.stdout, faster.stdout
+    assert "ms gathering 63 more requests" in faster.stdout
+    # no rate known (a run priced by the hour only): batch 64 is left out, and the output says why
+    manifest = (run_dir / "manifest.json").read_text().replace('"target_qps": 1000.0', '"target_qps": null')
+    (run_dir / "manifest.json").write_text(manifest)
+    unknown = bench("recommend", str(run_dir), "--p99-ms", slo)
+    assert unknown.stdout.splitlines()[0].endswith(" b1"), unknown.stdout
+    assert "batch > 1 left out" in unknown.stdout
+    assert "b64: batch 64: a request also waits for 63 more" in unknown.stdout
