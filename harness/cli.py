@@ -319,9 +319,9 @@ def _ci_outputs(run_dir: Any, records: Sequence[Mapping[str, Any]], junit_file: 
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="HTML file to write (default reports/<run_id>.html).",
+    help="HTML file to write (default reports/<run_id>.html); with --format png|svg, the folder of the images.",
 )
 @click.option("--allow-mixed", is_flag=True, help="Merge runs of different scenarios (refused by default).")
 @click.option(
@@ -338,6 +338,21 @@ def _ci_outputs(run_dir: Any, records: Sequence[Mapping[str, Any]], junit_file: 
     default=None,
     help="Show this comparison first: a file `bench compare --json-out` wrote (--confirm's outcome too).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "png", "svg"]),
+    default="html",
+    show_default=True,
+    help="png or svg: the report's charts as image files, one per chart (small multiples as one grid), in the "
+    "folder -o names (default reports/<run_id>-charts/); needs matplotlib (bench[images]).",
+)
+@click.option(
+    "--chart",
+    "chart_names",
+    multiple=True,
+    help="With --format png|svg: only this chart (throughput, latency, cdf, cost, accuracy, ...); repeatable.",
+)
 @click.pass_context
 def report(
     ctx: click.Context,
@@ -346,15 +361,30 @@ def report(
     allow_mixed: bool,
     baseline_run: str | None,
     comparison_json: str | None,
+    fmt: str,
+    chart_names: tuple[str, ...],
 ) -> None:
-    """Render the HTML report of one run, or merge several (the same scenario on several machines)."""
+    """Render the HTML report of one run, or merge several (the same scenario on several machines);
+    or write its charts as PNG or SVG files."""
     from harness.analysis.comparison import compare_runs, runtime_packages
     from harness.analysis.render import comparison_from_dict, render_html
     from harness.errors import UsageError
-    from harness.report import render_run
+    from harness.report import render_images, render_run
 
     paths = [Path(p) for p in run_dirs]
     _warn_unfinished(paths)
+    if fmt != "html":
+        if len(paths) > 1 or baseline_run or comparison_json or allow_mixed:
+            raise UsageError(f"--format {fmt} writes the charts of one run: give one RUN_DIR, without --baseline, "
+                             "--comparison or --allow-mixed")  # fmt: skip
+        folder = Path(output) if output else Path("reports") / f"{paths[0].name}-charts"
+        for written in render_images(paths[0], folder, fmt, chart_names):
+            click.echo(written)
+        return
+    if chart_names:
+        raise UsageError("--chart picks charts to write as images: give --format png or svg")
+    if output and Path(output).is_dir():
+        raise UsageError(f"-o {output}: a folder; the HTML report is a file (images go to a folder: --format png)")
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:

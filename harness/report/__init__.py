@@ -150,6 +150,20 @@ def _families(charts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def render_images(run_path: Path, folder: Path, fmt: str, names: Sequence[str] = ()) -> list[Path]:
+    """The charts of one run's report (its history's trends included) as PNG or SVG files in
+    ``folder``, one per chart family (small multiples as one grid); ``names`` picks families."""
+    from harness.report.charts import charts
+    from harness.report.images import write_images
+
+    run = RunDir.open(run_path)
+    drawn = charts(run, list(run.records()))
+    history, _ = _history(run)
+    if history:
+        drawn += history["charts"]
+    return write_images(drawn, folder, fmt, names)
+
+
 def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs of a history (its rows come run by run, oldest first), with their commits."""
     runs: list[dict[str, Any]] = []

@@ -488,8 +488,9 @@ def charts(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     if load:
         out += line_charts("load", "Server: tail latency vs offered load", list(load.values()), "offered queries/s",
                            "latency percentile (ms)", ylog=True)  # fmt: skip
+    order = {p: i for i, p in enumerate(("fp32", "tf32", "fp16", "bf16", "int8", "int4"))}  # widest first
     acc = sorted((r for r in ok if _num(r.get("agreement")) is not None),
-                 key=lambda r: (r["config"]["precision"], r["label"]))  # fmt: skip
+                 key=lambda r: (order.get(r["config"]["precision"], len(order)), r["label"]))  # fmt: skip
     if acc:
         out.append(_accuracy_chart(acc))
     return out

@@ -208,3 +208,76 @@ def _legends(dom: str) -> dict[str, tuple[list[str], str]]:
             chart = re.search(r'id="chart-\d+-([^"]+)"', canvas)
             legends[chart[1] if chart else canvas] = (json.loads(html.unescape(found[1])), canvas)
     return legends
+
+
+def _config(backend: str, precision: str, batch: int, **options: str) -> dict:
+    return {"model": "m", "backend": backend, "backend_options": options, "device": "cpu", "precision": precision,
+            "batch_size": batch, "load": "single_stream", "load_options": {}}  # fmt: skip
+
+
+def test_more_than_eight_lines_become_small_multiples_by_precision_or_else_even_chunks() -> None:
+    from harness.report.charts import MAX_SERIES, Series, config_words, facet
+
+    runtimes = [("pytorch", {"mode": "eager"}), ("pytorch", {"mode": "compile"}), ("onnxruntime", {}),
+                ("openvino", {"hint": "latency"})]  # fmt: skip
+    configs = [_config(b, p, 1, **o) for b, o in runtimes for p in ("fp32", "int8", "bf16")][:-1]
+    lines = [Series(config_words(c), c) for c in configs]
+    groups = facet(lines)
+    assert [name for name, _ in groups] == ["fp32", "int8", "bf16"]  # the runtimes side by side
+    assert sum(len(g) for _, g in groups) == 11 and all(len(g) <= MAX_SERIES for _, g in groups)
+    # a latency chart's p50 and p99 of a configuration stay in one chart
+    pairs = [Series((pct, *s.key), s.config, tag=pct) for s in lines for pct in ("p50", "p99")]
+    for _, group in facet(pairs):
+        keys = {tuple(w for w in s.key if w != s.tag) for s in group}
+        assert len(group) == 2 * len(keys) <= MAX_SERIES
+    # one option swept over 15 values: no facet splits it usefully, so even chunks in order
+    sweep = [_config("fake", "fp32", 1, service_ms=f"{0.1 + 0.01 * i:.2f}") for i in range(15)]
+    chunks = facet([Series(config_words(c), c) for c in sweep])
+    assert [name for name, _ in chunks] == ["1 of 2", "2 of 2"] and [len(g) for _, g in chunks] == [8, 7]
+
+
+def test_the_first_screen_answers_from_trusted_cells_and_marks_the_others_in_place() -> None:
+    from harness.analysis.economics import latency_basis
+    from harness.report.firstscreen import answers, heat_table
+
+    def cell(backend: str, batch: int, sps: float, p99: float, **more: object) -> dict:
+        return {"status": "ok", "label": f"m {backend} cpu fp32 b{batch}", "config": _config(backend, "fp32", batch),
+                "throughput_sps": sps, "p99_ms": p99, "cost_per_million_usd": 1000 / sps, **more}  # fmt: skip
+
+    records = [
+        cell("a", 1, 1000.0, 0.5), cell("a", 64, 20_000.0, 1.5),
+        cell("b", 1, 5000.0, 0.1, noisy=True, noise_fraction=0.6),  # fastest, but the machine was busy
+        {"status": "skipped", "label": "m b cpu fp32 b64", "config": _config("b", "fp32", 64), "reason": "no b64"},
+    ]  # fmt: skip
+    found = answers(records, latency_basis(records, 100_000.0, "cost.target_qps"))
+    rows = {r["question"]: r for r in found["rows"]}
+    assert rows["highest throughput"]["cell"] == "m a cpu fp32 b64"
+    assert rows["lowest p99 latency per request"]["cell"] == "m a cpu fp32 b1"  # not b's untrusted 0.1 ms
+    cheapest = rows["cheapest per million inferences"]
+    assert cheapest["cell"] == "m a cpu fp32 b64" and "2.130 ms per request (estimate" in cheapest["how"]
+    assert [u["cell"] for u in found["left_out"]] == ["m b cpu fp32 b1"] and "60%" in found["left_out"][0]["why"]
+    table = heat_table(records)
+    assert table is not None and table["columns"] == ["b1", "b64"] and table["shared"] == "m cpu fp32"
+    (a, b) = table["rows"]
+    assert a["name"] == "a" and [c["kind"] for c in a["cells"]] == ["ok", "ok"]
+    assert a["cells"][1]["lines"] == ["20,000/s", "p99 1.5 ms"] and "background:" in a["cells"][1]["style"]
+    assert [c["kind"] for c in b["cells"]] == ["untrusted", "status-skipped"]
+    assert "UNTRUSTED: other processes used 60%" in b["cells"][0]["title"] and "no b64" in b["cells"][1]["title"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_the_charts_as_png_and_svg_files(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="charts as files need the images extra: pip install 'bench[images]'")
+    (run_dir,) = _runs(tmp_path, 1)
+    png = bench("report", str(run_dir), "--format", "png", "-o", str(tmp_path / "png"))
+    assert png.returncode == 0, png.stderr
+    written = [Path(line) for line in png.stdout.split()]
+    assert {p.name for p in written} >= {"throughput.png", "latency.png", "cdf.png", "cost.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    svg = bench("report", str(run_dir), "--format", "svg", "--chart", "throughput", "-o", str(tmp_path / "svg"))
+    assert svg.returncode == 0, svg.stderr
+    text = (tmp_path / "svg" / "throughput.svg").read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and "Throughput vs batch size" in text  # text as text
+    unknown = bench("report", str(run_dir), "--format", "svg", "--chart", "nope", "-o", str(tmp_path / "svg"))
+    assert unknown.returncode == 2 and "no such chart; it has throughput, latency" in unknown.stderr
