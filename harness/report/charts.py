@@ -73,10 +73,10 @@ def config_words(config: Mapping[str, Any], rate: bool = True, batch: bool = Fal
     load = config.get("load", "single_stream")
     opts = config.get("load_options") or {}
     if load != "single_stream":
+        target = opts.get("target_qps")
+        if rate and target is not None:  # as in a cell's label: server@peak, server@500qps
+            load += "@peak" if target == "peak" else f"@{target:g}qps" if _num(target) else f"@{target}"
         words.append(str(load))
-        if rate and opts.get("target_qps") is not None:
-            target = opts["target_qps"]
-            words.append("@peak" if target == "peak" else f"@{target:g}qps" if _num(target) else f"@{target}")
     conc = opts.get("concurrency")
     if conc and conc > 1:
         words.append(f"c{conc}")
@@ -98,6 +98,15 @@ def _words(key: Key) -> tuple[str, ...]:
     """A legend key's words; a cell label splits at spaces, brackets and commas
     ("toy fake[fault=none,service_ms=0.2] cpu fp32 b1": toy, fake, fault=none, ...)."""
     return key if isinstance(key, tuple) else tuple(w for w in re.split(r"[\s\[\],]+", key) if w)
+
+
+def _natural(key: Key) -> tuple[tuple[int, float, str], ...]:
+    """A sort key that orders b8 before b64 and service_ms=0.2 before service_ms=0.11."""
+    out = []
+    for word in _words(key):
+        number = re.search(r"-?\d+(?:\.\d+)?", word)
+        out.append((0, float(number[0]), word) if number else (1, 0.0, word))
+    return tuple(out)
 
 
 def legend_names(keys: Sequence[Key]) -> tuple[list[str], str]:
@@ -204,7 +213,7 @@ def facet(series: Sequence[Series], limit: int = MAX_SERIES) -> list[tuple[str, 
             break
     if best and best[0] <= max(3, 2 * chunks):
         return best[1]
-    ordered = sorted(lines.items(), key=lambda item: _words(item[0]))
+    ordered = sorted(lines.items(), key=lambda item: _natural(item[0]))
     size = math.ceil(len(ordered) / chunks)
     return [
         (f"{i // size + 1} of {chunks}", [s for _, group in ordered[i : i + size] for s in group])
@@ -246,6 +255,19 @@ def _mark_untrusted(dataset: dict[str, Any], color: str) -> bool:
     return True
 
 
+def _hoist(dataset: dict[str, Any]) -> None:
+    """A line of one cell (a CDF, a peak search) says its cell and trust once, on the line, not on
+    each of its hundred points: the default report is a third lighter."""
+    data = dataset["data"]
+    if len(data) > 1 and len({p.get("cell") for p in data}) == 1:
+        for name in ("cell", "untrusted"):
+            value = data[0].get(name)
+            for p in data:
+                p.pop(name, None)
+            if value is not None:
+                dataset[name] = value
+
+
 def _point(rec: Mapping[str, Any], x: Any, y: Any, **more: Any) -> dict[str, Any]:
     """A point of a cell: its coordinates, its full name (for hover) and, when untrusted, why."""
     out: dict[str, Any] = {"x": x, "y": y, "cell": rec.get("label"), **more}
@@ -256,20 +278,21 @@ def _point(rec: Mapping[str, Any], x: Any, y: Any, **more: Any) -> dict[str, Any
 
 
 def line_charts(family: str, title: str, series: Sequence[Series], x: str, y: str, xlog: bool = True,
-                ylog: bool = False, limit: int = MAX_SERIES) -> list[dict[str, Any]]:  # fmt: skip
+                ylog: bool = False, limit: int = MAX_SERIES, xexact: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """A family of line charts: one chart, or small multiples of at most ``limit`` lines that share
-    their axes' ranges and give a line the same look in every chart it appears in."""
+    their axes' ranges (``xexact``: the x axis spans the data exactly, as batch sizes should) and
+    give a line the same look in every chart it appears in."""
     groups = facet(series, limit)
-    styles = sorted({tuple(w for w in s.key if w != s.tag) for s in series}, key=_words)
+    styles = sorted({tuple(w for w in s.key if w != s.tag) for s in series}, key=_natural)
     shared_index = len(styles) <= len(_PALETTE)  # else per chart: colours distinct within each
     every = [p for s in series for p in s.points]
     xs = [v for p in every for v in [_num(p.get("x"))] if v is not None]
     ys = [v for p in every for k in ("y", "lo", "hi") for v in [_num(p.get(k))] if v is not None]
     out = []
     for n, (name, group) in enumerate(groups, start=1):
-        members = sorted(group, key=lambda s: _words(s.key))
+        members = sorted(group, key=lambda s: _natural(s.key))
         names, shared = legend_names([s.key for s in members])
-        local = sorted({tuple(w for w in s.key if w != s.tag) for s in members}, key=_words)
+        local = sorted({tuple(w for w in s.key if w != s.tag) for s in members}, key=_natural)
         datasets = []
         untrusted = False
         for s, name_of in zip(members, names, strict=True):
@@ -283,6 +306,7 @@ def line_charts(family: str, title: str, series: Sequence[Series], x: str, y: st
             # clip: false: a point on the axis's end (the largest batch) is drawn whole
             dataset = {"label": label, "data": data, "showLine": True, "tension": 0, "clip": False, **style}
             untrusted |= _mark_untrusted(dataset, style["borderColor"])
+            _hoist(dataset)
             datasets.append(dataset)
         right = len(names) <= _LEGEND_RIGHT_MAX[0] and max(map(len, names), default=0) <= _LEGEND_RIGHT_MAX[1]
         subtitle = [f"every line: {shared}"] if shared else []
@@ -294,7 +318,7 @@ def line_charts(family: str, title: str, series: Sequence[Series], x: str, y: st
             "y": {"type": "logarithmic" if ylog else "linear", "title": {"display": True, "text": y}},
         }
         if len(groups) > 1:  # small multiples compare by position: the same ranges in each
-            scales["x"].update(_range(xs, xlog, pad=not xlog))
+            scales["x"].update(_range(xs, xlog, pad=xlog and not xexact))
             scales["y"].update(_range(ys, ylog))
         out.append({
             "id": family if len(groups) == 1 else f"{family}-{n}",
@@ -394,7 +418,8 @@ def _cdf(run: RunDir, rec: Mapping[str, Any]) -> list[dict[str, float]]:
 
 
 def _frontier_chart(cid: str, title: str, ok: Sequence[Mapping[str, Any]], objectives: tuple[tuple[str, str], ...],
-                    xlabel: str, ylabel: str, xlog: bool = False) -> dict[str, Any] | None:  # fmt: skip
+                    xlabel: str, ylabel: str, xlog: bool = False,
+                    ylog: bool = False) -> dict[str, Any] | None:  # fmt: skip
     """The cells as points and the frontier among the trusted ones; untrusted cells are drawn
     hollow and apart, never on the frontier."""
     (xf, _), (yf, _) = objectives
@@ -403,7 +428,7 @@ def _frontier_chart(cid: str, title: str, ok: Sequence[Mapping[str, Any]], objec
     if len(trusted) < 2:
         return None
     front = sorted((trusted[i] for i in pareto_front(trusted, objectives)), key=lambda r: r[xf])
-    (chart,) = line_charts(cid, title, [], xlabel, ylabel, xlog=xlog)
+    (chart,) = line_charts(cid, title, [], xlabel, ylabel, xlog=xlog, ylog=ylog)
     datasets = [
         {"label": "cells", "data": [_point(r, _num(r[xf]), _num(r[yf])) for r in trusted], "backgroundColor": GREY,
          "borderColor": GREY, "showLine": False},
@@ -440,10 +465,10 @@ def charts(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
             lat.setdefault(key, Series(key, cfg, tag=pct)).points.append(_point(rec, batch, value, lo=lo, hi=hi))
     if tput:
         out += line_charts("throughput", "Throughput vs batch size", list(tput.values()), "batch size", "samples/s",
-                           ylog=True)  # fmt: skip
+                           ylog=True, xexact=True)  # fmt: skip
     if lat:
         family = line_charts("latency", "p50 (dashed) and p99 latency vs batch size, bars: 95% CI", list(lat.values()),
-                             "batch size", "latency (ms)", ylog=True)  # fmt: skip
+                             "batch size", "latency (ms)", ylog=True, xexact=True)  # fmt: skip
         for chart in family:
             chart["errorbars"] = True
         out += family
@@ -461,8 +486,9 @@ def charts(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         out.append(_bar_chart("cost", "Cost per million inferences (USD, log scale)",
                               [(r, _num(r["cost_per_million_usd"]) or 0.0, {}) for r in costs], "USD per million",
                               xlog=True))  # fmt: skip
-    front = _frontier_chart("pareto-latency", "p99 latency vs throughput: the frontier", ok,
-                            (("throughput_sps", "max"), ("p99_ms", "min")), "samples/s", "p99 (ms)")  # fmt: skip
+    front = _frontier_chart("pareto-latency", "p99 latency vs throughput: the frontier (log scales)", ok,
+                            (("throughput_sps", "max"), ("p99_ms", "min")), "samples/s", "p99 (ms)", xlog=True,
+                            ylog=True)  # fmt: skip
     if front:
         out.append(front)
     front = _frontier_chart("pareto-cost", "Cost vs accuracy: the frontier", ok, FRONTIERS["cost_accuracy"],

@@ -281,3 +281,64 @@ def test_the_charts_as_png_and_svg_files(tmp_path: Path) -> None:
     assert text.lstrip().startswith("<?xml") and "<svg" in text and "Throughput vs batch size" in text  # text as text
     unknown = bench("report", str(run_dir), "--format", "svg", "--chart", "nope", "-o", str(tmp_path / "svg"))
     assert unknown.returncode == 2 and "no such chart; it has throughput, latency" in unknown.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 12 cells on three runtimes: about 2 min on a quiet 2-CPU machine, far more on a busy one
+def test_the_report_of_a_real_three_runtime_run_reads_at_a_glance_in_a_real_browser(tmp_path: Path) -> None:
+    """rec.yaml --quick on PyTorch, ONNX Runtime and OpenVINO, one cell made untrusted in a copy of
+    its journal: the first screen holds the heat table, every chart draws with at most eight lines
+    whose legend entries differ, the untrusted cell is marked where it stands, and the page stays
+    under 5 MB with nothing to fetch."""
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        pytest.importorskip(runtime, reason="the default scenario measures three runtimes")
+    browser = _chromium()
+    done = bench("run", "scenarios/rec.yaml", "--quick", "--out", str(tmp_path / "r"), "--no-report", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (measured,) = run_dirs(tmp_path / "r")
+    run_dir = tmp_path / "copy" / measured.name
+    shutil.copytree(measured, run_dir)
+    lines = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
+    ok = [rec for rec in lines if rec["status"] == "ok"]
+    assert len({rec["config"]["backend"] for rec in ok}) == 3, [rec["label"] for rec in lines]
+    for rec in ok:  # a busy test machine flags cells at random: one untrusted cell, chosen here
+        rec["trusted"] = True
+    ok[0]["trusted"], ok[0]["untrusted_reason"] = False, "a compile ran beside it in both attempts"
+    (run_dir / "journal.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    report = tmp_path / "page.html"
+    made = bench("report", str(run_dir), "-o", str(report))
+    assert made.returncode == 0, made.stderr
+    page = report.read_text()
+    assert len(page.encode()) < 5_000_000
+    assert_self_contained(page)
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"]  # fmt: skip
+    dom = subprocess.run([browser, *offline, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
+    assert not console, console
+    canvases = re.findall(r"<canvas[^>]*>", dom.stdout)
+    assert len(canvases) >= 6
+    for canvas in canvases:
+        assert 'data-drawn="1"' in canvas, f"a chart did not draw: {canvas}"
+        series = re.search(r'data-series="(\d+)"', canvas)
+        assert series and 1 <= int(series[1]) <= 8, canvas
+        ticks, bars = re.search(r'data-ticks="(\d+)"', canvas), re.search(r'data-bars="(\d+)"', canvas)
+        assert ticks is None or (bars and ticks[1] == bars[1]), canvas  # every bar labelled
+    for name, (texts, _) in _legends(dom.stdout).items():
+        assert len(set(texts)) == len(texts), (name, texts)
+    heat = re.search(r'<table class="heat"[^>]*>', dom.stdout)
+    assert heat, "no heat table"
+    top = int(re.search(r'data-top="(\d+)"', heat[0])[1])  # type: ignore[index]
+    assert top + 150 < 1000, f"the heat table starts at {top} px: its header and first rows off the first screen"
+    table = dom.stdout.split(heat[0], 1)[1].split("</table>", 1)[0]
+    marked = re.findall(r'<td class="untrusted"[^>]*title="([^"]*)"', table)
+    assert len(marked) == 1 and "UNTRUSTED: a compile ran beside it" in html.unescape(marked[0]), marked
+    assert "1 untrusted cell left out" in dom.stdout and "&#9888;" in page
+    shot = tmp_path / "first-screen.png"
+    subprocess.run([browser, *offline, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120,
+                   check=False)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    print(f"screenshot of the first screen: {shot}")
