@@ -6,6 +6,10 @@ at most ``MAX_SERIES`` lines: more become small multiples, one chart per precisi
 (whichever needs the fewest charts), sharing their axes' ranges and each line's look. A cell
 measured on a disturbed machine (harness.analysis.economics.is_trusted) is drawn hollow, says so
 on hover, and stays off every frontier.
+
+It stays one module past 500 lines because it is the one place a chart's look is decided: the
+palette, patterns and shapes, how lines are named and split into small multiples, and every chart
+built from them; the page, the image files and the first screen all read it.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ from harness.analysis.economics import (
 from harness.report.charts import config_words, legend_names
 
 #: the heat table's colour scale, light (lowest throughput) to dark (highest): ColorBrewer's
-#: sequential Blues, which prints and reads in grey
-_BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
+#: sequential Blues, which prints and reads in grey, less its near-white first stop (the slowest
+#: cell would read as blank, or as a skipped one)
+_BLUES = ("#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
 #: above this position on the scale (0 light .. 1 dark) a cell's text turns white
 _DARK_TEXT_FROM = 0.55
 
