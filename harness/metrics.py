@@ -244,10 +244,17 @@ FIELDS: dict[str, tuple[str, str]] = {
     "fidelity_skipped": ("", "why the cell's accuracy was not measured (no reference, a backend that cannot rebind)"),
     "pareto_latency_throughput": (
         "",
-        "on the frontier of p99_ms (lower) vs throughput_sps (higher): no cell beats it on both",
+        "on the frontier of p99_ms (lower) vs throughput_sps (higher): no trusted cell beats it on both (null: "
+        "a metric missing, or the cell untrusted)",
     ),
-    "pareto_cost_latency": ("", "on the frontier of cost_per_million_usd (lower) vs p99_ms (lower)"),
-    "pareto_cost_accuracy": ("", "on the frontier of cost_per_million_usd (lower) vs agreement (higher)"),
+    "pareto_cost_latency": (
+        "",
+        "on the frontier of cost_per_million_usd (lower) vs p99_ms (lower), among trusted cells (null: not judged)",
+    ),
+    "pareto_cost_accuracy": (
+        "",
+        "on the frontier of cost_per_million_usd (lower) vs agreement (higher), among trusted cells (null: not judged)",
+    ),
     # --- compute efficiency -------------------------------------------------------------------------
     "flops_per_sample": ("FLOP", "floating-point operations of one sample (torch's flop counter: matmuls, convs)"),
     "achieved_gflops": ("GFLOP/s", "flops_per_sample x throughput_sps"),

@@ -460,10 +460,11 @@ def records_to_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _flag_frontiers(rows: list[dict[str, Any]]) -> None:
     """``pareto_<name>``: whether a measured row is on each frontier of harness.economics
-    (None where the row lacks one of its metrics)."""
-    from harness.analysis.economics import FRONTIERS, pareto_front
+    (None where the row lacks one of its metrics, or is untrusted: a cell measured on a disturbed
+    machine neither joins a frontier nor pushes a trusted cell off it)."""
+    from harness.analysis.economics import FRONTIERS, is_trusted, pareto_front
 
-    measured = [r for r in rows if r.get("status") == "ok"]
+    measured = [r for r in rows if r.get("status") == "ok" and is_trusted(r)]
     for name, objectives in FRONTIERS.items():
         column = f"pareto_{name}"
         has = [r for r in measured if all(r.get(field) is not None for field, _ in objectives)]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 SECONDS_PER_HOUR = 3600.0
 #: a month, for monthly costs: 30 days
@@ -227,23 +227,6 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
-def is_trusted(record: Mapping[str, Any]) -> bool:
-    """Whether a cell's figures are a quiet machine's: its ``trusted`` field, or for runs made before
-    bench recorded it, not ``noisy``."""
-    trusted = record.get("trusted")
-    return bool(trusted) if trusted is not None else not record.get("noisy")
-
-
-def untrusted_reason(record: Mapping[str, Any]) -> str | None:
-    """Why a cell is not trusted (None when it is)."""
-    if is_trusted(record):
-        return None
-    if record.get("untrusted_reason"):
-        return str(record["untrusted_reason"])
-    share = record.get("noise_fraction")
-    return f"noisy: other processes used {share:.0%} of the CPUs" if share is not None else "noisy"
-
-
 def budget_verdicts(record: Mapping[str, Any], budgets: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     """Per budget: the limit, the cell's value and ``ok`` (True, False, or None when the cell has
     no such measurement, offline having no percentiles, or when its figures are not a quiet
@@ -310,14 +293,32 @@ def cheapest(
     return best, losers
 
 
+#: judges a row's latency for an SLO: (the value in ms, how it was had) or (None, why it is left out)
+LatencyOf = Callable[[Mapping[str, Any]], tuple[float | None, str]]
+
+
+def _p99_as_measured(row: Mapping[str, Any]) -> tuple[float | None, str]:
+    p99 = row.get("p99_ms")
+    return (None, "no p99 (offline measures throughput only)") if p99 is None else (float(p99), "as measured")
+
+
 def slo_check(
-    p99_ms: float | None, min_throughput: float | None, min_agreement: float | None = None
+    p99_ms: float | None,
+    min_throughput: float | None,
+    min_agreement: float | None = None,
+    latency: LatencyOf | None = None,
 ) -> Callable[[dict[str, Any]], str | None]:
-    """A ``meets`` for :func:`cheapest`: why a cell misses the SLO, or None."""
+    """A ``meets`` for :func:`cheapest`: why a cell misses the SLO, or None. An untrusted cell
+    misses it (its figures are not a quiet machine's); ``latency`` says what a row's p99 is for the
+    SLO (:func:`request_latency`; default: the p99 as measured)."""
+    latency_of = latency or _p99_as_measured
 
     def meets(row: dict[str, Any]) -> str | None:
         if row.get("status") != "ok":
             return f"not measured ({row.get('status')}: {str(row.get('reason', ''))[:80]})"
+        why_not = untrusted_reason(row)
+        if why_not:
+            return f"untrusted: {why_not}"
         if min_agreement is not None:
             agreement = row.get("agreement")
             if agreement is None:
@@ -325,13 +326,157 @@ def slo_check(
             if agreement < min_agreement:
                 return f"agreement {agreement:.4f} < {min_agreement:g}"
         if p99_ms is not None:
-            p99 = row.get("p99_ms")
+            p99, how = latency_of(row)
             if p99 is None:
-                return "no p99 (offline measures throughput only)"
+                return how
             if p99 > p99_ms:
-                return f"p99 {p99:.3f} ms > {p99_ms:g} ms"
+                return f"p99 {p99:.3f} ms > {p99_ms:g} ms ({how})"
         if min_throughput is not None and (row.get("throughput_sps") or 0) < min_throughput:
             return f"throughput {row.get('throughput_sps') or 0:,.0f} < {min_throughput:,.0f} samples/s"
         return None
 
     return meets
+
+
+# --------------------------------------------------------------------------------------------
+# trust: whether a cell's figures are a quiet machine's
+# --------------------------------------------------------------------------------------------
+
+
+def is_trusted(record: Mapping[str, Any]) -> bool:
+    """Whether a cell's figures were measured on a quiet machine. Runs record ``trusted`` (false
+    when every attempt at measuring the cell was disturbed); in runs made before that, a cell
+    still ``noisy`` after its re-measurement is untrusted. Every reader (answers, frontiers, charts,
+    ``bench recommend``) asks here, so the rule lives in one place."""
+    trusted = record.get("trusted")
+    if trusted is not None:
+        return bool(trusted)
+    return not record.get("noisy")
+
+
+def untrusted_reason(record: Mapping[str, Any]) -> str | None:
+    """Why a cell is untrusted, in words; None when it is trusted."""
+    if is_trusted(record):
+        return None
+    if record.get("trusted") is not None:
+        return str(record.get("untrusted_reason") or "the machine was disturbed while it was measured")
+    fraction = record.get("noise_fraction")
+    share = f"{fraction:.0%}" if isinstance(fraction, (int, float)) else "more than the noise threshold"
+    attempts = record.get("attempts")
+    tries = f", the quieter of its {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
+    return f"other processes used {share} of the CPUs while it was measured (noise_fraction{tries})"
+
+
+# --------------------------------------------------------------------------------------------
+# latency per request: what an SLO on requests sees, batching included
+# --------------------------------------------------------------------------------------------
+
+#: latency fields judged per request (the percentiles a budget or an SLO may name)
+LATENCY_FIELDS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms")
+
+
+@dataclass(frozen=True)
+class RequestLatency:
+    """How one run's latency is judged per request, for an SLO on requests that arrive one by one.
+
+    - ``server``: the run has server cells: their latency runs from each query's scheduled
+      arrival (a query is one request) to its completion, queueing and dynamic batching included.
+      Only they are judged; a single-stream cell's latency is per call, not per request at load.
+    - ``gathering``: single-stream cells only, a request rate ``qps`` known (requests, i.e.
+      samples, per second reaching the one queue that fills each batch): a batch-B cell's latency
+      per request is estimated as its latency per call plus (B - 1) / qps, the time the first
+      request of a batch waits for the B - 1 after it (see :func:`request_latency`).
+    - ``per_call``: single-stream only, no rate known: batch 1 is judged per call (a request is a
+      call); batch > 1 is left out, since how long a request waits for its batch is unknown.
+    """
+
+    basis: Literal["server", "gathering", "per_call"]
+    qps: float | None = None
+    #: where ``qps`` came from ("--qps", "cost.target_qps")
+    qps_source: str = ""
+
+    def describe(self) -> str:
+        """What was done, for the report and ``bench recommend``."""
+        if self.basis == "server":
+            return (
+                "latency per request as the run's server cells measured it: from each query's scheduled arrival to "
+                "its completion, queueing and dynamic batching included; single-stream cells (latency per call, "
+                "no queue) are left out of latency answers"
+            )
+        if self.basis == "gathering":
+            return (
+                f"latency per request estimated, not measured: a batch-B cell's p99 per call plus (B - 1) / Q, the "
+                f"time the first request of a batch waits for B - 1 more at Q = {self.qps:,.0f} requests/s "
+                f"({self.qps_source}) arriving evenly at one queue; batch 1 as measured"
+            )
+        return (
+            "latency per request: batch 1 as measured (one request a call); batch > 1 left out of latency answers: "
+            "a request waits for its batch to fill, and no request rate is known to say how long "
+            "(give cost.target_qps in the scenario, or bench recommend --qps Q)"
+        )
+
+
+def latency_basis(records: Iterable[Mapping[str, Any]], qps: float | None, qps_source: str = "") -> RequestLatency:
+    """How a run's latency is judged per request (:class:`RequestLatency`): its server cells where
+    it has any, else the gathering estimate at ``qps`` (None: no rate known)."""
+    if any(r.get("status") == "ok" and (r.get("config") or {}).get("load") == "server" for r in records):
+        return RequestLatency("server")
+    if qps is not None and qps > 0:
+        return RequestLatency("gathering", float(qps), qps_source)
+    return RequestLatency("per_call")
+
+
+def gathering_ms(batch_size: int, qps: float) -> float:
+    """Milliseconds the first request of a batch waits for the ``batch_size - 1`` after it, at
+    ``qps`` requests/s arriving evenly: (B - 1) / qps. It is the longest wait in the batch, and
+    1/B of the requests wait it, so for B <= 100 it is the wait of the 99th-percentile request.
+    Poisson arrivals at the same mean rate wait (B - 1) / qps on average, longer in a slow
+    stretch."""
+    return (batch_size - 1) / qps * 1e3
+
+
+def request_latency(
+    record: Mapping[str, Any], basis: RequestLatency, field: str = "p99_ms"
+) -> tuple[float | None, str]:
+    """A cell's latency ``field`` (p99_ms, p50_ms ...) per request under ``basis``: (ms, how it
+    was had) or (None, why the cell is left out of latency answers).
+
+    The gathering estimate adds (B - 1) / qps, the first request's wait (:func:`gathering_ms`),
+    to the call's own percentile: the latency of a request that opens its batch and then meets a
+    call as slow as that percentile. No request of the batch waits longer than the first, so with
+    arrivals evenly spaced this is an upper bound of the requests' percentile; for p99 and
+    B <= 100 it is also close to it, as the batch's first requests (1/B of all) wait that long.
+    For p50 it overstates (the median request waits about half as long). What it leaves out: a
+    request queued behind a call still running (a machine near its capacity), and Poisson
+    bursts; a server run measures both."""
+    config = record.get("config") or {}
+    load = config.get("load", "single_stream")
+    batch = int(config.get("batch_size") or 1)
+    value = record.get(field)
+    name = field.removesuffix("_ms").replace("_", ".")
+    if basis.basis == "server":
+        if load != "server":
+            return None, f"{load}: latency per call, not per request under load (this run's server cells measure that)"
+        if value is None:
+            return None, f"no {name} (no rate met the bound)"
+        rate = record.get("target_qps")
+        at = f" at {rate:,.0f} queries/s" if isinstance(rate, (int, float)) else ""
+        return float(value), f"measured per request{at}, batching up to b{batch} included"
+    if load == "offline":
+        return None, f"no {name} (offline measures throughput only)"
+    if load != "single_stream":
+        return None, f"{load}: latency per query issued back to back, not per request at a rate"
+    if value is None:
+        return None, f"no {name}"
+    if batch == 1:
+        return float(value), "per call = per request at batch 1"
+    if basis.basis == "gathering" and basis.qps:
+        wait = gathering_ms(batch, basis.qps)
+        return float(value) + wait, (
+            f"estimate: {name} per call {float(value):.3g} ms + {wait:.3g} ms gathering {batch - 1} more requests "
+            f"at {basis.qps:,.0f}/s"
+        )
+    return None, (
+        f"batch {batch}: a request also waits for {batch - 1} more to fill the batch, unknown without a request "
+        "rate (--qps or cost.target_qps)"
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.analysis.economics import is_trusted, untrusted_reason
 from harness.errors import StoreError
 from harness.store import MANIFEST, RunDir
 
@@ -77,7 +78,8 @@ def history(root: Path, scenario: str | None = None) -> History:
                 "run": path.name, "created_at": manifest.created_at, "commit": (git.get("commit") or "")[:12],
                 "scenario": manifest.scenario.name, "cell_id": rec["cell_id"], "label": rec["label"],
                 "throughput_sps": rec.get("throughput_sps"), "p99_ms": rec.get("p99_ms"),
-                "quick": manifest.settings.quick,
+                "quick": manifest.settings.quick, "config": rec.get("config") or {},
+                "trusted": is_trusted(rec), "untrusted_reason": untrusted_reason(rec),
             })  # fmt: skip
     rows.sort(key=lambda r: (r["created_at"] or 0, r["run"]))
     return History(rows, skipped)

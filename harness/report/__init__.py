@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -12,16 +11,20 @@ from typing import Any
 from harness.output.files import write
 from harness.store import RunDir
 
-#: columns of the results table, in order; each gets its unit and meaning from harness.metrics
+#: columns of the results table, in order; each gets its unit and meaning from harness.metrics.
+#: The first ones answer "how fast, how slow at the tail, how dear, how accurate"; the rest wait
+#: behind the column chooser
 TABLE_COLUMNS = (
-    "label", "status", "backend", "backend_options", "device", "precision", "batch_size", "threads", "load",
-    "concurrency", "throughput_sps", "p50_ms", "p50_ci_low_ms", "p50_ci_high_ms", "p90_ms", "p99_ms",
-    "p99_ci_low_ms", "p99_ci_high_ms", "p99_early_stop_ms", "p99_9_ms", "mean_ms", "target_qps", "peak_qps",
-    "loadgen_validity", "generator_kept_up", "mean_batch", "agreement", "cosine", "max_abs_error", "task_value",
-    "fidelity_ok", "cost_per_million_usd", "instances_needed", "budgets_ok", "achieved_gflops", "fraction_of_peak",
-    "cold_ms", "prepare_s", "n_queries", "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare",
-    "peak_rss_mb_measure", "noise_fraction", "reason",
+    "label", "status", "throughput_sps", "p50_ms", "p99_ms", "cost_per_million_usd", "agreement", "backend",
+    "backend_options", "device", "precision", "batch_size", "threads", "load", "concurrency", "p50_ci_low_ms",
+    "p50_ci_high_ms", "p90_ms", "p99_ci_low_ms", "p99_ci_high_ms", "p99_early_stop_ms", "p99_9_ms", "mean_ms",
+    "target_qps", "peak_qps", "loadgen_validity", "generator_kept_up", "mean_batch", "cosine", "max_abs_error",
+    "task_value", "fidelity_ok", "instances_needed", "budgets_ok", "achieved_gflops", "fraction_of_peak", "cold_ms",
+    "prepare_s", "n_queries", "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare", "peak_rss_mb_measure",
+    "noise_fraction", "reason",
 )  # fmt: skip
+#: the columns shown before the reader picks others
+SHOWN_COLUMNS = 7
 
 
 def _clean(value: Any) -> Any:
@@ -31,24 +34,30 @@ def _clean(value: Any) -> Any:
 
 
 def _run_view(run: RunDir) -> dict[str, Any]:
+    from harness.analysis.economics import latency_basis, untrusted_reason
     from harness.metrics import describe
+    from harness.report.firstscreen import answers, heat_table, readable_options
 
     manifest = run.manifest()
     records = list(run.records())
     notes = run.state().notes(run.path)
     columns = []
-    for name in TABLE_COLUMNS:
+    for i, name in enumerate(TABLE_COLUMNS):
         unit, meaning = describe(name) or ("", "")
-        columns.append({"name": name, "unit": unit, "meaning": meaning})
+        if name == "backend_options":
+            meaning = meaning.replace(", JSON", ", as key=value")
+        columns.append({"name": name, "unit": unit, "meaning": meaning, "shown": i < SHOWN_COLUMNS})
     rows = []
     for rec in records:
         flat = {**rec.get("config", {}), **rec}
-        flat["backend_options"] = json.dumps(flat.get("backend_options", {}), sort_keys=True)
+        flat["backend_options"] = readable_options(flat.get("backend_options"))
         flat["concurrency"] = (flat.get("load_options") or {}).get("concurrency", 1)
-        rows.append([_clean(flat.get(c)) for c in TABLE_COLUMNS])
+        rows.append({"values": [_clean(flat.get(c)) for c in TABLE_COLUMNS],
+                     "untrusted": untrusted_reason(rec) if rec.get("status") == "ok" else None})  # fmt: skip
     counts: dict[str, int] = {}
     for rec in records:
         counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+    planned = (manifest.settings.cost or {}).get("target_qps")
     return {
         "run_id": manifest.run_id,
         "path": str(run.path),
@@ -58,6 +67,8 @@ def _run_view(run: RunDir) -> dict[str, Any]:
         "rows": rows,
         "counts": counts,
         "not_ok": [r for r in records if r["status"] != "ok"],
+        "answers": answers(records, latency_basis(records, planned, "cost.target_qps")),
+        "heat": heat_table(records),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.created_at)),
     }
 
@@ -84,7 +95,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     Several runs are one scenario measured on several machines; runs of different scenarios are
     refused unless ``allow_mixed``. ``comparison_html``: a ``bench compare`` section to show first."""
     from harness.errors import UsageError
-    from harness.report.charts import answers, budget_rows, charts, machines
+    from harness.report.charts import budget_rows, charts, machines
 
     opened = [RunDir.open(p) for p in run_paths]
     names: dict[tuple[str, str | None], list[str]] = {}
@@ -101,7 +112,6 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     all_records = [(run, list(run.records())) for run in opened]
     for view, (run, records) in zip(runs, all_records, strict=True):
         view["charts"] = charts(run, records)
-        view["answers"] = answers(records)
         view["budgets"] = budget_rows(records)
     for view in runs:
         view["history"] = None
@@ -113,7 +123,9 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     for view in runs:
         for i, chart in enumerate(view["charts"]):
             chart.setdefault("history", False)
+            chart.setdefault("family", chart["id"])
             chart["index"] = i
+        view["families"] = _families(view["charts"])
     comparison = machines(all_records) if len(opened) > 1 else []
     env = _environment()
     chartjs = _chartjs()
@@ -125,6 +137,31 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )
     return write(target, html, "report")
+
+
+def _families(charts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The charts in page order, a family's small multiples together (drawn side by side)."""
+    out: list[dict[str, Any]] = []
+    for chart in charts:
+        if out and out[-1]["family"] == chart["family"]:
+            out[-1]["charts"].append(chart)
+        else:
+            out.append({"family": chart["family"], "history": chart["history"], "charts": [chart]})
+    return out
+
+
+def render_images(run_path: Path, folder: Path, fmt: str, names: Sequence[str] = ()) -> list[Path]:
+    """The charts of one run's report (its history's trends included) as PNG or SVG files in
+    ``folder``, one per chart family (small multiples as one grid); ``names`` picks families."""
+    from harness.report.charts import charts
+    from harness.report.images import write_images
+
+    run = RunDir.open(run_path)
+    drawn = charts(run, list(run.records()))
+    history, _ = _history(run)
+    if history:
+        drawn += history["charts"]
+    return write_images(drawn, folder, fmt, names)
 
 
 def _runs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,8 +202,11 @@ def render_history(root: Path, scenario: str | None, rows: list[dict[str, Any]],
     runs = _runs_of(rows)
     env = _environment()
     chartjs = _chartjs()
+    charts = trend_charts(rows, runs)
+    for i, chart in enumerate(charts):
+        chart["index"], chart["history"] = i, True
     html = env.get_template("history.html.j2").render(
-        root=str(root), scenario=scenario, runs=runs, changes=changes, charts=trend_charts(rows, runs),
+        root=str(root), scenario=scenario, runs=runs, changes=changes, charts=charts, families=_families(charts),
         chartjs=chartjs, generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     )  # fmt: skip
     return write(target, html, "report")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def test_budgets_gate_ci_with_junit_and_markdown(tmp_path: Path) -> None:
     # two cells: 0.2 ms per call meets a 0.5 ms p99 budget, 1.0 ms per call breaks it
     scenario = fake_scenario(tmp_path, batches="[1]", extra=BUDGETED)
     text = scenario.read_text().replace("options: {service_ms: 0.2}", "sweep: {service_ms: [0.2, 1.0]}")
+    text = text.replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 1.0")  # no cell untrusted here
     text = text.replace("    sweep:\n      fault: [none]\n", "")
     scenario.write_text(text)
     out, junit, md = tmp_path / "r", tmp_path / "junit.xml", tmp_path / "summary.md"
@@ -167,3 +169,101 @@ def test_json_cost_fields_are_documented() -> None:
                   "budgets", "budgets_ok"):  # fmt: skip
         assert describe(field) is not None, field
     assert json.dumps(economics.BUDGETS["p99_ms"].__dict__)
+
+
+def _cell(batch: int, p99: float, *, load: str = "single_stream", **more: object) -> dict:
+    return {"status": "ok", "label": f"m b{batch} {load}", "p99_ms": p99, "p50_ms": p99 / 2,
+            "config": {"batch_size": batch, "load": load}, **more}  # fmt: skip
+
+
+def test_trust_follows_the_recorded_field_and_else_the_noisy_flag() -> None:
+    assert economics.is_trusted({"status": "ok"}) and economics.untrusted_reason({"status": "ok"}) is None
+    old = {"noisy": True, "noise_fraction": 0.53, "attempts": 2}
+    assert not economics.is_trusted(old)
+    assert economics.untrusted_reason(old) == (
+        "other processes used 53% of the CPUs while it was measured (noise_fraction, the quieter of its 2 attempts)"
+    )
+    recorded = {"noisy": True, "trusted": True}  # the run's own verdict wins over the legacy flag
+    assert economics.is_trusted(recorded)
+    assert economics.untrusted_reason({"trusted": False, "untrusted_reason": "a compile ran"}) == "a compile ran"
+    # an untrusted cell loses an SLO whatever its numbers
+    meets = economics.slo_check(10.0, None)
+    assert meets(_cell(1, 0.1)) is None and (meets(_cell(1, 0.1, noisy=True)) or "").startswith("untrusted: ")
+
+
+def test_request_latency_adds_the_gathering_time_of_a_batch_or_leaves_it_out() -> None:
+    single = [_cell(1, 0.2), _cell(64, 1.5)]
+    gathering = economics.latency_basis(single, 100_000.0, "cost.target_qps")
+    assert gathering.basis == "gathering" and "estimated, not measured" in gathering.describe()
+    assert economics.request_latency(single[0], gathering) == (0.2, "per call = per request at batch 1")
+    value, how = economics.request_latency(single[1], gathering)
+    assert value == pytest.approx(1.5 + 63 / 100_000 * 1e3) and how.startswith("estimate: p99 per call 1.5 ms")
+    # no rate: batch > 1 is left out, with why
+    unknown = economics.latency_basis(single, None)
+    assert unknown.basis == "per_call" and "batch > 1 left out" in unknown.describe()
+    value, why = economics.request_latency(single[1], unknown)
+    assert value is None and "--qps" in why
+    # a 2 ms SLO per request: the batch-64 cell that met it per call does not once gathering counts
+    meets = economics.slo_check(2.0, None, latency=lambda row: economics.request_latency(row, gathering))
+    assert meets(single[0]) is None and "2.13" in (meets(single[1]) or "")
+    # server cells measure it: single-stream cells are then left out of latency answers
+    served = [*single, _cell(16, 3.0, load="server", target_qps=5000.0), _cell(16, 0.0, load="offline")]
+    server = economics.latency_basis(served, 100_000.0)
+    assert server.basis == "server"
+    assert economics.request_latency(served[2], server) == (3.0, "measured per request at 5,000 queries/s, "
+                                                                 "batching up to b16 included")  # fmt: skip
+    assert economics.request_latency(served[0], server)[0] is None
+    assert economics.request_latency(served[3], gathering)[0] is None  # offline has no latency percentiles
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 100), st.floats(1.0, 1e6))
+def test_the_gathering_wait_is_the_99th_percentile_wait_of_an_evenly_filled_batch(batch: int, qps: float) -> None:
+    """Requests i = 0 .. B-1 of a batch arrive at i / qps and all leave when the call ends: the
+    first waits longest, (B - 1) / qps, and for B <= 100 that is the 99th percentile (nearest rank)
+    of their waits."""
+    waits = sorted((batch - 1 - i) / qps * 1e3 for i in range(batch))
+    p99 = waits[-(-99 * batch // 100) - 1]  # nearest rank: the ceil(0.99 B)-th smallest
+    assert economics.gathering_ms(batch, qps) == pytest.approx(waits[-1]) == pytest.approx(p99)
+
+
+def test_untrusted_cells_are_left_out_of_the_tables_frontier_flags() -> None:
+    from harness.store import records_to_frame
+
+    quiet = {"status": "ok", "label": "quiet", "p99_ms": 2.0, "throughput_sps": 1000.0, "config": {}}
+    # a disturbed cell that looks better on both: it must neither join the frontier nor push quiet off it
+    noisy = {"status": "ok", "label": "noisy", "p99_ms": 1.0, "throughput_sps": 5000.0, "noisy": True, "config": {}}
+    frame = records_to_frame([quiet, noisy]).set_index("label")
+    assert frame.loc["quiet", "pareto_latency_throughput"] is True
+    assert frame.loc["noisy", "pareto_latency_throughput"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_recommend_judges_the_slo_per_request_with_the_time_a_batch_takes_to_gather(tmp_path: Path) -> None:
+    # 0.2 ms a call at batch 1 and at batch 64: b64 is 64x cheaper; at 1,000 requests/s its first
+    # request waits 63 ms for the other 63
+    scenario = fake_scenario(tmp_path, batches="[1, 64]", extra="cost: {hourly_usd: 3.6, target_qps: 1000}\n")
+    scenario.write_text(scenario.read_text().replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 1.0"))
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (run_dir,) = run_dirs(tmp_path / "r")
+    p99 = {r["config"]["batch_size"]: r["p99_ms"] for r in journal(run_dir)}
+    slo = f"{max(p99.values()) * 1.01:.6f}"  # per call, both cells meet it (a busy machine sets the scale)
+    planned = bench("recommend", str(run_dir), "--p99-ms", slo)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines()[0].endswith(" b1") and "per call = per request at batch 1" in planned.stdout
+    assert "estimated, not measured" in planned.stdout and "(cost.target_qps)" in planned.stdout
+    assert re.search(r"b64: p99 6\d\.\d+ ms > [\d.]+ ms \(estimate: p99 per call [\d.]+ ms \+ 63 ms gathering 63 more "
+                     r"requests at 1,000/s\)", planned.stdout), planned.stdout  # fmt: skip
+    # a rate that gathers the batch in 0.5 % of the SLO: b64 meets it, and is the cheapest
+    qps = 63 / (max(p99.values()) * 0.005 / 1e3)
+    faster = bench("recommend", str(run_dir), "--p99-ms", slo, "--qps", f"{qps:.0f}")
+    assert faster.stdout.splitlines()[0].endswith(" b64") and "(--qps)" in faster.stdout, faster.stdout
+    assert "ms gathering 63 more requests" in faster.stdout
+    # no rate known (a run priced by the hour only): batch 64 is left out, and the output says why
+    manifest = (run_dir / "manifest.json").read_text().replace('"target_qps": 1000.0', '"target_qps": null')
+    (run_dir / "manifest.json").write_text(manifest)
+    unknown = bench("recommend", str(run_dir), "--p99-ms", slo)
+    assert unknown.stdout.splitlines()[0].endswith(" b1"), unknown.stdout
+    assert "batch > 1 left out" in unknown.stdout
+    assert "b64: batch 64: a request also waits for 63 more" in unknown.stdout

@@ -44,6 +44,8 @@ def _runs(tmp_path: Path, n: int, name: str = "fake.yaml") -> list[Path]:
     scenario = fake_scenario(
         tmp_path, batches="[1, 2, 4]", name=name, extra="cost: {hourly_usd: 0.5}\nbudgets: {p99_ms: 50}\n"
     )
+    # a busy test machine must not leave the answers without a trusted cell
+    scenario.write_text(scenario.read_text().replace("warmup_s: 0.05", "warmup_s: 0.05\n  noise_threshold: 1.0"))
     out = tmp_path / "r"
     for _ in range(n):
         done = bench("run", str(scenario), "--out", str(out), "--no-report")
@@ -165,9 +167,12 @@ def test_the_report_draws_in_a_real_browser_offline(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
-def test_many_series_keep_whole_distinct_legend_entries_in_a_real_browser(tmp_path: Path) -> None:
-    """15 configurations: 15 lines a chart, 30 in the latency chart (each cell's p50 and p99). As
-    drawn, no two legend entries of a chart read the same and none runs off the canvas."""
+def test_many_series_become_small_multiples_with_whole_distinct_legend_entries_in_a_real_browser(
+    tmp_path: Path,
+) -> None:
+    """15 configurations: 15 lines across batch sizes, 30 in latency (each cell's p50 and p99). As
+    drawn, each chart holds at most eight, every line appears in one chart of its family, no two
+    legend entries of a chart read the same and none runs off the canvas."""
     browser = _chromium()
     values = ", ".join(f"{0.1 + 0.01 * i:.2f}" for i in range(15))
     scenario = fake_scenario(tmp_path, min_s=0.05, max_s=0.1)
@@ -183,14 +188,157 @@ def test_many_series_keep_whole_distinct_legend_entries_in_a_real_browser(tmp_pa
     dom = subprocess.run([browser, *offline, "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom",
                           report.as_uri()], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert dom.returncode == 0, dom.stderr[-2000:]
+    legends = _legends(dom.stdout)
+    families: dict[str, list[str]] = {}
+    for name, (texts, canvas) in legends.items():
+        assert len(set(texts)) == len(texts), (name, texts)  # each entry tells its line apart
+        assert len(texts) <= 8, (name, texts)  # a reader can still match a colour with its entry
+        assert 'data-legend-cut="0"' in canvas, (name, canvas)  # and is drawn whole, inside the canvas
+        families.setdefault(name.rsplit("-", 1)[0] if name[-1].isdigit() else name, []).extend(texts)
+    assert len(families["throughput"]) == 15 and len(families["latency"]) == 30, families
+    assert {t.split()[0] for t in families["latency"]} == {"p50", "p99"}
+
+
+def _legends(dom: str) -> dict[str, tuple[list[str], str]]:
+    """Each drawn chart's legend entries (as Chart.js laid them out) and its canvas tag, by chart id."""
     legends = {}
-    for canvas in re.findall(r"<canvas[^>]*>", dom.stdout):
+    for canvas in re.findall(r"<canvas[^>]*>", dom):
         found = re.search(r'data-legend="([^"]*)"', canvas)
         if found:
             chart = re.search(r'id="chart-\d+-([^"]+)"', canvas)
             legends[chart[1] if chart else canvas] = (json.loads(html.unescape(found[1])), canvas)
-    assert {"throughput", "latency", "cdf"} <= set(legends), sorted(legends)
-    assert len(legends["latency"][0]) == 30 and len(legends["throughput"][0]) == 15
-    for name, (texts, canvas) in legends.items():
-        assert len(set(texts)) == len(texts), (name, texts)  # each entry tells its line apart
-        assert 'data-legend-cut="0"' in canvas, (name, canvas)  # and is drawn whole, inside the canvas
+    return legends
+
+
+def _config(backend: str, precision: str, batch: int, **options: str) -> dict:
+    return {"model": "m", "backend": backend, "backend_options": options, "device": "cpu", "precision": precision,
+            "batch_size": batch, "load": "single_stream", "load_options": {}}  # fmt: skip
+
+
+def test_more_than_eight_lines_become_small_multiples_by_precision_or_else_even_chunks() -> None:
+    from harness.report.charts import MAX_SERIES, Series, config_words, facet
+
+    runtimes = [("pytorch", {"mode": "eager"}), ("pytorch", {"mode": "compile"}), ("onnxruntime", {}),
+                ("openvino", {"hint": "latency"})]  # fmt: skip
+    configs = [_config(b, p, 1, **o) for b, o in runtimes for p in ("fp32", "int8", "bf16")][:-1]
+    lines = [Series(config_words(c), c) for c in configs]
+    groups = facet(lines)
+    assert [name for name, _ in groups] == ["fp32", "int8", "bf16"]  # the runtimes side by side
+    assert sum(len(g) for _, g in groups) == 11 and all(len(g) <= MAX_SERIES for _, g in groups)
+    # a latency chart's p50 and p99 of a configuration stay in one chart
+    pairs = [Series((pct, *s.key), s.config, tag=pct) for s in lines for pct in ("p50", "p99")]
+    for _, group in facet(pairs):
+        keys = {tuple(w for w in s.key if w != s.tag) for s in group}
+        assert len(group) == 2 * len(keys) <= MAX_SERIES
+    # one option swept over 15 values: no facet splits it usefully, so even chunks in order
+    sweep = [_config("fake", "fp32", 1, service_ms=f"{0.1 + 0.01 * i:.2f}") for i in range(15)]
+    chunks = facet([Series(config_words(c), c) for c in sweep])
+    assert [name for name, _ in chunks] == ["1 of 2", "2 of 2"] and [len(g) for _, g in chunks] == [8, 7]
+
+
+def test_the_first_screen_answers_from_trusted_cells_and_marks_the_others_in_place() -> None:
+    from harness.analysis.economics import latency_basis
+    from harness.report.firstscreen import answers, heat_table
+
+    def cell(backend: str, batch: int, sps: float, p99: float, **more: object) -> dict:
+        return {"status": "ok", "label": f"m {backend} cpu fp32 b{batch}", "config": _config(backend, "fp32", batch),
+                "throughput_sps": sps, "p99_ms": p99, "cost_per_million_usd": 1000 / sps, **more}  # fmt: skip
+
+    records = [
+        cell("a", 1, 1000.0, 0.5), cell("a", 64, 20_000.0, 1.5),
+        cell("b", 1, 5000.0, 0.1, noisy=True, noise_fraction=0.6),  # fastest, but the machine was busy
+        {"status": "skipped", "label": "m b cpu fp32 b64", "config": _config("b", "fp32", 64), "reason": "no b64"},
+    ]  # fmt: skip
+    found = answers(records, latency_basis(records, 100_000.0, "cost.target_qps"))
+    rows = {r["question"]: r for r in found["rows"]}
+    assert rows["highest throughput"]["cell"] == "m a cpu fp32 b64"
+    assert rows["lowest p99 latency per request"]["cell"] == "m a cpu fp32 b1"  # not b's untrusted 0.1 ms
+    cheapest = rows["cheapest per million inferences"]
+    assert cheapest["cell"] == "m a cpu fp32 b64" and "2.130 ms per request (estimate" in cheapest["how"]
+    assert [u["cell"] for u in found["left_out"]] == ["m b cpu fp32 b1"] and "60%" in found["left_out"][0]["why"]
+    table = heat_table(records)
+    assert table is not None and table["columns"] == ["b1", "b64"] and table["shared"] == "m cpu fp32"
+    (a, b) = table["rows"]
+    assert a["name"] == "a" and [c["kind"] for c in a["cells"]] == ["ok", "ok"]
+    assert a["cells"][1]["lines"] == ["20,000/s", "p99 1.5 ms"] and "background:" in a["cells"][1]["style"]
+    assert [c["kind"] for c in b["cells"]] == ["untrusted", "status-skipped"]
+    assert "UNTRUSTED: other processes used 60%" in b["cells"][0]["title"] and "no b64" in b["cells"][1]["title"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_the_charts_as_png_and_svg_files(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="charts as files need the images extra: pip install 'bench[images]'")
+    (run_dir,) = _runs(tmp_path, 1)
+    png = bench("report", str(run_dir), "--format", "png", "-o", str(tmp_path / "png"))
+    assert png.returncode == 0, png.stderr
+    written = [Path(line) for line in png.stdout.split()]
+    assert {p.name for p in written} >= {"throughput.png", "latency.png", "cdf.png", "cost.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+    svg = bench("report", str(run_dir), "--format", "svg", "--chart", "throughput", "-o", str(tmp_path / "svg"))
+    assert svg.returncode == 0, svg.stderr
+    text = (tmp_path / "svg" / "throughput.svg").read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and "Throughput vs batch size" in text  # text as text
+    unknown = bench("report", str(run_dir), "--format", "svg", "--chart", "nope", "-o", str(tmp_path / "svg"))
+    assert unknown.returncode == 2 and "no such chart; it has throughput, latency" in unknown.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 12 cells on three runtimes: about 2 min on a quiet 2-CPU machine, far more on a busy one
+def test_the_report_of_a_real_three_runtime_run_reads_at_a_glance_in_a_real_browser(tmp_path: Path) -> None:
+    """rec.yaml --quick on PyTorch, ONNX Runtime and OpenVINO, one cell made untrusted in a copy of
+    its journal: the first screen holds the heat table, every chart draws with at most eight lines
+    whose legend entries differ, the untrusted cell is marked where it stands, and the page stays
+    under 5 MB with nothing to fetch."""
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        pytest.importorskip(runtime, reason="the default scenario measures three runtimes")
+    browser = _chromium()
+    done = bench("run", "scenarios/rec.yaml", "--quick", "--out", str(tmp_path / "r"), "--no-report", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (measured,) = run_dirs(tmp_path / "r")
+    run_dir = tmp_path / "copy" / measured.name
+    shutil.copytree(measured, run_dir)
+    lines = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
+    ok = [rec for rec in lines if rec["status"] == "ok"]
+    assert len({rec["config"]["backend"] for rec in ok}) == 3, [rec["label"] for rec in lines]
+    for rec in ok:  # a busy test machine flags cells at random: one untrusted cell, chosen here
+        rec["trusted"] = True
+    ok[0]["trusted"], ok[0]["untrusted_reason"] = False, "a compile ran beside it in both attempts"
+    (run_dir / "journal.jsonl").write_text("".join(json.dumps(rec) + "\n" for rec in lines))
+    report = tmp_path / "page.html"
+    made = bench("report", str(run_dir), "-o", str(report))
+    assert made.returncode == 0, made.stderr
+    page = report.read_text()
+    assert len(page.encode()) < 5_000_000
+    assert_self_contained(page)
+    offline = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000"]  # fmt: skip
+    dom = subprocess.run([browser, *offline, "--virtual-time-budget=5000", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and ("rror" in line or "Uncaught" in line)]
+    assert not console, console
+    canvases = re.findall(r"<canvas[^>]*>", dom.stdout)
+    assert len(canvases) >= 6
+    for canvas in canvases:
+        assert 'data-drawn="1"' in canvas, f"a chart did not draw: {canvas}"
+        series = re.search(r'data-series="(\d+)"', canvas)
+        assert series and 1 <= int(series[1]) <= 8, canvas
+        ticks, bars = re.search(r'data-ticks="(\d+)"', canvas), re.search(r'data-bars="(\d+)"', canvas)
+        assert ticks is None or (bars and ticks[1] == bars[1]), canvas  # every bar labelled
+    for name, (texts, _) in _legends(dom.stdout).items():
+        assert len(set(texts)) == len(texts), (name, texts)
+    heat = re.search(r'<table class="heat"[^>]*>', dom.stdout)
+    assert heat, "no heat table"
+    top = int(re.search(r'data-top="(\d+)"', heat[0])[1])  # type: ignore[index]
+    assert top + 150 < 1000, f"the heat table starts at {top} px: its header and first rows off the first screen"
+    table = dom.stdout.split(heat[0], 1)[1].split("</table>", 1)[0]
+    marked = re.findall(r'<td class="untrusted"[^>]*title="([^"]*)"', table)
+    assert len(marked) == 1 and "UNTRUSTED: a compile ran beside it" in html.unescape(marked[0]), marked
+    assert "1 untrusted cell left out" in dom.stdout and "&#9888;" in page
+    shot = tmp_path / "first-screen.png"
+    subprocess.run([browser, *offline, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120,
+                   check=False)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    print(f"screenshot of the first screen: {shot}")
