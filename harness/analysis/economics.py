@@ -429,7 +429,7 @@ def latency_basis(records: Iterable[Mapping[str, Any]], qps: float | None, qps_s
 def gathering_ms(batch_size: int, qps: float) -> float:
     """Milliseconds the first request of a batch waits for the ``batch_size - 1`` after it, at
     ``qps`` requests/s arriving evenly: (B - 1) / qps. It is the longest wait in the batch, and
-    1/B of the requests wait it, so for B <= 100 it is the wait of the 99th-percentile request.
+    1/B of the requests wait it, so for B < 100 (ceil(0.99 B) = B) it is the wait of the 99th-percentile request.
     Poisson arrivals at the same mean rate wait (B - 1) / qps on average, longer in a slow
     stretch."""
     return (batch_size - 1) / qps * 1e3
@@ -445,7 +445,7 @@ def request_latency(
     to the call's own percentile: the latency of a request that opens its batch and then meets a
     call as slow as that percentile. No request of the batch waits longer than the first, so with
     arrivals evenly spaced this is an upper bound of the requests' percentile; for p99 and
-    B <= 100 it is also close to it, as the batch's first requests (1/B of all) wait that long.
+    B < 100 it is also close to it, as the batch's first requests (1/B of all) wait that long.
     For p50 it overstates (the median request waits about half as long). What it leaves out: a
     request queued behind a call still running (a machine near its capacity), and Poisson
     bursts; a server run measures both."""
