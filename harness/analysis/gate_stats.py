@@ -297,30 +297,39 @@ def screen(
     return out
 
 
-def _largest_fitting(needs: Sequence[int], afford: int) -> int:
-    """The pairs to plan for: the most any metric needs among those the time affords (more pairs than
-    that bring no further metric to its power), or all the time affords when none fits."""
-    fitting = [n for n in needs if n <= afford]
-    return max(fitting) if fitting else afford
-
-
 def plan_screen(
-    prior: Mapping[str, float],
+    noise: Mapping[str, Mapping[str, float]],
+    have: Mapping[str, int],
     threshold: float,
-    cells: int,
-    seconds_per_pair: float,
+    seconds_per_pair: Mapping[str, float],
     seconds_left: float,
     share: float = 0.5,
     screen_alpha: float = SCREEN_ALPHA,
-) -> int:
-    """Pairs per cell for the screen: what gives it ``SCREEN_POWER`` at the threshold with the
-    calibration's noise, for as many metrics as ``share`` of the time left affords (the noisiest
-    may need more than a night has), and at least one pair when the time left holds one per cell."""
-    needs = [pairs_needed(sd, delta_of(threshold), screen_alpha, SCREEN_POWER) for sd in prior.values()]
-    afford = int(share * seconds_left // (cells * seconds_per_pair))
-    if afford < 1:
-        afford = 1 if seconds_left >= cells * seconds_per_pair else 0
-    return _largest_fitting(needs, afford)
+) -> dict[str, int]:
+    """The screen's pairs per cell (all it should have, counting the ``have`` it has): with the
+    cells' noise per metric (the calibration's before the first screen), what gives a metric
+    ``SCREEN_POWER`` at the threshold, for as many metrics as ``share`` of the time left affords
+    (the noisiest may need more than a night has). A screen that cannot reach its level at all
+    (under :func:`min_pairs`) is wasted, so it may take more of the time for that. A first screen
+    (no pairs yet) gets what the time affords where no metric can reach its power; a later one only
+    what brings a metric to it. Cells needing nothing more are left out."""
+    if not noise:
+        return {}
+    delta = delta_of(threshold)
+    one_each = sum(seconds_per_pair[cid] for cid in noise)  # a round: one more pair of every cell
+    extra = int(share * seconds_left // one_each)
+    floor = min_pairs(screen_alpha)
+    if min(have[cid] for cid in noise) + extra < floor:
+        extra = max(extra, min(floor - min(have[cid] for cid in noise), int(seconds_left // one_each)))
+    out = {}
+    for cid, sd in noise.items():
+        needs = [pairs_needed(v, delta, screen_alpha, SCREEN_POWER) for v in sd.values()]
+        fitting = [n for n in needs if have[cid] < n <= have[cid] + extra]
+        if fitting:
+            out[cid] = max(fitting)
+        elif not have[cid] and extra:
+            out[cid] = extra
+    return out
 
 
 @dataclass
@@ -340,9 +349,11 @@ def plan_confirmation(
     threshold: float,
     alpha: float,
     target: float = TARGET_POWER,
+    already: int = 0,
 ) -> Plan:
     """Stage 2: a metric of a suspect (its noise) needs the pairs that give it ``target`` power at
-    ``alpha / (metrics x suspects measured again)``, Holm's strictest level. Every suspect first gets
+    ``alpha / (metrics x suspects measured again)``, Holm's strictest level (``already``: suspects of
+    an earlier screen measured again, in the same Holm family). Every suspect first gets
     what its least noisy metric needs, the dearest suspects left out until that fits in
     ``seconds_left`` (leaving one out relaxes the level for the others, so the plan is made again);
     then, while time is left, the suspect whose next metric costs the fewest extra seconds gets the
@@ -350,7 +361,7 @@ def plan_confirmation(
     delta = delta_of(threshold)
     kept = list(suspects)
     while True:
-        level = alpha / (len(METRICS) * max(len(kept), 1))
+        level = alpha / (len(METRICS) * max(already + len(kept), 1))
         needs = {cid: sorted(pairs_needed(sd, delta, level, target) for sd in suspects[cid].values()) for cid in kept}
         pairs = {cid: needs[cid][0] for cid in kept}
         cost = sum(pairs[cid] * seconds_per_pair[cid] for cid in kept)

@@ -1,0 +1,665 @@
+"""``bench gate``: is this checkout slower than a baseline commit, measured here and now, within a
+wall-time budget?
+
+Both sides run as fresh worker processes of the scenario's cells (its ``gate:`` subset), in pairs:
+one baseline process and one candidate process back to back, which first drawn at random from a
+seed. All the pairs of a round (one per cell, the cells in a random order) run before the next
+round, so a machine that drifts, or changes pace for minutes, weighs on both sides alike. Each
+process measures a short window (:func:`gate_scenario`). The statistics are those of
+:mod:`harness.analysis.gate_stats`; the order of work:
+
+1. calibration: pairs of two baseline processes on a few cells, tonight's noise of a pair and the
+   seconds a process takes;
+2. screen: a few pairs of every cell; the cells that look slower (one-sided p < 0.25) are suspects;
+3. confirmation: fresh pairs for each suspect, as many as 80 % power at the threshold needs at
+   Holm's level, where the time left affords them; only these decide.
+
+No pair starts that the time left cannot hold (the budget counts from the command's start), and the
+verdicts come from what was measured. Everything is recorded under ``--out``: a journal
+(``gate.jsonl``, one fsync'ed line per pair and per decision), the three run folders the processes
+were journaled in (calibration and baseline with the baseline's code, candidate with this
+checkout's) and the result (``gate.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness import environment
+from harness.analysis import gate_stats as gs
+from harness.analysis.comparison import METRICS, Comparison, NotMeasured, _status
+from harness.analysis.confirm import REPO, Code, code_of
+from harness.analysis.economics import is_trusted
+from harness.errors import UsageError
+from harness.store import new_run_id, write_atomic
+
+if TYPE_CHECKING:
+    from harness.cells import Cell
+    from harness.manifest import Manifest
+    from harness.planning import PlannedCell
+    from harness.records import CellRecord
+    from harness.scenario import Scenario
+    from harness.store import RunDir
+
+#: the longest measured window of a gate process (s): the scenario's min_duration_s when shorter.
+#: The unit is the process, and many short processes tell more than a few long ones when processes
+#: differ (fast and slow paces from one process to the next)
+GATE_WINDOW_S = 0.5
+#: the longest warm-up of a gate process (s)
+GATE_WARMUP_S = 0.2
+#: the longest wait for a quiet machine before a gate process's warm-up (s): a process measured on a
+#: busy machine takes its pair out, and the next round makes up for it
+GATE_QUIET_WAIT_S = 2.0
+#: what starting a worker costs before its warm-up (Python, the plugins, the model), for the budget
+#: check made before anything runs; measured processes replace it as soon as there are some
+PROCESS_START_S = 1.0
+#: LoadGen cells measure --quick's LoadGen tests
+GATE_LOADGEN = {"min_duration_s": 1.0, "min_query_count": 100}
+#: cells the calibration samples (one per backend first), pairs of baseline processes on each, and
+#: the most of the budget it may take
+CALIBRATION_CELLS = 4
+CALIBRATION_PAIRS = 2
+CALIBRATION_SHARE = 0.2
+#: the most of the time left after the calibration the screen may take
+SCREEN_SHARE = 0.5
+#: failed processes of one side of a cell (a skip counts as many) after which the cell is given up
+FAILURES_TO_GIVE_UP = 2
+#: kept free at the end of the budget to finish the run folders and write the result (s)
+FINISH_RESERVE_S = 2.0
+#: a cell stops getting pairs in a stage after this many times the pairs it wanted (the rest were
+#: measured on a busy machine)
+ATTEMPTS_PER_PAIR = 2
+JOURNAL = "gate.jsonl"
+RESULT = "gate.json"
+#: the stages in the order they run; their index seeds their rounds' orders
+STAGES = ("calibration", "screen", "confirm")
+DEFAULT_OUT = Path("results") / ".gate"
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    #: a git ref or ``installed``; None with ``baseline_code``
+    baseline: str | None
+    baseline_code: Path | None = None
+    budget_s: float = 1800.0
+    threshold: float = 0.05
+    alpha: float = 0.01
+    screen_alpha: float = gs.SCREEN_ALPHA
+    seed: int = 0
+    out_root: Path = DEFAULT_OUT
+    plugins: tuple[str, ...] = ()
+    allow_dirty: bool = False
+    command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
+
+
+# --------------------------------------------------------------------------------------------
+# what runs: the cells, their windows, the order of the pairs
+# --------------------------------------------------------------------------------------------
+
+
+def gate_scenario(scenario: Scenario) -> Scenario:
+    """The scenario as the gate measures it: warm-up at most ``GATE_WARMUP_S``, a window of exactly
+    min(min_duration_s, ``GATE_WINDOW_S``), one attempt (a disturbed process takes its pair out),
+    a quiet wait of at most ``GATE_QUIET_WAIT_S``, LoadGen's tests --quick's, no fidelity check."""
+    m = scenario.measurement
+    window = min(m.min_duration_s, GATE_WINDOW_S)
+    measurement = m.model_copy(update={
+        "warmup_s": min(m.warmup_s, GATE_WARMUP_S), "min_duration_s": window, "max_duration_s": window,
+        "repeats": 1, "max_attempts": 1, "quiet_wait_s": min(m.quiet_wait_s, GATE_QUIET_WAIT_S),
+    })  # fmt: skip
+    return scenario.model_copy(update={
+        "measurement": measurement,
+        "loadgen": scenario.loadgen.model_copy(update=GATE_LOADGEN),
+        "fidelity": scenario.fidelity.model_copy(update={"samples": 0}),
+    })  # fmt: skip
+
+
+def process_estimate(scenario: Scenario, cell: Cell) -> float:
+    """Seconds one gate process of ``cell`` takes at least, from the gate scenario's durations:
+    ``PROCESS_START_S`` + warm-up + window (a LoadGen test's minimum for LoadGen cells). Preparing a
+    model (a compilation) can take much longer: measured processes replace this."""
+    m = scenario.measurement
+    window = m.min_duration_s if cell.load == "single_stream" else scenario.loadgen.min_duration_s
+    return PROCESS_START_S + m.warmup_s + window
+
+
+def round_order(seed: int, stage: str, round_index: int, cell_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs of one round: the cells in a random order, each with the side that runs first;
+    a function of the seed, the stage, the round and the cells only, so any run can be replayed."""
+    rng = np.random.default_rng([seed, STAGES.index(stage), round_index])
+    order = rng.permutation(len(cell_ids))
+    first = rng.integers(0, 2, len(cell_ids))
+    return [(cell_ids[i], "candidate" if first[k] else "baseline") for k, i in enumerate(order)]
+
+
+def calibration_cells(seed: int, cells: Sequence[Cell], count: int) -> list[Cell]:
+    """``count`` cells drawn at random (from the seed), one per backend before a second of any."""
+    rng = np.random.default_rng([seed, len(STAGES)])
+    shuffled = [cells[i] for i in rng.permutation(len(cells))]
+    firsts: list[Cell] = []
+    rest: list[Cell] = []
+    seen: set[str] = set()
+    for cell in shuffled:
+        (rest if cell.backend in seen else firsts).append(cell)
+        seen.add(cell.backend)
+    return (firsts + rest)[:count]
+
+
+# --------------------------------------------------------------------------------------------
+# the two sides' code
+# --------------------------------------------------------------------------------------------
+
+
+def dirty_paths(repo: Path) -> list[str]:
+    """Uncommitted changes (untracked files too) under ``harness/`` and ``plugins/`` of a git checkout:
+    what the workers import."""
+    out = subprocess.run(["git", "status", "--porcelain", "--", "harness", "plugins"], cwd=repo,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def resolve_ref(ref: str) -> str:
+    """The commit a git ref (branch, tag, commit) names in this repository, or a UsageError."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--baseline {ref}: git could not be asked ({exc})") from exc
+    if out.returncode != 0 or not out.stdout.strip():
+        raise UsageError(
+            f"--baseline {ref}: no such commit, branch or tag in {REPO} (fetch it: a shallow clone has no history; "
+            "or give --baseline-code DIR)"
+        )
+    return out.stdout.strip()
+
+
+def installed_code() -> tuple[Path, str]:
+    """Where the bench installed in this Python environment lives (imported without PYTHONPATH, from
+    outside any checkout), and its version."""
+    probe = (
+        "import harness, importlib.metadata as m, sys; sys.stdout.write(harness.__file__ + '\\n' + m.version('bench'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONSAFEPATH": "1"}
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], cwd=tempfile.gettempdir(), env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--baseline installed: could not ask {sys.executable} ({exc})") from exc
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        raise UsageError(f"--baseline installed: no bench is installed in {sys.executable}'s environment ({tail})")
+    where, version = out.stdout.split("\n", 1)
+    return Path(where).resolve().parents[1], version.strip()
+
+
+@dataclass(frozen=True)
+class Sides:
+    """Where each side's code is (None: this checkout, as imported here) and what to call it."""
+
+    baseline: Code
+    baseline_name: str
+    baseline_commit: str | None
+    candidate_path: Path | None
+    candidate_name: str
+    candidate_commit: str | None
+    candidate_dirty: bool
+
+
+def _candidate(allow_dirty: bool) -> tuple[Path | None, str, str | None, bool]:
+    """This checkout as the candidate: (code path, name, commit, dirty); refused with uncommitted
+    changes to what the workers import unless ``allow_dirty``, since the result would name no commit."""
+    here = environment.git_commit(REPO)
+    commit = here.get("commit")
+    if not commit:
+        version = environment.package_versions(("bench",))["bench"]
+        return None, f"this installation (bench {version}, {REPO}; no git commit)", None, False
+    dirty = dirty_paths(REPO)
+    if dirty and not allow_dirty:
+        listed = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise UsageError(
+            f"this checkout has uncommitted changes to harness/ or plugins/ ({listed}): the result would name no "
+            "commit; commit them, or pass --allow-dirty"
+        )
+    note = ", with uncommitted changes" if dirty else ""
+    return REPO, f"this checkout (commit {commit[:12]}{note})", commit, bool(dirty)
+
+
+@contextmanager
+def sides_of(options: GateOptions) -> Iterator[Sides]:
+    """Both sides' code, the baseline checked out in a temporary git worktree when it is a commit
+    other than this checkout's (removed afterwards)."""
+    cand_path, cand_name, cand_commit, cand_dirty = _candidate(options.allow_dirty)
+    if options.baseline_code is not None:
+        with code_of({}, options.baseline_code) as code:
+            commit = environment.git_commit(options.baseline_code).get("commit")
+            name = f"the code in {options.baseline_code}"
+            yield Sides(code, name, commit, cand_path, cand_name, cand_commit, cand_dirty)
+        return
+    if options.baseline == "installed":
+        root, version = installed_code()
+        code = Code(True, root, f"the installed bench {version} ({root})")
+        commit = environment.git_commit(root).get("commit")
+        yield Sides(code, f"installed (bench {version})", commit, cand_path, cand_name, cand_commit, cand_dirty)
+        return
+    assert options.baseline is not None
+    commit = resolve_ref(options.baseline)
+    with code_of({"git": {"commit": commit, "dirty": False}}) as code:
+        if not code.available:
+            raise UsageError(f"--baseline {options.baseline}: {code.how}")
+        name = options.baseline if options.baseline.startswith(commit[:7]) else f"{options.baseline} ({commit[:12]})"
+        yield Sides(code, name, commit, cand_path, cand_name, cand_commit, cand_dirty)
+
+
+def _listed(code: Path, what: str, plugins: Sequence[str]) -> dict[str, str]:
+    """``bench list backends|models`` as the code at ``code`` answers it: name -> its line."""
+    args = [sys.executable, "-m", "harness", *(f"--plugin={p}" for p in plugins), "list", what]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])),
+           "PYTHONSAFEPATH": "1"}  # fmt: skip
+    try:
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"the baseline's code ({code}) could not list its {what}: {exc}") from exc
+    if out.returncode != 0:
+        tail = " ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
+        raise UsageError(f"the baseline's code ({code}) could not list its {what}: {tail}")
+    return {line.split()[0]: line for line in out.stdout.splitlines() if line.strip() and not line[0].isspace()}
+
+
+def check_baseline_can_run(code: Path, scenario: Scenario, cells: Sequence[Cell], plugins: Sequence[str]) -> None:
+    """The cheap check that the baseline's code can run these cells: its ``bench list`` has the
+    scenario's model and every backend of the cells, available here (about a second each)."""
+    models = _listed(code, "models", plugins)
+    if scenario.model.name not in models:
+        raise UsageError(
+            f"the baseline's code has no model '{scenario.model.name}' (it has {', '.join(models) or 'none'}): it "
+            "cannot run this scenario"
+        )
+    backends = _listed(code, "backends", plugins)
+    for name in dict.fromkeys(cell.backend for cell in cells):
+        if name not in backends:
+            raise UsageError(
+                f"the baseline's code has no backend '{name}' (it has {', '.join(backends) or 'none'}): it cannot "
+                "run this scenario"
+            )
+        if "unavailable" in backends[name]:
+            why = backends[name].split("unavailable", 1)[1].lstrip(": ")
+            raise UsageError(f"the baseline's backend '{name}' is unavailable here: {why}")
+
+
+# --------------------------------------------------------------------------------------------
+# the gate
+# --------------------------------------------------------------------------------------------
+
+
+class _Clock:
+    """The budget, counted from the command's start."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.start = time.monotonic()
+        self.ran_out = False
+
+    @property
+    def used(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.budget_s - FINISH_RESERVE_S - self.used)
+
+    def fits(self, seconds: float) -> bool:
+        if seconds <= self.left:
+            return True
+        self.ran_out = True
+        return False
+
+
+@dataclass
+class _Side:
+    run: RunDir
+    manifest: Manifest
+    repeats: dict[str, int] = field(default_factory=dict)  # cell id -> processes measured so far
+
+
+class _Gate:
+    """One gate's measuring: the runs, the journal, the pairs, the budget."""
+
+    def __init__(self, folder: Path, scenario: Scenario, planned: Sequence[PlannedCell], sides: Sides,
+                 options: GateOptions, clock: _Clock, say: Callable[[str], None]) -> None:  # fmt: skip
+        from harness import planning, runner
+
+        self.folder, self.scenario, self.options, self.clock, self.say = folder, scenario, options, clock, say
+        self.planned = {p.cell.id: p for p in planned}
+        self.labels = {p.cell.id: p.cell.label for p in planned}
+        self.journal = folder / JOURNAL
+        self.pairs: list[gs.Pair] = []
+        self.records: dict[tuple[str, str], list[CellRecord]] = {}  # (cell, side) -> its failed processes
+        self.failures: dict[tuple[str, str], int] = {}
+        self.given_up: dict[str, set[str]] = {}  # cell -> the sides that failed it
+        self.seconds: dict[str, list[float]] = {}  # cell -> its processes' wall times
+        self.estimate = {cid: process_estimate(scenario, p.cell) for cid, p in self.planned.items()}
+        self.round_numbers = dict.fromkeys(STAGES, 0)
+        base_path = sides.baseline.path
+        self.sides: dict[str, _Side] = {}
+        for name, code in (("calibration", base_path), ("baseline", base_path), ("candidate", sides.candidate_path)):
+            cache = folder / ("candidate" if name == "candidate" else "baseline") / ".cache"
+            run_options = planning.RunOptions(
+                out_root=folder / name, plugins=options.plugins, code_path=code, cache_dir=cache,
+                command=f"{options.command} ({name})",
+            )  # fmt: skip
+            run = runner.create_run(scenario, run_options)
+            self.sides[name] = _Side(run, run.manifest())
+
+    # -- the journal ------------------------------------------------------------------------
+    def log(self, event: str, **fields: Any) -> None:
+        """One line of the gate's journal, fsync'ed: a killed gate keeps every pair it finished."""
+        line = json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n"
+        with open(self.journal, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # -- processes and pairs ----------------------------------------------------------------
+    def _process(self, side: str, cid: str) -> gs.Process:
+        from harness import runner
+
+        state = self.sides[side]
+        repeat = state.repeats.get(cid, 0)
+        state.repeats[cid] = repeat + 1
+        record = runner.measure_one(state.run, self.planned[cid], repeat, state.manifest, runner.SilentReporter())
+        seconds = float((record.ended_at or 0) - (record.started_at or 0))
+        self.seconds.setdefault(cid, []).append(seconds)
+        values = {m: float(record.get(key) or 0.0) for m, (key, _) in METRICS.items()}
+        status = str(record.status)
+        trusted = status == "ok" and is_trusted(record)
+        if status != "ok":
+            who = "baseline" if side == "calibration" else side
+            self.records.setdefault((cid, who), []).append(record)
+            self.failures[(cid, who)] = self.failures.get((cid, who), 0) + (
+                FAILURES_TO_GIVE_UP if status == "skipped" else 1
+            )
+            if self.failures[(cid, who)] >= FAILURES_TO_GIVE_UP:
+                self.given_up.setdefault(cid, set()).add(who)
+        return gs.Process(status, trusted, values, seconds, repeat, record.reason[:300])
+
+    def seconds_per_process(self, cid: str | None = None) -> float:
+        """The mean wall time of a process of ``cid`` so far (of any cell when it has none; the
+        scenario's estimate before any)."""
+        mine = self.seconds.get(cid or "", [])
+        every = [s for values in self.seconds.values() for s in values]
+        if mine:
+            return float(np.mean(mine))
+        if every:
+            return float(np.mean(every))
+        return self.estimate[cid] if cid else max(self.estimate.values())
+
+    def pair(self, stage: str, round_index: int, cid: str, first: str) -> gs.Pair:
+        """Measure one pair, ``first`` first; in the calibration both processes run the baseline's code."""
+        names = ("calibration", "calibration") if stage == "calibration" else ("baseline", "candidate")
+        order = [0, 1] if first == "baseline" else [1, 0]
+        measured: dict[int, gs.Process] = {}
+        for index in order:
+            if measured and measured[order[0]].status != "ok":  # the pair is lost already: no second process
+                measured[index] = gs.Process("not run", False, {}, 0.0, reason="the other process of its pair failed")
+                continue
+            measured[index] = self._process(names[index], cid)
+        made = gs.Pair(stage, round_index, cid, first, measured[0], measured[1])
+        self.pairs.append(made)
+        self.log("pair", **made.as_dict())
+        return made
+
+    def rounds(self, stage: str, wanted: Mapping[str, int]) -> None:
+        """Rounds of pairs until every cell has its ``wanted`` usable pairs of ``stage`` (or was given
+        up, or tried ``ATTEMPTS_PER_PAIR`` times as often), or the next pair does not fit the time left.
+        Rounds are numbered on across calls, so that each round of a stage has its own order."""
+        while not self.clock.ran_out:
+            todo = []
+            for cid, want in wanted.items():
+                mine = self.of(stage, cid)
+                usable = sum(p.usable for p in mine)
+                if cid not in self.given_up and usable < want and len(mine) < ATTEMPTS_PER_PAIR * want:
+                    todo.append(cid)
+            if not todo:
+                return
+            number = self.round_numbers[stage]
+            self.round_numbers[stage] += 1
+            for cid, first in round_order(self.options.seed, stage, number, todo):
+                if cid in self.given_up:
+                    continue
+                if not self.clock.fits(2 * self.seconds_per_process(cid)):
+                    self.log("budget", stage=stage, round=number, left_s=self.clock.left, used_s=self.clock.used)
+                    return
+                self.pair(stage, number, cid, first)
+            self.say(f"{stage} round {number + 1}: {len(todo)} pair(s), {self.clock.left:.0f} s left")
+
+    def of(self, stage: str, cid: str) -> list[gs.Pair]:
+        return [p for p in self.pairs if p.cell_id == cid and p.stage == stage]
+
+    def finish(self) -> dict[str, str]:
+        from harness import runner
+
+        for state in self.sides.values():
+            runner.finish(state.run, runner.SilentReporter())
+        return {name: str(state.run.path) for name, state in self.sides.items()}
+
+    def release(self) -> None:
+        for state in self.sides.values():
+            state.run.release()
+
+
+def _gate_cells(scenario: Scenario, plugins: Sequence[str]) -> tuple[list[PlannedCell], list[dict[str, str]]]:
+    """The cells the gate measures here, and those it leaves out (skipped here, a peak search) with why."""
+    from harness import planning
+    from harness.pluginmanager import explicit_plugins, registries
+
+    regs = registries(explicit_plugins(plugins))
+    planning.check_scenario(scenario, regs)
+    cells = planning.select_cells(scenario, planning.RunOptions())
+    if scenario.gate is not None:
+        cells = [c for c in cells if scenario.gate.selects(c)]
+    kept, excluded = [], []
+    for p in planning.plan(cells, regs):
+        if p.skip_reason is not None:
+            excluded.append({"cell_id": p.cell.id, "label": p.cell.label, "reason": f"skipped here: {p.skip_reason}"})
+        elif p.cell.load_options.get("target_qps") == "peak":
+            why = "a peak search measures another rate in every process: compare its runs with bench compare"
+            excluded.append({"cell_id": p.cell.id, "label": p.cell.label, "reason": why})
+        else:
+            kept.append(p)
+    if not kept:
+        reasons = "; ".join(f"{e['label']}: {e['reason']}" for e in excluded[:5])
+        raise UsageError(f"no cell of {scenario.source_name} to gate here: {reasons}")
+    return kept, excluded
+
+
+def check_budget(scenario: Scenario, planned: Sequence[PlannedCell], budget_s: float) -> None:
+    """Refuse a budget that cannot hold one pair of processes per cell and one calibration pair,
+    estimated from the scenario's durations (:func:`process_estimate`; preparing models comes on top)."""
+    each = [process_estimate(scenario, p.cell) for p in planned]
+    need = 2 * (max(each) + sum(each)) + FINISH_RESERVE_S
+    if budget_s < need:
+        raise UsageError(
+            f"--budget {budget_s:g}s cannot hold one pair of processes per cell: {len(planned)} cell(s) and a "
+            f"calibration pair need at least {need:.0f} s ({2 * (len(planned) + 1)} processes of at least "
+            f"{min(each):.1f} s: start {PROCESS_START_S:g} s + warm-up + window, from the scenario's durations; "
+            f"preparing a model comes on top) and {FINISH_RESERVE_S:g} s to finish"
+        )
+
+
+def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None] = lambda line: None) -> Comparison:
+    """Measure and judge; raises UsageError for input that cannot be gated, before anything runs."""
+    clock = _Clock(options.budget_s)
+    if not 0 < options.threshold < 1:
+        raise UsageError(f"the threshold must be above 0 % and below 100 % (got {options.threshold * 100:g} %)")
+    if (options.baseline is None) == (options.baseline_code is None):
+        raise UsageError("give the baseline, one way: --baseline REF (a git branch, tag or commit, or 'installed'), "
+                         "or --baseline-code DIR (a checkout of it)")  # fmt: skip
+    measured = gate_scenario(scenario)
+    planned, excluded = _gate_cells(measured, options.plugins)
+    check_budget(measured, planned, options.budget_s)
+    with sides_of(options) as sides:
+        if sides.baseline.path is not None and sides.baseline.path != sides.candidate_path:
+            check_baseline_can_run(sides.baseline.path, scenario, [p.cell for p in planned], options.plugins)
+        folder = options.out_root / new_run_id(scenario.name)
+        folder.mkdir(parents=True, exist_ok=False)
+        gate = _Gate(folder, measured, planned, sides, options, clock, say)
+        try:
+            result = _measure_and_judge(gate, sides, excluded)
+        finally:
+            gate.release()
+    return result
+
+
+def _measure_and_judge(gate: _Gate, sides: Sides, excluded: list[dict[str, Any]]) -> Comparison:
+    options, clock = gate.options, gate.clock
+    ids = list(gate.planned)
+    gate.log("start", scenario=gate.scenario.name, cells=[{"cell_id": c, "label": gate.labels[c]} for c in ids],
+             excluded=excluded, seed=options.seed, budget_s=options.budget_s, threshold=options.threshold,
+             alpha=options.alpha, screen_alpha=options.screen_alpha, baseline=sides.baseline_name,
+             baseline_commit=sides.baseline_commit, baseline_code=sides.baseline.how, candidate=sides.candidate_name,
+             candidate_commit=sides.candidate_commit)  # fmt: skip
+    gate.say(f"gate: {len(ids)} cell(s), baseline {sides.baseline_name} ({sides.baseline.how}), candidate "
+             f"{sides.candidate_name}, budget {options.budget_s:.0f} s, seed {options.seed}")  # fmt: skip
+
+    # 1. calibration: pairs of baseline processes, tonight's noise and seconds per process
+    affordable = max(1, int(CALIBRATION_SHARE * clock.left // (2 * gate.seconds_per_process())))
+    count = min(len(ids), CALIBRATION_CELLS, affordable)
+    sample = calibration_cells(options.seed, [gate.planned[c].cell for c in ids], count)
+    each = max(1, min(CALIBRATION_PAIRS, affordable // count))
+    gate.rounds("calibration", {c.id: each for c in sample})
+    calibration = [p for p in gate.pairs if p.stage == "calibration"]
+    prior = gs.calibration_noise(calibration)
+    gate.log("plan", stage="calibration", noise=prior, pairs=sum(p.usable for p in calibration),
+             seconds_per_process=gate.seconds_per_process())  # fmt: skip
+
+    # 2. the screen, and 3. the confirmation of its suspects with fresh pairs, as many as the power
+    # needs where they fit; then, while time is left, more screen pairs for the cells the screen let
+    # through without the power to have seen a slowdown, and their suspects confirmed in turn
+    active = [c for c in ids if c not in gate.given_up]
+    targets = gs.plan_screen({c: prior for c in active}, dict.fromkeys(active, 0), options.threshold,
+                             {c: 2 * gate.seconds_per_process(c) for c in active}, clock.left, SCREEN_SHARE,
+                             options.screen_alpha)  # fmt: skip
+    n1 = max(targets.values(), default=0)
+    gate.say(f"calibration: noise {', '.join(f'{m} {v:.1%}' for m, v in prior.items())}; screen: {n1} pair(s) a cell")
+    planned: dict[str, int] = {}  # suspect -> pairs planned for its confirmation
+    left_out: dict[str, tuple[int, int]] = {}
+    level = options.alpha / (len(METRICS) * max(len(active), 1))
+    screened = gs.screen({c: [] for c in active}, prior, options.threshold, options.screen_alpha)  # none fit yet
+    while targets:
+        gate.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
+        gate.rounds("screen", targets)
+        active = [c for c in active if c not in gate.given_up]
+        screened = gs.screen({c: gate.of("screen", c) for c in active}, prior, options.threshold, options.screen_alpha)
+        new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
+        if new:
+            plan = gs.plan_confirmation({c: screened[c].noise for c in new},
+                                        {c: 2 * gate.seconds_per_process(c) for c in new}, clock.left,
+                                        options.threshold, options.alpha, already=len(planned))  # fmt: skip
+            planned.update(plan.pairs)
+            left_out.update(plan.left_out)
+            level = plan.level
+            gate.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
+                     left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
+            gate.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, {len(plan.left_out)} "
+                     "left out for their noise")  # fmt: skip
+            gate.rounds("confirm", planned)
+        if clock.ran_out:
+            break
+        short = [c for c in active if c not in planned and c not in left_out and not screened[c].suspect
+                 and min(screened[c].power.values()) < gs.SCREEN_POWER]  # fmt: skip
+        targets = gs.plan_screen({c: screened[c].noise for c in short}, {c: screened[c].pairs for c in short},
+                                 options.threshold, {c: 2 * gate.seconds_per_process(c) for c in short}, clock.left,
+                                 SCREEN_SHARE, options.screen_alpha)  # fmt: skip
+    confirmed = gs.judge_confirmed(
+        {c: (gate.labels[c], gate.of("screen", c), gate.of("confirm", c)) for c in planned if c not in gate.given_up},
+        prior, options.threshold, options.alpha,
+    )  # fmt: skip
+
+    # the verdicts, in the scenario's order
+    cells, missing = [], []
+    for cid in ids:
+        label, before = gate.labels[cid], gate.of("screen", cid)
+        if cid in gate.given_up:
+            missing.append(_given_up(gate, cid))
+            continue
+        info: dict[str, Any] = {
+            "stage": "screen", "suspect": screened[cid].suspect, "screen_pairs": screened[cid].pairs,
+            "confirm_pairs": None, "dropped_pairs": sum(not p.usable for p in gate.pairs
+                                                        if p.cell_id == cid and p.stage != "calibration"),
+            "screen_p": screened[cid].p, "noise": screened[cid].noise, "power": screened[cid].power,
+            "pairs_needed": None,
+        }  # fmt: skip
+        if cid in confirmed:
+            cell, sd, pw = confirmed[cid]
+            fresh = sum(p.usable for p in gate.of("confirm", cid))
+            info.update(stage="confirm", confirm_pairs=fresh, noise=sd, power=pw, pairs_needed=planned[cid])
+        elif cid in left_out:
+            needed, afford = left_out[cid]
+            cell = gs.judge_left_out(cid, label, before, screened[cid], needed, afford)
+            info["pairs_needed"] = needed
+        else:
+            cell = gs.judge_screened(cid, label, before, screened[cid], options.threshold)
+            if not before:
+                cell.note = "not measured: the budget ran out before its first pair"
+        cell.gate = info
+        cells.append(cell)
+    runs = gate.finish()
+    used, window = clock.used, gate.scenario.measurement
+    info_all = {
+        "scenario": gate.scenario.name,
+        "baseline": {"name": sides.baseline_name, "commit": sides.baseline_commit, "code": sides.baseline.how},
+        "candidate": {"name": sides.candidate_name, "commit": sides.candidate_commit, "dirty": sides.candidate_dirty},
+        "seed": options.seed, "budget_s": options.budget_s, "used_s": used, "budget_ran_out": clock.ran_out,
+        "window": {"warmup_s": window.warmup_s, "duration_s": window.min_duration_s,
+                   "quiet_wait_s": window.quiet_wait_s},
+        "processes": sum(len(v) for v in gate.seconds.values()), "seconds_per_process": gate.seconds_per_process(),
+        "calibration": {"cells": [c.id for c in sample], "pairs": sum(p.usable for p in calibration), "noise": prior},
+        "screen": {"alpha": options.screen_alpha, "power": gs.SCREEN_POWER, "pairs_per_cell": n1,
+                   "suspects": len(planned) + len(left_out)},
+        "confirm": {"target_power": gs.TARGET_POWER, "level": level, "measured": len(planned),
+                    "left_out": len(left_out)},
+        "excluded": excluded, "folder": str(gate.folder), "runs": runs,
+    }  # fmt: skip
+    result = Comparison(sides.baseline_name, sides.candidate_name, options.threshold, options.alpha, cells, [], [], [],
+                        not_measured=missing, gate=info_all)  # fmt: skip
+    from harness.analysis.render import render
+
+    write_atomic(gate.folder / RESULT, render(result, "json").encode())
+    gate.log("end", used_s=used, budget_ran_out=clock.ran_out, counts=result.counts(), regression=result.has_regression)
+    return result
+
+
+def _given_up(gate: _Gate, cid: str) -> NotMeasured:
+    """A cell a side kept failing: nothing to compare, only why; the candidate failing it where the
+    baseline measured it is a regression, as in bench compare."""
+    failing = gate.given_up[cid]
+    missing_in = "both" if len(failing) == 2 else next(iter(failing))
+    b_status, b_reason = _status(gate.records.get((cid, "baseline"), [])) if "baseline" in failing else ("ok", "")
+    c_status, c_reason = _status(gate.records.get((cid, "candidate"), [])) if "candidate" in failing else ("ok", "")
+    verdict = "regressed" if missing_in == "candidate" else "not compared"
+    return NotMeasured(cid, gate.labels[cid], missing_in, b_status, b_reason, c_status, c_reason, verdict)
+
+
+def read_journal(folder: Path) -> list[dict[str, Any]]:
+    """A gate's journal as written: its start, every pair (each process's outcome and values), each
+    stage's plan, the budget running out, its end."""
+    path = folder / JOURNAL
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pairs_of(folder: Path) -> list[gs.Pair]:
+    """The pairs a gate's journal holds, to judge again (the functions of :mod:`gate_stats`)."""
+    return [gs.Pair.from_dict(e) for e in read_journal(folder) if e["event"] == "pair"]
