@@ -12,7 +12,9 @@ process measures a short window (:func:`gate_scenario`). The statistics are thos
    seconds a process takes;
 2. screen: a few pairs of every cell; the cells that look slower (one-sided p < 0.25) are suspects;
 3. confirmation: fresh pairs for each suspect, as many as 80 % power at the threshold needs at
-   Holm's level, where the time left affords them; only these decide.
+   Holm's level, where the time left affords them; only these decide;
+4. while time is left: more screen pairs for the cells the screen let through short of its power,
+   their suspects confirmed in turn.
 
 No pair starts that the time left cannot hold (the budget counts from the command's start), and the
 verdicts come from what was measured. Everything is recorded under ``--out``: a journal

@@ -32,9 +32,11 @@ metric under it is a suspect; a cell the screen lets through is ``unchanged`` wh
 pairs decide: Holm over every metric of every suspect measured again. A suspect ``regresses`` when a
 metric is significant after Holm and its estimate is worse by at least the threshold; it is
 ``unchanged`` when not, with the power reached for every metric; else ``inconclusive``. A suspect
-whose noise needs more pairs than the time left affords is ``inconclusive`` without being measured
-again: neither a pass nor a fail. The gate looks for regressions only: a faster candidate is
-``unchanged``.
+whose least noisy metric needs more pairs than the time left affords is ``inconclusive`` without
+being measured again: neither a pass nor a fail. While time is left, the cells the screen let through
+short of its power get more screen pairs (a screen may look again: it decides nothing), and their
+suspects join the confirmation's Holm family. The gate looks for regressions only: a faster candidate
+is ``unchanged``.
 """
 
 from __future__ import annotations
