@@ -42,7 +42,7 @@ import numpy as np
 
 from harness import environment
 from harness.analysis import gate_stats as gs
-from harness.analysis.comparison import METRICS, Comparison, NotMeasured, _status
+from harness.analysis.comparison import METRICS, CellComparison, Comparison, NotMeasured, _status
 from harness.analysis.confirm import REPO, Code, code_of
 from harness.analysis.economics import is_trusted
 from harness.errors import UsageError
@@ -147,12 +147,12 @@ def round_order(seed: int, stage: str, round_index: int, cell_ids: Sequence[str]
     return [(cell_ids[i], "candidate" if first[k] else "baseline") for k, i in enumerate(order)]
 
 
-def calibration_cells(seed: int, cells: Sequence[Cell], count: int) -> list[Cell]:
+def calibration_cells(seed: int, cells: Sequence[GateCell], count: int) -> list[GateCell]:
     """``count`` cells drawn at random (from the seed), one per backend before a second of any."""
     rng = np.random.default_rng([seed, len(STAGES)])
     shuffled = [cells[i] for i in rng.permutation(len(cells))]
-    firsts: list[Cell] = []
-    rest: list[Cell] = []
+    firsts: list[GateCell] = []
+    rest: list[GateCell] = []
     seen: set[str] = set()
     for cell in shuffled:
         (rest if cell.backend in seen else firsts).append(cell)
@@ -306,96 +306,83 @@ def check_baseline_can_run(code: Path, scenario: Scenario, cells: Sequence[Cell]
 # --------------------------------------------------------------------------------------------
 
 
-class _Clock:
-    """The budget, counted from the command's start."""
+class Clock:
+    """The budget, counted from the command's start (``now``: the clock read; benchmarks/gate_power.py
+    gives a simulated one)."""
 
-    def __init__(self, budget_s: float) -> None:
-        self.budget_s = budget_s
-        self.start = time.monotonic()
+    def __init__(self, budget_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.budget_s, self.now = budget_s, now
+        self.start = now()
         self.ran_out = False
 
     @property
     def used(self) -> float:
-        return time.monotonic() - self.start
+        return self.now() - self.start
 
     @property
     def left(self) -> float:
         return max(0.0, self.budget_s - FINISH_RESERVE_S - self.used)
 
     def fits(self, seconds: float) -> bool:
+        """Whether ``seconds`` of work end within the budget; once one does not, the time is up."""
         if seconds <= self.left:
             return True
         self.ran_out = True
         return False
 
 
-@dataclass
-class _Side:
-    run: RunDir
-    manifest: Manifest
-    repeats: dict[str, int] = field(default_factory=dict)  # cell id -> processes measured so far
+@dataclass(frozen=True)
+class GateCell:
+    id: str
+    label: str
+    backend: str
+    #: seconds a process takes at least, before any was measured (:func:`process_estimate`)
+    estimate_s: float
 
 
-class _Gate:
-    """One gate's measuring: the runs, the journal, the pairs, the budget."""
+class Pairs:
+    """A gate's pairs and how they come: rounds in the seed's order within the budget, a cell given
+    up when a side keeps failing it. Subclasses measure the processes (:meth:`process`): worker
+    processes here, a pool of recorded ones in benchmarks/gate_power.py."""
 
-    def __init__(self, folder: Path, scenario: Scenario, planned: Sequence[PlannedCell], sides: Sides,
-                 options: GateOptions, clock: _Clock, say: Callable[[str], None]) -> None:  # fmt: skip
-        from harness import planning, runner
-
-        self.folder, self.scenario, self.options, self.clock, self.say = folder, scenario, options, clock, say
-        self.planned = {p.cell.id: p for p in planned}
-        self.labels = {p.cell.id: p.cell.label for p in planned}
-        self.journal = folder / JOURNAL
+    def __init__(self, cells: Sequence[GateCell], seed: int, clock: Clock, say: Callable[[str], None]) -> None:
+        self.cells = {c.id: c for c in cells}
+        self.seed, self.clock, self.say = seed, clock, say
         self.pairs: list[gs.Pair] = []
-        self.records: dict[tuple[str, str], list[CellRecord]] = {}  # (cell, side) -> its failed processes
         self.failures: dict[tuple[str, str], int] = {}
         self.given_up: dict[str, set[str]] = {}  # cell -> the sides that failed it
         self.seconds: dict[str, list[float]] = {}  # cell -> its processes' wall times
-        self.estimate = {cid: process_estimate(scenario, p.cell) for cid, p in self.planned.items()}
         self.round_numbers = dict.fromkeys(STAGES, 0)
-        base_path = sides.baseline.path
-        self.sides: dict[str, _Side] = {}
-        for name, code in (("calibration", base_path), ("baseline", base_path), ("candidate", sides.candidate_path)):
-            cache = folder / ("candidate" if name == "candidate" else "baseline") / ".cache"
-            run_options = planning.RunOptions(
-                out_root=folder / name, plugins=options.plugins, code_path=code, cache_dir=cache,
-                command=f"{options.command} ({name})",
-            )  # fmt: skip
-            run = runner.create_run(scenario, run_options)
-            self.sides[name] = _Side(run, run.manifest())
 
-    # -- the journal ------------------------------------------------------------------------
+    def process(self, side: str, cid: str) -> gs.Process:
+        """Measure one process of ``cid`` with ``side``'s code (``calibration``: the baseline's)."""
+        raise NotImplementedError
+
     def log(self, event: str, **fields: Any) -> None:
-        """One line of the gate's journal, fsync'ed: a killed gate keeps every pair it finished."""
-        line = json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n"
-        with open(self.journal, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Record an event (the live gate's journal)."""
 
-    # -- processes and pairs ----------------------------------------------------------------
-    def _process(self, side: str, cid: str) -> gs.Process:
-        from harness import runner
-
-        state = self.sides[side]
-        repeat = state.repeats.get(cid, 0)
-        state.repeats[cid] = repeat + 1
-        record = runner.measure_one(state.run, self.planned[cid], repeat, state.manifest, runner.SilentReporter())
-        seconds = float((record.ended_at or 0) - (record.started_at or 0))
-        self.seconds.setdefault(cid, []).append(seconds)
-        values = {m: float(record.get(key) or 0.0) for m, (key, _) in METRICS.items()}
-        status = str(record.status)
-        trusted = status == "ok" and is_trusted(record)
-        if status != "ok":
-            who = "baseline" if side == "calibration" else side
-            self.records.setdefault((cid, who), []).append(record)
-            self.failures[(cid, who)] = self.failures.get((cid, who), 0) + (
-                FAILURES_TO_GIVE_UP if status == "skipped" else 1
-            )
-            if self.failures[(cid, who)] >= FAILURES_TO_GIVE_UP:
-                self.given_up.setdefault(cid, set()).add(who)
-        return gs.Process(status, trusted, values, seconds, repeat, record.reason[:300])
+    def pair(self, stage: str, number: int, cid: str, first: str) -> gs.Pair:
+        """Measure one pair, ``first`` first; in the calibration both processes run the baseline's code."""
+        names = ("calibration", "calibration") if stage == "calibration" else ("baseline", "candidate")
+        order = [0, 1] if first == "baseline" else [1, 0]
+        measured: dict[int, gs.Process] = {}
+        for index in order:
+            if measured and measured[order[0]].status != "ok":  # the pair is lost already: no second process
+                measured[index] = gs.Process("not run", False, {}, 0.0, reason="the other process of its pair failed")
+                continue
+            made = measured[index] = self.process(names[index], cid)
+            self.seconds.setdefault(cid, []).append(made.seconds)
+            if made.status != "ok":
+                who = "baseline" if names[index] == "calibration" else names[index]
+                # a skip is the code's answer, not bad luck: given up at once
+                step = FAILURES_TO_GIVE_UP if made.status == "skipped" else 1
+                self.failures[(cid, who)] = self.failures.get((cid, who), 0) + step
+                if self.failures[(cid, who)] >= FAILURES_TO_GIVE_UP:
+                    self.given_up.setdefault(cid, set()).add(who)
+        done = gs.Pair(stage, number, cid, first, measured[0], measured[1])
+        self.pairs.append(done)
+        self.log("pair", **done.as_dict())
+        return done
 
     def seconds_per_process(self, cid: str | None = None) -> float:
         """The mean wall time of a process of ``cid`` so far (of any cell when it has none; the
@@ -406,22 +393,7 @@ class _Gate:
             return float(np.mean(mine))
         if every:
             return float(np.mean(every))
-        return self.estimate[cid] if cid else max(self.estimate.values())
-
-    def pair(self, stage: str, round_index: int, cid: str, first: str) -> gs.Pair:
-        """Measure one pair, ``first`` first; in the calibration both processes run the baseline's code."""
-        names = ("calibration", "calibration") if stage == "calibration" else ("baseline", "candidate")
-        order = [0, 1] if first == "baseline" else [1, 0]
-        measured: dict[int, gs.Process] = {}
-        for index in order:
-            if measured and measured[order[0]].status != "ok":  # the pair is lost already: no second process
-                measured[index] = gs.Process("not run", False, {}, 0.0, reason="the other process of its pair failed")
-                continue
-            measured[index] = self._process(names[index], cid)
-        made = gs.Pair(stage, round_index, cid, first, measured[0], measured[1])
-        self.pairs.append(made)
-        self.log("pair", **made.as_dict())
-        return made
+        return self.cells[cid].estimate_s if cid else max(c.estimate_s for c in self.cells.values())
 
     def rounds(self, stage: str, wanted: Mapping[str, int]) -> None:
         """Rounds of pairs until every cell has its ``wanted`` usable pairs of ``stage`` (or was given
@@ -438,7 +410,7 @@ class _Gate:
                 return
             number = self.round_numbers[stage]
             self.round_numbers[stage] += 1
-            for cid, first in round_order(self.options.seed, stage, number, todo):
+            for cid, first in round_order(self.seed, stage, number, todo):
                 if cid in self.given_up:
                     continue
                 if not self.clock.fits(2 * self.seconds_per_process(cid)):
@@ -450,6 +422,169 @@ class _Gate:
     def of(self, stage: str, cid: str) -> list[gs.Pair]:
         return [p for p in self.pairs if p.cell_id == cid and p.stage == stage]
 
+
+@dataclass
+class Decision:
+    """What :func:`decide` found: the verdicts of the cells not given up (in the cells' order), and
+    how it got there."""
+
+    cells: list[CellComparison]
+    given_up: list[str]
+    calibration_cells: list[str]
+    calibration_pairs: int
+    noise: dict[str, float]
+    screen_pairs: int
+    suspects: int
+    measured_again: int
+    left_out: int
+    level: float
+
+
+def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = gs.SCREEN_ALPHA) -> Decision:
+    """The gate's course, on whatever measures the pairs: calibration, screen, confirmation of the
+    suspects, more screen pairs while time is left, and the verdicts (:mod:`gate_stats`)."""
+    clock, ids = pairs.clock, list(pairs.cells)
+
+    # 1. calibration: pairs of baseline processes, tonight's noise and seconds per process
+    affordable = max(1, int(CALIBRATION_SHARE * clock.left // (2 * pairs.seconds_per_process())))
+    count = min(len(ids), CALIBRATION_CELLS, affordable)
+    sample = calibration_cells(pairs.seed, list(pairs.cells.values()), count)
+    each = max(1, min(CALIBRATION_PAIRS, affordable // count))
+    pairs.rounds("calibration", {c.id: each for c in sample})
+    calibration = [p for p in pairs.pairs if p.stage == "calibration"]
+    prior = gs.calibration_noise(calibration)
+    pairs.log("plan", stage="calibration", noise=prior, pairs=sum(p.usable for p in calibration),
+              seconds_per_process=pairs.seconds_per_process())  # fmt: skip
+
+    # 2. the screen, and 3. the confirmation of its suspects with fresh pairs, as many as the power
+    # needs where they fit; then, while time is left, more screen pairs for the cells the screen let
+    # through without the power to have seen a slowdown, and their suspects confirmed in turn
+    active = [c for c in ids if c not in pairs.given_up]
+    targets = gs.plan_screen({c: prior for c in active}, dict.fromkeys(active, 0), threshold,
+                             {c: 2 * pairs.seconds_per_process(c) for c in active}, clock.left, SCREEN_SHARE,
+                             screen_alpha)  # fmt: skip
+    n1 = max(targets.values(), default=0)
+    pairs.say(f"calibration: noise {', '.join(f'{m} {v:.1%}' for m, v in prior.items())}; screen: {n1} pair(s) a cell")
+    planned: dict[str, int] = {}  # suspect -> pairs planned for its confirmation
+    left_out: dict[str, tuple[int, int]] = {}
+    level = alpha / (len(METRICS) * max(len(active), 1))
+    screened = gs.screen({c: [] for c in active}, prior, threshold, screen_alpha)  # in case none fits
+    while targets:
+        pairs.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
+        pairs.rounds("screen", targets)
+        active = [c for c in active if c not in pairs.given_up]
+        screened = gs.screen({c: pairs.of("screen", c) for c in active}, prior, threshold, screen_alpha)
+        new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
+        if new:
+            plan = gs.plan_confirmation({c: screened[c].noise for c in new},
+                                        {c: 2 * pairs.seconds_per_process(c) for c in new}, clock.left, threshold,
+                                        alpha, already=len(planned))  # fmt: skip
+            planned.update(plan.pairs)
+            left_out.update(plan.left_out)
+            level = plan.level
+            pairs.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
+                      left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
+            pairs.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, {len(plan.left_out)} "
+                      "left out for their noise")  # fmt: skip
+            pairs.rounds("confirm", planned)
+        if clock.ran_out:
+            break
+        short = [c for c in active if c not in planned and c not in left_out and not screened[c].suspect
+                 and min(screened[c].power.values()) < gs.SCREEN_POWER]  # fmt: skip
+        targets = gs.plan_screen({c: screened[c].noise for c in short}, {c: screened[c].pairs for c in short},
+                                 threshold, {c: 2 * pairs.seconds_per_process(c) for c in short}, clock.left,
+                                 SCREEN_SHARE, screen_alpha)  # fmt: skip
+    confirmed = gs.judge_confirmed(
+        {c: (pairs.cells[c].label, pairs.of("screen", c), pairs.of("confirm", c)) for c in planned
+         if c not in pairs.given_up}, prior, threshold, alpha,
+    )  # fmt: skip
+
+    # the verdicts, in the cells' order
+    cells = []
+    for cid in ids:
+        if cid in pairs.given_up:
+            continue
+        label, before = pairs.cells[cid].label, pairs.of("screen", cid)
+        dropped = sum(not p.usable for p in pairs.pairs if p.cell_id == cid and p.stage != "calibration")
+        info: dict[str, Any] = {
+            "stage": "screen", "suspect": screened[cid].suspect, "screen_pairs": screened[cid].pairs,
+            "confirm_pairs": None, "dropped_pairs": dropped, "screen_p": screened[cid].p,
+            "noise": screened[cid].noise, "power": screened[cid].power, "pairs_needed": None,
+        }  # fmt: skip
+        if cid in confirmed:
+            cell, sd, pw = confirmed[cid]
+            fresh = sum(p.usable for p in pairs.of("confirm", cid))
+            info.update(stage="confirm", confirm_pairs=fresh, noise=sd, power=pw, pairs_needed=planned[cid])
+        elif cid in left_out:
+            needed, afford = left_out[cid]
+            cell = gs.judge_left_out(cid, label, before, screened[cid], needed, afford)
+            info["pairs_needed"] = needed
+        else:
+            cell = gs.judge_screened(cid, label, before, screened[cid], threshold)
+            if not before:
+                cell.note = "not measured: the budget ran out before its first pair"
+        cell.gate = info
+        cells.append(cell)
+    return Decision(
+        cells, [c for c in ids if c in pairs.given_up], [c.id for c in sample], sum(p.usable for p in calibration),
+        prior, n1, len(planned) + len(left_out), len(planned), len(left_out), level,
+    )  # fmt: skip
+
+
+@dataclass
+class _Side:
+    run: RunDir
+    manifest: Manifest
+    repeats: dict[str, int] = field(default_factory=dict)  # cell id -> processes measured so far
+
+
+class _Gate(Pairs):
+    """The live gate: worker processes of each side's code, each journaled in its side's run folder,
+    the pairs in the gate's journal."""
+
+    def __init__(self, folder: Path, scenario: Scenario, planned: Sequence[PlannedCell], sides: Sides,
+                 options: GateOptions, clock: Clock, say: Callable[[str], None]) -> None:  # fmt: skip
+        from harness import planning, runner
+
+        cells = [GateCell(p.cell.id, p.cell.label, p.cell.backend, process_estimate(scenario, p.cell)) for p in planned]
+        super().__init__(cells, options.seed, clock, say)
+        self.folder, self.scenario, self.options = folder, scenario, options
+        self.planned = {p.cell.id: p for p in planned}
+        self.journal = folder / JOURNAL
+        self.records: dict[tuple[str, str], list[CellRecord]] = {}  # (cell, side) -> its failed processes
+        base_path = sides.baseline.path
+        self.sides: dict[str, _Side] = {}
+        for name, code in (("calibration", base_path), ("baseline", base_path), ("candidate", sides.candidate_path)):
+            cache = folder / ("candidate" if name == "candidate" else "baseline") / ".cache"
+            run_options = planning.RunOptions(
+                out_root=folder / name, plugins=options.plugins, code_path=code, cache_dir=cache,
+                command=f"{options.command} ({name})",
+            )  # fmt: skip
+            run = runner.create_run(scenario, run_options)
+            self.sides[name] = _Side(run, run.manifest())
+
+    def log(self, event: str, **fields: Any) -> None:
+        """One line of the gate's journal, fsync'ed: a killed gate keeps every pair it finished."""
+        line = json.dumps({"event": event, "time": time.time(), **fields}, default=str) + "\n"
+        with open(self.journal, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def process(self, side: str, cid: str) -> gs.Process:
+        from harness import runner
+
+        state = self.sides[side]
+        repeat = state.repeats.get(cid, 0)
+        state.repeats[cid] = repeat + 1
+        record = runner.measure_one(state.run, self.planned[cid], repeat, state.manifest, runner.SilentReporter())
+        seconds = float((record.ended_at or 0) - (record.started_at or 0))
+        values = {m: float(record.get(key) or 0.0) for m, (key, _) in METRICS.items()}
+        status = str(record.status)
+        if status != "ok":  # kept to say why, should the cell be given up
+            self.records.setdefault((cid, "baseline" if side == "calibration" else side), []).append(record)
+        return gs.Process(status, status == "ok" and is_trusted(record), values, seconds, repeat, record.reason[:300])
+
     def finish(self) -> dict[str, str]:
         from harness import runner
 
@@ -460,6 +595,16 @@ class _Gate:
     def release(self) -> None:
         for state in self.sides.values():
             state.run.release()
+
+    def lost(self, cid: str) -> NotMeasured:
+        """A cell a side kept failing: nothing to compare, only why; the candidate failing it where
+        the baseline measured it is a regression, as in bench compare."""
+        failing = self.given_up[cid]
+        missing_in = "both" if len(failing) == 2 else next(iter(failing))
+        base = _status(self.records.get((cid, "baseline"), [])) if "baseline" in failing else ("ok", "")
+        cand = _status(self.records.get((cid, "candidate"), [])) if "candidate" in failing else ("ok", "")
+        verdict = "regressed" if missing_in == "candidate" else "not compared"
+        return NotMeasured(cid, self.cells[cid].label, missing_in, *base, *cand, verdict)
 
 
 def _gate_cells(scenario: Scenario, plugins: Sequence[str]) -> tuple[list[PlannedCell], list[dict[str, str]]]:
@@ -503,7 +648,7 @@ def check_budget(scenario: Scenario, planned: Sequence[PlannedCell], budget_s: f
 
 def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None] = lambda line: None) -> Comparison:
     """Measure and judge; raises UsageError for input that cannot be gated, before anything runs."""
-    clock = _Clock(options.budget_s)
+    clock = Clock(options.budget_s)
     if not 0 < options.threshold < 1:
         raise UsageError(f"the threshold must be above 0 % and below 100 % (got {options.threshold * 100:g} %)")
     if (options.baseline is None) == (options.baseline_code is None):
@@ -527,100 +672,18 @@ def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None
 
 def _measure_and_judge(gate: _Gate, sides: Sides, excluded: list[dict[str, Any]]) -> Comparison:
     options, clock = gate.options, gate.clock
-    ids = list(gate.planned)
-    gate.log("start", scenario=gate.scenario.name, cells=[{"cell_id": c, "label": gate.labels[c]} for c in ids],
-             excluded=excluded, seed=options.seed, budget_s=options.budget_s, threshold=options.threshold,
-             alpha=options.alpha, screen_alpha=options.screen_alpha, baseline=sides.baseline_name,
-             baseline_commit=sides.baseline_commit, baseline_code=sides.baseline.how, candidate=sides.candidate_name,
+    cells = [{"cell_id": c.id, "label": c.label} for c in gate.cells.values()]
+    gate.log("start", scenario=gate.scenario.name, cells=cells, excluded=excluded, seed=options.seed,
+             budget_s=options.budget_s, threshold=options.threshold, alpha=options.alpha,
+             screen_alpha=options.screen_alpha, baseline=sides.baseline_name, baseline_commit=sides.baseline_commit,
+             baseline_code=sides.baseline.how, candidate=sides.candidate_name,
              candidate_commit=sides.candidate_commit)  # fmt: skip
-    gate.say(f"gate: {len(ids)} cell(s), baseline {sides.baseline_name} ({sides.baseline.how}), candidate "
+    gate.say(f"gate: {len(gate.cells)} cell(s), baseline {sides.baseline_name} ({sides.baseline.how}), candidate "
              f"{sides.candidate_name}, budget {options.budget_s:.0f} s, seed {options.seed}")  # fmt: skip
-
-    # 1. calibration: pairs of baseline processes, tonight's noise and seconds per process
-    affordable = max(1, int(CALIBRATION_SHARE * clock.left // (2 * gate.seconds_per_process())))
-    count = min(len(ids), CALIBRATION_CELLS, affordable)
-    sample = calibration_cells(options.seed, [gate.planned[c].cell for c in ids], count)
-    each = max(1, min(CALIBRATION_PAIRS, affordable // count))
-    gate.rounds("calibration", {c.id: each for c in sample})
-    calibration = [p for p in gate.pairs if p.stage == "calibration"]
-    prior = gs.calibration_noise(calibration)
-    gate.log("plan", stage="calibration", noise=prior, pairs=sum(p.usable for p in calibration),
-             seconds_per_process=gate.seconds_per_process())  # fmt: skip
-
-    # 2. the screen, and 3. the confirmation of its suspects with fresh pairs, as many as the power
-    # needs where they fit; then, while time is left, more screen pairs for the cells the screen let
-    # through without the power to have seen a slowdown, and their suspects confirmed in turn
-    active = [c for c in ids if c not in gate.given_up]
-    targets = gs.plan_screen({c: prior for c in active}, dict.fromkeys(active, 0), options.threshold,
-                             {c: 2 * gate.seconds_per_process(c) for c in active}, clock.left, SCREEN_SHARE,
-                             options.screen_alpha)  # fmt: skip
-    n1 = max(targets.values(), default=0)
-    gate.say(f"calibration: noise {', '.join(f'{m} {v:.1%}' for m, v in prior.items())}; screen: {n1} pair(s) a cell")
-    planned: dict[str, int] = {}  # suspect -> pairs planned for its confirmation
-    left_out: dict[str, tuple[int, int]] = {}
-    level = options.alpha / (len(METRICS) * max(len(active), 1))
-    screened = gs.screen({c: [] for c in active}, prior, options.threshold, options.screen_alpha)  # none fit yet
-    while targets:
-        gate.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
-        gate.rounds("screen", targets)
-        active = [c for c in active if c not in gate.given_up]
-        screened = gs.screen({c: gate.of("screen", c) for c in active}, prior, options.threshold, options.screen_alpha)
-        new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
-        if new:
-            plan = gs.plan_confirmation({c: screened[c].noise for c in new},
-                                        {c: 2 * gate.seconds_per_process(c) for c in new}, clock.left,
-                                        options.threshold, options.alpha, already=len(planned))  # fmt: skip
-            planned.update(plan.pairs)
-            left_out.update(plan.left_out)
-            level = plan.level
-            gate.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
-                     left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
-            gate.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, {len(plan.left_out)} "
-                     "left out for their noise")  # fmt: skip
-            gate.rounds("confirm", planned)
-        if clock.ran_out:
-            break
-        short = [c for c in active if c not in planned and c not in left_out and not screened[c].suspect
-                 and min(screened[c].power.values()) < gs.SCREEN_POWER]  # fmt: skip
-        targets = gs.plan_screen({c: screened[c].noise for c in short}, {c: screened[c].pairs for c in short},
-                                 options.threshold, {c: 2 * gate.seconds_per_process(c) for c in short}, clock.left,
-                                 SCREEN_SHARE, options.screen_alpha)  # fmt: skip
-    confirmed = gs.judge_confirmed(
-        {c: (gate.labels[c], gate.of("screen", c), gate.of("confirm", c)) for c in planned if c not in gate.given_up},
-        prior, options.threshold, options.alpha,
-    )  # fmt: skip
-
-    # the verdicts, in the scenario's order
-    cells, missing = [], []
-    for cid in ids:
-        label, before = gate.labels[cid], gate.of("screen", cid)
-        if cid in gate.given_up:
-            missing.append(_given_up(gate, cid))
-            continue
-        info: dict[str, Any] = {
-            "stage": "screen", "suspect": screened[cid].suspect, "screen_pairs": screened[cid].pairs,
-            "confirm_pairs": None, "dropped_pairs": sum(not p.usable for p in gate.pairs
-                                                        if p.cell_id == cid and p.stage != "calibration"),
-            "screen_p": screened[cid].p, "noise": screened[cid].noise, "power": screened[cid].power,
-            "pairs_needed": None,
-        }  # fmt: skip
-        if cid in confirmed:
-            cell, sd, pw = confirmed[cid]
-            fresh = sum(p.usable for p in gate.of("confirm", cid))
-            info.update(stage="confirm", confirm_pairs=fresh, noise=sd, power=pw, pairs_needed=planned[cid])
-        elif cid in left_out:
-            needed, afford = left_out[cid]
-            cell = gs.judge_left_out(cid, label, before, screened[cid], needed, afford)
-            info["pairs_needed"] = needed
-        else:
-            cell = gs.judge_screened(cid, label, before, screened[cid], options.threshold)
-            if not before:
-                cell.note = "not measured: the budget ran out before its first pair"
-        cell.gate = info
-        cells.append(cell)
+    decision = decide(gate, options.threshold, options.alpha, options.screen_alpha)
     runs = gate.finish()
     used, window = clock.used, gate.scenario.measurement
-    info_all = {
+    info = {
         "scenario": gate.scenario.name,
         "baseline": {"name": sides.baseline_name, "commit": sides.baseline_commit, "code": sides.baseline.how},
         "candidate": {"name": sides.candidate_name, "commit": sides.candidate_commit, "dirty": sides.candidate_dirty},
@@ -628,31 +691,22 @@ def _measure_and_judge(gate: _Gate, sides: Sides, excluded: list[dict[str, Any]]
         "window": {"warmup_s": window.warmup_s, "duration_s": window.min_duration_s,
                    "quiet_wait_s": window.quiet_wait_s},
         "processes": sum(len(v) for v in gate.seconds.values()), "seconds_per_process": gate.seconds_per_process(),
-        "calibration": {"cells": [c.id for c in sample], "pairs": sum(p.usable for p in calibration), "noise": prior},
-        "screen": {"alpha": options.screen_alpha, "power": gs.SCREEN_POWER, "pairs_per_cell": n1,
-                   "suspects": len(planned) + len(left_out)},
-        "confirm": {"target_power": gs.TARGET_POWER, "level": level, "measured": len(planned),
-                    "left_out": len(left_out)},
+        "calibration": {"cells": decision.calibration_cells, "pairs": decision.calibration_pairs,
+                        "noise": decision.noise},
+        "screen": {"alpha": options.screen_alpha, "power": gs.SCREEN_POWER, "pairs_per_cell": decision.screen_pairs,
+                   "suspects": decision.suspects},
+        "confirm": {"target_power": gs.TARGET_POWER, "level": decision.level, "measured": decision.measured_again,
+                    "left_out": decision.left_out},
         "excluded": excluded, "folder": str(gate.folder), "runs": runs,
     }  # fmt: skip
-    result = Comparison(sides.baseline_name, sides.candidate_name, options.threshold, options.alpha, cells, [], [], [],
-                        not_measured=missing, gate=info_all)  # fmt: skip
+    missing = [gate.lost(cid) for cid in decision.given_up]
+    result = Comparison(sides.baseline_name, sides.candidate_name, options.threshold, options.alpha, decision.cells,
+                        [], [], [], not_measured=missing, gate=info)  # fmt: skip
     from harness.analysis.render import render
 
     write_atomic(gate.folder / RESULT, render(result, "json").encode())
     gate.log("end", used_s=used, budget_ran_out=clock.ran_out, counts=result.counts(), regression=result.has_regression)
     return result
-
-
-def _given_up(gate: _Gate, cid: str) -> NotMeasured:
-    """A cell a side kept failing: nothing to compare, only why; the candidate failing it where the
-    baseline measured it is a regression, as in bench compare."""
-    failing = gate.given_up[cid]
-    missing_in = "both" if len(failing) == 2 else next(iter(failing))
-    b_status, b_reason = _status(gate.records.get((cid, "baseline"), [])) if "baseline" in failing else ("ok", "")
-    c_status, c_reason = _status(gate.records.get((cid, "candidate"), [])) if "candidate" in failing else ("ok", "")
-    verdict = "regressed" if missing_in == "candidate" else "not compared"
-    return NotMeasured(cid, gate.labels[cid], missing_in, b_status, b_reason, c_status, c_reason, verdict)
 
 
 def read_journal(folder: Path) -> list[dict[str, Any]]:

@@ -290,6 +290,24 @@ def test_a_baseline_whose_backend_is_faster_makes_the_candidate_regress(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
+def test_a_cell_the_candidate_fails_and_the_baseline_measures_is_a_regression(tmp_path: Path) -> None:
+    code = _faster_copy(tmp_path, 1.0)
+    fake = code / "plugins" / "fake.py"  # the baseline's fake backend ignores the injected failure
+    raising = 'raise RuntimeError("injected failure in the fake backend")'
+    fake.write_text(fake.read_text().replace(raising, "return"))
+    scenario = fake_scenario(tmp_path, faults="[raise]", min_s=0.1, max_s=0.2)
+    done = bench("gate", str(scenario), "--baseline-code", str(code), "--allow-dirty", "--budget", "30s", "--out",
+                 str(tmp_path / "out"), "--format", "json")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    (lost,) = result["not_measured"]
+    assert lost["verdict"] == "regressed" and lost["missing_in"] == "candidate" and lost["baseline_status"] == "ok"
+    assert lost["candidate_status"] == "failed" and "injected failure" in lost["candidate_reason"]
+    assert result["cells"] == [] and result["gate"]["processes"] <= 2 * 2 + 4  # given up after two failures
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
 def test_the_budget_is_kept(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, service_ms=0.5, min_s=0.2, max_s=0.3)
     out = tmp_path / "out"
