@@ -471,7 +471,10 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
     screened = gs.screen({c: [] for c in active}, prior, threshold, screen_alpha)  # in case none fits
     while targets:
         pairs.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
+        measured = len(pairs.pairs)
         pairs.rounds("screen", targets)
+        if len(pairs.pairs) == measured:  # nothing more could be measured (tried as often as allowed, or no time)
+            break
         active = [c for c in active if c not in pairs.given_up]
         screened = gs.screen({c: pairs.of("screen", c) for c in active}, prior, threshold, screen_alpha)
         new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
@@ -538,7 +541,7 @@ class _Side:
     repeats: dict[str, int] = field(default_factory=dict)  # cell id -> processes measured so far
 
 
-class _Gate(Pairs):
+class WorkerPairs(Pairs):
     """The live gate: worker processes of each side's code, each journaled in its side's run folder,
     the pairs in the gate's journal."""
 
@@ -662,7 +665,7 @@ def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None
             check_baseline_can_run(sides.baseline.path, scenario, [p.cell for p in planned], options.plugins)
         folder = options.out_root / new_run_id(scenario.name)
         folder.mkdir(parents=True, exist_ok=False)
-        gate = _Gate(folder, measured, planned, sides, options, clock, say)
+        gate = WorkerPairs(folder, measured, planned, sides, options, clock, say)
         try:
             result = _measure_and_judge(gate, sides, excluded)
         finally:
@@ -670,7 +673,7 @@ def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None
     return result
 
 
-def _measure_and_judge(gate: _Gate, sides: Sides, excluded: list[dict[str, Any]]) -> Comparison:
+def _measure_and_judge(gate: WorkerPairs, sides: Sides, excluded: list[dict[str, Any]]) -> Comparison:
     options, clock = gate.options, gate.clock
     cells = [{"cell_id": c.id, "label": c.label} for c in gate.cells.values()]
     gate.log("start", scenario=gate.scenario.name, cells=cells, excluded=excluded, seed=options.seed,
