@@ -167,6 +167,42 @@ def test_the_screen_says_unchanged_only_with_the_power_to_have_seen_a_slowdown()
     assert gs.judge_screened("c", "c", enough["c"], screened["c"], 0.05).verdict == "unchanged"
 
 
+class _Synthetic(gate.Pairs):
+    """Processes of lognormal noise on a simulated clock (1 s each): the gate's course without workers."""
+
+    def __init__(
+        self, cells: int, budget_s: float, slower: dict[str, float], noise: float, trusted: bool = True
+    ) -> None:
+        self.now, self.slower, self.noise, self.trusted = 0.0, slower, noise, trusted
+        self.rng = np.random.default_rng(5)
+        made = [gate.GateCell(f"c{i}", f"c{i}", "fake", 1.0) for i in range(cells)]
+        super().__init__(made, 1, gate.Clock(budget_s, now=lambda: self.now), lambda line: None)
+
+    def process(self, side: str, cid: str) -> gs.Process:
+        self.now += 1.0
+        factor = (1 + self.slower.get(cid, 0.0)) * float(self.rng.lognormal(0, self.noise))
+        factor = factor if side == "candidate" else float(self.rng.lognormal(0, self.noise))
+        return gs.Process("ok", self.trusted, {"throughput": 1000 / factor, "p50": factor, "p99": 3 * factor}, 1.0)
+
+
+def test_the_course_finds_the_slowed_cell_within_its_budget() -> None:
+    night = _Synthetic(6, 600, {"c2": 0.15}, 0.02)
+    decision = gate.decide(night, threshold=0.05, alpha=0.01)
+    verdicts = {c.cell_id: c.verdict for c in decision.cells}
+    assert verdicts.pop("c2") == "regressed" and "regressed" not in verdicts.values(), verdicts
+    assert night.clock.used <= 600 and decision.calibration_pairs >= 1 and decision.measured_again >= 1
+    # every cell the screen let through had the power to have seen a 5 % slowdown: unchanged, not just quiet
+    assert set(verdicts.values()) == {"unchanged"}
+
+
+def test_a_night_on_a_busy_machine_ends_inconclusive_and_ends() -> None:
+    night = _Synthetic(2, 600, {}, 0.02, trusted=False)  # every process untrusted: no pair is usable
+    decision = gate.decide(night, threshold=0.05, alpha=0.01)
+    assert [c.verdict for c in decision.cells] == ["inconclusive", "inconclusive"]
+    assert all("no usable pair" in (c.note or "") for c in decision.cells)
+    assert night.clock.used < 100  # it stops trying, long before the budget
+
+
 def test_the_order_of_the_pairs_is_random_and_replayed_from_its_seed() -> None:
     ids = [f"c{i}" for i in range(12)]
     one = [gate.round_order(7, stage, r, ids) for stage in gate.STAGES for r in range(3)]
