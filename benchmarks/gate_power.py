@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, temp_root
 
-from harness.analysis import gate
+from harness.analysis import gate, gate_sides
 from harness.analysis import gate_stats as gs
 from harness.analysis.comparison import METRICS
 
@@ -98,7 +98,7 @@ def build_pool(args: argparse.Namespace) -> None:
     measured = gate.gate_scenario(scenario)
     planned, _ = gate._gate_cells(measured, ())
     here = Code(True, ROOT, "this checkout")  # both sides: every pair is an A/A pair
-    sides = gate.Sides(here, "this checkout", None, ROOT, "this checkout", None, False)
+    sides = gate_sides.Sides(here, "this checkout", None, ROOT, "this checkout", None, False)
     options = gate.GateOptions(baseline="pool", seed=args.seed, out_root=temp_root("bench-gate-pool-"))
     folder = options.out_root / "pool"
     folder.mkdir(parents=True)

@@ -21,6 +21,10 @@ verdicts come from what was measured. Everything is recorded under ``--out``: a 
 (``gate.jsonl``, one fsync'ed line per pair and per decision), the three run folders the processes
 were journaled in (calibration and baseline with the baseline's code, candidate with this
 checkout's) and the result (``gate.json``).
+
+Kept whole, at about 580 lines: the course (:func:`decide`), the pairs it draws on (:class:`Pairs`)
+and the live gate that measures them share the rounds, the budget and the journal. Each side's code
+is :mod:`gate_sides`'s, the statistics :mod:`gate_stats`'s.
 """
 
 from __future__ import annotations
@@ -28,23 +32,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness import environment
 from harness.analysis import gate_stats as gs
 from harness.analysis.comparison import METRICS, CellComparison, Comparison, NotMeasured, _status
-from harness.analysis.confirm import REPO, Code, code_of
 from harness.analysis.economics import is_trusted
+from harness.analysis.gate_sides import Sides, check_baseline_can_run, sides_of
 from harness.errors import UsageError
 from harness.store import new_run_id, write_atomic
 
@@ -158,147 +158,6 @@ def calibration_cells(seed: int, cells: Sequence[GateCell], count: int) -> list[
         (rest if cell.backend in seen else firsts).append(cell)
         seen.add(cell.backend)
     return (firsts + rest)[:count]
-
-
-# --------------------------------------------------------------------------------------------
-# the two sides' code
-# --------------------------------------------------------------------------------------------
-
-
-def dirty_paths(repo: Path) -> list[str]:
-    """Uncommitted changes (untracked files too) under ``harness/`` and ``plugins/`` of a git checkout:
-    what the workers import."""
-    out = subprocess.run(["git", "status", "--porcelain", "--", "harness", "plugins"], cwd=repo,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    return [line[3:] for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-def resolve_ref(ref: str) -> str:
-    """The commit a git ref (branch, tag, commit) names in this repository, or a UsageError."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--baseline {ref}: git could not be asked ({exc})") from exc
-    if out.returncode != 0 or not out.stdout.strip():
-        raise UsageError(
-            f"--baseline {ref}: no such commit, branch or tag in {REPO} (fetch it: a shallow clone has no history; "
-            "or give --baseline-code DIR)"
-        )
-    return out.stdout.strip()
-
-
-def installed_code() -> tuple[Path, str]:
-    """Where the bench installed in this Python environment lives (imported without PYTHONPATH, from
-    outside any checkout), and its version."""
-    probe = (
-        "import harness, importlib.metadata as m, sys; sys.stdout.write(harness.__file__ + '\\n' + m.version('bench'))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONSAFEPATH": "1"}
-    try:
-        out = subprocess.run([sys.executable, "-c", probe], cwd=tempfile.gettempdir(), env=env, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--baseline installed: could not ask {sys.executable} ({exc})") from exc
-    if out.returncode != 0:
-        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
-        raise UsageError(f"--baseline installed: no bench is installed in {sys.executable}'s environment ({tail})")
-    where, version = out.stdout.split("\n", 1)
-    return Path(where).resolve().parents[1], version.strip()
-
-
-@dataclass(frozen=True)
-class Sides:
-    """Where each side's code is (None: this checkout, as imported here) and what to call it."""
-
-    baseline: Code
-    baseline_name: str
-    baseline_commit: str | None
-    candidate_path: Path | None
-    candidate_name: str
-    candidate_commit: str | None
-    candidate_dirty: bool
-
-
-def _candidate(allow_dirty: bool) -> tuple[Path | None, str, str | None, bool]:
-    """This checkout as the candidate: (code path, name, commit, dirty); refused with uncommitted
-    changes to what the workers import unless ``allow_dirty``, since the result would name no commit."""
-    here = environment.git_commit(REPO)
-    commit = here.get("commit")
-    if not commit:
-        version = environment.package_versions(("bench",))["bench"]
-        return None, f"this installation (bench {version}, {REPO}; no git commit)", None, False
-    dirty = dirty_paths(REPO)
-    if dirty and not allow_dirty:
-        listed = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
-        raise UsageError(
-            f"this checkout has uncommitted changes to harness/ or plugins/ ({listed}): the result would name no "
-            "commit; commit them, or pass --allow-dirty"
-        )
-    note = ", with uncommitted changes" if dirty else ""
-    return REPO, f"this checkout (commit {commit[:12]}{note})", commit, bool(dirty)
-
-
-@contextmanager
-def sides_of(options: GateOptions) -> Iterator[Sides]:
-    """Both sides' code, the baseline checked out in a temporary git worktree when it is a commit
-    other than this checkout's (removed afterwards)."""
-    cand_path, cand_name, cand_commit, cand_dirty = _candidate(options.allow_dirty)
-    if options.baseline_code is not None:
-        with code_of({}, options.baseline_code) as code:
-            commit = environment.git_commit(options.baseline_code).get("commit")
-            name = f"the code in {options.baseline_code}"
-            yield Sides(code, name, commit, cand_path, cand_name, cand_commit, cand_dirty)
-        return
-    if options.baseline == "installed":
-        root, version = installed_code()
-        code = Code(True, root, f"the installed bench {version} ({root})")
-        commit = environment.git_commit(root).get("commit")
-        yield Sides(code, f"installed (bench {version})", commit, cand_path, cand_name, cand_commit, cand_dirty)
-        return
-    assert options.baseline is not None
-    commit = resolve_ref(options.baseline)
-    with code_of({"git": {"commit": commit, "dirty": False}}) as code:
-        if not code.available:
-            raise UsageError(f"--baseline {options.baseline}: {code.how}")
-        name = options.baseline if options.baseline.startswith(commit[:7]) else f"{options.baseline} ({commit[:12]})"
-        yield Sides(code, name, commit, cand_path, cand_name, cand_commit, cand_dirty)
-
-
-def _listed(code: Path, what: str, plugins: Sequence[str]) -> dict[str, str]:
-    """``bench list backends|models`` as the code at ``code`` answers it: name -> its line."""
-    args = [sys.executable, "-m", "harness", *(f"--plugin={p}" for p in plugins), "list", what]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])),
-           "PYTHONSAFEPATH": "1"}  # fmt: skip
-    try:
-        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"the baseline's code ({code}) could not list its {what}: {exc}") from exc
-    if out.returncode != 0:
-        tail = " ".join(out.stderr.strip().splitlines()[-2:]) or f"exit {out.returncode}"
-        raise UsageError(f"the baseline's code ({code}) could not list its {what}: {tail}")
-    return {line.split()[0]: line for line in out.stdout.splitlines() if line.strip() and not line[0].isspace()}
-
-
-def check_baseline_can_run(code: Path, scenario: Scenario, cells: Sequence[Cell], plugins: Sequence[str]) -> None:
-    """The cheap check that the baseline's code can run these cells: its ``bench list`` has the
-    scenario's model and every backend of the cells, available here (about a second each)."""
-    models = _listed(code, "models", plugins)
-    if scenario.model.name not in models:
-        raise UsageError(
-            f"the baseline's code has no model '{scenario.model.name}' (it has {', '.join(models) or 'none'}): it "
-            "cannot run this scenario"
-        )
-    backends = _listed(code, "backends", plugins)
-    for name in dict.fromkeys(cell.backend for cell in cells):
-        if name not in backends:
-            raise UsageError(
-                f"the baseline's code has no backend '{name}' (it has {', '.join(backends) or 'none'}): it cannot "
-                "run this scenario"
-            )
-        if "unavailable" in backends[name]:
-            why = backends[name].split("unavailable", 1)[1].lstrip(": ")
-            raise UsageError(f"the baseline's backend '{name}' is unavailable here: {why}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -660,7 +519,7 @@ def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None
     measured = gate_scenario(scenario)
     planned, excluded = _gate_cells(measured, options.plugins)
     check_budget(measured, planned, options.budget_s)
-    with sides_of(options) as sides:
+    with sides_of(options.baseline, options.baseline_code, options.allow_dirty) as sides:
         if sides.baseline.path is not None and sides.baseline.path != sides.candidate_path:
             check_baseline_can_run(sides.baseline.path, scenario, [p.cell for p in planned], options.plugins)
         folder = options.out_root / new_run_id(scenario.name)

@@ -37,6 +37,9 @@ being measured again: neither a pass nor a fail. While time is left, the cells t
 short of its power get more screen pairs (a screen may look again: it decides nothing), and their
 suspects join the confirmation's Holm family. The gate looks for regressions only: a faster candidate
 is ``unchanged``.
+
+Kept whole, at about 520 lines: one family of pure functions, the verdicts with the statistics that
+give them, which ``benchmarks/gate_power.py`` runs as the gate does.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, bench, fake_scenario, journal, run_dirs
-from harness.analysis import gate, render
+from harness.analysis import gate, gate_sides, render
 from harness.analysis import gate_stats as gs
 from harness.errors import ScenarioError, UsageError
 from harness.scenario import expand_cells, load_scenario, load_scenario_text
@@ -396,13 +396,13 @@ def test_uncommitted_changes_to_the_measured_code_are_refused(tmp_path: Path, mo
     (repo / "README").write_text("r\n")
     for command in (["init", "-q"], ["add", "."], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
         subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
-    assert gate.dirty_paths(repo) == []
+    assert gate_sides.dirty_paths(repo) == []
     (repo / "README").write_text("changed\n")  # not what the workers import
     (repo / "plugins").mkdir()
     (repo / "plugins" / "new.py").write_text("")
     (repo / "harness" / "x.py").write_text("a = 2\n")
-    assert sorted(gate.dirty_paths(repo)) == ["harness/x.py", "plugins/"]
-    monkeypatch.setattr(gate, "REPO", repo)
+    assert sorted(gate_sides.dirty_paths(repo)) == ["harness/x.py", "plugins/"]
+    monkeypatch.setattr(gate_sides, "REPO", repo)
     scenario = load_scenario(fake_scenario(tmp_path))
     options = gate.GateOptions(baseline="HEAD", out_root=tmp_path / "out")
     with pytest.raises(UsageError, match="uncommitted changes to harness/ or plugins/"):
@@ -414,11 +414,11 @@ def test_a_ref_resolves_to_its_commit_and_installed_to_a_bench() -> None:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("not a git checkout: " + head.stderr.strip())
-    assert gate.resolve_ref("HEAD") == head.stdout.strip()
+    assert gate_sides.resolve_ref("HEAD") == head.stdout.strip()
     with pytest.raises(UsageError, match="no such commit"):
-        gate.resolve_ref("no-such-branch-here")
+        gate_sides.resolve_ref("no-such-branch-here")
     try:
-        where, version = gate.installed_code()
+        where, version = gate_sides.installed_code()
     except UsageError as exc:
         pytest.skip(str(exc))
     assert (where / "harness" / "__init__.py").is_file() and version
