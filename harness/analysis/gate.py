@@ -254,10 +254,12 @@ class Pairs:
             return float(np.mean(every))
         return self.cells[cid].estimate_s if cid else max(c.estimate_s for c in self.cells.values())
 
-    def rounds(self, stage: str, wanted: Mapping[str, int]) -> None:
+    def rounds(self, stage: str, wanted: Mapping[str, int], share_s: float | None = None) -> None:
         """Rounds of pairs until every cell has its ``wanted`` usable pairs of ``stage`` (or was given
-        up, or tried ``ATTEMPTS_PER_PAIR`` times as often), or the next pair does not fit the time left.
-        Rounds are numbered on across calls, so that each round of a stage has its own order."""
+        up, or tried ``ATTEMPTS_PER_PAIR`` times as often), or the next pair does not fit the time left,
+        or, given ``share_s``, the stage's own share of it (its first pair apart). Rounds are numbered on
+        across calls, so that each round of a stage has its own order."""
+        until = None if share_s is None else self.clock.used + share_s
         while not self.clock.ran_out:
             todo = []
             for cid, want in wanted.items():
@@ -272,9 +274,13 @@ class Pairs:
             for cid, first in round_order(self.seed, stage, number, todo):
                 if cid in self.given_up:
                     continue
-                if not self.clock.fits(2 * self.seconds_per_process(cid)):
+                need = 2 * self.seconds_per_process(cid)
+                if not self.clock.fits(need):
                     self.log("budget", stage=stage, round=number, left_s=self.clock.left, used_s=self.clock.used)
                     return
+                if until is not None and self.clock.used + need > until and any(p.stage == stage for p in self.pairs):
+                    self.log("budget", stage=stage, round=number, share_s=share_s, used_s=self.clock.used)
+                    return  # the stage's share is spent (its first pair always runs)
                 self.pair(stage, number, cid, first)
             self.say(f"{stage} round {number + 1}: {len(todo)} pair(s), {self.clock.left:.0f} s left")
 
@@ -304,12 +310,15 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
     suspects, more screen pairs while time is left, and the verdicts (:mod:`gate_stats`)."""
     clock, ids = pairs.clock, list(pairs.cells)
 
-    # 1. calibration: pairs of baseline processes, tonight's noise and seconds per process
-    affordable = max(1, int(CALIBRATION_SHARE * clock.left // (2 * pairs.seconds_per_process())))
+    # 1. calibration: pairs of baseline processes, tonight's noise and seconds per process; planned
+    # from the scenario's durations, and stopped at its share of the budget once processes turn out
+    # slower (preparing a model) than those durations say
+    share = CALIBRATION_SHARE * clock.left
+    affordable = max(1, int(share // (2 * pairs.seconds_per_process())))
     count = min(len(ids), CALIBRATION_CELLS, affordable)
     sample = calibration_cells(pairs.seed, list(pairs.cells.values()), count)
     each = max(1, min(CALIBRATION_PAIRS, affordable // count))
-    pairs.rounds("calibration", {c.id: each for c in sample})
+    pairs.rounds("calibration", {c.id: each for c in sample}, share_s=share)
     calibration = [p for p in pairs.pairs if p.stage == "calibration"]
     prior = gs.calibration_noise(calibration)
     pairs.log("plan", stage="calibration", noise=prior, pairs=sum(p.usable for p in calibration),
@@ -323,6 +332,8 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
                              {c: 2 * pairs.seconds_per_process(c) for c in active}, clock.left, SCREEN_SHARE,
                              screen_alpha)  # fmt: skip
     n1 = max(targets.values(), default=0)
+    if active and not targets:  # not one pair of any cell fits what is left
+        clock.ran_out = True
     pairs.say(f"calibration: noise {', '.join(f'{m} {v:.1%}' for m, v in prior.items())}; screen: {n1} pair(s) a cell")
     planned: dict[str, int] = {}  # suspect -> pairs planned for its confirmation
     left_out: dict[str, tuple[int, int]] = {}
@@ -388,7 +399,8 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
         cell.gate = info
         cells.append(cell)
     return Decision(
-        cells, [c for c in ids if c in pairs.given_up], [c.id for c in sample], sum(p.usable for p in calibration),
+        cells, [c for c in ids if c in pairs.given_up], [c.id for c in sample if pairs.of("calibration", c.id)],
+        sum(p.usable for p in calibration),
         prior, n1, len(planned) + len(left_out), len(planned), len(left_out), level,
     )  # fmt: skip
 

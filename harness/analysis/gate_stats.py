@@ -331,6 +331,8 @@ def plan_screen(
     delta = delta_of(threshold)
     one_each = sum(seconds_per_pair[cid] for cid in noise)  # a round: one more pair of every cell
     extra = int(share * seconds_left // one_each)
+    if not extra and not any(have[cid] for cid in noise) and seconds_left >= min(seconds_per_pair.values()):
+        extra = 1  # a first round that does not fit whole still measures the cells that fit, in random order
     floor = min_pairs(screen_alpha)
     if min(have[cid] for cid in noise) + extra < floor:
         extra = max(extra, min(floor - min(have[cid] for cid in noise), int(seconds_left // one_each)))
