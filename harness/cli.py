@@ -1,6 +1,6 @@
 """The command line: parse, call the library, map errors to exit codes. Nothing heavy at import.
 
-One module for every command (run, report, recommend, compare, history, validate, export, list,
+One module for every command (run, report, recommend, compare, gate, history, validate, export, list,
 doctor): its length is the count of commands and their documented options, each command's body a
 screen or less; the logic behind them lives in the library."""
 
@@ -596,6 +596,99 @@ def compare(
     else:
         click.echo(text, nl=False)
     if result.has_regression:  # a cell slower, or lost: measured in the baseline, not in the candidate
+        ctx.exit(1)
+
+
+class Duration(click.ParamType[float, Any]):
+    """A wall time: ``90s``, ``30m``, ``1h``, ``1h30m``, or a number of seconds."""
+
+    name = "duration"
+    _UNITS = (3600.0, 60.0, 1.0)  # the pattern's groups: hours, minutes, seconds
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        import re
+
+        text = str(value).strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or parts is None or not any(parts.groups()):
+            self.fail(f"{value!r} is not a duration (give e.g. 90s, 30m, 1h or 1h30m)", param, ctx)
+        seconds = sum(float(v) * unit for v, unit in zip(parts.groups(), self._UNITS, strict=True) if v)
+        if not 0 < seconds < math.inf:
+            self.fail(f"{value!r} is not a duration above 0 s", param, ctx)
+        return seconds
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--baseline", default=None, metavar="REF",
+              help="The baseline: a git branch, tag or commit of this repository, or 'installed' (the bench "
+                   "installed in this Python environment).")  # fmt: skip
+@click.option("--baseline-code", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Instead of --baseline: a checkout of the baseline's code.")  # fmt: skip
+@click.option("--budget", type=Duration(), default="30m", show_default=True,
+              help="Wall time the whole gate may take (90s, 30m, 1h30m); no process starts that would not end "
+                   "within it.")  # fmt: skip
+@click.option("--threshold", type=Finite(0, 100, low_open=True, high_open=True), default=5.0, show_default=True,
+              help="Least slowdown that matters, in percent (5 means 5 %).")  # fmt: skip
+@click.option("--alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.01, show_default=True,
+              help="Chance of any false regression over the cells measured again (Holm).")  # fmt: skip
+@click.option("--screen-alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.25, show_default=True,
+              help="A cell is measured again when a metric looks worse under this one-sided p-value.")  # fmt: skip
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the order of the pairs (default: from the clock; recorded, to replay an "
+                   "order).")  # fmt: skip
+@click.option("--out", "out_root", type=click.Path(file_okay=False), default="results/.gate", show_default=True,
+              help="Where the gate's folder (journal, run folders, result) goes.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "html"]), default="text", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON here (for `bench report --comparison`).")  # fmt: skip
+@click.option("--allow-dirty", is_flag=True,
+              help="Gate this checkout although harness/ or plugins/ have uncommitted changes.")  # fmt: skip
+@click.pass_context
+def gate(
+    ctx: click.Context,
+    scenario: str,
+    baseline: str | None,
+    baseline_code: str | None,
+    budget: float,
+    threshold: float,
+    alpha: float,
+    screen_alpha: float,
+    seed: int | None,
+    out_root: str,
+    fmt: str,
+    output: str | None,
+    json_out: str | None,
+    allow_dirty: bool,
+) -> None:
+    """Is this checkout slower than a baseline commit? Both measured here, now, in pairs of processes,
+    within a wall-time budget; exit 1 on a confirmed regression (see the README)."""
+    import time
+
+    from harness.analysis import render as cmp_render
+    from harness.analysis.gate import GateOptions, run_gate
+    from harness.output.files import check_writable, write
+
+    _warn_if_fraction(threshold)
+    for option, path in (("-o", output), ("--json-out", json_out)):
+        if path:  # before the measuring, which takes the budget
+            check_writable(path, option)
+    options = GateOptions(
+        baseline=baseline, baseline_code=Path(baseline_code) if baseline_code else None, budget_s=budget,
+        threshold=threshold / 100, alpha=alpha, screen_alpha=screen_alpha,
+        seed=seed if seed is not None else int(time.time()) % 2**31, out_root=Path(out_root),
+        plugins=ctx.obj["plugins"], allow_dirty=allow_dirty,
+    )  # fmt: skip
+    result = run_gate(_load(scenario, ctx), options, say=lambda line: click.echo(line, err=True))
+    text = cmp_render.render(result, fmt)
+    if json_out:
+        write(json_out, cmp_render.render(result, "json"), "--json-out")
+    if output:
+        write(output, text, "-o")
+    else:
+        click.echo(text, nl=False)
+    if result.has_regression:
         ctx.exit(1)
 
 

@@ -51,6 +51,9 @@ class RunOptions:
     autoload: bool | None = None
     #: keep compiled artefacts (inductor kernels, converted models) in ``<out_root>/.cache`` across runs
     cache: bool = True
+    #: where that cache is when not ``<out_root>/.cache`` (``bench gate`` keeps one per side's code,
+    #: shared by the runs measured with that code)
+    cache_dir: Path | None = None
     command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
     #: run only these cells (``bench compare --confirm`` re-measures regressed cells)
     cell_ids: frozenset[str] | set[str] = frozenset()

@@ -236,6 +236,7 @@ def judge(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     m = scenario.measurement
     regs = registries(explicit_plugins(options.plugins), autoload=options.autoload)
+    cache = options.cache_dir or options.out_root / CACHE_FOLDER
     manifest: dict[str, Any] = {
         "run_id": None,
         "created_at": time.time(),
@@ -274,7 +275,7 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             "plugins": explicit_plugins(options.plugins),
             "autoload": options.autoload,
             # compiled artefacts reused across runs; null: every run compiles from scratch (--no-cache)
-            "cache_dir": str((options.out_root / CACHE_FOLDER).resolve()) if options.cache else None,
+            "cache_dir": str(cache.resolve()) if options.cache else None,
             "code_path": str(options.code_path.resolve()) if options.code_path else None,
         },
     }

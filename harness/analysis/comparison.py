@@ -83,10 +83,12 @@ class CellComparison:
     screen_verdict: str | None = None
     #: why the verdict is what it is when the numbers alone do not say (a side measured on a busy machine)
     note: str | None = None
+    #: ``bench gate``: the cell's pairs, noise and power (docs/compare.md); None in a comparison of runs
+    gate: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"cell_id": self.cell_id, "label": self.label, "verdict": self.verdict,
-                "screen_verdict": self.screen_verdict, "note": self.note,
+                "screen_verdict": self.screen_verdict, "note": self.note, "gate": self.gate,
                 "metrics": {k: asdict(v) for k, v in self.metrics.items()}}  # fmt: skip
 
 
@@ -164,6 +166,8 @@ class Comparison:
     not_measured: list[NotMeasured] = field(default_factory=list)
     #: which run is a ``--quick`` run: {"baseline": bool, "candidate": bool}
     quick: dict[str, bool] = field(default_factory=dict)
+    #: ``bench gate``: its budget, calibration and stages (docs/compare.md); None in a comparison of runs
+    gate: dict[str, Any] | None = None
 
     @property
     def regressed(self) -> list[CellComparison]:
@@ -190,7 +194,7 @@ class Comparison:
             "alpha": self.alpha, "counts": self.counts(), "cells": [c.as_dict() for c in self.cells],
             "only_baseline": self.only_baseline, "only_candidate": self.only_candidate,
             "env_differences": self.env_differences, "confirmation": self.confirmation,
-            "not_measured": [asdict(n) for n in self.not_measured], "quick": self.quick,
+            "not_measured": [asdict(n) for n in self.not_measured], "quick": self.quick, "gate": self.gate,
         }  # fmt: skip
 
 

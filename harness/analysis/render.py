@@ -26,10 +26,54 @@ def _ci(change: MetricChange) -> str:
 
 
 def _again(cell: CellComparison | NotMeasured) -> str:
-    """What a verdict's line adds: the sweep's verdict of a cell measured again, and the cell's note."""
+    """What a verdict's line adds: the sweep's verdict of a cell measured again, the cell's note, and
+    with bench gate its pairs, noise and power."""
     said = f" (measured again; the sweep said {cell.screen_verdict})" if cell.screen_verdict else ""
     note = getattr(cell, "note", None)
-    return said + (f" ({note})" if note else "")
+    return said + (f" ({note})" if note else "") + _gate_cell(getattr(cell, "gate", None))
+
+
+def _gate_cell(gate: dict[str, Any] | None) -> str:
+    """A gate cell's evidence in brackets: the pairs that decided, its noisiest metric, its weakest power."""
+    if not gate:
+        return ""
+    if gate.get("stage") == "confirm":
+        parts = [f"measured again: {gate.get('confirm_pairs')} pair(s)"]
+    else:
+        parts = [f"screen: {gate.get('screen_pairs')} pair(s)"]
+    noise, power = gate.get("noise") or {}, gate.get("power") or {}
+    if noise:
+        worst = max(noise, key=lambda m: noise[m])
+        parts.append(f"noise {noise[worst] * 100:.1f} % on {worst}")
+    if power:
+        weakest = min(power, key=lambda m: power[m])
+        parts.append(f"power {power[weakest]:.0%} on {weakest}")
+    return " [" + ", ".join(parts) + "]"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    """What bench gate did, in one line: its budget, calibration, screen and confirmation."""
+    cal, scr, con = gate["calibration"], gate["screen"], gate["confirm"]
+    noise = ", ".join(f"{m} {v * 100:.1f} %" for m, v in cal["noise"].items())
+    ran_out = " (the budget ran out)" if gate["budget_ran_out"] else ""
+    line = (
+        f"gate: budget {_minutes(gate['budget_s'])}, used {_minutes(gate['used_s'])}{ran_out}; {gate['processes']} "
+        f"processes of {gate['seconds_per_process']:.1f} s; calibration: {cal['pairs']} pair(s) of baseline processes "
+        f"on {len(cal['cells'])} cell(s), noise {noise}; screen: {scr['pairs_per_cell']} pair(s) a cell, one-sided "
+        f"p < {scr['alpha']:g}, {scr['suspects']} suspect(s)"
+    )
+    if scr["suspects"]:
+        line += (
+            f"; measured again: {con['measured']} ({con['target_power']:.0%} power at the threshold planned at "
+            f"{con['level']:.2g} per test)"
+        )
+        if con["left_out"]:
+            line += f", {con['left_out']} left out (more pairs needed than the time left afforded)"
+    return line
 
 
 def quick_note(result: Comparison) -> str | None:
@@ -70,6 +114,8 @@ def render_text(result: Comparison) -> str:
         lines.append(f"warning: {quick_note(result)}")
     if result.confirmation is not None:
         lines.append(confirmation_line(result.confirmation))
+    if result.gate is not None:
+        lines.append(gate_line(result.gate))
     for cell in sorted(
         result.cells, key=lambda c: ("regressed", "improved", "inconclusive", "unchanged").index(c.verdict)
     ):
@@ -102,11 +148,15 @@ def render_markdown(result: Comparison) -> str:
 
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     head = "**regression**" if result.has_regression else "no regression"
-    lines = [f"## bench compare: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
+    command = "bench gate" if result.gate is not None else "bench compare"
+    lines = [f"## {command}: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
              f"{threshold_text(result.threshold)}, Holm-corrected alpha {result.alpha:g}.", "",
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
     if result.confirmation is not None:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]
+    if result.gate is not None:
+        lines[3:3] = [f"Baseline {md_line(result.baseline)}; candidate {md_line(result.candidate)}.", "",
+                      md_line(gate_line(result.gate)) + ".", ""]  # fmt: skip
     if quick_note(result):
         lines[3:3] = [f"Warning: {md_line(quick_note(result))}.", ""]
     for cell in result.cells:
@@ -147,6 +197,8 @@ def render_html(result: Comparison) -> str:
         "</section>"
     )
     confirmed = confirmation_line(result.confirmation) if result.confirmation is not None else ""
+    if result.gate is not None:
+        confirmed = gate_line(result.gate)
     return template.render(r=result, counts=sorted(result.counts().items()), metrics=list(METRICS), pct=_pct, ci=_ci,
                            again=_again, confirmed=confirmed, gone=_not_measured_in_order(result),
                            side=_side_text, quick=quick_note(result))  # fmt: skip
@@ -157,15 +209,16 @@ def comparison_from_dict(data: dict[str, Any]) -> Comparison:
     cells = []
     for c in data["cells"]:
         cell = CellComparison(
-            c["cell_id"], c["label"], verdict=c["verdict"], screen_verdict=c.get("screen_verdict"), note=c.get("note")
-        )
+            c["cell_id"], c["label"], verdict=c["verdict"], screen_verdict=c.get("screen_verdict"), note=c.get("note"),
+            gate=c.get("gate"),
+        )  # fmt: skip
         cell.metrics = {k: MetricChange(**v) for k, v in c["metrics"].items()}
         cells.append(cell)
     return Comparison(
         data["baseline"], data["candidate"], data["threshold"], data["alpha"], cells, data["only_baseline"],
         data["only_candidate"], data["env_differences"], data.get("confirmation"),
         [NotMeasured(**n) for n in data.get("not_measured", [])],  # absent from files written before it existed
-        data.get("quick", {}),
+        data.get("quick", {}), data.get("gate"),
     )  # fmt: skip
 
 

@@ -168,4 +168,7 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
         f"timeout {scenario.limits.timeout_s:g} s per cell",
         f"  fingerprint:  {scenario.fingerprint()[:16]}",
     ]
+    if scenario.gate is not None:
+        gated = sum(scenario.gate.selects(cell) for cell in cells)
+        lines.insert(-3, f"  gate:         {gated} of the {len(cells)} cells (bench gate measures these)")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -298,6 +298,29 @@ class CpuSettings(BaseModel):
     wait: Literal["default", "passive"] = "default"
 
 
+class GateSubset(BaseModel):
+    """The cells ``bench gate`` measures: the scenario's cells whose backend, precision and batch size
+    are among these (an axis left out keeps all of its values). It chooses what the nightly gate
+    measures, not what a run measures: it is no part of the scenario's fingerprint."""
+
+    model_config = _FROZEN
+
+    backends: Annotated[tuple[PluginName, ...], Field(min_length=1), AfterValidator(_unique)] | None = None
+    precisions: Precisions | None = None
+    batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)] | None = None
+
+    #: axis of the subset -> the cell attribute it filters
+    AXES: ClassVar[dict[str, str]] = {"backends": "backend", "precisions": "precision", "batch_sizes": "batch_size"}
+
+    def selects(self, cell: Cell) -> bool:
+        """Whether the gate measures ``cell``."""
+        for axis, attr in self.AXES.items():
+            wanted = getattr(self, axis)
+            if wanted is not None and getattr(cell, attr) not in wanted:
+                return False
+        return True
+
+
 class Scenario(BaseModel):
     """A validated scenario, with where it came from: its file, text and the line of each key."""
 
@@ -322,6 +345,8 @@ class Scenario(BaseModel):
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     measurement: Measurement = Field(default_factory=Measurement)
     limits: Limits = Field(default_factory=Limits)
+    #: the cells ``bench gate`` measures (all when absent)
+    gate: GateSubset | None = None
 
     _source_path: Path | None = PrivateAttr(default=None)
     _source_name: str = PrivateAttr(default="<scenario>")
@@ -371,6 +396,34 @@ class Scenario(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _check_gate(self) -> Scenario:
+        """Every value of the gate subset names some cell of the scenario, and together they name one."""
+        if self.gate is None:
+            return self
+        from harness.scenario.expansion import expand_cells  # expansion reads this schema
+
+        cells = expand_cells(self, 1)  # threads do not change which cells there are
+        for axis, attr in GateSubset.AXES.items():
+            present = {getattr(cell, attr) for cell in cells}
+            for index, value in enumerate(getattr(self.gate, axis) or ()):
+                if value not in present:
+                    raise PydanticCustomError(
+                        "scenario_gate_value",
+                        "{value} names no cell of the scenario (its {axis}: {known}); the gate measures the "
+                        "scenario's own cells",
+                        {"value": _show(value), "axis": axis, "at": ("gate", axis, index),
+                         "known": ", ".join(sorted({str(v) for v in present}))},
+                    )  # fmt: skip
+        if not any(self.gate.selects(cell) for cell in cells):
+            raise PydanticCustomError(
+                "scenario_gate_empty",
+                "no cell of the scenario has all of these at once (each value is in the scenario, their "
+                "combination is not); widen the subset",
+                {"at": ("gate",)},
+            )
+        return self
+
     @field_validator("threads", mode="before")
     @classmethod
     def _check_threads(cls, value: Any) -> Any:
@@ -418,7 +471,9 @@ class Scenario(BaseModel):
 
     def fingerprint(self) -> str:
         """sha256 hex of the canonical JSON of the validated content (not of the text)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # the gate subset is left out: it chooses what bench gate measures, not what a run measures
+        content = self.model_dump(mode="json", exclude={"gate"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def __eq__(self, other: object) -> bool:
