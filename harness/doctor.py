@@ -102,6 +102,13 @@ def cpu_features() -> dict[str, bool]:
     return {name: any(f in flags for f in needed) for name, (needed, _) in FEATURES.items()}
 
 
+def _cpu_defaults() -> dict[str, Any]:
+    """The scenario's cpu settings when a scenario sets none (what every run records in its manifest)."""
+    from harness.scenario.schema import CpuSettings
+
+    return CpuSettings().model_dump()
+
+
 def warnings_for(report: dict[str, Any]) -> list[str]:
     """What would make this machine's numbers wrong or hard to compare, each with the fix."""
     found = []
@@ -118,7 +125,9 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     if busy is not None and busy > 0.10:
         found.append(
             f"other processes used {busy:.0%} of the CPUs while doctor watched: measurements will be noisy "
-            "(bench flags and re-measures noisy cells); stop them for numbers to trust"
+            "(bench waits for quiet, measures disturbed cells again and marks what stays disturbed untrusted); "
+            "stop them for numbers to trust, or where a neighbour cannot be stopped use cpu: {reserve: 1, pin: true} "
+            "(steadier beside it, slower alone: README, Threads and a busy machine)"
         )
     gov = report["cpu_governor"]
     if gov is not None and gov != "performance":
@@ -152,6 +161,7 @@ def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
         "plugin_failures": [str(failure) for failure in regs.failures],
         "other_processes_busy": state["others_fraction"],
         "machine_state": state,
+        "cpu_defaults": _cpu_defaults(),
     }
     report["warnings"] = warnings_for(report)
     return report
@@ -199,6 +209,12 @@ def render(report: dict[str, Any]) -> str:
         + ("steal unknown" if steal is None else f"steal {steal:.1%} (CPU time the hypervisor gave other VMs)")
         + ("" if load is None else f"; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         + ("" if state["cpu_mhz"]["current"] is None else f"; cpu0 at {state['cpu_mhz']['current']:.0f} MHz")
+    )
+    cpu = report["cpu_defaults"]
+    lines.append(
+        f"cpu defaults reserve {cpu['reserve']}, pin {'on' if cpu['pin'] else 'off'}, wait {cpu['wait']} "
+        "(the runtimes' own; a scenario's cpu: block overrides; beside a neighbour reserve 1 + pin keeps "
+        "throughput, at a cost alone)"
     )
     lines.append("backends" if report["backends"] else "backends     none registered")
     lines.extend(_backend_line(name, info) for name, info in report["backends"].items())

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    pass
 from harness.cli.app import Duration, Finite, _load, _warn_if_fraction, _warn_unfinished, cli
+
+if TYPE_CHECKING:
+    from harness.analysis.comparison import Comparison
 
 
 @cli.command()
@@ -93,17 +94,7 @@ def compare(
             allow_env_mismatch=allow_env_mismatch, reporter=make_reporter(False),
         )  # fmt: skip
         click.echo(cmp_render.confirmation_line(result.confirmation or {}), err=True)
-    text = cmp_render.render(result, fmt)
-    from harness.output.files import write
-
-    if json_out:
-        write(json_out, cmp_render.render(result, "json"), "--json-out")
-    if output:
-        write(output, text, "-o")
-    else:
-        click.echo(text, nl=False)
-    if result.has_regression:  # a cell slower, or lost: measured in the baseline, not in the candidate
-        ctx.exit(1)
+    _emit(ctx, result, fmt, output, json_out)
 
 
 @cli.command()
@@ -154,9 +145,8 @@ def gate(
     within a wall-time budget; exit 1 on a confirmed regression (see the README)."""
     import time
 
-    from harness.analysis import render as cmp_render
     from harness.analysis.gate import GateOptions, run_gate
-    from harness.output.files import check_writable, write
+    from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
     for option, path in (("-o", output), ("--json-out", json_out)):
@@ -169,6 +159,15 @@ def gate(
         plugins=ctx.obj["plugins"], allow_dirty=allow_dirty,
     )  # fmt: skip
     result = run_gate(_load(scenario, ctx), options, say=lambda line: click.echo(line, err=True))
+    _emit(ctx, result, fmt, output, json_out)
+
+
+def _emit(ctx: click.Context, result: Comparison, fmt: str, output: str | None, json_out: str | None) -> None:
+    """A comparison's output (compare's and gate's alike), then exit 1 on a regression: a cell
+    slower, or lost (measured in the baseline, not in the candidate)."""
+    from harness.analysis import render as cmp_render
+    from harness.output.files import write
+
     text = cmp_render.render(result, fmt)
     if json_out:
         write(json_out, cmp_render.render(result, "json"), "--json-out")

@@ -21,7 +21,7 @@ from harness.analysis.economics import (
     request_latency,
     untrusted_reason,
 )
-from harness.report.charts import config_words, legend_names
+from harness.report.charts import _num, config_words, legend_names
 
 #: the heat table's colour scale, light (lowest throughput) to dark (highest): ColorBrewer's
 #: sequential Blues, which prints and reads in grey, less its near-white first stop (the slowest
@@ -29,16 +29,6 @@ from harness.report.charts import config_words, legend_names
 _BLUES = ("#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
 #: above this position on the scale (0 light .. 1 dark) a cell's text turns white
 _DARK_TEXT_FROM = 0.55
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def meets_budgets(rec: Mapping[str, Any], basis: RequestLatency) -> str | None:
