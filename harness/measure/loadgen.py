@@ -102,6 +102,15 @@ class LoadGenRun:
     loadgen: dict[str, Any]  # LoadGen's verdict and its own statistics (detail log)
     batches: BatchStats
     log_dir: Path
+    serving: str = "queue"  # "inline": served on LoadGen's issuing thread (see BatchingSUT)
+    generator_delay_ns: np.ndarray | None = None  # per query; None: the issue delay
+
+    @property
+    def generator_delay(self) -> np.ndarray:
+        """How late LoadGen issued each query beyond what serving made it wait: from its scheduled
+        arrival, or inline from the previous query's completion where that came later (the
+        generator's own lateness; the rest of the issue delay is the query waiting for the server)."""
+        return self.issue_delay_ns if self.generator_delay_ns is None else self.generator_delay_ns
 
     @property
     def throughput_sps(self) -> float | None:
@@ -177,6 +186,18 @@ def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int
     return (*per_query, int(q.size), max(wall, 1))
 
 
+def own_lateness(latency_ns: np.ndarray, delay_ns: np.ndarray, scheduled_ns: np.ndarray) -> np.ndarray:
+    """Per query (in schedule order), how late it was issued after ``max(its scheduled arrival, the
+    previous query's completion)``: with inline serving the generator cannot issue while the
+    previous call runs, so only the lateness beyond that is the generator's own."""
+    if not latency_ns.size:
+        return delay_ns
+    issued = scheduled_ns + delay_ns
+    previous_done = np.r_[np.iinfo(np.int64).min, (scheduled_ns + latency_ns)[:-1]]
+    own: np.ndarray = np.maximum(0, issued - np.maximum(scheduled_ns, previous_done))
+    return own
+
+
 def read_detail(path: Path) -> dict[str, Any]:
     """LoadGen's verdict and statistics: the ``result_*`` and ``early_stopping_*`` keys of its
     detail log, plus the early-stopping estimate (ns) where it printed one."""
@@ -207,21 +228,30 @@ def run_test(
     log_dir: Path,
     max_wait_ns: int = 0,
     trace: bool | None = None,
+    inline: bool | None = None,
 ) -> LoadGenRun:
     """Run one LoadGen test against ``sessions`` and read back what it measured.
 
     ``trace`` (default: all but offline) has LoadGen log every sample's times from its schedule;
     it costs about a microsecond of CPU per sample, which offline, whose one query is scheduled
     at the start, does not need: its span is taken from the queue's own clock, and completions
-    are handed to a thread of their own so that no replica waits on LoadGen's bookkeeping."""
+    are handed to a thread of their own so that no replica waits on LoadGen's bookkeeping.
+
+    Server and multi-stream with one session at batch 1 and no batching wait are served inline,
+    on LoadGen's issuing thread (no wake-up of a replica thread per query; see BatchingSUT): with
+    one server and nothing to batch, the queue changes nothing but the hand-off's cost. ``inline``
+    forces either way (benchmarks compare the two)."""
     if trace is None:
         trace = settings.scenario != "offline"
     import mlperf_loadgen as lg
 
     log_dir.mkdir(parents=True, exist_ok=True)
+    if inline is None:
+        inline = serve_inline(settings.scenario, len(sessions), batch_size, max_wait_ns)
     sut_impl = BatchingSUT(
-        sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns, defer_completion=not trace
-    )
+        sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns, defer_completion=not trace,
+        inline=inline,
+    )  # fmt: skip
 
     def issue(ids: list[int], _indices: list[int]) -> None:
         sut_impl.issue(ids)
@@ -252,7 +282,16 @@ def run_test(
         delay = scheduled = np.zeros(latency.size, dtype=np.int64)
         n_samples = batches.samples
     trace_file.unlink(missing_ok=True)  # large; what it held is kept as the .npy files
-    return LoadGenRun(settings, latency, delay, scheduled, n_samples, max(wall, 1), detail, batches, log_dir)
+    own = own_lateness(latency, delay, scheduled) if inline else None
+    return LoadGenRun(
+        settings, latency, delay, scheduled, n_samples, max(wall, 1), detail, batches, log_dir,
+        "inline" if inline else "queue", own,
+    )  # fmt: skip
+
+
+def serve_inline(scenario: str, sessions: int, batch_size: int, max_wait_ns: int) -> bool:
+    """Whether a test is served on LoadGen's issuing thread: one server, nothing to batch."""
+    return scenario in ("server", "multi_stream") and sessions == 1 and batch_size == 1 and not max_wait_ns
 
 
 # --------------------------------------------------------------------------------------------

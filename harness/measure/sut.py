@@ -13,6 +13,13 @@ completion, so time spent in this queue is part of the latency.
 Runtimes release the GIL while they compute, so replicas run in parallel. A replica whose call
 raises keeps completing the samples it is handed (so LoadGen can finish) and the first error is
 re-raised by :meth:`stop`.
+
+``inline``: one session, no batching wait. The call runs on the thread that issues the query, with
+no queue and no replica thread: handing a query to a sleeping replica costs a thread wake-up (tens
+to hundreds of microseconds on a virtual machine, more than a small model's call), which a server
+test would count as latency. While the call runs the load generator cannot issue, so a query that
+arrives meanwhile is issued when the call ends: it waits exactly as it would in the queue of one
+busy server, and its latency (from its scheduled arrival) includes that wait.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class BatchingSUT:
         max_wait_ns: int = 0,
         clock: Callable[[], int] = perf_counter_ns,
         defer_completion: bool = False,
+        inline: bool = False,
     ) -> None:
         if not sessions:
             raise ValueError("BatchingSUT needs at least one session")
@@ -69,6 +77,8 @@ class BatchingSUT:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_wait_ns < 0:
             raise ValueError(f"max_wait_ns must be >= 0, got {max_wait_ns}")
+        if inline and (len(sessions) != 1 or max_wait_ns or defer_completion):
+            raise ValueError("inline serving takes one session, no batching wait and no deferred completion")
         self._sessions = list(sessions)
         self._batch = batch_size
         self._complete = complete
@@ -88,6 +98,7 @@ class BatchingSUT:
         #: (throughput runs: the completion's timestamp comes a thread hand-off later)
         self._completions: SimpleQueue[list[int] | None] | None = SimpleQueue() if defer_completion else None
         self._completer: threading.Thread | None = None
+        self.inline = inline
 
     # -- LoadGen's side -------------------------------------------------------------------------
 
@@ -96,6 +107,9 @@ class BatchingSUT:
         now = self._clock()
         if self.first_arrival_ns is None:
             self.first_arrival_ns = now
+        if self.inline:
+            self._serve_now(sample_ids)
+            return
         self._queue.extend(zip(sample_ids, repeat(now)))
         if self._asleep:
             with self._cv:
@@ -107,6 +121,8 @@ class BatchingSUT:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.inline:
+            return  # the issuing thread serves
         if self._completions is not None:
             self._completer = threading.Thread(target=self._complete_loop, name="bench-completer", daemon=True)
             self._completer.start()
@@ -205,6 +221,23 @@ class BatchingSUT:
             stats.calls += 1
             stats.samples += len(ids)
             stats.padded_samples += self._batch - len(ids)
+
+    def _serve_now(self, sample_ids: Sequence[int]) -> None:
+        """Inline serving: the call(s) for these samples on the calling thread, at once."""
+        stats, batch, session = self._stats[0], self._batch, self._sessions[0]
+        ids = list(sample_ids)
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            if not self._errors:
+                try:
+                    session.run()
+                except BaseException as exc:  # recorded, re-raised by stop(); LoadGen must still finish
+                    self._errors.append(exc)
+            self._complete(chunk)
+            self.last_done_ns = self._clock()
+            stats.calls += 1
+            stats.samples += len(chunk)
+            stats.padded_samples += batch - len(chunk)
 
     def _complete_loop(self) -> None:
         assert self._completions is not None

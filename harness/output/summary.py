@@ -40,7 +40,8 @@ def validity_notes(record: Mapping[str, Any]) -> list[str]:
             ]
             notes.append("LoadGen INVALID" + (f": {', '.join(failed)}" if failed else ""))
         if record.get("generator_kept_up") is False:
-            notes.append(f"generator late (issue delay p99 {_num(record.get('issue_delay_p99_ms'), '.2f')} ms)")
+            late = record.get("generator_delay_p99_ms", record.get("issue_delay_p99_ms"))
+            notes.append(f"generator late (issue delay p99 {_num(late, '.2f')} ms)")
     elif not record.get("valid", True):
         notes.append(f"too few queries ({record.get('n_queries')} < {record.get('min_queries')})")
     return notes

@@ -48,6 +48,8 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
     assert server["p50_ms"] >= 1.0 and server["p50_ci_low_ms"] <= server["p50_ms"] <= server["p50_ci_high_ms"]
     assert server["loadgen_p90_ms"] == pytest.approx(server["p90_ms"], rel=0.05)
     assert isinstance(server["generator_kept_up"], bool) and server["issue_delay_p99_ms"] is not None
+    assert server["serving"] == "inline"  # one session at batch 1: on LoadGen's issuing thread
+    assert 0 <= server["generator_delay_p99_ms"] <= server["issue_delay_p99_ms"]
     log_dir = run_dir / server["loadgen_log_dir"]
     assert (log_dir / "mlperf_log_summary.txt").is_file() and (log_dir / "mlperf_log_detail.txt").is_file()
     assert (run_dir / server["issue_delay_file"]).is_file()

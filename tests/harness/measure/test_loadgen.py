@@ -126,6 +126,8 @@ def test_server_latency_is_measured_from_the_schedule_and_matches_loadgen(tmp_pa
     )
     run = loadgen.run_test([fake(1.0)], 1, settings, tmp_path / "lg")
     assert run.valid, run.loadgen
+    assert run.serving == "inline"  # one session at batch 1: served on LoadGen's thread
+    assert (run.generator_delay <= run.issue_delay_ns).all()
     assert run.query_latency_ns.size == run.loadgen["result_query_count"] == run.n_samples
     assert run.query_latency_ns.min() >= 0.99 * MS  # never below the service time
     # the numbers bench keeps are the ones LoadGen judged
@@ -136,17 +138,39 @@ def test_server_latency_is_measured_from_the_schedule_and_matches_loadgen(tmp_pa
     assert not (tmp_path / "lg" / "mlperf_log_trace.json").exists(), "the trace is read, then deleted"
 
 
-def test_a_stall_shows_in_the_latency_of_the_queries_queued_behind_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "queue"])
+def test_a_stall_shows_in_the_latency_of_the_queries_queued_behind_it(tmp_path: Path, inline: bool) -> None:
     loadgen.set_fine_timer_slack()
     settings = LoadSettings("server", min_duration_s=2.0, min_query_count=100, target_qps=200, latency_bound_ms=100)
     # every 100th call stalls 50 ms: at 200 q/s about 10 queries arrive during each stall
-    run = loadgen.run_test([fake(1.0, stall_every=100, stall_ms=50.0)], 1, settings, tmp_path / "lg")
+    run = loadgen.run_test([fake(1.0, stall_every=100, stall_ms=50.0)], 1, settings, tmp_path / "lg", inline=inline)
+    assert run.serving == ("inline" if inline else "queue")
     lat_ms = run.query_latency_ns / MS
     assert lat_ms.max() >= 50
     behind = int((lat_ms > 10).sum())
     stalls = run.batches.calls // 100
     assert stalls >= 3
     assert behind >= 3 * stalls, f"{behind} queries over 10 ms after {stalls} stalls: queueing was hidden"
+
+
+def test_own_lateness_counts_only_what_the_previous_call_does_not_explain() -> None:
+    # query 0 issued 5 late (the generator); query 1 scheduled during query 0's call (done at 25),
+    # issued at 26: 1 late; query 2 scheduled at 40 after an idle server, issued at 40: on time
+    scheduled = np.array([0, 10, 40], dtype=np.int64)
+    delay = np.array([5, 16, 0], dtype=np.int64)
+    latency = np.array([25, 30, 10], dtype=np.int64)
+    assert loadgen.own_lateness(latency, delay, scheduled).tolist() == [5, 1, 0]
+    empty = np.empty(0, np.int64)
+    assert loadgen.own_lateness(empty, empty, empty).size == 0
+
+
+def test_inline_serving_is_for_one_session_at_batch_one_without_a_batching_wait() -> None:
+    assert loadgen.serve_inline("server", 1, 1, 0)
+    assert loadgen.serve_inline("multi_stream", 1, 1, 0)
+    assert not loadgen.serve_inline("offline", 1, 1, 0)  # one query: throughput, completions deferred
+    assert not loadgen.serve_inline("server", 2, 1, 0)  # concurrency: replicas in parallel
+    assert not loadgen.serve_inline("server", 1, 8, 0)  # batches form from the queue
+    assert not loadgen.serve_inline("server", 1, 1, 500_000)  # a batching wait
 
 
 def test_offline_serves_full_batches_at_the_service_rate(tmp_path: Path) -> None:

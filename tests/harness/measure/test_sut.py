@@ -125,3 +125,43 @@ def test_deferred_completion_completes_everything_off_the_replica_threads() -> N
     assert {name for name, _ in seen} == {"bench-completer"}
     assert stats.samples == 100 and sut.first_arrival_ns is not None and sut.last_done_ns is not None
     assert sut.last_done_ns >= sut.first_arrival_ns
+
+
+def test_inline_serving_runs_each_call_on_the_issuing_thread_at_once() -> None:
+    session = Recorder()
+    completed: list[list[int]] = []
+    sut = BatchingSUT([session], 2, completed.append, inline=True)
+    sut.start()  # starts no thread: the issuer serves
+    sut.issue([0])
+    assert completed == [[0]]  # done before issue returned
+    sut.issue([1, 2, 3])
+    assert completed == [[0], [1, 2], [3]]
+    assert session.threads == {threading.current_thread().name}
+    stats = sut.stop()
+    assert (stats.calls, stats.samples, stats.padded_samples) == (3, 4, 2)
+    assert sut.last_done_ns is not None and sut.first_arrival_ns is not None
+
+
+def test_inline_serving_completes_after_a_failure_and_stop_reraises() -> None:
+    completed: list[list[int]] = []
+    session = Recorder(fail=True)
+    sut = BatchingSUT([session], 1, completed.append, inline=True)
+    sut.start()
+    sut.issue([0])
+    sut.issue([1])
+    assert completed == [[0], [1]] and session.calls == 1  # the broken session is not called again
+    with pytest.raises(RuntimeError, match="broken session"):
+        sut.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_wait_ns": 1000}, {"defer_completion": True}], ids=["batching-wait", "deferred"]
+)
+def test_inline_serving_refuses_what_it_cannot_do(kwargs) -> None:
+    with pytest.raises(ValueError, match="inline serving"):
+        BatchingSUT([Recorder()], 1, lambda ids: None, inline=True, **kwargs)
+
+
+def test_inline_serving_takes_one_session() -> None:
+    with pytest.raises(ValueError, match="inline serving"):
+        BatchingSUT([Recorder(), Recorder()], 1, lambda ids: None, inline=True)
