@@ -81,8 +81,9 @@ SCREEN_SHARE = 0.5
 FAILURES_TO_GIVE_UP = 2
 #: kept free at the end of the budget to finish the run folders and write the result (s)
 FINISH_RESERVE_S = 2.0
-#: a cell stops getting pairs in a stage after this many times the pairs it wanted (the rest were
-#: measured on a busy machine)
+#: one call of :meth:`Pairs.rounds` stops giving a cell pairs after this many times the usable pairs
+#: it still wanted (the rest were measured on a busy machine); a later plan, while time is left, tries
+#: again: a neighbour that comes and goes leaves quiet stretches later in the night
 ATTEMPTS_PER_PAIR = 2
 JOURNAL = "gate.jsonl"
 RESULT = "gate.json"
@@ -256,16 +257,21 @@ class Pairs:
 
     def rounds(self, stage: str, wanted: Mapping[str, int], share_s: float | None = None) -> None:
         """Rounds of pairs until every cell has its ``wanted`` usable pairs of ``stage`` (or was given
-        up, or tried ``ATTEMPTS_PER_PAIR`` times as often), or the next pair does not fit the time left,
-        or, given ``share_s``, the stage's own share of it (its first pair apart). Rounds are numbered on
-        across calls, so that each round of a stage has its own order."""
+        up, or was tried in this call ``ATTEMPTS_PER_PAIR`` times as often as the usable pairs it
+        still wanted), or the next pair does not fit the time left, or, given ``share_s``, the stage's
+        own share of it (its first pair apart). Rounds are numbered on across calls, so that each round
+        of a stage has its own order."""
         until = None if share_s is None else self.clock.used + share_s
+        before = {cid: self.of(stage, cid) for cid in wanted}
+        allowed = {cid: ATTEMPTS_PER_PAIR * max(1, want - sum(p.usable for p in before[cid]))
+                   for cid, want in wanted.items()}  # fmt: skip
         while not self.clock.ran_out:
             todo = []
             for cid, want in wanted.items():
                 mine = self.of(stage, cid)
                 usable = sum(p.usable for p in mine)
-                if cid not in self.given_up and usable < want and len(mine) < ATTEMPTS_PER_PAIR * want:
+                tried = len(mine) - len(before[cid])
+                if cid not in self.given_up and usable < want and tried < allowed[cid]:
                     todo.append(cid)
             if not todo:
                 return
@@ -339,28 +345,33 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
     left_out: dict[str, tuple[int, int]] = {}
     level = alpha / (len(METRICS) * max(len(active), 1))
     screened = gs.screen({c: [] for c in active}, prior, threshold, screen_alpha)  # in case none fits
-    while targets:
-        pairs.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
+    while targets or planned:
         measured = len(pairs.pairs)
-        pairs.rounds("screen", targets)
-        if len(pairs.pairs) == measured:  # nothing more could be measured (tried as often as allowed, or no time)
-            break
-        active = [c for c in active if c not in pairs.given_up]
-        screened = gs.screen({c: pairs.of("screen", c) for c in active}, prior, threshold, screen_alpha)
-        new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
-        if new:
-            plan = gs.plan_confirmation({c: screened[c].noise for c in new},
-                                        {c: 2 * pairs.seconds_per_process(c) for c in new}, clock.left, threshold,
-                                        alpha, already=len(planned))  # fmt: skip
-            planned.update(plan.pairs)
-            left_out.update(plan.left_out)
-            level = plan.level
-            pairs.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
-                      left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
-            pairs.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, {len(plan.left_out)} "
-                      "left out for their noise")  # fmt: skip
-            pairs.rounds("confirm", planned)
-        if clock.ran_out:
+        if targets:
+            pairs.log("plan", stage="screen", pairs=targets, seconds_left=clock.left)
+            pairs.rounds("screen", targets)
+            active = [c for c in active if c not in pairs.given_up]
+            screened = gs.screen({c: pairs.of("screen", c) for c in active}, prior, threshold, screen_alpha)
+            new = [c for c in active if screened[c].suspect and c not in planned and c not in left_out]
+            if new:
+                plan = gs.plan_confirmation({c: screened[c].noise for c in new},
+                                            {c: 2 * pairs.seconds_per_process(c) for c in new}, clock.left,
+                                            threshold, alpha, already=len(planned))  # fmt: skip
+                planned.update(plan.pairs)
+                left_out.update(plan.left_out)
+                level = plan.level
+                # a larger Holm family: earlier suspects need what the stricter level needs too
+                delta = gs.delta_of(threshold)
+                for cid, had in planned.items():
+                    noise = screened[cid].noise.values()
+                    planned[cid] = max(had, min(gs.pairs_needed(sd, delta, level, gs.TARGET_POWER) for sd in noise))
+                pairs.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
+                          left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
+                pairs.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, "
+                          f"{len(plan.left_out)} left out for their noise")  # fmt: skip
+        # every suspect's confirmation, again while its pairs fall short (a busy stretch took them out)
+        pairs.rounds("confirm", {c: n for c, n in planned.items() if c not in pairs.given_up})
+        if clock.ran_out or len(pairs.pairs) == measured:  # out of time, or nothing more could be measured
             break
         short = [c for c in active if c not in planned and c not in left_out and not screened[c].suspect
                  and min(screened[c].power.values()) < gs.SCREEN_POWER]  # fmt: skip

@@ -431,6 +431,19 @@ def metric_change(metric: str, pairs: Sequence[Pair]) -> MetricChange:
     return MetricChange(metric, base, cand, _change(metric, estimate), lo, hi, worse_p(values), worse=estimate > 0)
 
 
+def could_reach(values: np.ndarray, delta: float) -> bool:
+    """Whether the slowdowns ``values`` (log ratios) leave a slowdown of ``delta`` (the threshold) in
+    play: their interval's upper end reaches it (the estimate, with too few pairs for an interval).
+    A significant slowdown the interval shows to be smaller than the threshold is no regression; one
+    the threshold lies inside is, so a slowdown of exactly the threshold is caught with the power the
+    pairs were planned for, not half the time as a rule on the estimate alone would."""
+    if not values.size:
+        return False
+    interval = hl_interval(values)
+    upper = interval[1] if interval is not None else hodges_lehmann(values)
+    return upper >= delta
+
+
 def _label(metric: str, noise_sd: float) -> str:
     return f"noise {noise_sd * 100:.1f} % on {metric}"
 
@@ -506,8 +519,7 @@ def judge_confirmed(
             pw[metric] = power(n, sd[metric], delta, level)
             change = cell.metrics[metric]
             significant = change.p_adjusted is not None and change.p_adjusted < alpha
-            big = change.change is not None and (-change.change if METRICS[metric][1] else change.change) >= threshold
-            if significant and big:
+            if significant and could_reach(slowdowns(again, metric), delta):
                 change.verdict = "regressed"
             else:
                 change.verdict = "unchanged" if pw[metric] >= target else "inconclusive"

@@ -171,9 +171,10 @@ class _Synthetic(gate.Pairs):
     """Processes of lognormal noise on a simulated clock (1 s each): the gate's course without workers."""
 
     def __init__(
-        self, cells: int, budget_s: float, slower: dict[str, float], noise: float, trusted: bool = True
-    ) -> None:
-        self.now, self.slower, self.noise, self.trusted = 0.0, slower, noise, trusted
+        self, cells: int, budget_s: float, slower: dict[str, float], noise: float, trusted: bool = True,
+        busy_until: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.now, self.slower, self.noise, self.trusted, self.busy_until = 0.0, slower, noise, trusted, busy_until
         self.rng = np.random.default_rng(5)
         made = [gate.GateCell(f"c{i}", f"c{i}", "fake", 1.0) for i in range(cells)]
         super().__init__(made, 1, gate.Clock(budget_s, now=lambda: self.now), lambda line: None)
@@ -182,7 +183,8 @@ class _Synthetic(gate.Pairs):
         self.now += 1.0
         factor = (1 + self.slower.get(cid, 0.0)) * float(self.rng.lognormal(0, self.noise))
         factor = factor if side == "candidate" else float(self.rng.lognormal(0, self.noise))
-        return gs.Process("ok", self.trusted, {"throughput": 1000 / factor, "p50": factor, "p99": 3 * factor}, 1.0)
+        trusted = self.trusted and self.now > self.busy_until
+        return gs.Process("ok", trusted, {"throughput": 1000 / factor, "p50": factor, "p99": 3 * factor}, 1.0)
 
 
 def test_the_course_finds_the_slowed_cell_within_its_budget() -> None:
@@ -195,12 +197,38 @@ def test_the_course_finds_the_slowed_cell_within_its_budget() -> None:
     assert set(verdicts.values()) == {"unchanged"}
 
 
-def test_a_night_on_a_busy_machine_ends_inconclusive_and_ends() -> None:
+def test_a_night_on_a_busy_machine_ends_inconclusive_within_its_budget() -> None:
     night = _Synthetic(2, 600, {}, 0.02, trusted=False)  # every process untrusted: no pair is usable
     decision = gate.decide(night, threshold=0.05, alpha=0.01)
     assert [c.verdict for c in decision.cells] == ["inconclusive", "inconclusive"]
     assert all("no usable pair" in (c.note or "") for c in decision.cells)
-    assert night.clock.used < 100  # it stops trying, long before the budget
+    assert night.clock.used <= 600  # it kept trying (a neighbour may leave), never past the budget
+
+
+def test_a_neighbour_that_leaves_mid_night_still_gets_an_answer() -> None:
+    # the first 200 s every process is disturbed: the cells' first pairs are all taken out
+    night = _Synthetic(4, 900, {"c1": 0.10}, 0.02, busy_until=200)
+    decision = gate.decide(night, threshold=0.05, alpha=0.01)
+    verdicts = {c.cell_id: c.verdict for c in decision.cells}
+    assert verdicts.pop("c1") == "regressed", verdicts
+    assert set(verdicts.values()) == {"unchanged"}
+    assert night.clock.used <= 900
+
+
+def test_a_slowdown_of_exactly_the_threshold_is_caught_one_well_under_it_is_not() -> None:
+    caught = gate.decide(_Synthetic(4, 900, {"c1": 0.05}, 0.01), 0.05, 0.01)
+    assert {c.cell_id: c.verdict for c in caught.cells}["c1"] == "regressed"
+    under = gate.decide(_Synthetic(4, 900, {"c1": 0.02}, 0.005), 0.05, 0.01)
+    assert {c.cell_id: c.verdict for c in under.cells}["c1"] == "unchanged"  # measured smaller than 5 %
+
+
+def test_could_reach_asks_the_interval_not_the_estimate() -> None:
+    delta = gs.delta_of(0.05)
+    around = np.linspace(delta - 0.02, delta + 0.014, 20)  # estimate just under the threshold, interval over it
+    assert gs.hodges_lehmann(around) < delta and gs.could_reach(around, delta)
+    tight = np.linspace(0.019, 0.021, 20)  # a 2 % slowdown, measured tightly
+    assert not gs.could_reach(tight, delta)
+    assert not gs.could_reach(np.empty(0), delta)
 
 
 def test_the_order_of_the_pairs_is_random_and_replayed_from_its_seed() -> None:
