@@ -116,17 +116,20 @@ class GateOptions:
 def gate_scenario(scenario: Scenario) -> Scenario:
     """The scenario as the gate measures it: warm-up at most ``GATE_WARMUP_S``, a window of exactly
     min(min_duration_s, ``GATE_WINDOW_S``), one attempt (a disturbed process takes its pair out),
-    a quiet wait of at most ``GATE_QUIET_WAIT_S``, LoadGen's tests --quick's, no fidelity check."""
+    a quiet wait of at most ``GATE_QUIET_WAIT_S``, LoadGen's tests --quick's, no fidelity check, and
+    the ``gate:`` block's cpu settings where it has them."""
     m = scenario.measurement
     window = min(m.min_duration_s, GATE_WINDOW_S)
     measurement = m.model_copy(update={
         "warmup_s": min(m.warmup_s, GATE_WARMUP_S), "min_duration_s": window, "max_duration_s": window,
         "repeats": 1, "max_attempts": 1, "quiet_wait_s": min(m.quiet_wait_s, GATE_QUIET_WAIT_S),
     })  # fmt: skip
+    cpu = scenario.gate.cpu if scenario.gate is not None and scenario.gate.cpu is not None else scenario.cpu
     return scenario.model_copy(update={
         "measurement": measurement,
         "loadgen": scenario.loadgen.model_copy(update=GATE_LOADGEN),
         "fidelity": scenario.fidelity.model_copy(update={"samples": 0}),
+        "cpu": cpu,
     })  # fmt: skip
 
 

@@ -308,8 +308,10 @@ class GateSubset(BaseModel):
     backends: Annotated[tuple[PluginName, ...], Field(min_length=1), AfterValidator(_unique)] | None = None
     precisions: Precisions | None = None
     batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)] | None = None
-
-    #: axis of the subset -> the cell attribute it filters
+    #: the cpu settings the gate's processes run with (null: the scenario's). The gate asks whether the
+    #: code got slower, so steadiness between processes matters more than speed: on a 2-CPU machine
+    #: ``{reserve: 1, pin: true}`` took the process-to-process spread from 17-19 % to 1-1.4 %
+    cpu: CpuSettings | None = None
     AXES: ClassVar[dict[str, str]] = {"backends": "backend", "precisions": "precision", "batch_sizes": "batch_size"}
 
     def selects(self, cell: Cell) -> bool:

@@ -45,6 +45,17 @@ def test_the_gate_subset_selects_cells_and_leaves_the_run_alone() -> None:
     assert subset.fingerprint() == whole.fingerprint()
 
 
+def test_the_gate_runs_its_processes_with_its_own_cpu_settings() -> None:
+    plain = load_scenario_text(_gated("gate: {batch_sizes: [1]}"), "s.yaml")
+    steady = load_scenario_text(_gated("gate: {batch_sizes: [1], cpu: {reserve: 1, pin: true}}"), "s.yaml")
+    assert gate.gate_scenario(plain).cpu == plain.cpu  # none given: the scenario's
+    measured = gate.gate_scenario(steady)
+    assert (measured.cpu.reserve, measured.cpu.pin, measured.cpu.wait) == (1, True, "default")
+    assert steady.cpu == plain.cpu and steady.fingerprint() == plain.fingerprint()  # a run is unchanged
+    with pytest.raises(ScenarioError, match=r"gate\.cpu\.reserve"):
+        load_scenario_text(_gated("gate: {cpu: {reserve: -1}}"), "s.yaml")
+
+
 @pytest.mark.parametrize(
     ("gate", "where", "words"),
     [
