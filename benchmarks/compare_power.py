@@ -135,11 +135,15 @@ def trial(
         hits = {c.cell_id for c in cells if c.verdict == "regressed"}
         return bool(hits) if not slowdown else "0" in hits
 
-    screen = compare.judge_cells(sides(list(range(args.cells)), repeats), 0.05, args.alpha)
+    screen = compare.judge_cells(sides(list(range(args.cells)), repeats), 0.05, args.alpha, args.noise_floor)
     result = compare.Comparison("a", "b", 0.05, args.alpha, screen, [], [], [])
     one_stage = flagged(screen)
     ids = compare.suspects(result, args.screen_alpha)
-    confirmed = compare.judge_cells(sides([int(i) for i in ids], args.confirm_repeats), 0.05, args.alpha) if ids else []
+    confirmed = (
+        compare.judge_cells(sides([int(i) for i in ids], args.confirm_repeats), 0.05, args.alpha, args.noise_floor)
+        if ids
+        else []
+    )
     return one_stage, flagged(confirmed), len(ids)
 
 
@@ -153,6 +157,12 @@ def main() -> None:
     parser.add_argument("--with-hog", type=float, default=0.0, help="share of processes drawn beside the hog")
     parser.add_argument("--pool", type=Path, default=None, help="gate_power.py's pool of fake-backend processes")
     parser.add_argument("--run-sigma", type=float, default=None, help="assume lognormal process spread instead")
+    parser.add_argument(
+        "--noise-floor",
+        type=float,
+        default=compare.NOISE_FLOOR,
+        help="the spread bench compare assumes for one-process runs (0.18: as measured here)",
+    )
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--confirm-repeats", type=int, default=compare.CONFIRM_REPEATS)
     parser.add_argument("--screen-alpha", type=float, default=compare.SCREEN_ALPHA)

@@ -24,6 +24,12 @@ from conftest import ROOT, bench, fake_scenario, journal, run_dirs
 pytestmark = pytest.mark.usefixtures("fake_plugin")
 
 
+def _sigint_default() -> None:
+    """In the child before bench starts: Ctrl-C's default, which a shell's background job
+    (``make test &``) would otherwise pass on as ignored, so that the SIGINT test means something."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *args],
@@ -32,6 +38,7 @@ def _start(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ},
+        preexec_fn=_sigint_default,  # noqa: PLW1509 - only a signal disposition, no locks taken
     )
 
 
