@@ -34,17 +34,22 @@ class Cell:
     #: the .npz the model's inputs are cut from (absolute path; the scenario's ``model: {inputs:
     #: FILE}``), or None for the model's own example inputs
     input_data: str | None = None
+    #: the scenario's machine kind the cell runs on (``machines:``, Ray executor), or None: the
+    #: machine the run is on
+    machine: str | None = None
 
     def config(self) -> dict[str, Any]:
         """The configuration as a plain, JSON-ready dict (keys sorted on serialisation).
 
-        Empty ``load_options`` and a ``None`` ``input_data`` are left out, so cells keep the ids
+        Empty ``load_options`` and a ``None`` ``input_data`` or ``machine`` are left out, so cells keep the ids
         they had before those existed (resume and comparison match them)."""
         data = asdict(self)
         if not data["load_options"]:
             del data["load_options"]
         if data["input_data"] is None:
             del data["input_data"]
+        if data["machine"] is None:
+            del data["machine"]
         return data
 
     @property
@@ -69,6 +74,8 @@ class Cell:
         shown = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
         backend = f"{self.backend}[{shown}]" if shown else self.backend
         label = f"{self.model} {backend} {self.device} {self.precision} b{self.batch_size}"
+        if self.machine is not None:
+            label += f" @{self.machine}"
         if self.load == "single_stream":
             return label
         opts = self.load_options

@@ -80,6 +80,11 @@ class Settings(_Open):
     budgets: dict[str, Any] | None = None
     cache_dir: StrictStr | None = None
     code_path: StrictStr | None = None
+    #: where the cells ran: {"kind": "local"} or {"kind": "ray", "address": ..., "requeue_lost": ...};
+    #: None in runs made before executors were chosen (local)
+    executor: dict[str, Any] | None = None
+    #: the scenario's machine kinds (name, resource or label, price), None without ``machines:``
+    machines: list[dict[str, Any]] | None = None
 
 
 class Manifest(_Open):
@@ -98,6 +103,9 @@ class Manifest(_Open):
     inputs: dict[str, StrictStr] | None = None
     #: model files that changed before a resume finished the run (--allow-changed-inputs)
     changed_inputs: list[dict[str, Any]] | None = None
+    #: Ray runs: every node that ran or refused a cell, by node id: host, address, machine kind, bench
+    #: version and code digest, and its environment fingerprint (CPU, GPUs, versions)
+    nodes: dict[str, Any] | None = None
     #: (cell, repeat) pairs the run plans to record, set when a sweep starts
     planned: StrictInt | None = None
     finished_at: Number | None = None

@@ -49,6 +49,23 @@ FIELDS: dict[str, tuple[str, str]] = {
         "the .npz the inputs were cut from (the scenario's model: {inputs: FILE}), absolute path; absent: the "
         "model's own made-up example inputs",
     ),
+    "machine": (
+        "",
+        "the scenario's machine kind the cell ran on (machines:, bench run --executor ray); absent: the machine of "
+        "the run",
+    ),
+    "node_id": ("", "Ray runs: the id of the cluster node that measured the cell (its facts: the manifest's nodes)"),
+    "node_host": ("", "Ray runs: the host name of the node that measured the cell"),
+    "node_ip": ("", "Ray runs: the address of the node that measured the cell"),
+    "retryable": (
+        "",
+        "true on a cell that failed for no fault of its own (its Ray node was lost): bench run --resume measures "
+        "it again, and the new record replaces this one",
+    ),
+    "requeued": (
+        "",
+        "Ray runs with --requeue-lost: how often the cell was submitted again after its node was lost (at most 1)",
+    ),
     "status": (
         "",
         "ok, skipped (cannot run here: see reason), failed (Python exception), crashed (signal), oom (memory cap: the harness's kill or the kernel's OOM killer at the cell's cgroup cap; allocation failure or OOM kill), timeout (hard limit)",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,18 @@ class RunOptions:
     code_path: Path | None = None
     #: --resume: go on although a model file changed since the run started (recorded in the manifest)
     allow_changed_inputs: bool = False
+    #: where cells run: ``local`` (worker processes on this machine) or ``ray`` (a Ray cluster)
+    executor: str = "local"
+    #: --ray-address: the cluster to join (None: ``auto``, the one ``ray start`` made on this machine)
+    ray_address: str | None = None
+    #: --requeue-lost: a cell whose node was lost runs once more on another node of its kind
+    requeue_lost: bool = False
+
+    def executor_settings(self) -> dict[str, Any]:
+        """The executor as the manifest records it (a resume uses it again)."""
+        if self.executor == "local":
+            return {"kind": "local"}
+        return {"kind": self.executor, "address": self.ray_address, "requeue_lost": self.requeue_lost}
 
 
 @dataclass(frozen=True)
@@ -172,10 +184,18 @@ def effective_loadgen(scenario: Scenario, quick: bool) -> dict[str, Any]:
     return settings
 
 
-def select_cells(scenario: Scenario, options: RunOptions) -> list[Cell]:
+def select_cells(
+    scenario: Scenario,
+    options: RunOptions,
+    cpu_count: int | None = None,
+    machine_cpus: Mapping[str, int] | None = None,
+) -> list[Cell]:
+    """The cells a run measures: the scenario's, its ``threads: auto`` resolved with ``cpu_count``
+    (default: this machine's usable CPUs) or per machine kind with ``machine_cpus``, then the
+    command line's filters."""
     from harness.scenario import expand_cells
 
-    cells = expand_cells(scenario, environment.usable_cpus())
+    cells = expand_cells(scenario, cpu_count or environment.usable_cpus(), machine_cpus)
     for flag, values, attr in (
         ("--backend", options.backends, "backend"),
         ("--precision", options.precisions, "precision"),

@@ -20,7 +20,7 @@ from harness.manifest import Manifest
 from harness.measure import noise
 from harness.pluginmanager import Registries, explicit_plugins, registries
 from harness.records import CellRecord, Job, ReferenceJob, StopRule
-from harness.store import FINAL_STATUSES, RunDir, is_disk_full, new_run_id
+from harness.store import RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
@@ -118,23 +118,45 @@ def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest)
 
 
 def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter: Reporter) -> dict[str, Any]:
-    """Measure a cell, again (after a pause that grows) while the machine disturbed the window, up to
-    max_attempts; keep the quietest attempt, untrusted when every attempt was disturbed."""
     settings = manifest.settings
-    limits = Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
     code = settings.code_path
-    max_attempts = settings.max_attempts or 1 + (settings.noise_retries or 0)
+    return measure_attempts(
+        _job(run, cell, repeat, 0, manifest),
+        limits=Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb),
+        log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
+        env=_worker_env(run, cell, manifest),
+        max_attempts=settings.max_attempts or 1 + (settings.noise_retries or 0),
+        noise_threshold=settings.noise_threshold,
+        on_event=lambda message: reporter.event(cell, message),
+        module=worker_module(Path(code) if code else None),
+    )
+
+
+def measure_attempts(
+    job: Job,
+    *,
+    limits: Limits,
+    log_path: Path,
+    env: Mapping[str, str],
+    max_attempts: int,
+    noise_threshold: float,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    module: str | None = None,
+) -> dict[str, Any]:
+    """Measure a cell, again (after a pause that grows) while the machine disturbed the window, up to
+    max_attempts; keep the quietest attempt, untrusted when every attempt was disturbed. The same on
+    every executor: a Ray node runs this for its cell."""
     attempts = []
     for attempt in range(max_attempts):
         if attempt:
             time.sleep(min(ATTEMPT_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S))
         record = run_cell(
-            _job(run, cell, repeat, attempt, manifest),
+            replace(job, attempt=attempt),
             limits=limits,
-            log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
-            env=_worker_env(run, cell, manifest),
-            on_event=lambda message: reporter.event(cell, message),
-            module=worker_module(Path(code) if code else None),
+            log_path=log_path,
+            env=env,
+            on_event=on_event,
+            module=module or worker_module(None),
         )
         attempts.append(record)
         if not record.get("noisy"):
@@ -144,7 +166,7 @@ def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter:
     if best.get("status") == "ok":
         best["trusted"] = not best.get("noisy")
         if best.get("noisy"):
-            best["untrusted_reason"] = _untrusted_reason(best, len(attempts), settings.noise_threshold)
+            best["untrusted_reason"] = _untrusted_reason(best, len(attempts), noise_threshold)
     return best
 
 
@@ -222,15 +244,31 @@ def judge(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any]:
     if flops and sps:
         out["flops_per_sample"] = flops
         out["achieved_gflops"] = flops * sps / 1e9
-        if peak:
+        if peak and not record.get("node_id"):  # the peak is the driver's machine's, not a Ray node's
             out["fraction_of_peak"] = out["achieved_gflops"] / peak
-    if settings.cost:
-        out.update(economics.cell_costs(record, settings.cost))
+    cost = cost_settings(record, manifest)
+    if cost:
+        out.update(economics.cell_costs(record, cost))
     if settings.budgets:
         verdicts = economics.budget_verdicts({**record, **out}, settings.budgets)
         out["budgets"] = verdicts
         out["budgets_ok"] = all(v["ok"] is not False for v in verdicts.values())
     return out
+
+
+def cost_settings(record: Mapping[str, Any], manifest: Manifest) -> dict[str, Any] | None:
+    """The ``cost`` block a cell is priced with: the scenario's, with the price of the cell's machine
+    kind for a cell of ``machines:`` (none when that kind has no price: another machine's price would
+    be a wrong answer)."""
+    settings = manifest.settings
+    machine = (record.get("config") or {}).get("machine")
+    if machine is None:
+        return settings.cost
+    kind = next((m for m in settings.machines or [] if m.get("name") == machine), None)
+    if kind is None or (kind.get("instance") is None and kind.get("hourly_usd") is None):
+        return None
+    base = {k: v for k, v in (settings.cost or {}).items() if k not in ("instance", "hourly_usd")}
+    return {**base, "instance": kind.get("instance"), "hourly_usd": kind.get("hourly_usd")}
 
 
 def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
@@ -277,6 +315,8 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
             # compiled artefacts reused across runs; null: every run compiles from scratch (--no-cache)
             "cache_dir": str(cache.resolve()) if options.cache else None,
             "code_path": str(options.code_path.resolve()) if options.code_path else None,
+            "executor": options.executor_settings(),
+            "machines": [m.model_dump() for m in scenario.machines] if scenario.machines else None,
         },
     }
     if options.code_path:  # the code measured is that checkout's, and so is the commit to record
@@ -292,8 +332,16 @@ def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Repo
     The caller holds the run's writer lock. A full disk stops the sweep before the next cell with
     :class:`DiskFull` (the journal intact, the cell in flight kept where the reserve allows); an
     interrupt carries the run folder (``bench_run``) for the message that names it."""
+    if (run.manifest().settings.executor or {}).get("kind") == "ray":
+        from harness.executors import ray_sweep
+
+        return _run_guarded(run, lambda: ray_sweep.execute(run, scenario, options, reporter))
+    return _run_guarded(run, lambda: _execute(run, scenario, options, reporter))
+
+
+def _run_guarded(run: RunDir, sweep: Callable[[], list[CellRecord]]) -> list[CellRecord]:
     try:
-        return _execute(run, scenario, options, reporter)
+        return sweep()
     except KeyboardInterrupt as exc:
         exc.bench_run = run.path  # type: ignore[attr-defined]  # read by the CLI's message
         raise
@@ -310,7 +358,7 @@ def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Rep
     check_scenario(scenario, regs)
     planned = plan(select_cells(scenario, options), regs)
     run.repair_journal()
-    done = {(r["cell_id"], r.get("repeat", 0)) for r in run.records() if r.get("status") in FINAL_STATUSES}
+    done = run.done()
 
     pairs: list[tuple[PlannedCell, int]] = []
     for repeat in range(settings.repeats):  # repeats interleave across cells
@@ -371,10 +419,36 @@ def finish(run: RunDir, reporter: Reporter) -> list[CellRecord]:
     return records
 
 
+def check_executor(scenario: Scenario, executor: str) -> None:
+    if scenario.machines and executor != "ray":
+        names = ", ".join(m.name for m in scenario.machines)
+        raise scenario.error(
+            ("machines",),
+            f"the scenario's cells run on machine kinds of a Ray cluster ({names}): run it with --executor ray "
+            "[--ray-address ADDR], or leave machines: out to measure this machine",
+        )
+
+
 def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | None = None) -> RunDir:
     # names and filters are checked before a run folder exists: bad input leaves nothing behind
     check_scenario(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
+    check_executor(scenario, options.executor)
     select_cells(scenario, options)
+    if options.executor == "ray":
+        from harness.executors import ray_sweep
+
+        opened = ray_sweep.open_cluster(scenario, options)  # the cluster and its kinds, before a run folder
+        cluster = opened[0]
+        try:
+            run = create_run(scenario, options)
+            try:
+                _run_guarded(run, lambda: ray_sweep.execute(run, scenario, options, reporter or SilentReporter(),
+                                                            opened))  # fmt: skip
+            finally:
+                run.release()
+        finally:
+            cluster.close()
+        return run
     run = create_run(scenario, options)
     try:
         execute(run, scenario, options, reporter or SilentReporter())

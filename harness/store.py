@@ -389,7 +389,18 @@ class RunDir:
         return True
 
     def records(self) -> Iterator[CellRecord]:
-        yield from self.read_journal().records
+        """The journal's records, less a ``retryable`` one (a cell whose Ray node was lost) that a
+        later record of the same cell and repeat replaced (its --resume)."""
+        records = self.read_journal().records
+        last = {(r.cell_id, r.repeat): index for index, r in enumerate(records)}
+        for index, record in enumerate(records):
+            if record.get("retryable") and last[(record.cell_id, record.repeat)] != index:
+                continue
+            yield record
+
+    def done(self) -> set[tuple[str, int]]:
+        """(cell id, repeat) of every record a resume keeps: all but a ``retryable`` failure."""
+        return {(r.cell_id, r.repeat) for r in self.records() if r.status in FINAL_STATUSES and not r.get("retryable")}
 
     # -- tables -------------------------------------------------------------------------------
     def write_tables(self) -> None:

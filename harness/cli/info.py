@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,8 +17,12 @@ from harness.cli.app import _load, _registries, cli
 
 @cli.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Check against a Ray cluster: which machine kinds it has now and which cells none of its "
+                   "nodes can run (default: ray for a scenario with machines:, else local).")  # fmt: skip
+@click.option("--ray-address", default=None, metavar="ADDR", help="The Ray cluster (default: auto).")
 @click.pass_context
-def validate(ctx: click.Context, scenario: str) -> None:
+def validate(ctx: click.Context, scenario: str, executor: str | None, ray_address: str | None) -> None:
     """Check a scenario file (schema, names of models and backends) without running it."""
     from harness import environment, planning
     from harness.scenario import describe, expand_cells
@@ -25,12 +30,57 @@ def validate(ctx: click.Context, scenario: str) -> None:
     loaded = _load(scenario, ctx)
     regs = _registries(ctx)
     planning.check_scenario(loaded, regs)
+    if (executor or ("ray" if loaded.machines else "local")) == "ray":
+        _validate_on_cluster(ctx, loaded, scenario, ray_address)
+        return
     planned = planning.plan(expand_cells(loaded, environment.usable_cpus()), regs)
     skipped = [p for p in planned if p.skip_reason]
     click.echo(describe(loaded))
     click.echo(f"{len(planned)} cells: {len(planned) - len(skipped)} to run here, {len(skipped)} skipped")
     for p in skipped:
         click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
+    click.echo(f"{scenario}: valid")
+
+
+def _validate_on_cluster(ctx: click.Context, loaded: Any, scenario: str, address: str | None) -> None:
+    """The scenario against the cluster as it is now: its machine kinds, and per kind what a node of
+    it can serve (asked of the node itself)."""
+    from harness.errors import UsageError
+    from harness.executors import ray_cluster as rc
+    from harness.executors.ray_sweep import plan_on_cluster
+    from harness.planning import RunOptions
+    from harness.pluginmanager import explicit_plugins
+    from harness.scenario import describe
+
+    click.echo(describe(loaded))
+    cluster = rc.connect(address)
+    try:
+        kinds = cluster.kinds(loaded.machines)
+        click.echo(f"Ray cluster at {cluster.address}:")
+        for line in rc.describe_kinds(kinds):
+            click.echo(f"  {line}")
+        present = [k for k in kinds if k.nodes]
+        plugins = explicit_plugins(ctx.obj["plugins"])
+        settings = SimpleNamespace(plugins=plugins, autoload=None)
+        planned, _, refusals = (
+            plan_on_cluster(loaded, RunOptions(), cluster, present, settings) if present else ([], {}, [])
+        )
+        for refusal in refusals:
+            click.echo(f"  {refusal}")
+        for kind in kinds:
+            if not kind.nodes:
+                cells = [c for c in loaded.cells(1) if c.machine == kind.name]
+                click.echo(f"  nothing can run the {len(cells)} cell(s) of {kind.title}: the cluster has no such node")
+        skipped = [p for p, _ in planned if p.skip_reason]
+        click.echo(f"{len(planned)} cells on the cluster's kinds: {len(planned) - len(skipped)} to run, "
+                   f"{len(skipped)} skipped")  # fmt: skip
+        for p in skipped:
+            click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
+        problem = rc.missing_kinds_message(kinds, cluster.address)
+    finally:
+        cluster.close()
+    if problem:
+        raise UsageError(problem)
     click.echo(f"{scenario}: valid")
 
 

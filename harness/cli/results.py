@@ -140,7 +140,7 @@ def recommend(
     for path in run_dirs:
         run = RunDir.open(Path(path))
         manifest = run.manifest()
-        machine = manifest.environment.get("cpu", {}).get("model") or run.path.name
+        run_machine = manifest.environment.get("cpu", {}).get("model") or run.path.name
         records = list(run.records())
         planned = (manifest.settings.cost or {}).get("target_qps")
         rate, source = (qps, "--qps") if qps is not None else (planned, "cost.target_qps")
@@ -153,7 +153,8 @@ def recommend(
             if row.get("cost_per_million_usd") is None and hourly_usd is not None:
                 row["cost_per_million_usd"] = economics.cost_per_million(hourly_usd, row.get("throughput_sps"))
                 row["price_source"] = "--hourly-usd"
-            row["machine"] = machine
+            kind = (rec.get("config") or {}).get("machine")
+            row["machine"] = f"{kind} ({run.path.name})" if kind and len(run_dirs) > 1 else kind or run_machine
             row["run_dir"] = path
             rows.append(row)
     if not rows:
@@ -186,6 +187,20 @@ def recommend(
             + (f", agreement {best['agreement']:.4f}" if best.get("agreement") is not None else "")
             + f"; price: {best.get('price_source')}"
         )
+    kinds = sorted({str(r["machine"]) for r in rows})
+    if len(kinds) > 1:  # the hardware evaluation: each machine's best answer, cheapest first
+        click.echo("by machine, each with its cheapest configuration meeting the SLO:")
+        ranked = []
+        for kind in kinds:
+            top, _ = economics.cheapest([r for r in rows if str(r["machine"]) == kind], meets, "cost_per_million_usd")
+            ranked.append((kind, top))
+        ranked.sort(key=lambda item: (item[1] is None, (item[1] or {}).get("cost_per_million_usd") or 0))
+        for position, (kind, top) in enumerate(ranked, start=1):
+            if top is None:
+                click.echo(f"  -  {kind}: nothing meets the SLO")
+            else:
+                click.echo(f"  {position}. {kind}: ${top['cost_per_million_usd']:.3g} per million, {top['label']}, "
+                           f"{top['throughput_sps']:,.0f} samples/s")  # fmt: skip
     for path, basis in bases.items():  # how the p99 was judged: measured, estimated, or left out
         click.echo(("  " + (f"{path}: " if len(bases) > 1 else "")) + basis.describe())
     click.echo("why the others lost:")

@@ -63,6 +63,15 @@ from harness.cli.app import _load, _warn, cli
 @click.option("--allow-changed-inputs", is_flag=True,
               help="With --resume: finish the run although a model file changed since it started "
                    "(recorded in its manifest).")  # fmt: skip
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where cells run: worker processes on this machine, or a Ray cluster's nodes (one cell "
+                   "per node at a time; the scenario's machines: are its node kinds).")  # fmt: skip
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="With --executor ray: the cluster's head (HOST:PORT, or ray://HOST:PORT); default: the "
+                   "cluster `ray start` made on this machine. With --resume: overrides the recorded one.")  # fmt: skip
+@click.option("--requeue-lost", is_flag=True,
+              help="With --executor ray: a cell whose node was lost runs once more on another node of its "
+                   "kind (default: it is failed, reason 'node lost', and --resume runs it again).")  # fmt: skip
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -82,6 +91,9 @@ def run(
     junit_file: str | None,
     summary_md: str | None,
     allow_changed_inputs: bool,
+    executor: str,
+    ray_address: str | None,
+    requeue_lost: bool,
 ) -> None:
     """Run a scenario's sweep (or --resume an interrupted one)."""
     from harness import planning, runner
@@ -98,7 +110,12 @@ def run(
         precisions=precisions,
         plugins=ctx.obj["plugins"],
         allow_changed_inputs=allow_changed_inputs,
+        executor=executor,
+        ray_address=ray_address,
+        requeue_lost=requeue_lost,
     )
+    if executor != "ray" and (ray_address or requeue_lost) and not resume_dir:
+        raise UsageError("--ray-address and --requeue-lost go with --executor ray")
     # every file asked for is checked before the sweep: a bad path costs seconds, not the sweep
     for option, path in (("--junit", junit_file), ("--summary-md", summary_md)):
         if path:
@@ -107,7 +124,7 @@ def run(
         check_writable(Path(reports_dir) / "report.html", "--reports-dir")
     reporter = make_reporter(json_output)
     if resume_dir:
-        if scenario or backends or batch_sizes or precisions or quick or repeats:
+        if scenario or backends or batch_sizes or precisions or quick or repeats or executor != "local":
             raise UsageError("--resume takes the scenario and filters stored in the run folder; give no others")
         run_dir, _ = runner.resume(Path(resume_dir), options, reporter, warn=_warn)
     else:

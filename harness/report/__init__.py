@@ -95,7 +95,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
     Several runs are one scenario measured on several machines; runs of different scenarios are
     refused unless ``allow_mixed``. ``comparison_html``: a ``bench compare`` section to show first."""
     from harness.errors import UsageError
-    from harness.report.charts import budget_rows, charts, machines
+    from harness.report.charts import budget_rows, charts, has_machine_kinds, machines
 
     opened = [RunDir.open(p) for p in run_paths]
     names: dict[tuple[str, str | None], list[str]] = {}
@@ -126,7 +126,7 @@ def render_run(run_paths: Sequence[Path], target: Path, allow_mixed: bool = Fals
             chart.setdefault("family", chart["id"])
             chart["index"] = i
         view["families"] = _families(view["charts"])
-    comparison = machines(all_records) if len(opened) > 1 else []
+    comparison = machines(all_records) if len(opened) > 1 or has_machine_kinds(all_records) else []
     env = _environment()
     chartjs = _chartjs()
     html = env.get_template("run.html.j2").render(

@@ -557,26 +557,49 @@ def budget_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def machines(all_records: Sequence[tuple[RunDir, Sequence[Mapping[str, Any]]]]) -> list[dict[str, Any]]:
-    """One row per run (machine) of a merged report, ranked by cost per million of its cheapest cell
-    meeting the budgets (throughput where no run has a price)."""
+    """One row per machine of a merged report (a run, or a machine kind of a Ray run with ``machines:``),
+    ranked by cost per million of its cheapest cell meeting the budgets (throughput where no run has a
+    price), with the fingerprint of the machine that measured it."""
     rows = []
     for run, records in all_records:
-        env = run.manifest().environment
-        ok = [r for r in records if r.get("status") == "ok" and is_trusted(r) and r.get("budgets_ok") is not False]
-        cheap = min((r for r in ok if _num(r.get("cost_per_million_usd"))), key=lambda r: r["cost_per_million_usd"],
-                    default=None)  # fmt: skip
-        fast = max((r for r in ok if _num(r.get("throughput_sps"))), key=lambda r: r["throughput_sps"], default=None)
-        gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "none"
-        rows.append({
-            "run": run.path.name, "cpu": (env.get("cpu") or {}).get("model"),
-            "cpus": (env.get("cpu") or {}).get("usable_cpus"), "memory_mb": env.get("memory_total_mb"), "gpus": gpus,
-            "hostname": env.get("hostname"), "cheapest_cell": cheap["label"] if cheap else None,
-            "cost_per_million_usd": cheap["cost_per_million_usd"] if cheap else None,
-            "best_cell": fast["label"] if fast else None, "throughput_sps": fast["throughput_sps"] if fast else None,
-        })  # fmt: skip
+        manifest = run.manifest()
+        kinds: dict[str | None, list[Mapping[str, Any]]] = {}
+        for record in records:
+            kinds.setdefault((record.get("config") or {}).get("machine"), []).append(record)
+        for kind, mine in kinds.items():
+            env = _machine_environment(manifest, kind)
+            ok = [r for r in mine if r.get("status") == "ok" and is_trusted(r) and r.get("budgets_ok") is not False]
+            cheap = min((r for r in ok if _num(r.get("cost_per_million_usd"))),
+                        key=lambda r: r["cost_per_million_usd"], default=None)  # fmt: skip
+            fast = max((r for r in ok if _num(r.get("throughput_sps"))), key=lambda r: r["throughput_sps"],
+                       default=None)  # fmt: skip
+            gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "none"
+            hosts = sorted({str(r["node_host"]) for r in mine if r.get("node_host")})
+            rows.append({
+                "run": run.path.name + (f" @{kind}" if kind else ""), "machine": kind,
+                "cpu": (env.get("cpu") or {}).get("model"), "cpus": (env.get("cpu") or {}).get("usable_cpus"),
+                "memory_mb": env.get("memory_total_mb"), "gpus": gpus,
+                "hostname": ", ".join(hosts) if hosts else env.get("hostname"),
+                "cheapest_cell": cheap["label"] if cheap else None,
+                "cost_per_million_usd": cheap["cost_per_million_usd"] if cheap else None,
+                "hourly_usd": cheap.get("hourly_usd") if cheap else None,
+                "best_cell": fast["label"] if fast else None,
+                "throughput_sps": fast["throughput_sps"] if fast else None,
+            })  # fmt: skip
     rows.sort(key=lambda r: (r["cost_per_million_usd"] is None, r["cost_per_million_usd"] or 0,
                              -float(r["throughput_sps"] or 0)))  # fmt: skip
     return rows
+
+
+def _machine_environment(manifest: Any, kind: str | None) -> Mapping[str, Any]:
+    """The fingerprint of the machine a kind's cells ran on: a node of that kind (Ray runs), else the run's."""
+    nodes = [n for n in (manifest.nodes or {}).values() if n.get("machine") == kind and n.get("environment")]
+    found: Mapping[str, Any] = nodes[0]["environment"] if nodes else manifest.environment
+    return found
+
+
+def has_machine_kinds(all_records: Sequence[tuple[RunDir, Sequence[Mapping[str, Any]]]]) -> bool:
+    return any((r.get("config") or {}).get("machine") for _, records in all_records for r in records)
 
 
 def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from harness.cells import Cell, Scalar
@@ -64,10 +65,21 @@ def load_variants(scenario: Scenario, load: str, cpu_count: int) -> list[tuple[d
     return out
 
 
-def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
+def expand_cells(scenario: Scenario, cpu_count: int, machine_cpus: Mapping[str, int] | None = None) -> list[Cell]:
     """All cells of the scenario, backend outermost, then its sweep combinations, device,
     precision, batch size, load and the load's variants innermost; a cell equal to an earlier one
-    is kept once."""
+    is kept once. With ``machines:``, that list once per machine kind, in the scenario's order, its
+    ``threads: auto`` resolved with the kind's CPUs from ``machine_cpus`` (``cpu_count`` for a kind
+    not in it)."""
+    if not scenario.machines:
+        return _expand(scenario, cpu_count, None)
+    cells: list[Cell] = []
+    for kind in scenario.machines:
+        cells += _expand(scenario, (machine_cpus or {}).get(kind.name, cpu_count), kind.name)
+    return cells
+
+
+def _expand(scenario: Scenario, cpu_count: int, machine: str | None) -> list[Cell]:
     scenario.resolved_threads(cpu_count)  # checks cpu_count
     cells: list[Cell] = []
     seen: set[str] = set()
@@ -96,6 +108,7 @@ def expand_cells(scenario: Scenario, cpu_count: int) -> list[Cell]:
                                 backend_options=dict(options),
                                 load_options=load_options,
                                 input_data=scenario.model.inputs,
+                                machine=machine,
                             )
                             if cell.id not in seen:
                                 seen.add(cell.id)
@@ -161,13 +174,28 @@ def describe(scenario: Scenario, cpu_count: int | None = None) -> str:
         f"  batch sizes:  {', '.join(str(b) for b in scenario.batch_sizes)}",
         f"  threads:      {threads}; seed {scenario.seed}",
         f"  load:         {_load_summary(scenario)}",
-        f"  cells:        {len(cells)}" + (f" x {m.repeats} repeats" if m.repeats > 1 else ""),
+        f"  cells:        {len(cells)}"
+        + (f" x {m.repeats} repeats" if m.repeats > 1 else "")
+        + (
+            f" ({len(cells) // len(scenario.machines)} on each of {len(scenario.machines)} machine kinds)"
+            if scenario.machines
+            else ""
+        ),
         f"  measurement:  {m.min_duration_s:g}-{m.max_duration_s:g} s per single-stream cell after {m.warmup_s:g} s "
         f"warm-up, headline p{m.headline_percentile:g} (CI {m.confidence:g})",
         f"  time:         at most ~{budget_s / 60:.1f} min measuring, plus preparing each cell; "
         f"timeout {scenario.limits.timeout_s:g} s per cell",
         f"  fingerprint:  {scenario.fingerprint()[:16]}",
     ]
+    if scenario.machines:
+        kinds = ", ".join(
+            f"{k.name} ({k.matches()}"
+            + (f", {k.instance}" if k.instance else "")
+            + (f", ${k.hourly_usd:g}/h" if k.hourly_usd else "")
+            + ")"
+            for k in scenario.machines
+        )
+        lines.insert(-3, f"  machines:     {kinds}; run with --executor ray")
     if scenario.gate is not None:
         gated = sum(scenario.gate.selects(cell) for cell in cells)
         lines.insert(-3, f"  gate:         {gated} of the {len(cells)} cells (bench gate measures these)")

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -323,6 +324,82 @@ class GateSubset(BaseModel):
         return True
 
 
+#: a Ray custom resource name: what ``ray start --resources='{"NAME": 1}'`` gives a node
+_RESOURCE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+class MachineKind(BaseModel):
+    """A kind of machine of a Ray cluster (``--executor ray``): the nodes that carry its Ray custom
+    resource (``ray start --resources``) or its node label (``ray start --labels``), and its price."""
+
+    model_config = _FROZEN
+
+    #: names the kind in cells, tables and the report (letters, digits, _ . -)
+    name: PluginName
+    #: the Ray custom resource its nodes carry, e.g. ``machine_c6i_large``
+    resource: StrictStr | None = None
+    #: or the node label that marks them, ``KEY=VALUE``, e.g. ``instance-type=g6.xlarge``
+    label: StrictStr | None = None
+    #: its price: a catalog row (``bench list instances``) or an hourly price
+    instance: StrictStr | None = None
+    hourly_usd: Positive | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MachineKind:
+        if (self.resource is None) == (self.label is None):
+            raise PydanticCustomError(
+                "scenario_machine_match",
+                "a machine kind names its nodes by exactly one of resource: (a Ray custom resource, as in "
+                "`ray start --resources='{example}'`) or label: (KEY=VALUE, as in `ray start --labels`)",
+                {"example": '{"machine_x": 1}'},
+            )
+        if self.resource is not None and not _RESOURCE_RE.fullmatch(self.resource):
+            raise PydanticCustomError(
+                "scenario_machine_resource",
+                "{value} is not a Ray resource name: letters, digits and _ . -, not starting with a digit",
+                {"value": _show(self.resource), "at": ("resource",)},
+            )
+        if self.label is not None and not re.fullmatch(r"[A-Za-z0-9_.\-/]+=[A-Za-z0-9_.\-]+", self.label):
+            raise PydanticCustomError(
+                "scenario_machine_label",
+                "label {value} should be KEY=VALUE (a node label given to `ray start --labels`)",
+                {"value": _show(self.label), "at": ("label",)},
+            )
+        if self.instance is not None and self.hourly_usd is not None:
+            raise PydanticCustomError(
+                "scenario_machine_price",
+                "give the machine's price once: instance (a catalog row) or hourly_usd, not both",
+                {"at": ("hourly_usd",)},
+            )
+        if self.instance is not None:
+            from harness.analysis.economics import UnknownInstance, find_instance
+
+            try:
+                find_instance(self.instance)
+            except UnknownInstance as exc:
+                raise PydanticCustomError(
+                    "scenario_instance", "{message}", {"message": str(exc), "at": ("instance",)}
+                ) from None
+        return self
+
+    @property
+    def label_pair(self) -> tuple[str, str] | None:
+        """The label as (key, value), or None for a kind named by resource."""
+        if self.label is None:
+            return None
+        key, value = self.label.split("=", 1)
+        return key, value
+
+    def matches(self) -> str:
+        """How its nodes are recognised, for messages."""
+        return f"resource {self.resource}" if self.resource is not None else f"label {self.label}"
+
+
+def _unique_machines(value: tuple[MachineKind, ...]) -> tuple[MachineKind, ...]:
+    _unique(tuple(m.name for m in value))
+    return value
+
+
 class Scenario(BaseModel):
     """A validated scenario, with where it came from: its file, text and the line of each key."""
 
@@ -349,6 +426,9 @@ class Scenario(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     #: the cells ``bench gate`` measures (all when absent)
     gate: GateSubset | None = None
+    #: kinds of machine of a Ray cluster: every cell runs once on each kind that can serve it
+    #: (``bench run --executor ray``); absent: the machine the cells run on
+    machines: Annotated[tuple[MachineKind, ...], Field(min_length=1), AfterValidator(_unique_machines)] | None = None
 
     _source_path: Path | None = PrivateAttr(default=None)
     _source_name: str = PrivateAttr(default="<scenario>")
@@ -474,7 +554,8 @@ class Scenario(BaseModel):
     def fingerprint(self) -> str:
         """sha256 hex of the canonical JSON of the validated content (not of the text)."""
         # the gate subset is left out: it chooses what bench gate measures, not what a run measures
-        content = self.model_dump(mode="json", exclude={"gate"})
+        # machines: left out when absent, so scenarios keep the fingerprint they had before it existed
+        content = self.model_dump(mode="json", exclude={"gate"} if self.machines else {"gate", "machines"})
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
