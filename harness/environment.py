@@ -106,6 +106,35 @@ def gpus() -> list[dict[str, str]]:
     return rows
 
 
+@functools.lru_cache(maxsize=1)
+def _gpus_once() -> tuple[dict[str, str], ...]:
+    return tuple(gpus())
+
+
+def cuda_device_problem(device: str) -> str | None:
+    """Why a ``cuda`` or ``cuda:N`` cell cannot run here (None: an NVIDIA GPU of that index is visible):
+    no GPU that nvidia-smi lists, ``CUDA_VISIBLE_DEVICES`` hiding them all, or an index past the visible
+    ones. Cheap (nvidia-smi once a process), and no runtime is imported."""
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return None
+    found = _gpus_once()
+    if not found:
+        return "no NVIDIA GPU here (nvidia-smi lists none): cuda cells need one; `bench doctor` shows the devices"
+    visible = len(found)
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None:
+        entries = [e for e in mask.split(",") if e.strip()]
+        valid = [e for e in entries if not e.strip().lstrip("-").isdigit() or int(e) >= 0]
+        visible = min(visible, len(valid))
+        if not visible:
+            return f"CUDA_VISIBLE_DEVICES={mask!r} hides every NVIDIA GPU here"
+    wanted = int(index) if index else 0
+    if wanted >= visible:
+        return f"{device}: only {visible} NVIDIA GPU(s) visible here (cuda:0..cuda:{visible - 1})"
+    return None
+
+
 def git_commit(path: Path | None = None) -> dict[str, Any]:
     """The commit of the checkout bench runs from (and whether it has uncommitted changes)."""
     where = path or Path(__file__).resolve().parent.parent

@@ -111,6 +111,12 @@ def safe_supports(cls: type[Backend], cell: Cell) -> Support:
     available = safe_availability(cls)
     if not available.ok:
         return available
+    from harness.environment import cuda_device_problem
+
+    if cell.device in cls.devices or cell.device_kind in cls.devices:
+        gpu = cuda_device_problem(cell.device)
+        if gpu is not None:
+            return Support.no(gpu)
     try:
         return cls.supports(cell)
     except Exception as exc:  # a plugin's bug: this cell is skipped with the reason, the sweep goes on

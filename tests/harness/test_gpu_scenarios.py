@@ -1,0 +1,55 @@
+"""The GPU scenarios on a machine without an NVIDIA GPU: every cell skipped with the reason, and a run
+that says nothing could run (exit 3), not a traceback. Where a GPU is present, the GPU suite runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, bench, run_dirs
+from harness import environment
+
+NO_GPU = not environment.gpus()
+needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="an NVIDIA GPU is present: these check the machines without one")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("name", ["gpu.yaml", "gpu-text.yaml"])
+def test_validate_lists_every_gpu_cell_as_skipped_with_why(name: str) -> None:
+    out = bench("validate", str(ROOT / "scenarios" / name))
+    assert out.returncode == 0, out.stderr
+    summary = next(line for line in out.stdout.splitlines() if " cells: " in line and "to run here" in line)
+    total = int(summary.split()[0])
+    assert total >= 64
+    assert summary == f"{total} cells: 0 to run here, {total} skipped"
+    skips = [line for line in out.stdout.splitlines() if line.startswith("  skipped ")]
+    assert len(skips) == total
+    assert all("no NVIDIA GPU here" in line for line in skips)
+
+
+@needs_no_gpu
+def test_running_the_gpu_scenario_without_a_gpu_is_exit_3_with_the_reason(tmp_path: Path) -> None:
+    out = bench("run", str(ROOT / "scenarios" / "gpu.yaml"), "--out", str(tmp_path / "r"), "--no-report")
+    assert out.returncode == 3, out.stderr
+    assert "no cell produced a measurement (80 skipped)" in out.stderr
+    assert "Traceback" not in out.stderr
+    (run_dir,) = run_dirs(tmp_path / "r")
+    assert (run_dir / "journal.jsonl").read_text().count('"status": "skipped"') == 80
+
+
+def test_a_cuda_device_needs_a_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    one = ({"name": "NVIDIA L4", "driver": "550", "memory": "23034 MiB", "uuid": "GPU-1"},)
+    monkeypatch.setattr(environment, "_gpus_once", lambda: one)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert environment.cuda_device_problem("cpu") is None
+    assert environment.cuda_device_problem("cuda") is None
+    assert environment.cuda_device_problem("cuda:0") is None
+    assert "only 1 NVIDIA GPU(s) visible" in str(environment.cuda_device_problem("cuda:1"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert "hides every NVIDIA GPU" in str(environment.cuda_device_problem("cuda"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert "hides every NVIDIA GPU" in str(environment.cuda_device_problem("cuda"))
+    monkeypatch.setattr(environment, "_gpus_once", lambda: ())
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert "no NVIDIA GPU here" in str(environment.cuda_device_problem("cuda:0"))
