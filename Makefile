@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0 -c constraints.txt
-	$(BIN)/python -m pip install -q -e '.[torch,onnxruntime,openvino,text,images,ray,dev]' -c constraints.txt
+	$(BIN)/python -m pip install -q -e '.[torch,onnxruntime,openvino,text,images,gpu,ray,dev]' -c constraints.txt
 	touch $(STAMP)
 
 bench: setup

@@ -154,6 +154,7 @@ def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
         "cpu_features": cpu_features(),
         "memory_total_mb": environment.memory_total_mb(),
         "gpus": environment.gpus(),
+        "gpu_telemetry": _gpu_telemetry(),
         "cpu_governor": state["governor"],
         "thread_env": {var: os.environ[var] for var in THREAD_ENV_VARS if var in os.environ},
         "backends": {cls.name: _backend_state(cls) for cls in regs.backends.classes()},
@@ -165,6 +166,29 @@ def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
     }
     report["warnings"] = warnings_for(report)
     return report
+
+
+def _gpu_telemetry() -> list[dict[str, Any]] | str:
+    from harness.measure.gpu_telemetry import capabilities
+
+    return capabilities()
+
+
+def _telemetry_line(found: list[dict[str, Any]] | str | None) -> str:
+    """What NVML can read per GPU: the energy counter, power, per-process memory, MIG."""
+    if found is None or isinstance(found, str):
+        return str(found or "not read")
+    if not found:
+        return "NVML finds no GPU"
+    parts = []
+    for gpu in found:
+        can = [what for what in ("energy_counter", "power", "process_memory") if gpu.get(what)]
+        parts.append(
+            f"#{gpu['index']} {gpu['name']}: "
+            + (", ".join(w.replace("_", " ") for w in can) or "nothing readable")
+            + ("; MIG on (no energy or power per instance)" if gpu.get("mig") else "")
+        )
+    return "; ".join(parts)
 
 
 def _runtime_line(name: str, info: dict[str, Any]) -> str:
@@ -190,6 +214,7 @@ def render(report: dict[str, Any]) -> str:
         + (f"{mem / 1024:.1f} GiB" if mem else "memory unknown"),
         "gpus         "
         + (", ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in report["gpus"]) or "none"),
+        "nvml         " + _telemetry_line(report.get("gpu_telemetry")),
         f"python       {report['python']}",
         "cpu features",
     ]

@@ -49,6 +49,47 @@ FIELDS: dict[str, tuple[str, str]] = {
         "the .npz the inputs were cut from (the scenario's model: {inputs: FILE}), absolute path; absent: the "
         "model's own made-up example inputs",
     ),
+    # --- NVIDIA GPU telemetry (cuda cells, single-stream window; harness.measure.gpu_telemetry) -----
+    "gpu_window_s": ("s", "the measured window NVML watched"),
+    "gpu_energy_j": ("J", "the GPU's energy over the window: NVML's energy counter delta, else power x time"),
+    "gpu_power_mean_w": ("W", "the GPU's mean power over the window (its energy / the window)"),
+    "gpu_power_sampled_mean_w": (
+        "W",
+        "the mean of NVML's power readings every 50 ms over the window: beside gpu_power_mean_w, a check of the "
+        "energy counter",
+    ),
+    "gpu_energy_per_inference_j": ("J", "the GPU's energy over the window / the samples it served"),
+    "gpu_energy_source": (
+        "",
+        "counter (nvmlDeviceGetTotalEnergyConsumption, Volta and newer) or power x time (power sampled every 50 ms "
+        "and integrated, where the counter is absent)",
+    ),
+    "gpu_mem_used_peak_mb": ("MiB", "the device's used memory, peak over the window (every process's, NVML)"),
+    "gpu_proc_mem_peak_mb": (
+        "MiB",
+        "this worker's GPU memory, peak over the window (NVML's per-process accounting; null where it keeps none)",
+    ),
+    "gpu_sm_clock_mhz_start": ("MHz", "the GPU's SM clock as the window started"),
+    "gpu_sm_clock_mhz_end": ("MHz", "the GPU's SM clock as the window ended"),
+    "gpu_mem_clock_mhz_start": ("MHz", "the GPU's memory clock as the window started"),
+    "gpu_mem_clock_mhz_end": ("MHz", "the GPU's memory clock as the window ended"),
+    "gpu_temperature_c_start": ("C", "the GPU's temperature as the window started"),
+    "gpu_temperature_c_end": ("C", "the GPU's temperature as the window ended"),
+    "gpu_throttle_reasons": (
+        "",
+        "clock-event reasons NVML reported during the window (power cap, thermal or hardware slowdown, power "
+        "brake): the GPU ran slower than it can",
+    ),
+    "gpu_telemetry_note": (
+        "",
+        "what the GPU telemetry could not measure, or saw: MIG, no per-process memory, "
+        "a window too short for energy, throttling",
+    ),
+    "gpu_telemetry_skipped": ("", "why no GPU telemetry was read (NVML or nvidia-ml-py missing)"),
+    "energy_usd_per_million": (
+        "USD",
+        "the GPU's energy of a million inferences at cost.energy_usd_per_kwh; included in cost_per_million_usd",
+    ),
     "machine": (
         "",
         "the scenario's machine kind the cell ran on (machines:, bench run --executor ray); absent: the machine of "
@@ -230,7 +271,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "price_source": ("", "where hourly_usd came from: the catalog row (cloud/instance, region, date, public source)"),
     "cost_per_million_usd": (
         "USD",
-        "cost per million inferences: hourly_usd / (throughput_sps x 3600) x 1e6, the machine fully used",
+        "cost per million inferences: hourly_usd / (throughput_sps x 3600) x 1e6, the machine fully used; plus "
+        "energy_usd_per_million where the scenario prices energy (cost.energy_usd_per_kwh)",
     ),
     "instances_needed": (
         "machines",

@@ -132,6 +132,13 @@ def price_of(cost: Mapping[str, Any]) -> Price | None:
     return None
 
 
+def energy_per_million(joules_per_inference: Any, usd_per_kwh: Any) -> float | None:
+    """USD of the energy of a million inferences (3.6e6 J a kWh), or None without both figures."""
+    if not isinstance(joules_per_inference, int | float) or not isinstance(usd_per_kwh, int | float):
+        return None
+    return float(joules_per_inference) * 1e6 / 3.6e6 * float(usd_per_kwh)
+
+
 def cell_costs(record: Mapping[str, Any], cost: Mapping[str, Any]) -> dict[str, Any]:
     """The economics of one measured cell under the scenario's ``cost`` block."""
     price = price_of(cost)
@@ -144,6 +151,11 @@ def cell_costs(record: Mapping[str, Any], cost: Mapping[str, Any]) -> dict[str, 
         "price_source": price.source,
         "cost_per_million_usd": cost_per_million(price.hourly_usd, sps),
     }
+    energy = energy_per_million(record.get("gpu_energy_per_inference_j"), cost.get("energy_usd_per_kwh"))
+    if energy is not None:
+        out["energy_usd_per_million"] = energy
+        if out["cost_per_million_usd"] is not None:
+            out["cost_per_million_usd"] += energy
     if cost.get("target_qps"):
         out["instances_needed"] = instances_needed(float(cost["target_qps"]), sps, utilisation)
     if cost.get("daily_volume"):

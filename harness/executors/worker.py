@@ -171,6 +171,11 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
 
     rule = job.rule
     marks: dict[str, Any] = {}
+    telemetry = None
+    if cell.device_kind == "cuda":  # NVML: the GPU's energy, power, memory and clocks over the window
+        from harness.measure.gpu_telemetry import Telemetry
+
+        telemetry = Telemetry(cell.device)
 
     def on_phase(phase: str) -> None:
         if phase != "warmup":  # the warm-up phase already holds the cold call
@@ -178,12 +183,15 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
         channel.send({"event": "phase", "phase": phase})
         if phase == "measure":
             marks["noise"] = noise.sample(marks["tree"])
+            if telemetry is not None:
+                telemetry.start()
 
     quiet = _quiet(job, channel)
     marks["tree"] = _tree()
     peaks.start("warmup")
     channel.send({"event": "phase", "phase": "cold"})
     window = run_window(session.run, rule, on_phase)
+    gpu = telemetry.stop(int(window.latencies_ns.size) * cell.batch_size) if telemetry is not None else {}
     noise_end = noise.sample(marks["tree"])
     channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()
@@ -213,6 +221,7 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
         **quiet,
         **_noise_fields(job, marks["noise"], noise_end),
         "latency_file": _latency_file(job, cell_dir, "latencies_ns", window.latencies_ns),
+        **gpu,
     }
 
 
@@ -397,6 +406,8 @@ def main() -> int:
     from harness.errors import SkipCell
 
     _die_with_parent()
+    # CUDA numbers GPUs fastest first unless told otherwise; NVML by PCI bus: the same order for both
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     _pin()
     set_child_subreaper(True)  # what the runtime starts and orphans stays in this worker's tree
     _report_stacks_to_log()

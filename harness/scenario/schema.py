@@ -212,6 +212,9 @@ class CostSettings(BaseModel):
     target_qps: Positive | None = None
     utilisation: Annotated[StrictFloat, Field(gt=0, le=1)] = 0.7
     daily_volume: Positive | None = None
+    #: the price of a kWh: a GPU cell's measured energy per inference is added to its cost per million
+    #: (on premises; a cloud's hourly price already holds the power)
+    energy_usd_per_kwh: Positive | None = None
 
     @model_validator(mode="after")
     def _check_price(self) -> CostSettings:

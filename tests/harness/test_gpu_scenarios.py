@@ -53,3 +53,20 @@ def test_a_cuda_device_needs_a_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(environment, "_gpus_once", lambda: ())
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert "no NVIDIA GPU here" in str(environment.cuda_device_problem("cuda:0"))
+
+
+@needs_no_gpu
+def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--skip-conformance"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("1. here: ")
+    assert "3. timing truth: skipped: no CUDA device visible to torch" in lines
+    assert "4. NVML energy: skipped: no CUDA device visible to torch" in lines
+    assert any(line.startswith("5. TensorRT: skipped: ") for line in lines)

@@ -1,0 +1,175 @@
+"""GPU telemetry's arithmetic and its fallbacks, against a deterministic stand-in for NVML (its
+functions and errors as nvidia-ml-py names them). The real NVML is read on a GPU machine
+(benchmarks/gpu_check.py); here: energy from the counter or from power x time, MIG, short windows,
+throttling, per-process memory, device mapping, and the energy's price."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.analysis import economics
+from harness.measure import gpu_telemetry as gt
+
+
+class NVMLError(Exception):
+    pass
+
+
+class NotSupported(NVMLError):
+    pass
+
+
+def fake_nvml(
+    *,
+    energy: bool = True,
+    power_mw: float = 100_000.0,
+    mig: bool = False,
+    throttle: int = 0,
+    processes: bool = True,
+    clock: Any = None,
+) -> SimpleNamespace:
+    """NVML with a GPU drawing ``power_mw`` steadily; its energy counter follows ``clock`` (s)."""
+    clock = clock or time.monotonic
+    born = clock()
+
+    def total_energy(handle: Any) -> int:
+        if not energy:
+            raise NotSupported("Not Supported")
+        return int(1_000_000 + (clock() - born) * power_mw)  # mJ: mW x s
+
+    def mig_mode(handle: Any) -> tuple[int, int]:
+        return (1, 1) if mig else (0, 0)
+
+    def procs(handle: Any) -> list[SimpleNamespace]:
+        if not processes:
+            raise NotSupported("Not Supported")
+        import os
+
+        return [
+            SimpleNamespace(pid=os.getpid(), usedGpuMemory=512 * 2**20),
+            SimpleNamespace(pid=1, usedGpuMemory=2**30),
+        ]
+
+    return SimpleNamespace(
+        NVMLError=NVMLError, NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
+        nvmlClocksEventReasonSwPowerCap=0x4, nvmlClocksEventReasonHwSlowdown=0x8,
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i), nvmlDeviceGetHandleByUUID=lambda u: ("gpu", u),
+        nvmlDeviceGetTotalEnergyConsumption=total_energy, nvmlDeviceGetPowerUsage=lambda h: power_mw,
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=3 * 2**30),
+        nvmlDeviceGetComputeRunningProcesses=procs, nvmlDeviceGetMigMode=mig_mode,
+        nvmlDeviceGetClockInfo=lambda h, kind: 1980 if kind == 1 else 6251,
+        nvmlDeviceGetTemperature=lambda h, kind: 61,
+        nvmlDeviceGetCurrentClocksEventReasons=lambda h: throttle,
+        nvmlSystemGetDriverVersion=lambda: "550.54", nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetName=lambda h: b"NVIDIA L4",
+    )  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_energy_from_the_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=clock))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    telemetry = gt.Telemetry("cuda", clock=clock)
+    telemetry.start()
+    clock.now += 2.0
+    out = telemetry.stop(samples=4000)
+    assert out["gpu_energy_source"] == "counter"
+    assert out["gpu_energy_j"] == pytest.approx(200.0)  # 100 W for 2 s
+    assert out["gpu_power_mean_w"] == pytest.approx(100.0)
+    assert out["gpu_power_sampled_mean_w"] == pytest.approx(100.0)
+    assert out["gpu_energy_per_inference_j"] == pytest.approx(0.05)
+    assert out["gpu_energy_per_inference_j"] * 4000 / out["gpu_window_s"] == pytest.approx(out["gpu_power_mean_w"])
+    assert out["gpu_mem_used_peak_mb"] == 3072
+    assert out["gpu_proc_mem_peak_mb"] == 512  # this process's, not the other one's
+    assert (out["gpu_sm_clock_mhz_start"], out["gpu_sm_clock_mhz_end"]) == (1980, 1980)
+    assert out["gpu_temperature_c_end"] == 61
+    assert out["gpu_throttle_reasons"] == []
+    assert "gpu_telemetry_note" not in out
+
+
+def test_without_the_counter_power_is_integrated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(energy=False, power_mw=80_000.0))
+    telemetry = gt.Telemetry("cuda:0")
+    telemetry.start()
+    time.sleep(1.2)
+    out = telemetry.stop(samples=1000)
+    assert out["gpu_energy_source"] == "power x time"
+    assert out["gpu_power_mean_w"] == pytest.approx(80.0, rel=0.1)
+    assert out["gpu_energy_j"] == pytest.approx(80.0 * out["gpu_window_s"], rel=0.1)
+
+
+def test_mig_short_windows_throttling_and_no_process_memory_are_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=clock, mig=True))
+    telemetry = gt.Telemetry("cuda", clock=clock)
+    telemetry.start()
+    clock.now += 5.0
+    out = telemetry.stop(samples=10)
+    assert "gpu_energy_j" not in out
+    assert "MIG is enabled" in out["gpu_telemetry_note"]
+
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=clock, throttle=0x4 | 0x8, processes=False))
+    telemetry = gt.Telemetry("cuda", clock=clock)
+    telemetry.start()
+    clock.now += 0.5
+    out = telemetry.stop(samples=10)
+    assert "gpu_energy_j" not in out
+    assert "under 1 s" in out["gpu_telemetry_note"]
+    assert out["gpu_throttle_reasons"] == ["hardware slowdown", "power cap"]
+    assert "held back" in out["gpu_telemetry_note"]
+    assert out["gpu_proc_mem_peak_mb"] is None
+    assert "no per-process memory" in out["gpu_telemetry_note"]
+
+
+def test_no_nvml_is_a_reason_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> Any:
+        raise ImportError("No module named 'pynvml'")
+
+    monkeypatch.setattr(gt, "_nvml", missing)
+    telemetry = gt.Telemetry("cuda")
+    telemetry.start()
+    assert telemetry.stop(samples=1) == {"gpu_telemetry_skipped": telemetry.problem}
+    assert "pip install 'bench[gpu]'" in str(telemetry.problem)
+    assert "not installed" in str(gt.capabilities())
+
+
+def test_cuda_indices_map_to_nvml_through_cuda_visible_devices() -> None:
+    assert gt.nvml_index("cuda", visible=None) == 0 or gt.nvml_index("cuda", visible="") == 0
+    assert gt.nvml_index("cuda:1", visible="") == 1
+    assert gt.nvml_index("cuda:1", visible="2,3") == 3
+    assert gt.nvml_index("cuda", visible="GPU-abc,GPU-def") == "GPU-abc"
+    with pytest.raises(ValueError, match="not among"):
+        gt.nvml_index("cuda:2", visible="0,1")
+
+
+def test_capabilities_say_what_nvml_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(energy=False))
+    (gpu,) = gt.capabilities()
+    assert gpu["name"] == "NVIDIA L4"
+    assert (gpu["energy_counter"], gpu["power"], gpu["process_memory"], gpu["mig"]) == (False, True, True, False)
+
+
+def test_energy_is_priced_into_the_cost_per_million() -> None:
+    assert economics.energy_per_million(0.05, 0.20) == pytest.approx(0.05 * 1e6 / 3.6e6 * 0.20)
+    assert economics.energy_per_million(None, 0.20) is None
+    record = {"status": "ok", "throughput_sps": 2000.0, "gpu_energy_per_inference_j": 0.05}
+    plain = economics.cell_costs(record, {"hourly_usd": 1.0})
+    priced = economics.cell_costs(record, {"hourly_usd": 1.0, "energy_usd_per_kwh": 0.20})
+    assert "energy_usd_per_million" not in plain
+    assert priced["energy_usd_per_million"] == pytest.approx(0.05 * 1e6 / 3.6e6 * 0.20)
+    assert priced["cost_per_million_usd"] == pytest.approx(
+        plain["cost_per_million_usd"] + priced["energy_usd_per_million"]
+    )
