@@ -7,7 +7,8 @@
    bare loop of the same module on the same inputs (a synchronize after each call, as bench does),
    with CUDA events for the GPU's own time; target bare / bench >= 0.97;
 4. NVML's energy: J/inference x throughput against NVML's sampled mean power, within 10 %;
-5. TensorRT: skipped with the reason until bench has a TensorRT backend.
+5. TensorRT: bench's tensorrt backend (dlrm-small fp32 b64), its engine's layer precisions, and its
+   throughput against trtexec's on the same ONNX file and shapes where trtexec is installed (>= 0.95).
 
 On a machine without a GPU every check says why it is skipped, and the script exits 0.
 Run: .venv/bin/python benchmarks/gpu_check.py [--window-s 3] [--skip-conformance]
@@ -80,10 +81,10 @@ def conformance() -> tuple[str, list[str]]:
     return (lines[-1] if lines else f"pytest exited {proc.returncode}"), failures + skips
 
 
-def bench_cells(window: float) -> list[dict[str, Any]]:
+def bench_cells(window: float, text: str = SCENARIO) -> list[dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     scenario = folder / "gpu-check.yaml"
-    scenario.write_text(SCENARIO.format(window=window))
+    scenario.write_text(text.format(window=window))
     proc = subprocess.run(
         [sys.executable, "-m", "harness", "run", str(scenario), "--out", str(folder / "r"), "--no-report"],
         cwd=ROOT, capture_output=True, text=True, check=False,
@@ -123,6 +124,59 @@ def bare_loop(batch_size: int, seconds: float) -> dict[str, float]:
             walls.append((time.perf_counter_ns() - t0) / 1e6)
             gpu.append(start.elapsed_time(stop))
     return {"p50_ms": statistics.median(walls), "gpu_p50_ms": statistics.median(gpu), "calls": len(walls)}
+
+
+TRT_SCENARIO = """\
+name: gpu-check-trt
+model: dlrm-small
+backends: [{{name: tensorrt}}]
+devices: [cuda]
+precisions: [fp32]
+batch_sizes: [64]
+threads: 1
+measurement: {{warmup_s: 0.5, min_duration_s: {window}, max_duration_s: {window}, ci_rel_width: null,
+               quiet_wait_s: 0, max_attempts: 1}}
+fidelity: {{samples: 0}}
+"""
+
+
+def tensorrt_check(cuda: bool, window: float, trtexec: str | None) -> None:
+    """bench's tensorrt throughput against trtexec's on the same ONNX file and batch (target >= 0.95)."""
+    from plugins.tensorrt_backend import TensorRTBackend
+
+    found = TensorRTBackend.availability()
+    if not cuda or not found.ok:
+        print(f"5. TensorRT: skipped: {'no CUDA device visible to torch' if not cuda else found.reason}")
+        return
+    records = bench_cells(window, TRT_SCENARIO)
+    record = records[0]
+    if record["status"] != "ok":
+        print(f"5. TensorRT: bench's cell {record['status']}: {record.get('reason')}")
+        return
+    info = record.get("info") or {}
+    print(f"5. TensorRT b64: bench {record['throughput_sps']:,.0f} samples/s, p50 {record['p50_ms']:.4f} ms, "
+          f"executed {info.get('executed_precision')} {info.get('layer_precisions')}")  # fmt: skip
+    if not trtexec:
+        print("   trtexec: skipped: not installed")
+        return
+    shapes = ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in _input_shapes(64).items())
+    proc = subprocess.run([trtexec, f"--onnx={info.get('model_file')}", f"--shapes={shapes}", "--noDataTransfers",
+                           f"--duration={int(window)}"], capture_output=True, text=True, check=False)  # fmt: skip
+    qps = [line.split("Throughput:")[1].split()[0] for line in proc.stdout.splitlines() if "Throughput:" in line]
+    if not qps:
+        print(f"   trtexec: no throughput in its output (exit {proc.returncode})")
+        return
+    ratio = record["throughput_sps"] / (float(qps[-1]) * 64)
+    print(f"   trtexec {float(qps[-1]) * 64:,.0f} samples/s: bench/trtexec {ratio:.3f} (target >= 0.95) "
+          f"{'ok' if ratio >= 0.95 else 'MISSED'}")  # fmt: skip
+
+
+def _input_shapes(batch: int) -> dict[str, list[int]]:
+    from harness.input_data import build_model
+    from harness.pluginmanager import registries
+
+    model = build_model(registries(()).models.get("dlrm-small"), {}, None)
+    return {name: list(array.shape) for name, array in model.example_inputs(batch, 0).items()}
 
 
 def main() -> int:
@@ -172,8 +226,7 @@ def main() -> int:
                 f"{implied:.1f} W against {sampled:.1f} W sampled ({record['gpu_energy_source']}): {off:+.1%} "
                 f"(target within 10 %) {'ok' if abs(off) <= 0.10 else 'MISSED'}"
             )
-    print("5. TensorRT: skipped: bench has no TensorRT backend yet (trtexec: "
-          f"{here['trtexec'] or 'not installed'})")  # fmt: skip
+    tensorrt_check(cuda, args.window_s, here["trtexec"])
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -94,7 +94,8 @@ def test_each_backend_says_what_its_probe_found() -> None:
     torch_info = found["torch"]
     assert torch_info["backends"] == ["pytorch"] and "default threads" in torch_info["summary"]
     assert found["onnxruntime"]["providers"] and found["onnxruntime"]["backends"] == ["onnxruntime"]
-    assert found["tensorrt"]["backends"] == ["onnxruntime"]  # a declared package, probed or not
+    # a declared package, probed or not: the onnxruntime backend's TensorRT provider and the tensorrt backend
+    assert found["tensorrt"]["backends"] == ["onnxruntime", "tensorrt"]
 
 
 def test_warnings_for_a_busy_machine_and_a_gpu_torch_cannot_use() -> None:

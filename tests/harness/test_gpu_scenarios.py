@@ -25,17 +25,19 @@ def test_validate_lists_every_gpu_cell_as_skipped_with_why(name: str) -> None:
     assert summary == f"{total} cells: 0 to run here, {total} skipped"
     skips = [line for line in out.stdout.splitlines() if line.startswith("  skipped ")]
     assert len(skips) == total
-    assert all("no NVIDIA GPU here" in line for line in skips)
+    # the installed runtimes' cells: no GPU; TensorRT's (its libraries come from NVIDIA's index): not installed
+    assert all("no NVIDIA GPU here" in line or "tensorrt" in line.split(":", 1)[1] for line in skips)
+    assert sum("no NVIDIA GPU here" in line for line in skips) >= total * 3 // 4
 
 
 @needs_no_gpu
 def test_running_the_gpu_scenario_without_a_gpu_is_exit_3_with_the_reason(tmp_path: Path) -> None:
     out = bench("run", str(ROOT / "scenarios" / "gpu.yaml"), "--out", str(tmp_path / "r"), "--no-report")
     assert out.returncode == 3, out.stderr
-    assert "no cell produced a measurement (80 skipped)" in out.stderr
+    assert "no cell produced a measurement (100 skipped)" in out.stderr
     assert "Traceback" not in out.stderr
     (run_dir,) = run_dirs(tmp_path / "r")
-    assert (run_dir / "journal.jsonl").read_text().count('"status": "skipped"') == 80
+    assert (run_dir / "journal.jsonl").read_text().count('"status": "skipped"') == 100
 
 
 def test_a_cuda_device_needs_a_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,4 +71,4 @@ def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
     assert lines[0].startswith("1. here: ")
     assert "3. timing truth: skipped: no CUDA device visible to torch" in lines
     assert "4. NVML energy: skipped: no CUDA device visible to torch" in lines
-    assert any(line.startswith("5. TensorRT: skipped: ") for line in lines)
+    assert "5. TensorRT: skipped: no CUDA device visible to torch" in lines
