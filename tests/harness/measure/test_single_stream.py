@@ -51,7 +51,9 @@ def test_stops_on_a_converged_interval_after_the_minimums() -> None:
     assert window.stop_reason == "ci_converged"
     assert window.latencies_ns.size >= 400
     assert window.wall_ns >= 100_000_000
-    assert window.wall_ns < 2_000_000_000
+    # stopped by the interval before the 5 s maximum (how much before depends on the machine's load:
+    # a busy neighbour widens the interval; speed targets belong to benchmarks/, not to unit tests)
+    assert window.wall_ns < 5_000_000_000
     assert window.min_queries_met
 
 
