@@ -490,6 +490,13 @@ def charts(run: RunDir, records: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         out.append(_bar_chart("cost", "Cost per million inferences (USD, log scale)",
                               [(r, _num(r["cost_per_million_usd"]) or 0.0, {}) for r in costs], "USD per million",
                               xlog=True))  # fmt: skip
+    energy = sorted((r for r in ok if _num(r.get("gpu_energy_per_inference_j")) is not None),
+                    key=lambda r: r["gpu_energy_per_inference_j"])  # fmt: skip
+    if energy:  # GPU cells whose window NVML could watch (harness.measure.gpu_telemetry)
+        out.append(_bar_chart("energy", "GPU energy per inference (J, log scale)",
+                              [(r, _num(r["gpu_energy_per_inference_j"]) or 0.0,
+                                {"power_w": _num(r.get("gpu_power_mean_w"))}) for r in energy],
+                              "joules per inference", xlog=True))  # fmt: skip
     front = _frontier_chart("pareto-latency", "p99 latency vs throughput: the frontier (log scales)", ok,
                             (("throughput_sps", "max"), ("p99_ms", "min")), "samples/s", "p99 (ms)", xlog=True,
                             ylog=True)  # fmt: skip

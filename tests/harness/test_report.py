@@ -341,3 +341,27 @@ def test_the_report_of_a_real_three_runtime_run_reads_at_a_glance_in_a_real_brow
                    check=False)  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"screenshot of the first screen: {shot}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_gpu_energy_gets_its_chart(tmp_path: Path) -> None:
+    """A run whose cells carry NVML's energy (GPU cells) gets a bar per cell of joules per inference."""
+    (run_dir,) = _runs(tmp_path, 1)
+    lines = (run_dir / "journal.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    for index, record in enumerate(records):
+        if record["status"] == "ok":
+            record.update(gpu_energy_per_inference_j=0.01 * (index + 1), gpu_power_mean_w=70.0 + index)
+    (run_dir / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = tmp_path / "page.html"
+    out = bench("report", str(run_dir), "-o", str(page))
+    assert out.returncode == 0, out.stderr
+    text = page.read_text()
+    assert "GPU energy per inference (J, log scale)" in text
+    assert "joules per inference" in text
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (other,) = _runs(plain, 1)
+    assert bench("report", str(other), "-o", str(tmp_path / "plain.html")).returncode == 0
+    assert "GPU energy per inference" not in (tmp_path / "plain.html").read_text()  # no energy, no chart
