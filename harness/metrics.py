@@ -49,7 +49,7 @@ FIELDS: dict[str, tuple[str, str]] = {
         "the .npz the inputs were cut from (the scenario's model: {inputs: FILE}), absolute path; absent: the "
         "model's own made-up example inputs",
     ),
-    # --- NVIDIA GPU telemetry (cuda cells, single-stream window; harness.measure.gpu_telemetry) -----
+    # --- NVIDIA GPU telemetry (cuda cells' measured window; harness.measure.gpu_telemetry) -------------
     "gpu_window_s": ("s", "the measured window NVML watched"),
     "gpu_energy_j": ("J", "the GPU's energy over the window: NVML's energy counter delta, else power x time"),
     "gpu_power_mean_w": ("W", "the GPU's mean power over the window (its energy / the window)"),

@@ -262,9 +262,16 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     folder = loadgen.log_folder(cell_dir, job.repeat, job.attempt)
     wait_ns = int(opts.get("max_wait_us") or 0) * 1000
     tree = _tree()
+    telemetry = None
+    if cell.device_kind == "cuda" and rate != "peak":  # a peak search's trials are not one steady window
+        from harness.measure.gpu_telemetry import Telemetry
+
+        telemetry = Telemetry(cell.device)
     peaks.start("measure")
     channel.send({"event": "phase", "phase": "measure"})
     noise_start = noise.sample(tree)
+    if telemetry is not None:
+        telemetry.start()
     t0 = time.perf_counter()
     if rate == "peak":
         trials = iter(range(1, 1000))
@@ -283,6 +290,11 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     else:
         outcome = loadgen.LoadOutcome(loadgen.run_test(sessions, cell.batch_size, settings, folder, wait_ns))
     measure_s = time.perf_counter() - t0
+    gpu: dict[str, Any] = {}
+    if telemetry is not None:
+        gpu = telemetry.stop(outcome.final.n_samples)
+    elif cell.device_kind == "cuda":
+        gpu = {"gpu_telemetry_skipped": "a peak search runs trials at several rates: no one steady window to read"}
     noise_end = noise.sample(tree)
     channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()
@@ -348,6 +360,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
         **_noise_fields(job, noise_start, noise_end),
         "latency_file": _latency_file(job, cell_dir, "latencies_ns", lat),
         "issue_delay_file": _latency_file(job, cell_dir, "issue_delay_ns", delay),
+        **gpu,
     }
 
 
