@@ -117,15 +117,25 @@ def _job(run: RunDir, cell: Cell, repeat: int, attempt: int, manifest: Manifest)
     )
 
 
+def limits_of(settings: Any) -> Limits:
+    """A run's per-cell limits (its manifest's settings)."""
+    return Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
+
+
+def max_attempts_of(settings: Any) -> int:
+    """Worker runs a disturbed cell gets (runs made before max_attempts recorded noise_retries)."""
+    return int(settings.max_attempts or 1 + (settings.noise_retries or 0))
+
+
 def _measure(run: RunDir, cell: Cell, repeat: int, manifest: Manifest, reporter: Reporter) -> dict[str, Any]:
     settings = manifest.settings
     code = settings.code_path
     return measure_attempts(
         _job(run, cell, repeat, 0, manifest),
-        limits=Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb),
+        limits=limits_of(settings),
         log_path=run.cell_dir(cell.id) / f"worker.r{repeat}.log",
         env=_worker_env(run, cell, manifest),
-        max_attempts=settings.max_attempts or 1 + (settings.noise_retries or 0),
+        max_attempts=max_attempts_of(settings),
         noise_threshold=settings.noise_threshold,
         on_event=lambda message: reporter.event(cell, message),
         module=worker_module(Path(code) if code else None),
@@ -221,8 +231,7 @@ def _reference(run: RunDir, scenario: Scenario, manifest: Manifest, reporter: Re
     )
     log = run.path / fidelity.REFERENCE_FOLDER / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    limits = Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
-    result = run_cell(job, limits=limits, log_path=log, env={}, on_event=None)
+    result = run_cell(job, limits=limits_of(settings), log_path=log, env={}, on_event=None)
     if result.get("status") != "ok":
         result = {"fidelity_skipped": f"the reference failed ({result.get('status')}): {result.get('reason', '')}"}
     elif result.get("path"):
@@ -326,16 +335,19 @@ def create_run(scenario: Scenario, options: RunOptions) -> RunDir:
     return RunDir.create(options.out_root, run_id, manifest, command=options.command)
 
 
-def execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter) -> list[CellRecord]:
+def execute(
+    run: RunDir, scenario: Scenario, options: RunOptions, reporter: Reporter, opened: Any = None
+) -> list[CellRecord]:
     """Run every planned cell not yet in the journal; return all records of the run.
 
     The caller holds the run's writer lock. A full disk stops the sweep before the next cell with
     :class:`DiskFull` (the journal intact, the cell in flight kept where the reserve allows); an
-    interrupt carries the run folder (``bench_run``) for the message that names it."""
+    interrupt carries the run folder (``bench_run``) for the message that names it. ``opened``: the
+    Ray cluster and its machine kinds, already joined, for a run on a Ray cluster."""
     if (run.manifest().settings.executor or {}).get("kind") == "ray":
         from harness.executors import ray_sweep
 
-        return _run_guarded(run, lambda: ray_sweep.execute(run, scenario, options, reporter))
+        return _run_guarded(run, lambda: ray_sweep.execute(run, scenario, options, reporter, opened))
     return _run_guarded(run, lambda: _execute(run, scenario, options, reporter))
 
 
@@ -357,9 +369,21 @@ def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Rep
     regs = registries(settings.plugins, autoload=settings.autoload)
     check_scenario(scenario, regs)
     planned = plan(select_cells(scenario, options), regs)
+    manifest, todo = start_sweep(run, scenario, planned, manifest, reporter)
+    for p, repeat in todo:
+        measure_one(run, p, repeat, manifest, reporter)
+    return finish(run, reporter)
+
+
+def start_sweep(
+    run: RunDir, scenario: Scenario, planned: Sequence[PlannedCell], manifest: Manifest, reporter: Reporter
+) -> tuple[Manifest, list[tuple[PlannedCell, int]]]:
+    """What every executor does before its first cell: mend the journal, record how many (cell,
+    repeat) pairs the run plans (repeats interleaved across cells), keep the pairs not yet journaled,
+    reserve disk, compute the run's reference when a cell will measure, and start the reporter."""
+    settings = manifest.settings
     run.repair_journal()
     done = run.done()
-
     pairs: list[tuple[PlannedCell, int]] = []
     for repeat in range(settings.repeats):  # repeats interleave across cells
         for p in planned:
@@ -372,9 +396,7 @@ def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Rep
     if todo and any(p.skip_reason is None for p, _ in todo):
         manifest = _reference(run, scenario, manifest, reporter)
     reporter.start(run, len(todo))
-    for p, repeat in todo:
-        measure_one(run, p, repeat, manifest, reporter)
-    return finish(run, reporter)
+    return manifest, todo
 
 
 def measure_one(run: RunDir, p: PlannedCell, repeat: int, manifest: Manifest, reporter: Reporter) -> CellRecord:
@@ -434,26 +456,20 @@ def run_scenario(scenario: Scenario, options: RunOptions, reporter: Reporter | N
     check_scenario(scenario, registries(explicit_plugins(options.plugins), autoload=options.autoload))
     check_executor(scenario, options.executor)
     select_cells(scenario, options)
+    opened = None
     if options.executor == "ray":
         from harness.executors import ray_sweep
 
         opened = ray_sweep.open_cluster(scenario, options)  # the cluster and its kinds, before a run folder
-        cluster = opened[0]
-        try:
-            run = create_run(scenario, options)
-            try:
-                _run_guarded(run, lambda: ray_sweep.execute(run, scenario, options, reporter or SilentReporter(),
-                                                            opened))  # fmt: skip
-            finally:
-                run.release()
-        finally:
-            cluster.close()
-        return run
-    run = create_run(scenario, options)
     try:
-        execute(run, scenario, options, reporter or SilentReporter())
+        run = create_run(scenario, options)
+        try:
+            execute(run, scenario, options, reporter or SilentReporter(), opened)
+        finally:
+            run.release()
     finally:
-        run.release()
+        if opened is not None:
+            opened[0].close()
     return run
 
 

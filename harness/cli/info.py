@@ -71,7 +71,7 @@ def _validate_on_cluster(ctx: click.Context, loaded: Any, scenario: str, address
             if not kind.nodes:
                 cells = [c for c in loaded.cells(1) if c.machine == kind.name]
                 click.echo(f"  nothing can run the {len(cells)} cell(s) of {kind.title}: the cluster has no such node")
-        skipped = [p for p, _ in planned if p.skip_reason]
+        skipped = [p for p in planned if p.skip_reason]
         click.echo(f"{len(planned)} cells on the cluster's kinds: {len(planned) - len(skipped)} to run, "
                    f"{len(skipped)} skipped")  # fmt: skip
         for p in skipped:

@@ -345,11 +345,11 @@ class RayCluster:
         except self.ray.exceptions.RayError as exc:
             raise UsageError(f"asking a node of {kind.title} what it can run failed: {_first_line(exc)}") from None
 
-    def can_hold(self, kind: Kind, cuda: bool) -> bool:
-        """Whether a live node of ``kind`` has what a cell of it asks for (a task nothing can hold waits
-        for ever)."""
+    def can_hold(self, kind: Kind, cuda: bool, alive: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether one of the ``alive`` nodes is of ``kind`` and has what a cell of it asks for (a task
+        nothing can hold waits for ever)."""
         wanted = self.options(kind, cuda)
-        for node in self.alive_nodes():
+        for node in alive:
             have = node.get("Resources", {})
             if (
                 _matches(node, kind.spec)
@@ -359,8 +359,9 @@ class RayCluster:
                 return True
         return False
 
-    def submit(self, kind: Kind, cuda: bool, payload: Mapping[str, Any], shipped: Any) -> Any:
-        return self._cell.options(**self.options(kind, cuda)).remote(dict(payload), shipped)
+    def submit(self, item: Pending) -> Any:
+        """Start a cell's task on a node of its kind; its object ref."""
+        return self._cell.options(**self.options(item.kind, item.cuda)).remote(dict(item.payload), item.shipped)
 
     def put(self, value: Any) -> Any:
         return self.ray.put(value)
@@ -451,6 +452,11 @@ class Pending:
     payload: dict[str, Any]
     shipped: Any
     requeued: int = 0
+
+    @property
+    def cuda(self) -> bool:
+        """Whether the cell needs a GPU of its node."""
+        return bool(self.planned.cell.device_kind == "cuda")
 
 
 def ship(cluster: RayCluster, paths: Sequence[str]) -> Any:

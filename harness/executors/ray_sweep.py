@@ -4,7 +4,7 @@ journal each result as it arrives (see :mod:`harness.executors.ray_cluster` for 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from harness.api import CACHE_DIR_ENV
@@ -45,7 +45,7 @@ def plan_on_cluster(
     kinds: Sequence[rc.Kind],
     settings: Any,
     cpus: dict[str, int] | None = None,
-) -> tuple[list[tuple[PlannedCell, rc.Kind]], dict[str, Any], list[str]]:
+) -> tuple[list[PlannedCell], dict[str, Any], list[str]]:
     """Every selected cell with the kind it runs on and, from a node of that kind, why it cannot run
     there (a CUDA cell on a kind without GPUs); the facts of the nodes that answered; and the nodes that
     refused (other code than the driver's). ``cpus``: the CPUs per kind the run was planned with (a
@@ -53,8 +53,7 @@ def plan_on_cluster(
     cpus = cpus or kind_cpus(kinds)
     machine_cpus = {name: n for name, n in cpus.items() if name}
     cells = select_cells(scenario, options, cpu_count=cpus.get("") or kinds[0].cpus, machine_cpus=machine_cpus)
-    by_name = {k.name: k for k in kinds}
-    planned: list[tuple[PlannedCell, rc.Kind]] = []
+    planned: list[PlannedCell] = []
     nodes: dict[str, Any] = {}
     refusals: list[str] = []
     for kind in kinds:
@@ -73,7 +72,7 @@ def plan_on_cluster(
             reason = None if answer["refused"] else answer["skips"].get(cell.id)
             if reason is None and cell.device_kind == "cuda" and kind.gpus == 0:
                 reason = f"machine kind {kind.title} has no GPU (its nodes offer no GPU resource to Ray)"
-            planned.append((PlannedCell(cell, reason), by_name[cell.machine]))
+            planned.append(PlannedCell(cell, reason))
     return planned, nodes, refusals
 
 
@@ -101,23 +100,8 @@ def execute(
             run.update_manifest(settings={**manifest.settings.model_dump(mode="json"),
                                           "executor": {**executor, "cpus": cpus}})  # fmt: skip
         planned, nodes, _ = plan_on_cluster(scenario, options, cluster, kinds, settings, cpus)
-        manifest = _note_nodes(run, nodes)
-        run.repair_journal()
-        done = run.done()
-        pairs = [
-            (p, kind, repeat)
-            for repeat in range(settings.repeats)
-            for p, kind in planned
-            if p.skip_reason is None or repeat == 0
-        ]
-        if manifest.planned != len(pairs):
-            manifest = run.update_manifest(planned=len(pairs))
-        todo = [(p, kind, repeat) for p, kind, repeat in pairs if (p.cell.id, repeat) not in done]
-        run.reserve()
-        if any(p.skip_reason is None for p, _, _ in todo):
-            manifest = runner._reference(run, scenario, manifest, reporter)
-        reporter.start(run, len(todo))
-        _sweep(run, todo, manifest, reporter, cluster, requeue)
+        manifest, todo = runner.start_sweep(run, scenario, planned, _note_nodes(run, nodes), reporter)
+        _sweep(run, todo, {k.name: k for k in kinds}, manifest, reporter, cluster, requeue)
         return runner.finish(run, reporter)
     finally:
         if own:
@@ -141,21 +125,20 @@ def _note_nodes(run: RunDir, nodes: dict[str, Any]) -> Manifest:
 
 def _sweep(
     run: RunDir,
-    todo: Sequence[tuple[PlannedCell, rc.Kind, int]],
+    todo: Sequence[tuple[PlannedCell, int]],
+    kinds: Mapping[str | None, rc.Kind],
     manifest: Manifest,
     reporter: Reporter,
     cluster: rc.RayCluster,
     requeue: bool,
 ) -> None:
     from harness import runner
-    from harness.executors.local import Limits
 
     settings = manifest.settings
-    limits = Limits(timeout_s=settings.limits.timeout_s, memory_mb=settings.limits.memory_mb)
-    max_attempts = settings.max_attempts or 1 + (settings.noise_retries or 0)
+    limits = runner.limits_of(settings)
     pending: dict[Any, rc.Pending] = {}
     shipped_by_paths: dict[tuple[str, ...], Any] = {}
-    for p, kind, repeat in todo:
+    for p, repeat in todo:
         if p.skip_reason is not None:
             runner.measure_one(run, p, repeat, manifest, reporter)  # a skip: recorded, nothing runs
             continue
@@ -166,11 +149,12 @@ def _sweep(
         env = runner._worker_env(run, p.cell, manifest)
         payload = rc.payload_for(
             job, run_id=run.path.name, machine=p.cell.machine, env=env,
-            limits={"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb}, max_attempts=max_attempts,
+            limits={"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb},
+            max_attempts=runner.max_attempts_of(settings),
             cache=bool(settings.cache_dir), cache_env=CACHE_DIR_ENV, cpu=settings.cpu,
         )  # fmt: skip
-        item = rc.Pending(p, repeat, kind, payload, shipped_by_paths[paths])
-        pending[cluster.submit(kind, p.cell.device_kind == "cuda", payload, item.shipped)] = item
+        item = rc.Pending(p, repeat, kinds[p.cell.machine], payload, shipped_by_paths[paths])
+        pending[cluster.submit(item)] = item
     watched = time.monotonic()
     try:
         while pending:
@@ -179,8 +163,7 @@ def _sweep(
                 answer, problem = cluster.get(ref)
                 if problem and problem.startswith("node lost") and requeue and item.requeued == 0:
                     item.requeued += 1
-                    pending[cluster.submit(item.kind, item.planned.cell.device_kind == "cuda", item.payload,
-                                           item.shipped)] = item  # fmt: skip
+                    pending[cluster.submit(item)] = item
                     continue
                 _journal(run, item, answer, problem, manifest, reporter)
                 if answer and answer.get("node"):
@@ -198,11 +181,12 @@ def _fail_orphans(
     run: RunDir, pending: dict[Any, rc.Pending], cluster: rc.RayCluster, manifest: Manifest, reporter: Reporter
 ) -> None:
     """Cells waiting for a machine kind whose last node left the cluster would wait for ever."""
+    alive = cluster.alive_nodes()
     holds: dict[tuple[str | None, bool], bool] = {}
     for ref, item in list(pending.items()):
-        key = (item.kind.name, item.planned.cell.device_kind == "cuda")
+        key = (item.kind.name, item.cuda)
         if key not in holds:
-            holds[key] = cluster.can_hold(item.kind, key[1])
+            holds[key] = cluster.can_hold(item.kind, item.cuda, alive)
         if holds[key]:
             continue
         cluster.cancel(ref)
