@@ -3,8 +3,9 @@
     python benchmarks/load_scenarios.py [--duration S] [--skip-openvino]
 
 1. M/D/1: the fake backend (a deterministic call of 1.0 ms, then 0.2 ms, one replica) under ``server``
-   at 50 % load (500 and 2,500 q/s), served through the replica queue and inline (on LoadGen's
-   issuing thread, what bench does for one session at batch 1), alternating. Measured mean latency
+   at 50 % load (500 and 2,500 q/s), three ways, alternating: LoadGen through the replica queue,
+   LoadGen inline (the call on its issuing thread), and bench's own spinning generator inline
+   (what bench does for one session at batch 1). Measured mean latency
    vs the M/D/1 value W = S + rho S / (2 (1 - rho)) (target within 5 %), and mean and p99 vs a
    simulation of the same queue on the very arrivals LoadGen scheduled (p99 target within 10 %): on
    the same arrivals, sampling noise cancels.
@@ -15,6 +16,8 @@
    single_stream runs on LoadGen or on bench's own loop.
 4. OpenVINO offline (dlrm-small, batch 64) with one and two infer requests vs the best single-stream
    throughput of OpenVINO at batch 64 (target >= 0.95).
+5. A real runtime (onnxruntime, dlrm-small at batch 1) under server at about 50 % load, LoadGen inline
+   and bench's generator: mean latency vs the M/G/1 value from the service times each test measured.
 """
 
 from __future__ import annotations
@@ -53,12 +56,18 @@ def sojourn(arrivals: np.ndarray, service: float | np.ndarray) -> np.ndarray:
     return out
 
 
-def md1_once(rate: float, service: float, duration: float, tmp: Path, inline: bool) -> dict[str, float]:
-    """One LoadGen server test of the fake backend at ``service`` ms, against the same queue simulated
-    on the very arrivals LoadGen scheduled (sampling noise cancels: what is left is the harness's and
-    LoadGen's own cost)."""
-    settings = LoadSettings("server", duration, 100, target_qps=rate, latency_bound_ms=50, seed=1)
-    name = f"md1-{service:g}-{'inline' if inline else 'queue'}-{time.monotonic_ns()}"
+#: how each M/D/1 test is served: (label, inline, generator)
+WAYS = (("LoadGen, queue ", False, "loadgen"), ("LoadGen, inline", True, "loadgen"), ("bench, inline  ", True, "bench"))
+
+
+def md1_once(
+    rate: float, service: float, duration: float, tmp: Path, inline: bool, generator: str = "auto"
+) -> dict[str, float]:
+    """One server test of the fake backend at ``service`` ms, against the same queue simulated on
+    the very arrivals that were scheduled (sampling noise cancels: what is left is the harness's
+    and the generator's own cost)."""
+    settings = LoadSettings("server", duration, 100, target_qps=rate, latency_bound_ms=50, seed=1, generator=generator)
+    name = f"md1-{service:g}-{'inline' if inline else 'queue'}-{generator}-{time.monotonic_ns()}"
     run = loadgen.run_test([fake(service)], 1, settings, tmp / name, inline=inline)
     lat = run.query_latency_ns / MS
     order = np.argsort(run.scheduled_ns)
@@ -72,28 +81,29 @@ def md1_once(rate: float, service: float, duration: float, tmp: Path, inline: bo
 
 
 def md1(duration: float, tmp: Path, rounds: int = 3) -> None:
-    """M/D/1 at 50 % load for a 1.0 ms and a 0.2 ms call, served through the replica queue and inline
-    (on LoadGen's issuing thread), alternating, ``rounds`` tests each; medians printed."""
-    print(f"1. M/D/1 at 50 % load, {duration:g} s tests, {rounds} rounds alternating queue and inline; medians "
+    """M/D/1 at 50 % load for a 1.0 ms and a 0.2 ms call: LoadGen through the replica queue,
+    LoadGen inline (the call on its issuing thread) and bench's own generator inline (what bench
+    does for one session at batch 1), alternating, ``rounds`` tests each; medians printed."""
+    print(f"1. M/D/1 at 50 % load, {duration:g} s tests, {rounds} rounds alternating the ways of serving; medians "
           "(targets: mean within 5 % of M/D/1, p99 within 10 % of the same arrivals simulated)")  # fmt: skip
     for service in (1.0, 0.2):
         rate = 500.0 / service
         rho = rate * service / 1000
         theory = service * (1 + rho / (2 * (1 - rho)))
-        runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in WAYS}
         for _ in range(rounds):
-            for inline in (False, True):
-                runs[inline].append(md1_once(rate, service, duration, tmp, inline))
-        for inline, done in runs.items():
+            for label, inline, generator in WAYS:
+                runs[label].append(md1_once(rate, service, duration, tmp, inline, generator))
+        for label, done in runs.items():
 
             def med(key: str, done: list[dict[str, float]] = done) -> float:
                 return statistics.median(r[key] for r in done)
 
             mean, p99, same_mean = med("mean"), med("p99"), med("same_mean")
-            print(f"   {service:g} ms at {rate:g} q/s, {'inline' if inline else 'queue '}: mean {mean:.4f} ms vs "
-                  f"M/D/1 {theory:.4f} ms {mean / theory - 1:+.1%}, vs same arrivals {mean / same_mean - 1:+.1%}; "
-                  f"p99 {p99:.4f} ms vs same arrivals {med('same_p99'):.4f} ms {p99 / med('same_p99') - 1:+.1%}; "
-                  f"generator's own lateness p99 {med('own_p99_us'):.0f} us; {med('queries'):.0f} queries, "
+            print(f"   {service:g} ms at {rate:g} q/s, {label}: mean {mean:.4f} ms vs M/D/1 {theory:.4f} ms "
+                  f"{mean / theory - 1:+.1%}, vs same arrivals {mean / same_mean - 1:+.1%}; p99 {p99:.4f} ms vs same "
+                  f"arrivals {med('same_p99'):.4f} ms {p99 / med('same_p99') - 1:+.1%}; generator's own lateness p99 "
+                  f"{med('own_p99_us'):.0f} us; {med('queries'):.0f} queries, "
                   f"{sum(r['valid'] for r in done):.0f}/{len(done)} valid")  # fmt: skip
 
 
@@ -183,6 +193,44 @@ def openvino_offline(duration: float, tmp: Path, rounds: int = 3) -> None:
     print(f"   best offline / best single-stream: {best_offline / best_single:.3f} (target >= 0.95)")
 
 
+def real_runtime(duration: float, tmp: Path, rounds: int = 3) -> None:
+    """onnxruntime, dlrm-small at batch 1 on one thread, under server at about 50 % load, LoadGen
+    inline and bench's generator alternating: the mean latency against the Pollaczek-Khinchine
+    value of an M/G/1 queue with the service times that very test measured (issue to completion),
+    W = E[S] + rate E[S^2] / (2 (1 - rate E[S]))."""
+    from harness.cells import Cell
+    from plugins.models.dlrm import DLRMSmall
+    from plugins.onnxruntime_backend import OnnxRuntimeBackend
+
+    cell = Cell("dlrm-small", "onnxruntime", "cpu", "fp32", 1, 1)
+    session = OnnxRuntimeBackend().prepare(DLRMSmall(), cell, tmp / "ort")
+    assert session is not None
+    warm = loadgen.warm_up([session], 1.0, 100)
+    service_ms = warm.median_call_ns / MS
+    rate = 0.5 / (service_ms / 1000)
+    out: dict[str, list[tuple[float, float, float]]] = {"loadgen": [], "bench": []}
+    for r in range(rounds):
+        for generator, done in out.items():
+            settings = LoadSettings("server", duration, 100, target_qps=rate, latency_bound_ms=50, seed=r,
+                                    generator=generator)  # fmt: skip
+            run = loadgen.run_test([session], 1, settings, tmp / f"ort-{generator}-{r}", inline=True)
+            lat = run.query_latency_ns / MS
+            svc = (run.query_latency_ns - run.issue_delay_ns) / MS
+            offered = lat.size / ((run.scheduled_ns.max() - run.scheduled_ns.min()) / 1e9) / 1000  # per ms
+            rho = offered * svc.mean()
+            pk = svc.mean() + offered * float(np.mean(svc**2)) / (2 * (1 - rho))
+            done.append((float(lat.mean()), pk, rho))
+    session.close()
+    print(f"5. onnxruntime dlrm-small fp32 b1, 1 thread, median call {service_ms:.3f} ms, server at {rate:,.0f} q/s, "
+          f"{duration:g} s tests, {rounds} rounds alternating (target: mean within 5 % of M/G/1):")  # fmt: skip
+    for generator, runs in out.items():
+        ratios = [m / pk - 1 for m, pk, _ in runs]
+        load = statistics.median(r for _, _, r in runs)
+        each = ", ".join(f"{x:+.1%}" for x in ratios)
+        print(f"   {generator:7s} mean latency vs M/G/1 on its own service times: median "
+              f"{statistics.median(ratios):+.1%} (rounds {each}; load {load:.2f})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per LoadGen test (default 10)")
@@ -194,6 +242,7 @@ def main() -> None:
         md1(args.duration, tmp)
         stall(args.duration, tmp)
         overhead(min(args.duration, 5.0), tmp)
+        real_runtime(args.duration, tmp)
         if not args.skip_openvino:
             openvino_offline(min(args.duration, 5.0), tmp)
 

@@ -214,21 +214,28 @@ FIELDS: dict[str, tuple[str, str]] = {
     "latency_bound_ms": ("ms", "server: the bound LoadGen's latency percentile must stay under"),
     "loadgen_validity": (
         "",
-        "LoadGen's verdict, VALID or INVALID: min duration, min queries, early stopping and (server) the latency "
-        "bound all met",
+        "the verdict of the generator that drove the test (generator), VALID or INVALID: LoadGen's (min duration, "
+        "min queries, early stopping and, for server, the latency bound), or bench's by LoadGen's server rules "
+        "(min queries, min duration, latency bound)",
     ),
-    "loadgen_min_duration_met": ("", "LoadGen: the test ran at least min_duration_s"),
-    "loadgen_min_queries_met": ("", "LoadGen: the test ran at least min_query_count queries"),
-    "loadgen_perf_constraints_met": ("", "LoadGen: server's latency percentile under latency_bound_ms"),
+    "loadgen_min_duration_met": ("", "the test ran at least min_duration_s (LoadGen's or bench's generator's check)"),
+    "loadgen_min_queries_met": ("", "the test ran at least min_query_count queries (the generator's check)"),
+    "loadgen_perf_constraints_met": (
+        "",
+        "server: the latency percentile under latency_bound_ms (the generator's check)",
+    ),
     "loadgen_early_stopping_met": ("", "LoadGen: enough queries for its early-stopping estimate"),
     "loadgen_early_stopping_estimate_ms": (
         "ms",
         "LoadGen's early-stopping estimate of the latency percentile, where it printed one (multi_stream)",
     ),
-    "loadgen_mean_ms": ("ms", "LoadGen's own mean latency, from each query's scheduled arrival"),
+    "loadgen_mean_ms": (
+        "ms",
+        "LoadGen's own mean latency, from each query's scheduled arrival (null for generator bench)",
+    ),
     "issue_delay_p99_ms": (
         "ms",
-        "99th percentile of how late LoadGen issued queries after their scheduled arrival (included in latency)",
+        "99th percentile of how late the generator issued queries after their scheduled arrival (included in latency)",
     ),
     "issue_delay_max_ms": ("ms", "the latest issue after a scheduled arrival"),
     "generator_delay_p99_ms": (
@@ -240,10 +247,16 @@ FIELDS: dict[str, tuple[str, str]] = {
         "",
         "the load generator kept its schedule: generator_delay_p99_ms under 10% of the median latency (or 0.1 ms)",
     ),
+    "generator": (
+        "",
+        "who issued the queries: bench (server served inline: bench's open-loop Poisson generator, which sleeps to "
+        "250 us before each arrival and spins the rest, so that a timer's late wake-up is not counted as latency) "
+        "or loadgen (LoadGen's scheduler, which sleeps until each arrival)",
+    ),
     "serving": (
         "",
         "how queries reached the session: inline (one session at batch 1 with no batching wait, the call on "
-        "LoadGen's issuing thread) or queue (replica threads take batches from a queue)",
+        "the generator's issuing thread) or queue (replica threads take batches from a queue)",
     ),
     "batch_calls": ("calls", "session calls made by the replicas in the final test"),
     "mean_batch": ("samples", "samples per call on average (dynamic batching fills up to batch_size)"),
@@ -261,7 +274,11 @@ FIELDS: dict[str, tuple[str, str]] = {
         "valid, duration_s",
     ),
     "load_note": ("", "what the peak search found worth saying (peak at the top of the range, steps down)"),
-    "loadgen_log_dir": ("", "LoadGen's summary and detail logs of the cell, relative to the run folder"),
+    "loadgen_log_dir": (
+        "",
+        "the generator's logs of the cell, relative to the run folder: LoadGen's summary and detail logs, or bench's "
+        "generator.json (settings, verdict, counts)",
+    ),
     "issue_delay_file": ("", "per-query issue delays (int64 ns, .npy) relative to the run folder"),
     # --- economics and budgets (scenario's cost: and budgets:) ------------------------------------
     "hourly_usd": (

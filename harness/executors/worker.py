@@ -258,6 +258,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
         samples_per_query=int(opts.get("samples_per_query") or 8),
         expected_qps=lg["expected_qps"] or capacity,
         seed=lg["seed"],
+        generator=lg.get("generator", "auto"),
     )
     folder = loadgen.log_folder(cell_dir, job.repeat, job.attempt)
     wait_ns = int(opts.get("max_wait_us") or 0) * 1000
@@ -349,6 +350,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
         "generator_delay_p99_ms": own_p99,
         "generator_kept_up": kept_up,
         "serving": final.serving,
+        "generator": final.generator,
         "batch_calls": batches.calls,
         "mean_batch": batches.mean_batch,
         "padded_fraction": batches.padded_samples / (batches.calls * cell.batch_size) if batches.calls else None,

@@ -10,6 +10,11 @@ therefore measured from the schedule, queueing included: a slow system cannot hi
 LoadGen's summary and detail logs are kept per cell; the trace (about 300 bytes per sample) is
 read and deleted, its per-query numbers kept as ``.npy`` files next to the single-stream ones.
 
+A server test served inline (one session at batch 1, no batching wait) is issued by bench's own
+generator instead (:mod:`harness.measure.open_loop`): LoadGen's scheduler sleeps until each
+arrival and wakes tens of microseconds late on a virtual machine, which a small model's latency
+would carry. ``loadgen.generator: loadgen`` keeps LoadGen's scheduler there too.
+
 Peak search (server, ``target_qps: peak``): a bisection on the offered rate with short LoadGen
 runs, each judged by LoadGen's latency constraint (the percentile under the bound), then one full
 run at the highest passing rate. Every trial is a point of the latency-throughput curve.
@@ -32,6 +37,8 @@ from harness.measure.sut import BatchingSUT, BatchStats, Runnable, loadgen_compl
 
 #: the load scenarios LoadGen runs for bench (single_stream stays on bench's own timed loop)
 LOADGEN_SCENARIOS = ("offline", "server", "multi_stream")
+#: who issues a server test's queries (``loadgen.generator``)
+GENERATORS = ("auto", "loadgen", "bench")
 _NS = 1_000_000_000
 _PR_SET_TIMERSLACK = 29
 _SAMPLE_RE = re.compile(
@@ -55,6 +62,9 @@ class LoadSettings:
     samples_per_query: int = 8  # multi_stream
     expected_qps: float | None = None  # offline: sizes the one query (samples = qps x duration)
     seed: int = 0
+    #: who issues server queries: "auto" (bench's spinning generator where served inline, else
+    #: LoadGen), "loadgen" or "bench" (see harness.measure.open_loop)
+    generator: str = "auto"
 
     def test_settings(self, lg: Any) -> Any:
         ts = lg.TestSettings()
@@ -104,6 +114,7 @@ class LoadGenRun:
     log_dir: Path
     serving: str = "queue"  # "inline": served on LoadGen's issuing thread (see BatchingSUT)
     generator_delay_ns: np.ndarray | None = None  # per query; None: the issue delay
+    generator: str = "loadgen"  # who issued the queries and judged the test: "loadgen" or "bench"
 
     @property
     def generator_delay(self) -> np.ndarray:
@@ -240,14 +251,19 @@ def run_test(
     Server and multi-stream with one session at batch 1 and no batching wait are served inline,
     on LoadGen's issuing thread (no wake-up of a replica thread per query; see BatchingSUT): with
     one server and nothing to batch, the queue changes nothing but the hand-off's cost. ``inline``
-    forces either way (benchmarks compare the two)."""
+    forces either way (benchmarks compare the two). A server test served inline is issued by
+    bench's own generator unless ``settings.generator`` is ``loadgen`` (see open_loop)."""
     if trace is None:
         trace = settings.scenario != "offline"
+    if inline is None:
+        inline = serve_inline(settings.scenario, len(sessions), batch_size, max_wait_ns)
+    if uses_bench_generator(settings, inline):
+        from harness.measure import open_loop
+
+        return open_loop.run_server(sessions[0], settings, log_dir)
     import mlperf_loadgen as lg
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    if inline is None:
-        inline = serve_inline(settings.scenario, len(sessions), batch_size, max_wait_ns)
     sut_impl = BatchingSUT(
         sessions, batch_size, loadgen_completer(lg), max_wait_ns=max_wait_ns, defer_completion=not trace,
         inline=inline,
@@ -287,6 +303,21 @@ def run_test(
         settings, latency, delay, scheduled, n_samples, max(wall, 1), detail, batches, log_dir,
         "inline" if inline else "queue", own,
     )  # fmt: skip
+
+
+def uses_bench_generator(settings: LoadSettings, inline: bool) -> bool:
+    """Whether bench's own generator issues this test: a server test served inline, unless
+    ``generator: loadgen``; ``generator: bench`` where the test cannot be served inline is refused."""
+    if settings.generator not in GENERATORS:
+        raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, got {settings.generator!r}")
+    if settings.generator == "loadgen" or settings.scenario != "server":
+        return False
+    if not inline and settings.generator == "bench":
+        raise ValueError(
+            "generator: bench issues server queries to one session at batch 1 with no batching wait (served "
+            "inline); this test has replicas, batches or a wait: use generator: auto or loadgen"
+        )
+    return inline
 
 
 def serve_inline(scenario: str, sessions: int, batch_size: int, max_wait_ns: int) -> bool:

@@ -200,6 +200,10 @@ class LoadGenSettings(BaseModel):
     max_wait_us: _axis(Annotated[StrictInt, Field(ge=0, le=10_000_000)]) = (0,)  # type: ignore[valid-type]  # _axis builds the type (one value or a list) at run time
     seed: Annotated[StrictInt, Field(ge=0)] = 0
     peak_search: PeakSearchSettings = Field(default_factory=PeakSearchSettings)
+    #: who issues server queries: auto = bench's spinning open-loop generator where a cell is served
+    #: inline (one session, batch 1, no batching wait), LoadGen's scheduler otherwise; loadgen = always
+    #: LoadGen's (its timer wake-ups included)
+    generator: Literal["auto", "loadgen"] = "auto"
 
 
 class CostSettings(BaseModel):
@@ -559,6 +563,8 @@ class Scenario(BaseModel):
         # the gate subset is left out: it chooses what bench gate measures, not what a run measures
         # machines: left out when absent, so scenarios keep the fingerprint they had before it existed
         content = self.model_dump(mode="json", exclude={"gate"} if self.machines else {"gate", "machines"})
+        if content["loadgen"].get("generator") == "auto":  # the default: fingerprints as before it existed
+            del content["loadgen"]["generator"]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

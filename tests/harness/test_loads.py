@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -46,12 +47,13 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
     assert server["throughput_sps"] == pytest.approx(300, rel=0.25)
     assert server["scheduled_qps"] == pytest.approx(300, rel=0.25)
     assert server["p50_ms"] >= 1.0 and server["p50_ci_low_ms"] <= server["p50_ms"] <= server["p50_ci_high_ms"]
-    assert server["loadgen_p90_ms"] == pytest.approx(server["p90_ms"], rel=0.05)
     assert isinstance(server["generator_kept_up"], bool) and server["issue_delay_p99_ms"] is not None
-    assert server["serving"] == "inline"  # one session at batch 1: on LoadGen's issuing thread
+    # one session at batch 1: served inline, issued by bench's spinning generator, not LoadGen's sleeps
+    assert server["serving"] == "inline" and server["generator"] == "bench"
     assert 0 <= server["generator_delay_p99_ms"] <= server["issue_delay_p99_ms"]
-    log_dir = run_dir / server["loadgen_log_dir"]
-    assert (log_dir / "mlperf_log_summary.txt").is_file() and (log_dir / "mlperf_log_detail.txt").is_file()
+    assert server["loadgen_p90_ms"] is None  # LoadGen did not run this test: its own statistics are absent
+    generated = json.loads((run_dir / server["loadgen_log_dir"] / "generator.json").read_text())
+    assert generated["validity"] == "VALID" and generated["query_count"] == server["n_queries"]
     assert (run_dir / server["issue_delay_file"]).is_file()
 
     offline = records["offline"]
@@ -60,6 +62,9 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
 
     multi = records["multi_stream"]
     assert multi["samples"] == 2 * multi["n_queries"]
+    assert multi["generator"] == "loadgen" and multi["loadgen_validity"] == "VALID"
+    log_dir = run_dir / multi["loadgen_log_dir"]
+    assert (log_dir / "mlperf_log_summary.txt").is_file() and (log_dir / "mlperf_log_detail.txt").is_file()
     assert multi["p50_ms"] >= 2.0  # two 1 ms calls per query on one replica
 
     single = records["single_stream"]
@@ -73,6 +78,23 @@ def test_every_load_runs_and_stores_loadgen_verdicts_logs_and_latencies(tmp_path
     latencies = pd.read_parquet(run_dir / "latencies.parquet")
     server_rows = latencies[latencies.cell_id == server["cell_id"]]
     assert len(server_rows) == server["n_queries"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_generator_loadgen_keeps_loadgen_scheduling_a_server_cell_served_inline(tmp_path: Path) -> None:
+    extra = LOADS.replace("load: [single_stream, server, offline, multi_stream]", "load: server")
+    scenario = fake_scenario(tmp_path, service_ms=1.0, extra=extra + "  generator: loadgen\n")
+    done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = run_dirs(tmp_path / "r")
+    (server,) = journal(run_dir)
+    assert server["status"] == "ok", server.get("reason")
+    assert server["serving"] == "inline" and server["generator"] == "loadgen"
+    assert server["loadgen_validity"] == "VALID"
+    assert server["loadgen_p90_ms"] == pytest.approx(server["p90_ms"], rel=0.05)  # the numbers LoadGen judged
+    log_dir = run_dir / server["loadgen_log_dir"]
+    assert (log_dir / "mlperf_log_summary.txt").is_file() and (log_dir / "mlperf_log_detail.txt").is_file()
 
 
 @pytest.mark.slow

@@ -286,6 +286,7 @@ def test_bad_precision_lists_the_allowed(tmp_path: Path) -> None:
             "loadgen.target_qps.1: a target rate must be above 0 queries/s (got -1)",
         ),
         ("loadgen: {target_qps: fast}\n", 5, "loadgen.target_qps: Input should be a rate in queries/s"),
+        ("loadgen: {generator: spin}\n", 5, "loadgen.generator: Input should be 'auto' or 'loadgen'"),
         ("load: server\nloadgen: {target_qps: 100}\n", 5, "load: load 'server' needs loadgen.latency_bound_ms"),
         (
             "load: offline\nloadgen: {min_duration_s: 700}\n",
@@ -536,6 +537,9 @@ def test_fingerprint_is_stable_and_follows_content(tmp_path: Path) -> None:
     assert changed.fingerprint() != a.fingerprint()
     measured = load_scenario_text(MINIMAL + "measurement: {repeats: 2}\n")
     assert measured.fingerprint() != a.fingerprint()
+    # the server generator's default leaves the fingerprint as it was; the other choice changes it
+    assert load_scenario_text(MINIMAL + "loadgen: {generator: auto}\n").fingerprint() == a.fingerprint()
+    assert load_scenario_text(MINIMAL + "loadgen: {generator: loadgen}\n").fingerprint() != a.fingerprint()
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +123,12 @@ def test_server_latency_is_measured_from_the_schedule_and_matches_loadgen(tmp_pa
     loadgen.set_fine_timer_slack()
     # p90: early stopping needs 64 queries, so one second at 200 q/s is a valid run
     settings = LoadSettings(
-        "server", min_duration_s=1.0, min_query_count=100, target_qps=200, latency_bound_ms=20, latency_percentile=90
-    )
+        "server", min_duration_s=1.0, min_query_count=100, target_qps=200, latency_bound_ms=20, latency_percentile=90,
+        generator="loadgen",
+    )  # fmt: skip
     run = loadgen.run_test([fake(1.0)], 1, settings, tmp_path / "lg")
     assert run.valid, run.loadgen
-    assert run.serving == "inline"  # one session at batch 1: served on LoadGen's thread
+    assert run.serving == "inline" and run.generator == "loadgen"  # one session at batch 1: on LoadGen's thread
     assert (run.generator_delay <= run.issue_delay_ns).all()
     assert run.query_latency_ns.size == run.loadgen["result_query_count"] == run.n_samples
     assert run.query_latency_ns.min() >= 0.99 * MS  # never below the service time
@@ -138,13 +140,20 @@ def test_server_latency_is_measured_from_the_schedule_and_matches_loadgen(tmp_pa
     assert not (tmp_path / "lg" / "mlperf_log_trace.json").exists(), "the trace is read, then deleted"
 
 
-@pytest.mark.parametrize("inline", [True, False], ids=["inline", "queue"])
-def test_a_stall_shows_in_the_latency_of_the_queries_queued_behind_it(tmp_path: Path, inline: bool) -> None:
+@pytest.mark.parametrize(
+    ("inline", "generator"), [(True, "auto"), (True, "loadgen"), (False, "auto")],
+    ids=["bench-inline", "loadgen-inline", "loadgen-queue"],
+)  # fmt: skip
+def test_a_stall_shows_in_the_latency_of_the_queries_queued_behind_it(
+    tmp_path: Path, inline: bool, generator: str
+) -> None:
     loadgen.set_fine_timer_slack()
-    settings = LoadSettings("server", min_duration_s=2.0, min_query_count=100, target_qps=200, latency_bound_ms=100)
+    settings = LoadSettings("server", min_duration_s=2.0, min_query_count=100, target_qps=200, latency_bound_ms=100,
+                            generator=generator)  # fmt: skip
     # every 100th call stalls 50 ms: at 200 q/s about 10 queries arrive during each stall
     run = loadgen.run_test([fake(1.0, stall_every=100, stall_ms=50.0)], 1, settings, tmp_path / "lg", inline=inline)
     assert run.serving == ("inline" if inline else "queue")
+    assert run.generator == ("bench" if inline and generator == "auto" else "loadgen")
     lat_ms = run.query_latency_ns / MS
     assert lat_ms.max() >= 50
     behind = int((lat_ms > 10).sum())
@@ -162,6 +171,18 @@ def test_own_lateness_counts_only_what_the_previous_call_does_not_explain() -> N
     assert loadgen.own_lateness(latency, delay, scheduled).tolist() == [5, 1, 0]
     empty = np.empty(0, np.int64)
     assert loadgen.own_lateness(empty, empty, empty).size == 0
+
+
+def test_bench_generator_issues_server_tests_served_inline_unless_told_loadgen() -> None:
+    server = LoadSettings("server", 1.0, 10, target_qps=100, latency_bound_ms=10)
+    assert loadgen.uses_bench_generator(server, inline=True)
+    assert not loadgen.uses_bench_generator(server, inline=False)  # replicas or batches: LoadGen's queue
+    assert not loadgen.uses_bench_generator(LoadSettings("multi_stream", 1.0, 10), inline=True)  # no timer
+    assert not loadgen.uses_bench_generator(replace(server, generator="loadgen"), inline=True)
+    with pytest.raises(ValueError, match="served inline"):
+        loadgen.uses_bench_generator(replace(server, generator="bench"), inline=False)
+    with pytest.raises(ValueError, match="generator must be one of"):
+        loadgen.uses_bench_generator(replace(server, generator="fast"), inline=True)
 
 
 def test_inline_serving_is_for_one_session_at_batch_one_without_a_batching_wait() -> None:
