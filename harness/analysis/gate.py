@@ -99,6 +99,8 @@ class GateOptions:
     baseline_code: Path | None = None
     budget_s: float = 1800.0
     threshold: float = 0.05
+    #: p99's threshold; None: the larger of ``threshold`` and gate_stats.DEFAULT_P99_THRESHOLD
+    p99_threshold: float | None = None
     alpha: float = 0.01
     screen_alpha: float = gs.SCREEN_ALPHA
     seed: int = 0
@@ -106,6 +108,11 @@ class GateOptions:
     plugins: tuple[str, ...] = ()
     allow_dirty: bool = False
     command: str = field(default_factory=lambda: shlex.join(["bench", *sys.argv[1:]]))
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Each metric's threshold (p99's at least gate_stats.DEFAULT_P99_THRESHOLD unless given)."""
+        return gs.gate_thresholds(self.threshold, self.p99_threshold)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +321,7 @@ class Decision:
     level: float
 
 
-def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = gs.SCREEN_ALPHA) -> Decision:
+def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: float = gs.SCREEN_ALPHA) -> Decision:
     """The gate's course, on whatever measures the pairs: calibration, screen, confirmation of the
     suspects, more screen pairs while time is left, and the verdicts (:mod:`gate_stats`)."""
     clock, ids = pairs.clock, list(pairs.cells)
@@ -364,10 +371,11 @@ def decide(pairs: Pairs, threshold: float, alpha: float, screen_alpha: float = g
                 left_out.update(plan.left_out)
                 level = plan.level
                 # a larger Holm family: earlier suspects need what the stricter level needs too
-                delta = gs.delta_of(threshold)
+                deltas = gs.deltas_of(threshold)
                 for cid, had in planned.items():
-                    noise = screened[cid].noise.values()
-                    planned[cid] = max(had, min(gs.pairs_needed(sd, delta, level, gs.TARGET_POWER) for sd in noise))
+                    noise = screened[cid].noise.items()
+                    planned[cid] = max(had, min(gs.pairs_needed(sd, deltas[m], level, gs.TARGET_POWER)
+                                                for m, sd in noise))  # fmt: skip
                 pairs.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
                           left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
                 pairs.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, "
@@ -537,8 +545,9 @@ def check_budget(scenario: Scenario, planned: Sequence[PlannedCell], budget_s: f
 def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None] = lambda line: None) -> Comparison:
     """Measure and judge; raises UsageError for input that cannot be gated, before anything runs."""
     clock = Clock(options.budget_s)
-    if not 0 < options.threshold < 1:
-        raise UsageError(f"the threshold must be above 0 % and below 100 % (got {options.threshold * 100:g} %)")
+    for name, value in (("threshold", options.threshold), ("p99 threshold", options.p99_threshold)):
+        if value is not None and not 0 < value < 1:
+            raise UsageError(f"the {name} must be above 0 % and below 100 % (got {value * 100:g} %)")
     if (options.baseline is None) == (options.baseline_code is None):
         raise UsageError("give the baseline, one way: --baseline REF (a git branch, tag or commit, or 'installed'), "
                          "or --baseline-code DIR (a checkout of it)")  # fmt: skip
@@ -562,13 +571,13 @@ def _measure_and_judge(gate: WorkerPairs, sides: Sides, excluded: list[dict[str,
     options, clock = gate.options, gate.clock
     cells = [{"cell_id": c.id, "label": c.label} for c in gate.cells.values()]
     gate.log("start", scenario=gate.scenario.name, cells=cells, excluded=excluded, seed=options.seed,
-             budget_s=options.budget_s, threshold=options.threshold, alpha=options.alpha,
+             budget_s=options.budget_s, threshold=options.threshold, thresholds=options.thresholds, alpha=options.alpha,
              screen_alpha=options.screen_alpha, baseline=sides.baseline_name, baseline_commit=sides.baseline_commit,
              baseline_code=sides.baseline.how, candidate=sides.candidate_name,
              candidate_commit=sides.candidate_commit)  # fmt: skip
     gate.say(f"gate: {len(gate.cells)} cell(s), baseline {sides.baseline_name} ({sides.baseline.how}), candidate "
              f"{sides.candidate_name}, budget {options.budget_s:.0f} s, seed {options.seed}")  # fmt: skip
-    decision = decide(gate, options.threshold, options.alpha, options.screen_alpha)
+    decision = decide(gate, options.thresholds, options.alpha, options.screen_alpha)
     runs = gate.finish()
     used, window = clock.used, gate.scenario.measurement
     info = {
@@ -576,6 +585,7 @@ def _measure_and_judge(gate: WorkerPairs, sides: Sides, excluded: list[dict[str,
         "baseline": {"name": sides.baseline_name, "commit": sides.baseline_commit, "code": sides.baseline.how},
         "candidate": {"name": sides.candidate_name, "commit": sides.candidate_commit, "dirty": sides.candidate_dirty},
         "seed": options.seed, "budget_s": options.budget_s, "used_s": used, "budget_ran_out": clock.ran_out,
+        "thresholds": options.thresholds,
         "window": {"warmup_s": window.warmup_s, "duration_s": window.min_duration_s,
                    "quiet_wait_s": window.quiet_wait_s},
         "processes": sum(len(v) for v in gate.seconds.values()), "seconds_per_process": gate.seconds_per_process(),

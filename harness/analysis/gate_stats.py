@@ -25,6 +25,9 @@ candidate)`` of throughput): its *slowdown*. Per cell and metric:
   below that; at that least number only pairs all worse are significant, so the power there is at
   most ``Phi(delta / sigma)^n``.
 
+Each metric has its threshold: the gate's default is the same for throughput and p50 and at least
+``DEFAULT_P99_THRESHOLD`` for p99, whose process-to-process noise is several times theirs.
+
 Two stages. The screen (stage 1) tests every cell uncorrected at ``SCREEN_ALPHA``: a cell with any
 metric under it is a suspect; a cell the screen lets through is ``unchanged`` when the screen had
 ``SCREEN_POWER`` at the threshold for every metric, else ``inconclusive``. Suspects get fresh pairs
@@ -48,7 +51,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -73,6 +76,38 @@ CALIBRATION_PRIOR_WEIGHT = 2
 CELL_PRIOR_WEIGHT = 4
 #: the confidence of the Hodges-Lehmann interval reported with each change
 CONFIDENCE = 0.95
+#: the least slowdown of p99 that matters unless told otherwise (never below the other metrics'):
+#: the tail of a short window moves far more between two processes of the same code than the rest
+#: (the real-runtime gate on rec.yaml here, pairs of 0.5 s windows: p99 6.5-22 % against 1.3-9.6 %
+#: for throughput and p50), so that at 5 % it needs 8-81 pairs a cell where throughput and p50 need
+#: 3-16; at 10 % most cells need 4
+DEFAULT_P99_THRESHOLD = 0.10
+
+#: a threshold per metric, or one for all
+Threshold: TypeAlias = float | Mapping[str, float]
+
+
+def thresholds_of(threshold: Threshold) -> dict[str, float]:
+    """Every metric's threshold (a fraction): one number for all, or a mapping naming each metric."""
+    if isinstance(threshold, int | float):
+        return dict.fromkeys(METRICS, float(threshold))
+    missing = [m for m in METRICS if m not in threshold]
+    if missing:
+        raise ValueError(f"a threshold per metric needs {', '.join(METRICS)}; missing {', '.join(missing)}")
+    return {m: float(threshold[m]) for m in METRICS}
+
+
+def gate_thresholds(threshold: float, p99_threshold: float | None = None) -> dict[str, float]:
+    """The gate's thresholds: ``threshold`` for throughput and p50, and for p99 ``p99_threshold``
+    or by default the larger of ``threshold`` and ``DEFAULT_P99_THRESHOLD``."""
+    out = thresholds_of(threshold)
+    out["p99"] = p99_threshold if p99_threshold is not None else max(threshold, DEFAULT_P99_THRESHOLD)
+    return out
+
+
+def deltas_of(threshold: Threshold) -> dict[str, float]:
+    """Every metric's threshold as a slowdown in log ratio (:func:`delta_of`)."""
+    return {m: delta_of(t) for m, t in thresholds_of(threshold).items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,11 +327,12 @@ class Screened:
 def screen(
     cells: Mapping[str, Sequence[Pair]],
     prior: Mapping[str, float],
-    threshold: float,
+    threshold: Threshold,
     screen_alpha: float = SCREEN_ALPHA,
 ) -> dict[str, Screened]:
     """Stage 1: per cell, each metric's uncorrected one-sided p-value; a suspect when any is under
-    ``screen_alpha``; the screen's power at the threshold with the cell's own noise."""
+    ``screen_alpha``; the screen's power at the metric's threshold with the cell's own noise."""
+    deltas = deltas_of(threshold)
     out = {}
     for cid, pairs in cells.items():
         p, sd, pw = {}, {}, {}
@@ -305,7 +341,7 @@ def screen(
             values = slowdowns(pairs, metric)
             p[metric] = worse_p(values)
             sd[metric] = noise([values], prior[metric], CELL_PRIOR_WEIGHT)
-            pw[metric] = power(n, sd[metric], delta_of(threshold), screen_alpha)
+            pw[metric] = power(n, sd[metric], deltas[metric], screen_alpha)
         out[cid] = Screened(cid, n, p, sd, pw, suspect=any(v < screen_alpha for v in p.values()))
     return out
 
@@ -313,7 +349,7 @@ def screen(
 def plan_screen(
     noise: Mapping[str, Mapping[str, float]],
     have: Mapping[str, int],
-    threshold: float,
+    threshold: Threshold,
     seconds_per_pair: Mapping[str, float],
     seconds_left: float,
     share: float = 0.5,
@@ -328,7 +364,7 @@ def plan_screen(
     what brings a metric to it. Cells needing nothing more are left out."""
     if not noise:
         return {}
-    delta = delta_of(threshold)
+    deltas = deltas_of(threshold)
     one_each = sum(seconds_per_pair[cid] for cid in noise)  # a round: one more pair of every cell
     extra = int(share * seconds_left // one_each)
     if not extra and not any(have[cid] for cid in noise) and seconds_left >= min(seconds_per_pair.values()):
@@ -338,7 +374,7 @@ def plan_screen(
         extra = max(extra, min(floor - min(have[cid] for cid in noise), int(seconds_left // one_each)))
     out = {}
     for cid, sd in noise.items():
-        needs = [pairs_needed(v, delta, screen_alpha, SCREEN_POWER) for v in sd.values()]
+        needs = [pairs_needed(v, deltas[m], screen_alpha, SCREEN_POWER) for m, v in sd.items()]
         fitting = [n for n in needs if have[cid] < n <= have[cid] + extra]
         if fitting:
             out[cid] = max(fitting)
@@ -361,7 +397,7 @@ def plan_confirmation(
     suspects: Mapping[str, Mapping[str, float]],
     seconds_per_pair: Mapping[str, float],
     seconds_left: float,
-    threshold: float,
+    threshold: Threshold,
     alpha: float,
     target: float = TARGET_POWER,
     already: int = 0,
@@ -373,11 +409,12 @@ def plan_confirmation(
     ``seconds_left`` (leaving one out relaxes the level for the others, so the plan is made again);
     then, while time is left, the suspect whose next metric costs the fewest extra seconds gets the
     pairs that metric needs. A metric left short can still show a regression, never its absence."""
-    delta = delta_of(threshold)
+    deltas = deltas_of(threshold)
     kept = list(suspects)
     while True:
         level = alpha / (len(METRICS) * max(already + len(kept), 1))
-        needs = {cid: sorted(pairs_needed(sd, delta, level, target) for sd in suspects[cid].values()) for cid in kept}
+        needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items())
+                 for cid in kept}  # fmt: skip
         pairs = {cid: needs[cid][0] for cid in kept}
         cost = sum(pairs[cid] * seconds_per_pair[cid] for cid in kept)
         if cost <= seconds_left or not kept:
@@ -396,7 +433,7 @@ def plan_confirmation(
     left_out = {}
     for cid in suspects:
         if cid not in kept:
-            wanted = min(pairs_needed(sd, delta, level, target) for sd in suspects[cid].values())
+            wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items())
             left_out[cid] = (wanted, int(seconds_left // seconds_per_pair[cid]))
     return Plan(pairs, level, left_out)
 
@@ -448,9 +485,12 @@ def _label(metric: str, noise_sd: float) -> str:
     return f"noise {noise_sd * 100:.1f} % on {metric}"
 
 
-def judge_screened(cid: str, label: str, pairs: Sequence[Pair], screened: Screened, threshold: float) -> CellComparison:
+def judge_screened(
+    cid: str, label: str, pairs: Sequence[Pair], screened: Screened, threshold: Threshold
+) -> CellComparison:
     """A cell the screen let through: ``unchanged`` when the screen had the power to keep a slowdown
     of the threshold for every metric, else ``inconclusive`` with the noise that prevented it."""
+    thresholds = thresholds_of(threshold)
     cell = CellComparison(cid, label)
     for metric in METRICS:
         change = metric_change(metric, pairs)
@@ -464,7 +504,8 @@ def judge_screened(cid: str, label: str, pairs: Sequence[Pair], screened: Screen
         cell.verdict = "inconclusive"
         cell.note = (
             f"{_label(worst, screened.noise[worst])}: the screen's {screened.pairs} pair(s) would keep a "
-            f"{threshold * 100:g} % slowdown with probability {screened.power[worst]:.0%}, under {SCREEN_POWER:.0%}"
+            f"{thresholds[worst] * 100:g} % slowdown with probability {screened.power[worst]:.0%}, under "
+            f"{SCREEN_POWER:.0%}"
         )
     else:
         cell.verdict = "unchanged"
@@ -489,7 +530,7 @@ def judge_left_out(
 def judge_confirmed(
     cells: Mapping[str, tuple[str, Sequence[Pair], Sequence[Pair]]],
     prior: Mapping[str, float],
-    threshold: float,
+    threshold: Threshold,
     alpha: float,
     target: float = TARGET_POWER,
 ) -> dict[str, tuple[CellComparison, dict[str, float], dict[str, float]]]:
@@ -497,7 +538,7 @@ def judge_confirmed(
     pairs are tested, Holm over every metric of every such cell. Returns per cell its comparison, its
     noise per metric (both stages' pairs, each around its own mean, shrunk towards ``prior``) and the
     power its fresh pairs had at the threshold."""
-    delta = delta_of(threshold)
+    deltas = deltas_of(threshold)
     out: dict[str, tuple[CellComparison, dict[str, float], dict[str, float]]] = {}
     tested: list[MetricChange] = []
     for cid, (label, _, again) in cells.items():
@@ -516,10 +557,10 @@ def judge_confirmed(
         n = sum(p.usable for p in again)
         for metric in METRICS:
             sd[metric] = noise([slowdowns(before, metric), slowdowns(again, metric)], prior[metric], CELL_PRIOR_WEIGHT)
-            pw[metric] = power(n, sd[metric], delta, level)
+            pw[metric] = power(n, sd[metric], deltas[metric], level)
             change = cell.metrics[metric]
             significant = change.p_adjusted is not None and change.p_adjusted < alpha
-            if significant and could_reach(slowdowns(again, metric), delta):
+            if significant and could_reach(slowdowns(again, metric), deltas[metric]):
                 change.verdict = "regressed"
             else:
                 change.verdict = "unchanged" if pw[metric] >= target else "inconclusive"

@@ -55,6 +55,14 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
+def result_threshold_text(result: Comparison) -> str:
+    """A comparison's threshold, with the metrics whose own threshold differs (the gate's p99)."""
+    text = threshold_text(result.threshold)
+    per = (result.gate or {}).get("thresholds") or {}
+    others = [f"{metric} {threshold_text(value)}" for metric, value in per.items() if value != result.threshold]
+    return f"{text} ({', '.join(others)})" if others else text
+
+
 def gate_line(gate: dict[str, Any]) -> str:
     """What bench gate did, in one line: its budget, calibration, screen and confirmation."""
     cal, scr, con = gate["calibration"], gate["screen"], gate["confirm"]
@@ -106,7 +114,7 @@ def confirmation_line(how: dict[str, Any]) -> str:
 def render_text(result: Comparison) -> str:
     counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
     lines = [f"baseline  {result.baseline}", f"candidate {result.candidate}",
-             f"{len(result.cells)} cells compared: {counts} (threshold {threshold_text(result.threshold)}, "
+             f"{len(result.cells)} cells compared: {counts} (threshold {result_threshold_text(result)}, "
              f"alpha {result.alpha:g}, Holm-corrected)"]  # fmt: skip
     if result.env_differences:
         lines.append("environment differs: " + "; ".join(result.env_differences))
@@ -150,7 +158,7 @@ def render_markdown(result: Comparison) -> str:
     head = "**regression**" if result.has_regression else "no regression"
     command = "bench gate" if result.gate is not None else "bench compare"
     lines = [f"## {command}: {head}", "", f"{len(result.cells)} cells: {counts}; threshold "
-             f"{threshold_text(result.threshold)}, Holm-corrected alpha {result.alpha:g}.", "",
+             f"{result_threshold_text(result)}, Holm-corrected alpha {result.alpha:g}.", "",
              "| verdict | cell | throughput | p50 | p99 |", "|---|---|---|---|---|"]  # fmt: skip
     if result.confirmation is not None:
         lines[3:3] = [confirmation_line(result.confirmation) + ".", ""]

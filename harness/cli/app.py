@@ -141,12 +141,12 @@ def _warn_unfinished(paths: Any) -> None:
             _warn(f"{path}: {note}")
 
 
-def _warn_if_fraction(threshold: float) -> None:
+def _warn_if_fraction(threshold: float, option: str = "--threshold") -> None:
     """Thresholds are percent; a value under 0.5 was most likely meant as a fraction (0.05 for 5 %),
     which would make every tiny change count. Said, not refused: a tiny threshold can be wanted."""
     if 0 < threshold < 0.5:
         click.echo(
-            f"bench: warning: --threshold {threshold:g} is read as {threshold:g} %; "
+            f"bench: warning: {option} {threshold:g} is read as {threshold:g} %; "
             f"for {threshold * 100:g} % give {threshold * 100:g}",
             err=True,
         )

@@ -108,7 +108,11 @@ def compare(
               help="Wall time the whole gate may take (90s, 30m, 1h30m); no process starts that would not end "
                    "within it.")  # fmt: skip
 @click.option("--threshold", type=Finite(0, 100, low_open=True, high_open=True), default=5.0, show_default=True,
-              help="Least slowdown that matters, in percent (5 means 5 %).")  # fmt: skip
+              help="Least slowdown that matters, in percent (5 means 5 %): throughput and p50, and p99 unless "
+                   "--p99-threshold says otherwise.")  # fmt: skip
+@click.option("--p99-threshold", type=Finite(0, 100, low_open=True, high_open=True), default=None,
+              help="Least p99 slowdown that matters, in percent [default: the larger of --threshold and 10: a "
+                   "short window's tail moves several times more between processes than its median].")  # fmt: skip
 @click.option("--alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.01, show_default=True,
               help="Chance of any false regression over the cells measured again (Holm).")  # fmt: skip
 @click.option("--screen-alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.25, show_default=True,
@@ -132,6 +136,7 @@ def gate(
     baseline_code: str | None,
     budget: float,
     threshold: float,
+    p99_threshold: float | None,
     alpha: float,
     screen_alpha: float,
     seed: int | None,
@@ -149,13 +154,16 @@ def gate(
     from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
+    if p99_threshold is not None:
+        _warn_if_fraction(p99_threshold, "--p99-threshold")
     for option, path in (("-o", output), ("--json-out", json_out)):
         if path:  # before the measuring, which takes the budget
             check_writable(path, option)
     options = GateOptions(
         baseline=baseline, baseline_code=Path(baseline_code) if baseline_code else None, budget_s=budget,
-        threshold=threshold / 100, alpha=alpha, screen_alpha=screen_alpha,
-        seed=seed if seed is not None else int(time.time()) % 2**31, out_root=Path(out_root),
+        threshold=threshold / 100, p99_threshold=p99_threshold / 100 if p99_threshold is not None else None,
+        alpha=alpha, screen_alpha=screen_alpha, seed=seed if seed is not None else int(time.time()) % 2**31,
+        out_root=Path(out_root),
         plugins=ctx.obj["plugins"], allow_dirty=allow_dirty,
     )  # fmt: skip
     result = run_gate(_load(scenario, ctx), options, say=lambda line: click.echo(line, err=True))

@@ -178,6 +178,50 @@ def test_the_screen_says_unchanged_only_with_the_power_to_have_seen_a_slowdown()
     assert gs.judge_screened("c", "c", enough["c"], screened["c"], 0.05).verdict == "unchanged"
 
 
+def _noisy_tail_pairs(n: int, seed: int) -> list[gs.Pair]:
+    """Pairs of the same code whose throughput and p50 move 1 % between processes and p99 8 %."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        (b, c), (tb, tc) = rng.lognormal(0, 0.01, 2), rng.lognormal(0, 0.08 / np.sqrt(2), 2)
+        out.append(gs.Pair("screen", k, "c", "baseline", _process(1000 / b, b, 3 * tb), _process(1000 / c, c, 3 * tc)))
+    return out
+
+
+def test_each_metric_is_judged_at_its_own_threshold() -> None:
+    assert gs.thresholds_of(0.05) == {"throughput": 0.05, "p50": 0.05, "p99": 0.05}
+    assert gs.gate_thresholds(0.05) == {"throughput": 0.05, "p50": 0.05, "p99": gs.DEFAULT_P99_THRESHOLD}
+    assert gs.gate_thresholds(0.2)["p99"] == 0.2  # never below the others
+    assert gs.gate_thresholds(0.05, 0.03)["p99"] == 0.03  # what the user asks
+    with pytest.raises(ValueError, match="missing p99"):
+        gs.thresholds_of({"throughput": 0.05, "p50": 0.05})
+    # five pairs of the same code, p99 noisy: at 5 % its power is short, at 10 % it is enough
+    prior = {"throughput": 0.015, "p50": 0.015, "p99": 0.08}
+    pairs = {"c": _noisy_tail_pairs(5, 3)}
+    one = gs.screen(pairs, prior, 0.05)["c"]
+    per_metric = gs.screen(pairs, prior, gs.gate_thresholds(0.05))["c"]
+    assert one.power["throughput"] == per_metric.power["throughput"] >= gs.SCREEN_POWER
+    assert one.power["p99"] < gs.SCREEN_POWER <= per_metric.power["p99"]
+    tight = gs.judge_screened("c", "c", pairs["c"], one, 0.05)
+    assert tight.verdict == "inconclusive" and "5 % slowdown" in (tight.note or "") and "on p99" in (tight.note or "")
+    assert gs.judge_screened("c", "c", pairs["c"], per_metric, gs.gate_thresholds(0.05)).verdict == "unchanged"
+    # the plans ask p99 for what its own threshold needs
+    delta5, delta10 = gs.delta_of(0.05), gs.delta_of(0.10)
+    need5, need10 = (gs.pairs_needed(0.08, d, gs.SCREEN_ALPHA, gs.SCREEN_POWER) for d in (delta5, delta10))
+    assert need10 < need5
+    planned = gs.plan_screen({"c": prior}, {"c": 3}, gs.gate_thresholds(0.05), {"c": 1.0}, 1000.0)
+    assert planned == {"c": need10}
+
+
+def test_the_result_names_a_metric_whose_threshold_differs() -> None:
+    from harness.analysis.comparison import Comparison
+
+    plain = Comparison("a", "b", 0.05, 0.01, [], [], [], [])
+    assert render.result_threshold_text(plain) == "5 %"
+    gated = Comparison("a", "b", 0.05, 0.01, [], [], [], [], gate={"thresholds": gs.gate_thresholds(0.05)})
+    assert render.result_threshold_text(gated) == "5 % (p99 10 %)"
+
+
 class _Synthetic(gate.Pairs):
     """Processes of lognormal noise on a simulated clock (1 s each): the gate's course without workers."""
 
@@ -417,6 +461,7 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
         ((), "give the baseline, one way"),
         (("--baseline-code", str(wrong_backend)), "has no backend 'fake'"),
         (("--baseline", "HEAD", "--budget", "soon"), "not a duration"),
+        (("--baseline", "HEAD", "--p99-threshold", "100"), "--p99-threshold"),
     ]
     for args, words in cases:
         refused = bench("gate", str(scenario), *args, "--allow-dirty", "--out", str(out))
