@@ -28,6 +28,7 @@ from harness.cells import Cell, Scalar
 from harness.environment import cpu_flags
 from harness.errors import SkipCell
 from harness.hookspecs import RegisterBackend, RegisterModel, hookimpl
+from harness.measure.call_times import CallTimes
 from harness.onnx_export import Conversion, cached, digest, file_digest, onnx_model
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "PIN_CPUS_ENV",
     "WAIT_POLICY_ENV",
     "Backend",
+    "CallTimes",
     "Cell",
     "Conversion",
     "FileShorthand",
@@ -359,6 +361,13 @@ class Session(ABC):
         this way, after measuring). This default raises NotImplementedError: the cell's accuracy is
         then not measured, with its message as the reason."""
         raise NotImplementedError(f"{type(self).__name__} cannot rebind its inputs")
+
+    def call_times(self) -> CallTimes | None:
+        """The recorder of this session's GPU time per call (CUDA events around each call's compute,
+        and the host time its launches took: :class:`harness.measure.call_times.CallTimes`), which
+        :meth:`run` fills while the worker has a window open; ``None`` (the default) where the
+        session keeps none: CPU sessions, and GPU runtimes that do not expose their stream."""
+        return None
 
     def replica(self) -> Session | None:
         """Another session on the same prepared model with its own inputs, run from another thread

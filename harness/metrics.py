@@ -86,6 +86,36 @@ FIELDS: dict[str, tuple[str, str]] = {
         "a window too short for energy, throttling",
     ),
     "gpu_telemetry_skipped": ("", "why no GPU telemetry was read (NVML or nvidia-ml-py missing)"),
+    # --- GPU time per call (cuda cells, single_stream; CUDA events; harness.measure.call_times) ------
+    "gpu_timed_calls": ("calls", "calls of the measured window timed with CUDA events"),
+    "gpu_timing_what": (
+        "",
+        "what the CUDA events bracketed: the module's forward (pytorch), execute_async_v3 or the CUDA graph's "
+        "launch (tensorrt); transfers to and from the host outside them unless said",
+    ),
+    "gpu_compute_mean_ms": ("ms", "mean GPU compute time per call: CUDA events' elapsed time (trtexec's GPU Compute)"),
+    "gpu_compute_p50_ms": ("ms", "median GPU compute time per call (CUDA events)"),
+    "gpu_compute_p99_ms": ("ms", "99th percentile of the GPU compute time per call (CUDA events)"),
+    "gpu_compute_cv": (
+        "fraction",
+        "coefficient of variation of the GPU compute time per call (trtexec warns over 2.5 %)",
+    ),
+    "enqueue_mean_ms": (
+        "ms",
+        "mean host time to launch a call's work, between the two events' records (trtexec's Enqueue Time; it "
+        "warns over 0.8 x the GPU compute time)",
+    ),
+    "gpu_compute_share": (
+        "fraction",
+        "median GPU compute time / median wall-clock latency: the share of a call the GPU computed; the rest is "
+        "the host (launches, transfers, synchronising)",
+    ),
+    "gpu_timing_warnings": (
+        "",
+        "trtexec's two warnings where they apply: enqueue-bound (launching took over 0.8 x the GPU compute time) "
+        "and unstable GPU compute time (coefficient of variation over 2.5 %)",
+    ),
+    "gpu_timing_skipped": ("", "why a cuda cell has no CUDA-event time per call (the backend keeps none)"),
     "energy_usd_per_million": (
         "USD",
         "the GPU's energy of a million inferences at cost.energy_usd_per_kwh; included in cost_per_million_usd",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from harness.api import (
     Backend,
+    CallTimes,
     Cell,
     Model,
     Option,
@@ -93,6 +94,17 @@ class FakeSession(Session):
         self._stall_ns = stall_ns
         self._calls = 0
         self.info = {"executed_precision": "fp32", "service_ns": self._wait_ns}
+        #: with the call_times option: each call's busy wait recorded as its "compute" time, beside a
+        #: made-up enqueue time, as a GPU session records its CUDA events (tests of the worker's handling)
+        self._times: CallTimes | None = None
+        self._enqueue_ns = 0
+
+    def keep_call_times(self, enqueue_ns: int) -> None:
+        self._times = CallTimes("the fake call's busy wait")
+        self._enqueue_ns = enqueue_ns
+
+    def call_times(self) -> CallTimes | None:
+        return self._times
 
     def run(self) -> None:
         if self._fault != "none":
@@ -100,10 +112,13 @@ class FakeSession(Session):
             if self._calls_left < 0:
                 _fail(self._fault)
         self._calls += 1
+        t0 = perf_counter_ns()
         if self._stall_every and self._calls % self._stall_every == 0:
             _busy_wait_ns(self._wait_ns + self._stall_ns)
-            return
-        _busy_wait_ns(self._wait_ns)
+        else:
+            _busy_wait_ns(self._wait_ns)
+        if self._times is not None:
+            self._times.add(perf_counter_ns() - t0, self._enqueue_ns)
 
     def replica(self) -> FakeSession:
         return FakeSession(
@@ -177,6 +192,14 @@ class FakeBackend(Backend):
             "with stall_ms: every Nth call takes stall_ms longer (0: never)", type=int, minimum=0, default=0
         ),
         "stall_ms": Option("extra busy-wait of the stalled calls, ms", type=float, minimum=0, default=0),
+        "call_times": Option(
+            "keep each call's busy wait as a GPU session keeps its CUDA-event time (Session.call_times)",
+            type=bool,
+            default=False,
+        ),
+        "enqueue_us": Option(
+            "with call_times: the enqueue time recorded per call, microseconds", type=float, minimum=0, default=0
+        ),
     }
     max_concurrency = 16
 
@@ -213,6 +236,8 @@ class FakeBackend(Backend):
             stall_every=int(opts.get("stall_every", 0)),
             stall_ns=int(float(opts.get("stall_ms", 0.0)) * 1e6),
         )
+        if opts.get("call_times", False):
+            session.keep_call_times(int(float(opts.get("enqueue_us", 0.0)) * 1e3))
         cache = cache_dir("fake")  # what the harness handed this worker, for the tests of that hand-over
         session.info["cache_dir"] = str(cache) if cache else None
         # what the harness set up for this worker, for the tests of the scenario's cpu settings

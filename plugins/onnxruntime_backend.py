@@ -108,6 +108,12 @@ OPTIONS: dict[str, Option] = {
         choices=PROVIDERS,
         default="default",
     ),
+    "transfers": Option(
+        "CUDA only: include = inputs and outputs bound in host memory, so each call copies the inputs to the "
+        "GPU and the outputs back (host latency); exclude = both bound on the GPU (compute only)",
+        choices=("exclude", "include"),
+        default="exclude",
+    ),
 }
 #: what a cell that sets no option runs with
 DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items() if option.default is not None}
@@ -306,6 +312,8 @@ class OnnxRuntimeBackend(Backend):
                 return Support.no(f"option {option} applies only with precision int8 and quantization=static")
         if opts.get("provider", "default") == "tensorrt" and device_kind != "cuda":
             return Support.no("option provider=tensorrt applies only to CUDA devices (TensorRT runs on NVIDIA GPUs)")
+        if "transfers" in opts and device_kind != "cuda":
+            return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
         return Support.yes()
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
@@ -359,13 +367,22 @@ class OnnxRuntimeBackend(Backend):
                 "(see the worker log for onnxruntime's warning; check the CUDA/cuDNN/TensorRT libraries)"
             )
 
+        # transfers: include binds the inputs and outputs in host memory: each Run copies them over
+        bound_on_device = on_device and opts["transfers"] == "exclude"
+        if on_device:
+            info["transfers"] = opts["transfers"]
+            info["gpu_timing_note"] = (
+                "no CUDA events per call: onnxruntime's Python API does not expose the stream it computes on"
+            )
+
         def rebind() -> tuple[Any, dict[str, Any]]:
-            return self._bind(ort, sess, model, cell, path, device_id if on_device else None)
+            return self._bind(ort, sess, model, cell, path, device_id if bound_on_device else None)
 
         binding, keep = rebind()
         session = OrtSession(
-            sess, binding, tuple(model.output_names), inputs=keep, on_device=on_device, info=info, rebind=rebind
-        )
+            sess, binding, tuple(model.output_names), inputs=keep, on_device=bound_on_device, info=info,
+            rebind=rebind,
+        )  # fmt: skip
         if tensorrt:
             # TensorRT builds its engine on the first call: build it here, so that prepare_s includes it
             engines = _count_engines(info)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from harness.api import (
     Backend,
+    CallTimes,
     Cell,
     Model,
     Option,
@@ -140,6 +141,12 @@ class TrtSession(Session):
         self._graph_exec: Any = None
         self._graph: Any = None
         self._transfers = transfers
+        self._events = (_ok(cudart.cudaEventCreate()), _ok(cudart.cudaEventCreate()))
+        if graph:
+            what = "the CUDA graph's launch" + (" (its copies to and from the host inside)" if transfers else "")
+        else:
+            what = "execute_async_v3" + (" (the copies to and from the host outside)" if transfers else "")
+        self._timer = CallTimes(what)
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
@@ -169,12 +176,20 @@ class TrtSession(Session):
         dst, src = (self._device[name], host.ctypes.data) if to_device else (host.ctypes.data, self._device[name])
         _ok(cudart.cudaMemcpyAsync(dst, src, host.nbytes, kind, self._stream))
 
-    def _enqueue(self) -> None:
+    def call_times(self) -> CallTimes:
+        return self._timer
+
+    def _enqueue(self, timed: bool = False) -> None:
+        cudart = _cudart()
         if self._transfers:
             for name in self._inputs:
                 self._copy(name, True)
+        if timed:
+            _ok(cudart.cudaEventRecord(self._events[0], self._stream))
         if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError("TensorRT's execute_async_v3 failed (see the worker log for TensorRT's message)")
+        if timed:
+            _ok(cudart.cudaEventRecord(self._events[1], self._stream))
         if self._transfers:
             for name in self._outputs:
                 self._copy(name, False)
@@ -191,11 +206,21 @@ class TrtSession(Session):
 
     def run(self) -> None:
         cudart = _cudart()
+        timed = self._timer.recording
+        t0 = time.perf_counter_ns()
         if self._graph_exec is not None:
+            if timed:
+                _ok(cudart.cudaEventRecord(self._events[0], self._stream))
             _ok(cudart.cudaGraphLaunch(self._graph_exec, self._stream))
+            if timed:
+                _ok(cudart.cudaEventRecord(self._events[1], self._stream))
         else:
-            self._enqueue()
+            self._enqueue(timed)
+        t1 = time.perf_counter_ns()
         _ok(cudart.cudaStreamSynchronize(self._stream))
+        if timed:
+            elapsed_ms = _ok(cudart.cudaEventElapsedTime(*self._events))
+            self._timer.add(float(elapsed_ms) * 1e6, t1 - t0)
 
     def outputs(self) -> dict[str, Any]:
         import numpy as np
@@ -228,6 +253,8 @@ class TrtSession(Session):
         for pointer in self._host_ptrs:
             cudart.cudaFreeHost(pointer)
         self._device, self._host_ptrs = {}, []
+        for event in self._events:
+            cudart.cudaEventDestroy(event)
         cudart.cudaStreamDestroy(self._stream)
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api import (
     Backend,
+    CallTimes,
     Cell,
     Model,
     Option,
@@ -62,6 +63,8 @@ class TorchSession(Session):
         sync: Callable[[], None] | None,
         info: dict[str, Any],
         on_close: Callable[[], None] | None = None,
+        cuda_device: torch.device | None = None,
+        host_inputs: tuple[torch.Tensor, ...] | None = None,
     ) -> None:
         super().__init__()
         import torch
@@ -81,12 +84,48 @@ class TorchSession(Session):
         self._inference_mode = getattr(torch._C, "_InferenceMode", torch.inference_mode)
         #: the model's input names, in the order of the bound inputs
         self.input_names: tuple[str, ...] = ()
+        #: transfers: include: pinned host copies of the inputs, copied to the GPU at each call (and the
+        #: outputs copied back); None: the inputs stay on the device
+        self._host_inputs = host_inputs
+        self._device = cuda_device
+        self._timer: CallTimes | None = None
+        self._events: tuple[Any, Any] | None = None
+        if cuda_device is not None:  # two CUDA events around the forward of every call of a window
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            outside = " (the copies to and from the host outside them)" if host_inputs is not None else ""
+            self._timer = CallTimes(f"the module's forward{outside}")
+
+    def call_times(self) -> CallTimes | None:
+        return self._timer
 
     def run(self) -> None:
+        if self._host_inputs is not None:
+            for device_tensor, host_tensor in zip(self._inputs, self._host_inputs, strict=True):
+                device_tensor.copy_(host_tensor, non_blocking=True)
+        timer = self._timer
+        if timer is None or not timer.recording or self._events is None:
+            with self._inference_mode(True):
+                result = self._fn(*self._inputs)
+            if self._host_inputs is not None:
+                _to_host(result)
+            if self._sync is not None:
+                self._sync()
+            return
+        import torch
+
+        start, end = self._events
+        stream = torch.cuda.current_stream(self._device)
+        t0 = time.perf_counter_ns()
+        start.record(stream)
         with self._inference_mode(True):
-            self._fn(*self._inputs)
+            result = self._fn(*self._inputs)
+        end.record(stream)
+        t1 = time.perf_counter_ns()
+        if self._host_inputs is not None:
+            _to_host(result)
         if self._sync is not None:
             self._sync()
+        timer.add(start.elapsed_time(end) * 1e6, t1 - t0)  # elapsed_time: ms
 
     def outputs(self) -> dict[str, np.ndarray]:
         import torch
@@ -113,7 +152,9 @@ class TorchSession(Session):
     def replica(self) -> TorchSession:
         """The same prepared module (a call only reads it) on copies of the inputs."""
         inputs = tuple(t.clone() for t in self._inputs)
-        twin = TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info)
+        host = tuple(t.clone().pin_memory() for t in self._host_inputs) if self._host_inputs is not None else None
+        twin = TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info,
+                            cuda_device=self._device, host_inputs=host)  # fmt: skip
         twin.input_names = self.input_names
         return twin
 
@@ -126,6 +167,16 @@ class TorchSession(Session):
             on_close()
 
 
+def _to_host(result: Any) -> None:
+    """Copy a call's outputs (a tensor, a tuple or a dict of them) to the host: transfers: include."""
+    import torch
+
+    values = result.values() if isinstance(result, dict) else result if isinstance(result, tuple | list) else (result,)
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            value.to("cpu")
+
+
 class TorchBackend(Backend):
     name = "pytorch"
     description = "PyTorch: eager or torch.compile (inductor); fp32, fp16/bf16 (cast), int8 (dynamic quantisation, CPU)"
@@ -136,6 +187,12 @@ class TorchBackend(Backend):
     options: ClassVar[dict[str, Option]] = {
         "mode": Option("eager, or compile (torch.compile, default inductor)", choices=MODES, default="eager"),
         "compile_mode": Option("torch.compile mode (only with mode=compile)", choices=COMPILE_MODES, default="default"),
+        "transfers": Option(
+            "cuda: include = the inputs wait in pinned host memory and each call copies them to the GPU and "
+            "its outputs back (host latency); exclude = the inputs stay on the GPU (compute only)",
+            choices=("exclude", "include"),
+            default="exclude",
+        ),
     }
 
     packages = ("torch",)
@@ -182,6 +239,8 @@ class TorchBackend(Backend):
         # compile_mode makes eager cells with a compile_mode, which would repeat the plain eager cell.
         if "compile_mode" in cell.backend_options and cell.backend_options.get("mode", "eager") != "compile":
             return Support.no("option compile_mode applies only with mode=compile")
+        if "transfers" in cell.backend_options and device_kind != "cuda":
+            return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
         return Support.yes()
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
@@ -301,9 +360,15 @@ class TorchBackend(Backend):
             for cleanup in cleanups:
                 cleanup()
 
+        host_inputs = None
+        if on_cuda:
+            info["transfers"] = str(cell.backend_options.get("transfers", "exclude"))
+            if info["transfers"] == "include":
+                host_inputs = tuple(t.to("cpu").pin_memory() for t in inputs)
         session = TorchSession(
-            fn, inputs, tuple(model.output_names), module=module, sync=sync, info=info, on_close=on_close
-        )
+            fn, inputs, tuple(model.output_names), module=module, sync=sync, info=info, on_close=on_close,
+            cuda_device=device if on_cuda else None, host_inputs=host_inputs,
+        )  # fmt: skip
         session.input_names = tuple(model.input_names)
         return session
 

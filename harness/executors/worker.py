@@ -172,6 +172,7 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
     rule = job.rule
     marks: dict[str, Any] = {}
     telemetry = None
+    timer = session.call_times()  # a GPU session's CUDA-event times per call (None: it keeps none)
     if cell.device_kind == "cuda":  # NVML: the GPU's energy, power, memory and clocks over the window
         from harness.measure.gpu_telemetry import Telemetry
 
@@ -185,6 +186,8 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
             marks["noise"] = noise.sample(marks["tree"])
             if telemetry is not None:
                 telemetry.start()
+            if timer is not None:
+                timer.start()
 
     quiet = _quiet(job, channel)
     marks["tree"] = _tree()
@@ -192,6 +195,13 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
     channel.send({"event": "phase", "phase": "cold"})
     window = run_window(session.run, rule, on_phase)
     gpu = telemetry.stop(int(window.latencies_ns.size) * cell.batch_size) if telemetry is not None else {}
+    if timer is not None:
+        from harness.measure import call_times
+
+        compute, enqueue = timer.stop()
+        gpu.update(call_times.summarize(compute, enqueue, window.latencies_ns, timer.what))
+    elif cell.device_kind == "cuda":
+        gpu["gpu_timing_skipped"] = f"backend '{cell.backend}' keeps no CUDA-event times per call: wall clock only"
     noise_end = noise.sample(marks["tree"])
     channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()

@@ -44,6 +44,7 @@ def validity_notes(record: Mapping[str, Any]) -> list[str]:
             notes.append(f"generator late (issue delay p99 {_num(late, '.2f')} ms)")
     elif not record.get("valid", True):
         notes.append(f"too few queries ({record.get('n_queries')} < {record.get('min_queries')})")
+    notes.extend(str(w).split(":")[0] for w in record.get("gpu_timing_warnings") or [])  # trtexec's, short
     return notes
 
 

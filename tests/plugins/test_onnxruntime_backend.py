@@ -153,6 +153,8 @@ def test_supports_cpu_fp16_and_cuda_int8_no() -> None:
         ({"quantization": "static"}, "quantization=static applies only with precision int8 (this fp32 cell would"),
         ({"quantize_ops": "Gemm"}, "quantize_ops applies only with precision int8"),
         ({"calibration": "minmax"}, "calibration applies only with precision int8 and quantization=static"),
+        ({"transfers": "include"}, "option transfers applies to cuda cells"),
+        ({"transfers": "some"}, "transfers must be one of exclude, include, got 'some'"),
     ],
 )
 def test_supports_bad_options(options: dict[str, Any], expected: str) -> None:
@@ -461,6 +463,19 @@ def test_cuda_runs_on_the_gpu(prepared: Any, references: dict[int, np.ndarray], 
     assert np.abs(out - references[32]).max() < tolerance
     assert session.info["executed_precision"] == precision
     assert session._binding.get_outputs()[0].device_name().lower() == "cuda"
+    assert session.info["transfers"] == "exclude" and session.call_times() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA_EP, reason="this onnxruntime build has no CUDAExecutionProvider (onnxruntime-gpu)")
+def test_cuda_transfers_include_binds_on_the_host(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    try:
+        session = prepared(cell(device="cuda", batch_size=32, transfers="include"))
+    except SkipCell as exc:
+        pytest.skip(f"CUDA provider present but not usable here: {exc.reason}")
+    assert session.info["transfers"] == "include"
+    assert session._binding.get_outputs()[0].device_name().lower() == "cpu"  # copied back at each call
+    assert np.abs(session.outputs()["click_probability"] - references[32]).max() < 1e-4
 
 
 def test_close_releases_the_session(prepared: Any) -> None:

@@ -73,7 +73,7 @@ def test_declarations() -> None:
     assert TorchBackend.name == "pytorch"
     assert TorchBackend.devices == ("cpu", "cuda")
     assert TorchBackend.precisions == ("fp32", "fp16", "bf16", "int8")
-    assert set(TorchBackend.options) == {"mode", "compile_mode"}
+    assert set(TorchBackend.options) == {"mode", "compile_mode", "transfers"}
     assert TorchBackend.availability().ok
 
 
@@ -154,6 +154,14 @@ def test_supports_unknown_option_mode_and_compile_mode() -> None:
     assert not verdict.ok and "only with mode=compile" in verdict.reason
 
 
+def test_supports_transfers_on_cuda_only() -> None:
+    verdict = TorchBackend.supports(cell(transfers="include"))
+    assert not verdict.ok and "applies to cuda cells" in verdict.reason
+    assert TorchBackend.supports(cell(device="cuda", precision="fp16", transfers="include")).ok
+    verdict = TorchBackend.supports(cell(device="cuda", transfers="both"))
+    assert not verdict.ok and "'both'" in verdict.reason
+
+
 def test_supports_unknown_device_and_precision() -> None:
     assert not TorchBackend.supports(cell(device="tpu")).ok
     assert not TorchBackend.supports(cell(precision="fp8")).ok
@@ -176,6 +184,7 @@ def test_eager_fp32_matches_plain_module_exactly(model: DLRMSmall, prepared: Any
     assert isinstance(info["interop_threads"], int)
     assert info["interop_threads"] == 1 or "interop_threads_note" in info
     assert "compile_s" not in info and "device_name" not in info
+    assert session.call_times() is None and "transfers" not in info  # CPU: no CUDA events, nothing to transfer
 
 
 def test_outputs_do_not_alias_between_calls(prepared: Any) -> None:
@@ -244,6 +253,25 @@ def test_cuda_fp16_close_to_fp32(model: DLRMSmall, prepared: Any) -> None:
     info = session.info
     assert info["executed_precision"] == "fp16" and info["device_name"]
     assert info["gpu_mem_allocated_mb"] > 0 and info["gpu_mem_reserved_mb"] >= info["gpu_mem_allocated_mb"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(NO_CUDA, reason="no CUDA device")
+@pytest.mark.parametrize("transfers", ["exclude", "include"])
+def test_cuda_events_time_each_call_of_a_window(model: DLRMSmall, prepared: Any, transfers: str) -> None:
+    session = prepared(cell(device="cuda", precision="fp16", batch_size=64, transfers=transfers))
+    assert session.info["transfers"] == transfers
+    timer = session.call_times()
+    session.run()  # no window open: not kept
+    timer.start()
+    for _ in range(20):
+        session.run()
+    compute, enqueue = timer.stop()
+    assert compute.size == enqueue.size == 20
+    assert (compute > 0).all() and (enqueue > 0).all()
+    assert ("outside" in timer.what) == (transfers == "include")
+    out = session.outputs()["click_probability"]
+    assert np.abs(out - reference(model, 64)).max() < 1e-2
 
 
 def test_prepare_refuses_what_supports_refuses(model: DLRMSmall, tmp_path: Path) -> None:
