@@ -366,7 +366,7 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
             if new:
                 plan = gs.plan_confirmation({c: screened[c].noise for c in new},
                                             {c: 2 * pairs.seconds_per_process(c) for c in new}, clock.left,
-                                            threshold, alpha, already=len(planned))  # fmt: skip
+                                            threshold, alpha, already=len(planned), extras=False)  # fmt: skip
                 planned.update(plan.pairs)
                 left_out.update(plan.left_out)
                 level = plan.level
@@ -389,6 +389,20 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
         targets = gs.plan_screen({c: screened[c].noise for c in short}, {c: screened[c].pairs for c in short},
                                  threshold, {c: 2 * pairs.seconds_per_process(c) for c in short}, clock.left,
                                  SCREEN_SHARE, screen_alpha)  # fmt: skip
+    # 4. what is left: the suspects' noisier metrics, the cheapest first (after the screen's cells short
+    # of power got theirs: a few pairs there turn an inconclusive cell unchanged, where a noisy p99 at
+    # the confirmation's strict level can swallow the night)
+    live = [c for c in planned if c not in pairs.given_up]
+    if live and not clock.ran_out:
+        noise_now = {c: {m: gs.noise([gs.slowdowns(pairs.of("screen", c), m), gs.slowdowns(pairs.of("confirm", c), m)],
+                                     prior[m], gs.CELL_PRIOR_WEIGHT) for m in METRICS} for c in live}  # fmt: skip
+        seconds = {c: 2 * pairs.seconds_per_process(c) for c in live}
+        more = gs.plan_extras({c: planned[c] for c in live}, noise_now, seconds, clock.left, threshold, level)
+        grown = {c: n for c, n in more.items() if n > planned[c]}
+        if grown:
+            planned.update(grown)
+            pairs.log("plan", stage="confirm", extras=grown, level=level, seconds_left=clock.left)
+            pairs.rounds("confirm", grown)
     confirmed = gs.judge_confirmed(
         {c: (pairs.cells[c].label, pairs.of("screen", c), pairs.of("confirm", c)) for c in planned
          if c not in pairs.given_up}, prior, threshold, alpha,

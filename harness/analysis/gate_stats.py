@@ -401,14 +401,17 @@ def plan_confirmation(
     alpha: float,
     target: float = TARGET_POWER,
     already: int = 0,
+    extras: bool = True,
 ) -> Plan:
     """Stage 2: a metric of a suspect (its noise) needs the pairs that give it ``target`` power at
     ``alpha / (metrics x suspects measured again)``, Holm's strictest level (``already``: suspects of
     an earlier screen measured again, in the same Holm family). Every suspect first gets
     what its least noisy metric needs, the dearest suspects left out until that fits in
     ``seconds_left`` (leaving one out relaxes the level for the others, so the plan is made again);
-    then, while time is left, the suspect whose next metric costs the fewest extra seconds gets the
-    pairs that metric needs. A metric left short can still show a regression, never its absence."""
+    then, with ``extras``, while time is left, the suspect whose next metric costs the fewest extra
+    seconds gets the pairs that metric needs (:func:`plan_extras`; the gate asks for those later,
+    after the screen's cells short of power got theirs). A metric left short can still show a
+    regression, never its absence."""
     deltas = deltas_of(threshold)
     kept = list(suspects)
     while True:
@@ -420,22 +423,45 @@ def plan_confirmation(
         if cost <= seconds_left or not kept:
             break
         kept.remove(max(kept, key=lambda cid: pairs[cid] * seconds_per_pair[cid]))
-    spare = seconds_left - cost
-    while True:  # the cheapest next step first, while one fits
-        steps = [
-            ((n - pairs[cid]) * seconds_per_pair[cid], cid, n) for cid in kept for n in needs[cid][1:] if n > pairs[cid]
-        ]
-        fitting = [step for step in steps if step[0] <= spare]
-        if not fitting:
-            break
-        extra, cid, n = min(fitting)
-        pairs[cid], spare = n, spare - extra
+    if extras:
+        pairs = _cheapest_steps(pairs, needs, seconds_per_pair, seconds_left - cost)
     left_out = {}
     for cid in suspects:
         if cid not in kept:
             wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items())
             left_out[cid] = (wanted, int(seconds_left // seconds_per_pair[cid]))
     return Plan(pairs, level, left_out)
+
+
+def _cheapest_steps(
+    pairs: Mapping[str, int], needs: Mapping[str, Sequence[int]], seconds_per_pair: Mapping[str, float], spare: float
+) -> dict[str, int]:
+    """More pairs for the suspects' noisier metrics: the cheapest next step first (a metric's need
+    above the pairs planned, its cost in seconds), while one fits in ``spare`` seconds."""
+    out = dict(pairs)
+    while True:
+        steps = [((n - out[cid]) * seconds_per_pair[cid], cid, n) for cid in out for n in needs[cid] if n > out[cid]]
+        fitting = [step for step in steps if step[0] <= spare]
+        if not fitting:
+            return out
+        extra, cid, n = min(fitting)
+        out[cid], spare = n, spare - extra
+
+
+def plan_extras(
+    planned: Mapping[str, int],
+    noise: Mapping[str, Mapping[str, float]],
+    seconds_per_pair: Mapping[str, float],
+    seconds_left: float,
+    threshold: Threshold,
+    level: float,
+    target: float = TARGET_POWER,
+) -> dict[str, int]:
+    """The suspects measured again (``planned``: their pairs so far), their noisier metrics given
+    what they need at ``level`` (the confirmation's), the cheapest first, within ``seconds_left``."""
+    deltas = deltas_of(threshold)
+    needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in noise[cid].items()) for cid in planned}
+    return _cheapest_steps(planned, needs, seconds_per_pair, seconds_left)
 
 
 def _levels(pairs: Sequence[Pair], metric: str) -> tuple[float | None, float | None]:

@@ -130,6 +130,23 @@ def test_the_plan_spends_the_time_left_on_what_can_be_decided() -> None:
     assert gs.plan_confirmation({"hopeless": hopeless}, cost, 10, 0.05, 0.01).pairs == {}
 
 
+def test_the_noisier_metrics_extras_come_only_when_asked_and_within_the_time() -> None:
+    quiet = {"throughput": 0.01, "p50": 0.01, "p99": 0.05}
+    cost = {"a": 2.0, "b": 2.0}
+    full = gs.plan_confirmation({"a": quiet, "b": quiet}, cost, 1000, 0.05, 0.01)
+    bare = gs.plan_confirmation({"a": quiet, "b": quiet}, cost, 1000, 0.05, 0.01, extras=False)
+    assert bare.level == full.level and all(bare.pairs[c] < full.pairs[c] for c in cost)  # p99 needs more
+    # later, the extras: what p99 needs at the confirmation's level, where the time left holds it
+    p99_needs = gs.pairs_needed(0.05, gs.delta_of(0.05), bare.level, gs.TARGET_POWER)
+    assert gs.plan_extras(bare.pairs, {"a": quiet, "b": quiet}, cost, 1000, 0.05, bare.level) == {
+        "a": p99_needs, "b": p99_needs,
+    }  # fmt: skip
+    one = gs.plan_extras(bare.pairs, {"a": quiet, "b": quiet}, cost, (p99_needs - bare.pairs["a"]) * 2.0, 0.05,
+                         bare.level)  # fmt: skip
+    assert sorted(one.values()) == [bare.pairs["a"], p99_needs]  # only one fits
+    assert gs.plan_extras(bare.pairs, {"a": quiet, "b": quiet}, cost, 0.0, 0.05, bare.level) == bare.pairs
+
+
 def test_the_screen_takes_what_makes_it_work_and_tops_up_only_what_reaches_a_power() -> None:
     noise = {"throughput": 0.02, "p50": 0.02, "p99": 0.3}
     cells = {f"c{i}": noise for i in range(4)}
