@@ -1,6 +1,7 @@
 """The gate's course on simulated nights whose noise per metric is the real-runtime gate's.
 
     python benchmarks/gate_course.py [--budget 1200] [--nights 20] [--p99-noise 0.11,0.16,...]
+                                     [--metrics throughput,p50]
 
 16 cells, processes of 4.2 s on a simulated clock, each metric with its own noise per pair (sd of
 the log ratio): throughput 2.5 %, p50 2 % and p99 as the A/A gate on rec.yaml measured it per cell
@@ -51,10 +52,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1200.0, help="seconds (default 1200)")
     parser.add_argument("--nights", type=int, default=20)
     parser.add_argument("--p99-noise", default=",".join(map(str, P99_NOISE)), help="per cell, comma-separated")
+    parser.add_argument("--metrics", default="throughput,p50,p99", help="the metrics judged (bench gate --metrics)")
     args = parser.parse_args()
     p99 = [float(x) for x in args.p99_noise.split(",")]
     slowed = {f"c{i}": 0.10 for i in range(8, min(12, len(p99)))}
-    thresholds = gs.gate_thresholds(0.05)
+    thresholds = gs.gate_thresholds(0.05, metrics=args.metrics.split(","))
     verdicts: collections.Counter[str] = collections.Counter()
     caught = false = 0
     longest = 0.0
@@ -71,8 +73,8 @@ def main() -> None:
             longest = max(longest, night.now)
     total = sum(verdicts.values())
     shares = ", ".join(f"{v} {n / total:.0%}" for v, n in sorted(verdicts.items()))
-    print(f"budget {args.budget:.0f} s, {args.nights} nights of {len(p99)} cells: A/A {shares}; 10 % slower "
-          f"caught {caught}/{len(slowed) * args.nights}; false regressions {false}; "
+    print(f"budget {args.budget:.0f} s, {args.nights} nights of {len(p99)} cells, judging {args.metrics}: "
+          f"A/A {shares}; 10 % slower caught {caught}/{len(slowed) * args.nights}; false regressions {false}; "
           f"longest night {longest:.0f} s")  # fmt: skip
 
 

@@ -101,6 +101,8 @@ class GateOptions:
     threshold: float = 0.05
     #: p99's threshold; None: the larger of ``threshold`` and gate_stats.DEFAULT_P99_THRESHOLD
     p99_threshold: float | None = None
+    #: the metrics judged (the others are reported with their change, not judged)
+    metrics: tuple[str, ...] = tuple(METRICS)
     alpha: float = 0.01
     screen_alpha: float = gs.SCREEN_ALPHA
     seed: int = 0
@@ -112,7 +114,7 @@ class GateOptions:
     @property
     def thresholds(self) -> dict[str, float]:
         """Each metric's threshold (p99's at least gate_stats.DEFAULT_P99_THRESHOLD unless given)."""
-        return gs.gate_thresholds(self.threshold, self.p99_threshold)
+        return gs.gate_thresholds(self.threshold, self.p99_threshold, self.metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +355,7 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
     pairs.say(f"calibration: noise {', '.join(f'{m} {v:.1%}' for m, v in prior.items())}; screen: {n1} pair(s) a cell")
     planned: dict[str, int] = {}  # suspect -> pairs planned for its confirmation
     left_out: dict[str, tuple[int, int]] = {}
-    level = alpha / (len(METRICS) * max(len(active), 1))
+    level = alpha / (len(gs.judged(threshold)) * max(len(active), 1))
     screened = gs.screen({c: [] for c in active}, prior, threshold, screen_alpha)  # in case none fits
     while targets or planned:
         measured = len(pairs.pairs)
@@ -395,7 +397,8 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
     live = [c for c in planned if c not in pairs.given_up]
     if live and not clock.ran_out:
         noise_now = {c: {m: gs.noise([gs.slowdowns(pairs.of("screen", c), m), gs.slowdowns(pairs.of("confirm", c), m)],
-                                     prior[m], gs.CELL_PRIOR_WEIGHT) for m in METRICS} for c in live}  # fmt: skip
+                                     prior[m], gs.CELL_PRIOR_WEIGHT) for m in gs.judged(threshold)}
+                     for c in live}  # fmt: skip
         seconds = {c: 2 * pairs.seconds_per_process(c) for c in live}
         more = gs.plan_extras({c: planned[c] for c in live}, noise_now, seconds, clock.left, threshold, level)
         grown = {c: n for c, n in more.items() if n > planned[c]}

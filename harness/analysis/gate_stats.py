@@ -83,26 +83,37 @@ CONFIDENCE = 0.95
 #: 3-16; at 10 % most cells need 4
 DEFAULT_P99_THRESHOLD = 0.10
 
+#: the verdict of a metric the gate reports but does not judge (left out of ``--metrics``)
+NOT_JUDGED = "not judged"
+
 #: a threshold per metric, or one for all
 Threshold: TypeAlias = float | Mapping[str, float]
 
 
 def thresholds_of(threshold: Threshold) -> dict[str, float]:
-    """Every metric's threshold (a fraction): one number for all, or a mapping naming each metric."""
+    """The judged metrics' thresholds (fractions), in METRICS' order: one number for every metric, or
+    a mapping naming the metrics judged (a metric it leaves out is reported, not judged)."""
     if isinstance(threshold, int | float):
         return dict.fromkeys(METRICS, float(threshold))
-    missing = [m for m in METRICS if m not in threshold]
-    if missing:
-        raise ValueError(f"a threshold per metric needs {', '.join(METRICS)}; missing {', '.join(missing)}")
-    return {m: float(threshold[m]) for m in METRICS}
+    unknown = [m for m in threshold if m not in METRICS]
+    if unknown or not threshold:
+        raise ValueError(f"thresholds name one or more of {', '.join(METRICS)}; got {', '.join(threshold) or 'none'}")
+    return {m: float(threshold[m]) for m in METRICS if m in threshold}
 
 
-def gate_thresholds(threshold: float, p99_threshold: float | None = None) -> dict[str, float]:
-    """The gate's thresholds: ``threshold`` for throughput and p50, and for p99 ``p99_threshold``
-    or by default the larger of ``threshold`` and ``DEFAULT_P99_THRESHOLD``."""
-    out = thresholds_of(threshold)
-    out["p99"] = p99_threshold if p99_threshold is not None else max(threshold, DEFAULT_P99_THRESHOLD)
-    return out
+def gate_thresholds(
+    threshold: float, p99_threshold: float | None = None, metrics: Sequence[str] = tuple(METRICS)
+) -> dict[str, float]:
+    """The gate's thresholds of the ``metrics`` it judges: ``threshold`` for throughput and p50, and
+    for p99 ``p99_threshold`` or by default the larger of ``threshold`` and ``DEFAULT_P99_THRESHOLD``."""
+    every = dict.fromkeys(METRICS, float(threshold))
+    every["p99"] = p99_threshold if p99_threshold is not None else max(threshold, DEFAULT_P99_THRESHOLD)
+    return thresholds_of({m: every[m] for m in metrics})
+
+
+def judged(threshold: Threshold) -> list[str]:
+    """The metrics a threshold judges, in METRICS' order."""
+    return list(thresholds_of(threshold))
 
 
 def deltas_of(threshold: Threshold) -> dict[str, float]:
@@ -337,7 +348,7 @@ def screen(
     for cid, pairs in cells.items():
         p, sd, pw = {}, {}, {}
         n = sum(pair.usable for pair in pairs)
-        for metric in METRICS:
+        for metric in deltas:
             values = slowdowns(pairs, metric)
             p[metric] = worse_p(values)
             sd[metric] = noise([values], prior[metric], CELL_PRIOR_WEIGHT)
@@ -374,7 +385,7 @@ def plan_screen(
         extra = max(extra, min(floor - min(have[cid] for cid in noise), int(seconds_left // one_each)))
     out = {}
     for cid, sd in noise.items():
-        needs = [pairs_needed(v, deltas[m], screen_alpha, SCREEN_POWER) for m, v in sd.items()]
+        needs = [pairs_needed(v, deltas[m], screen_alpha, SCREEN_POWER) for m, v in sd.items() if m in deltas]
         fitting = [n for n in needs if have[cid] < n <= have[cid] + extra]
         if fitting:
             out[cid] = max(fitting)
@@ -415,9 +426,9 @@ def plan_confirmation(
     deltas = deltas_of(threshold)
     kept = list(suspects)
     while True:
-        level = alpha / (len(METRICS) * max(already + len(kept), 1))
-        needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items())
-                 for cid in kept}  # fmt: skip
+        level = alpha / (len(deltas) * max(already + len(kept), 1))
+        needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items()
+                             if m in deltas) for cid in kept}  # fmt: skip
         pairs = {cid: needs[cid][0] for cid in kept}
         cost = sum(pairs[cid] * seconds_per_pair[cid] for cid in kept)
         if cost <= seconds_left or not kept:
@@ -428,7 +439,7 @@ def plan_confirmation(
     left_out = {}
     for cid in suspects:
         if cid not in kept:
-            wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items())
+            wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items() if m in deltas)
             left_out[cid] = (wanted, int(seconds_left // seconds_per_pair[cid]))
     return Plan(pairs, level, left_out)
 
@@ -460,7 +471,8 @@ def plan_extras(
     """The suspects measured again (``planned``: their pairs so far), their noisier metrics given
     what they need at ``level`` (the confirmation's), the cheapest first, within ``seconds_left``."""
     deltas = deltas_of(threshold)
-    needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in noise[cid].items()) for cid in planned}
+    needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in noise[cid].items() if m in deltas)
+             for cid in planned}  # fmt: skip
     return _cheapest_steps(planned, needs, seconds_per_pair, seconds_left)
 
 
@@ -520,9 +532,12 @@ def judge_screened(
     cell = CellComparison(cid, label)
     for metric in METRICS:
         change = metric_change(metric, pairs)
-        change.verdict = "unchanged" if screened.power[metric] >= SCREEN_POWER else "inconclusive"
+        if metric not in thresholds:
+            change.verdict = NOT_JUDGED
+        else:
+            change.verdict = "unchanged" if screened.power[metric] >= SCREEN_POWER else "inconclusive"
         cell.metrics[metric] = change
-    weak = [m for m in METRICS if cell.metrics[m].verdict == "inconclusive"]
+    weak = [m for m in thresholds if cell.metrics[m].verdict == "inconclusive"]
     if not screened.pairs:
         cell.verdict, cell.note = "inconclusive", "no usable pair (a process failed or was measured on a busy machine)"
     elif weak:
@@ -545,7 +560,9 @@ def judge_left_out(
     cell = CellComparison(cid, label, verdict="inconclusive")
     for metric in METRICS:
         cell.metrics[metric] = metric_change(metric, pairs)
-    least = min(METRICS, key=lambda m: screened.noise[m])
+        if metric not in screened.noise:
+            cell.metrics[metric].verdict = NOT_JUDGED
+    least = min(screened.noise, key=lambda m: screened.noise[m])
     cell.note = (
         f"{_label(least, screened.noise[least])}, its least noisy metric: {needed} pairs needed for "
         f"{TARGET_POWER:.0%} power, the time left afforded {affordable}; not measured again"
@@ -571,17 +588,19 @@ def judge_confirmed(
         cell = CellComparison(cid, label)
         for metric in METRICS:
             cell.metrics[metric] = metric_change(metric, again)
-            if cell.metrics[metric].p_value is not None:
+            if metric not in deltas:
+                cell.metrics[metric].verdict = NOT_JUDGED
+            elif cell.metrics[metric].p_value is not None:
                 tested.append(cell.metrics[metric])
         out[cid] = (cell, {}, {})
     for change, adjusted in zip(tested, holm([c.p_value or 1.0 for c in tested]), strict=True):
         change.p_adjusted = adjusted
     family = max(len(out), 1)
-    level = alpha / (len(METRICS) * family)  # the power is judged at Holm's strictest level, as planned
+    level = alpha / (len(deltas) * family)  # the power is judged at Holm's strictest level, as planned
     for cid, (_, before, again) in cells.items():
         cell, sd, pw = out[cid]
         n = sum(p.usable for p in again)
-        for metric in METRICS:
+        for metric in deltas:
             sd[metric] = noise([slowdowns(before, metric), slowdowns(again, metric)], prior[metric], CELL_PRIOR_WEIGHT)
             pw[metric] = power(n, sd[metric], deltas[metric], level)
             change = cell.metrics[metric]
@@ -596,7 +615,7 @@ def judge_confirmed(
         elif not n:
             cell.verdict, cell.note = "inconclusive", "no usable pair measured again"
         elif "inconclusive" in verdicts:
-            worst = max((m for m in METRICS if cell.metrics[m].verdict == "inconclusive"), key=lambda m: sd[m])
+            worst = max((m for m in deltas if cell.metrics[m].verdict == "inconclusive"), key=lambda m: sd[m])
             cell.verdict = "inconclusive"
             cell.note = (
                 f"{_label(worst, sd[worst])}: {n} pair(s) measured again had {pw[worst]:.0%} power at the threshold, "

@@ -60,6 +60,8 @@ def result_threshold_text(result: Comparison) -> str:
     text = threshold_text(result.threshold)
     per = (result.gate or {}).get("thresholds") or {}
     others = [f"{metric} {threshold_text(value)}" for metric, value in per.items() if value != result.threshold]
+    if per and len(per) < 3:  # bench gate --metrics: the others reported, not judged
+        others.append(f"judged: {', '.join(per)}")
     return f"{text} ({', '.join(others)})" if others else text
 
 
@@ -127,7 +129,8 @@ def render_text(result: Comparison) -> str:
     for cell in sorted(
         result.cells, key=lambda c: ("regressed", "improved", "inconclusive", "unchanged").index(c.verdict)
     ):
-        parts = [f"{m} {_pct(c.change)} {_ci(c)}" for m, c in cell.metrics.items()]
+        parts = [f"{m} {_pct(c.change)} {_ci(c)}" + (" (not judged)" if c.verdict == "not judged" else "")
+                 for m, c in cell.metrics.items()]  # fmt: skip
         lines.append(f"  {cell.verdict:12s} {cell.label}{_again(cell)}: " + "; ".join(parts))
     if result.not_measured:
         lines.append(f"{len(result.not_measured)} cell(s) not measured in both runs, not compared:")

@@ -97,6 +97,17 @@ def compare(
     _emit(ctx, result, fmt, output, json_out)
 
 
+def _metrics_option(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--metrics``: known metric names, comma-separated, at least one, in the results' order."""
+    from harness.analysis.comparison import METRICS
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown or not names:
+        raise click.BadParameter(f"{value!r}: give one or more of {', '.join(METRICS)}, comma-separated")
+    return tuple(m for m in METRICS if m in names)
+
+
 @cli.command()
 @click.argument("scenario", type=click.Path(dir_okay=False))
 @click.option("--baseline", default=None, metavar="REF",
@@ -113,6 +124,10 @@ def compare(
 @click.option("--p99-threshold", type=Finite(0, 100, low_open=True, high_open=True), default=None,
               help="Least p99 slowdown that matters, in percent [default: the larger of --threshold and 10: a "
                    "short window's tail moves several times more between processes than its median].")  # fmt: skip
+@click.option("--metrics", "metrics", default="throughput,p50,p99", show_default=True, callback=_metrics_option,
+              help="The metrics judged, comma-separated; the others are reported with their change, not judged "
+                   "(throughput,p50 leaves out p99, whose noise between processes keeps most cells inconclusive "
+                   "on a small machine's budget).")  # fmt: skip
 @click.option("--alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.01, show_default=True,
               help="Chance of any false regression over the cells measured again (Holm).")  # fmt: skip
 @click.option("--screen-alpha", type=Finite(0, 1, low_open=True, high_open=True), default=0.25, show_default=True,
@@ -137,6 +152,7 @@ def gate(
     budget: float,
     threshold: float,
     p99_threshold: float | None,
+    metrics: tuple[str, ...],
     alpha: float,
     screen_alpha: float,
     seed: int | None,
@@ -163,7 +179,7 @@ def gate(
         baseline=baseline, baseline_code=Path(baseline_code) if baseline_code else None, budget_s=budget,
         threshold=threshold / 100, p99_threshold=p99_threshold / 100 if p99_threshold is not None else None,
         alpha=alpha, screen_alpha=screen_alpha, seed=seed if seed is not None else int(time.time()) % 2**31,
-        out_root=Path(out_root),
+        out_root=Path(out_root), metrics=metrics,
         plugins=ctx.obj["plugins"], allow_dirty=allow_dirty,
     )  # fmt: skip
     result = run_gate(_load(scenario, ctx), options, say=lambda line: click.echo(line, err=True))

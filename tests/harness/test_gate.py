@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, bench, fake_scenario, journal, run_dirs
 from harness.analysis import gate, gate_sides, render
 from harness.analysis import gate_stats as gs
+from harness.analysis.comparison import Comparison
 from harness.errors import ScenarioError, UsageError
 from harness.scenario import expand_cells, load_scenario, load_scenario_text
 
@@ -210,8 +211,11 @@ def test_each_metric_is_judged_at_its_own_threshold() -> None:
     assert gs.gate_thresholds(0.05) == {"throughput": 0.05, "p50": 0.05, "p99": gs.DEFAULT_P99_THRESHOLD}
     assert gs.gate_thresholds(0.2)["p99"] == 0.2  # never below the others
     assert gs.gate_thresholds(0.05, 0.03)["p99"] == 0.03  # what the user asks
-    with pytest.raises(ValueError, match="missing p99"):
-        gs.thresholds_of({"throughput": 0.05, "p50": 0.05})
+    assert gs.gate_thresholds(0.05, metrics=("p50", "throughput")) == {"throughput": 0.05, "p50": 0.05}
+    assert gs.judged({"p99": 0.1, "throughput": 0.05}) == ["throughput", "p99"]  # in the results' order
+    for bad in ({"p95": 0.05}, {}):
+        with pytest.raises(ValueError, match="one or more of throughput, p50, p99"):
+            gs.thresholds_of(bad)
     # five pairs of the same code, p99 noisy: at 5 % its power is short, at 10 % it is enough
     prior = {"throughput": 0.015, "p50": 0.015, "p99": 0.08}
     pairs = {"c": _noisy_tail_pairs(5, 3)}
@@ -230,9 +234,33 @@ def test_each_metric_is_judged_at_its_own_threshold() -> None:
     assert planned == {"c": need10}
 
 
-def test_the_result_names_a_metric_whose_threshold_differs() -> None:
-    from harness.analysis.comparison import Comparison
+def test_a_metric_left_out_is_reported_not_judged() -> None:
+    # p99 alone worse (a noisy tail, 30 % slower in every pair): judged, the cell is a suspect; not judged, it is not
+    pairs = []
+    for k in range(6):
+        base, cand = _process(1000, 1.0, 3.0), _process(1000 * (1 + 0.001 * k), 1.0, 3.9)
+        pairs.append(gs.Pair("screen", k, "c", "baseline", base, cand))
+    prior = {"throughput": 0.01, "p50": 0.01, "p99": 0.05}
+    every = gs.screen({"c": pairs}, prior, gs.gate_thresholds(0.05))["c"]
+    two = gs.screen({"c": pairs}, prior, gs.gate_thresholds(0.05, metrics=("throughput", "p50")))["c"]
+    assert every.suspect and not two.suspect and set(two.power) == {"throughput", "p50"}
+    cell = gs.judge_screened("c", "c", pairs, two, gs.gate_thresholds(0.05, metrics=("throughput", "p50")))
+    assert cell.verdict == "unchanged" and cell.metrics["p99"].verdict == gs.NOT_JUDGED
+    assert cell.metrics["p99"].change == pytest.approx(0.3)  # still reported
+    # confirmation: Holm over the judged metrics only, at alpha / (2 metrics x 1 cell)
+    confirmed = gs.judge_confirmed({"c": ("c", pairs, pairs)}, prior, {"throughput": 0.05, "p50": 0.05}, 0.01)
+    judged_cell, noise, power = confirmed["c"]
+    assert set(noise) == set(power) == {"throughput", "p50"} and judged_cell.metrics["p99"].verdict == gs.NOT_JUDGED
+    assert judged_cell.metrics["p99"].p_adjusted is None and judged_cell.verdict != "regressed"
+    plan = gs.plan_confirmation({"c": prior}, {"c": 1.0}, 1000, {"throughput": 0.05, "p50": 0.05}, 0.01)
+    assert plan.level == pytest.approx(0.01 / 2)
+    text = render.result_threshold_text(
+        Comparison("a", "b", 0.05, 0.01, [], [], [], [], gate={"thresholds": {"throughput": 0.05, "p50": 0.05}})
+    )
+    assert text == "5 % (judged: throughput, p50)"
 
+
+def test_the_result_names_a_metric_whose_threshold_differs() -> None:
     plain = Comparison("a", "b", 0.05, 0.01, [], [], [], [])
     assert render.result_threshold_text(plain) == "5 %"
     gated = Comparison("a", "b", 0.05, 0.01, [], [], [], [], gate={"thresholds": gs.gate_thresholds(0.05)})
@@ -479,6 +507,8 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
         (("--baseline-code", str(wrong_backend)), "has no backend 'fake'"),
         (("--baseline", "HEAD", "--budget", "soon"), "not a duration"),
         (("--baseline", "HEAD", "--p99-threshold", "100"), "--p99-threshold"),
+        (("--baseline", "HEAD", "--metrics", "throughput,p95"), "give one or more of throughput, p50, p99"),
+        (("--baseline", "HEAD", "--metrics", ","), "give one or more of throughput, p50, p99"),
     ]
     for args, words in cases:
         refused = bench("gate", str(scenario), *args, "--allow-dirty", "--out", str(out))
