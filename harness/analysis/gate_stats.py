@@ -440,7 +440,9 @@ def plan_confirmation(
     for cid in suspects:
         if cid not in kept:
             wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items() if m in deltas)
-            left_out[cid] = (wanted, int(seconds_left // seconds_per_pair[cid]))
+            # what the time left after the suspects kept affords it: a suspect can be left out though it
+            # would fit alone, the dearest of several that do not fit together
+            left_out[cid] = (wanted, int(max(0.0, seconds_left - cost) // seconds_per_pair[cid]))
     return Plan(pairs, level, left_out)
 
 
@@ -565,7 +567,7 @@ def judge_left_out(
     least = min(screened.noise, key=lambda m: screened.noise[m])
     cell.note = (
         f"{_label(least, screened.noise[least])}, its least noisy metric: {needed} pairs needed for "
-        f"{TARGET_POWER:.0%} power, the time left afforded {affordable}; not measured again"
+        f"{TARGET_POWER:.0%} power, the time left after the other suspects' afforded {affordable}; not measured again"
     )
     return cell
 
