@@ -374,6 +374,13 @@ def compare_runs(
             untrusted[cid] = f"measured only on a busy machine in the {' and the '.join(busy)}: not judged"
         else:
             b_recs, c_recs = [r for r in b_recs if is_trusted(r)], [r for r in c_recs if is_trusted(r)]
+        issued = [sorted({generator_of(r) or "-" for r in recs}) for recs in (b_recs, c_recs)]
+        if issued[0] != issued[1] and cid not in untrusted:
+            untrusted[cid] = (
+                f"its queries were issued by different generators (baseline {', '.join(issued[0])}, candidate "
+                f"{', '.join(issued[1])}): latency moves with the generator's own lateness, not only with the "
+                "code; not judged"
+            )
         sides.append((cid, label, batch, side_of(base_run, b_recs), side_of(cand_run, c_recs)))
     results = judge_cells(sides, threshold, alpha, noise_floor)
     for cell in results:
@@ -385,6 +392,14 @@ def compare_runs(
         not_measured=missing,
         quick={"baseline": bm.settings.quick, "candidate": cm.settings.quick},
     )  # fmt: skip
+
+
+def generator_of(record: Mapping[str, Any]) -> str | None:
+    """Who issued a LoadGen cell's queries: its ``generator``, or ``loadgen`` for records older than
+    the field (only LoadGen issued them then); None for a single-stream cell."""
+    if record.get("stop_reason") != "loadgen":
+        return None
+    return str(record.get("generator") or "loadgen")
 
 
 def _decide(cells: list[CellComparison], threshold: float, alpha: float) -> None:

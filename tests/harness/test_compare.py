@@ -350,3 +350,30 @@ def test_run_repeats_override_the_scenario_for_a_nightly_gate(tmp_path: Path) ->
     assert json.loads((run / "manifest.json").read_text())["settings"]["repeats"] == 2
     bad = bench("run", str(scenario), "--repeats", "0", "--out", str(tmp_path / "r"))
     assert bad.returncode == 2 and "--repeats" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fake_plugin")
+def test_server_cells_issued_by_different_generators_are_not_judged(tmp_path: Path) -> None:
+    extra = (
+        "load: server\nloadgen: {target_qps: 200, latency_bound_ms: 20, min_duration_s: 1.0, min_query_count: 100}\n"
+    )
+    scenario = fake_scenario(tmp_path, service_ms=1.0, extra=extra)
+    assert bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report").returncode == 0
+    (base,) = run_dirs(tmp_path / "r")
+    assert comparison.generator_of(journal(base)[0]) == "bench"
+    older = tmp_path / "older"  # the same run as a bench without the field would have stored it: LoadGen's
+    shutil.copytree(base, older)
+    records = journal(older)
+    for record in records:
+        record.pop("generator", None)
+    (older / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (older / "results.parquet").unlink(missing_ok=True)
+    assert comparison.generator_of(records[0]) == "loadgen"
+    done = bench("compare", str(older), str(base), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (cell,) = json.loads(done.stdout)["cells"]
+    assert cell["verdict"] == "inconclusive"
+    assert "different generators (baseline loadgen, candidate bench)" in cell["note"]
+    same = json.loads(bench("compare", str(base), str(base), "--format", "json").stdout)
+    assert same["cells"][0]["verdict"] == "unchanged" and same["cells"][0]["note"] is None
