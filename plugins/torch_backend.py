@@ -88,44 +88,40 @@ class TorchSession(Session):
         #: outputs copied back); None: the inputs stay on the device
         self._host_inputs = host_inputs
         self._device = cuda_device
-        self._timer: CallTimes | None = None
-        self._events: tuple[Any, Any] | None = None
-        if cuda_device is not None:  # two CUDA events around the forward of every call of a window
-            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        #: CUDA: the recorder and two CUDA events, recorded around the forward of every call of a window
+        self._timing: tuple[CallTimes, Any, Any] | None = None
+        if cuda_device is not None:
             outside = " (the copies to and from the host outside them)" if host_inputs is not None else ""
-            self._timer = CallTimes(f"the module's forward{outside}")
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._timing = (CallTimes(f"the module's forward{outside}"), *events)
 
     def call_times(self) -> CallTimes | None:
-        return self._timer
+        return self._timing[0] if self._timing is not None else None
 
     def run(self) -> None:
         if self._host_inputs is not None:
             for device_tensor, host_tensor in zip(self._inputs, self._host_inputs, strict=True):
                 device_tensor.copy_(host_tensor, non_blocking=True)
-        timer = self._timer
-        if timer is None or not timer.recording or self._events is None:
-            with self._inference_mode(True):
-                result = self._fn(*self._inputs)
-            if self._host_inputs is not None:
-                _to_host(result)
-            if self._sync is not None:
-                self._sync()
-            return
-        import torch
+        timing = self._timing if self._timing is not None and self._timing[0].recording else None
+        stream, t0, t1 = None, 0, 0
+        if timing is not None:  # the events on the device's current stream, around the forward
+            import torch
 
-        start, end = self._events
-        stream = torch.cuda.current_stream(self._device)
-        t0 = time.perf_counter_ns()
-        start.record(stream)
+            stream = torch.cuda.current_stream(self._device)
+            t0 = time.perf_counter_ns()
+            timing[1].record(stream)
         with self._inference_mode(True):
             result = self._fn(*self._inputs)
-        end.record(stream)
-        t1 = time.perf_counter_ns()
+        if timing is not None:
+            timing[2].record(stream)
+            t1 = time.perf_counter_ns()
         if self._host_inputs is not None:
             _to_host(result)
         if self._sync is not None:
             self._sync()
-        timer.add(start.elapsed_time(end) * 1e6, t1 - t0)  # elapsed_time: ms
+        if timing is not None:
+            timer, start, end = timing
+            timer.add(start.elapsed_time(end) * 1e6, t1 - t0)  # elapsed_time: ms
 
     def outputs(self) -> dict[str, np.ndarray]:
         import torch

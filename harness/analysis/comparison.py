@@ -42,6 +42,8 @@ METRICS: dict[str, tuple[str, bool]] = {
     "p50": ("p50_ms", False),
     "p99": ("p99_ms", False),
 }
+#: the verdict of a metric reported but not judged (``bench gate --metrics`` left it out)
+NOT_JUDGED = "not judged"
 #: environment fields that must match for a comparison to mean something
 ENV_KEYS = ("cpu.model", "cpu.usable_cpus", "memory_total_mb", "gpus", "python")
 #: packages compared whatever the backends: the array library every input and output goes through

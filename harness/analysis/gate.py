@@ -373,11 +373,8 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
                 left_out.update(plan.left_out)
                 level = plan.level
                 # a larger Holm family: earlier suspects need what the stricter level needs too
-                deltas = gs.deltas_of(threshold)
                 for cid, had in planned.items():
-                    noise = screened[cid].noise.items()
-                    planned[cid] = max(had, min(gs.pairs_needed(sd, deltas[m], level, gs.TARGET_POWER)
-                                                for m, sd in noise))  # fmt: skip
+                    planned[cid] = max(had, gs.needs_of(screened[cid].noise, threshold, level, gs.TARGET_POWER)[0])
                 pairs.log("plan", stage="confirm", suspects=new, pairs=plan.pairs, level=plan.level,
                           left_out={c: list(v) for c, v in plan.left_out.items()}, seconds_left=clock.left)  # fmt: skip
                 pairs.say(f"screen: {len(new)} suspect(s); measuring {len(plan.pairs)} again, "
@@ -396,9 +393,7 @@ def decide(pairs: Pairs, threshold: gs.Threshold, alpha: float, screen_alpha: fl
     # the confirmation's strict level can swallow the night)
     live = [c for c in planned if c not in pairs.given_up]
     if live and not clock.ran_out:
-        noise_now = {c: {m: gs.noise([gs.slowdowns(pairs.of("screen", c), m), gs.slowdowns(pairs.of("confirm", c), m)],
-                                     prior[m], gs.CELL_PRIOR_WEIGHT) for m in gs.judged(threshold)}
-                     for c in live}  # fmt: skip
+        noise_now = {c: gs.cell_noise([pairs.of("screen", c), pairs.of("confirm", c)], prior, threshold) for c in live}
         seconds = {c: 2 * pairs.seconds_per_process(c) for c in live}
         more = gs.plan_extras({c: planned[c] for c in live}, noise_now, seconds, clock.left, threshold, level)
         grown = {c: n for c, n in more.items() if n > planned[c]}

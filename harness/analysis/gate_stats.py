@@ -55,7 +55,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from harness.analysis.comparison import METRICS, CellComparison, MetricChange
+from harness.analysis.comparison import METRICS, NOT_JUDGED, CellComparison, MetricChange
 from harness.analysis.intervals import holm
 
 #: Wilcoxon's asymptotic relative efficiency against the t-test under normal noise
@@ -82,9 +82,6 @@ CONFIDENCE = 0.95
 #: for throughput and p50), so that at 5 % it needs 8-81 pairs a cell where throughput and p50 need
 #: 3-16; at 10 % most cells need 4
 DEFAULT_P99_THRESHOLD = 0.10
-
-#: the verdict of a metric the gate reports but does not judge (left out of ``--metrics``)
-NOT_JUDGED = "not judged"
 
 #: a threshold per metric, or one for all
 Threshold: TypeAlias = float | Mapping[str, float]
@@ -312,6 +309,19 @@ def pairs_needed(sigma: float, delta: float, level: float, target: float) -> int
     return n
 
 
+def needs_of(noise: Mapping[str, float], threshold: Threshold, level: float, target: float) -> list[int]:
+    """The pairs each judged metric of a cell (its ``noise`` per metric) needs for ``target`` power at
+    ``level``, fewest first."""
+    deltas = deltas_of(threshold)
+    return sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in noise.items() if m in deltas)
+
+
+def cell_noise(stages: Sequence[Sequence[Pair]], prior: Mapping[str, float], threshold: Threshold) -> dict[str, float]:
+    """Each judged metric's noise of a cell over its stages' pairs (each stage around its own mean),
+    shrunk towards ``prior`` with the weight of ``CELL_PRIOR_WEIGHT`` pairs."""
+    return {m: noise([slowdowns(pairs, m) for pairs in stages], prior[m], CELL_PRIOR_WEIGHT) for m in judged(threshold)}
+
+
 def delta_of(threshold: float) -> float:
     """The threshold as a slowdown in log ratio: the smaller of a latency's log(1 + t) and a
     throughput's -log(1 - t)."""
@@ -375,7 +385,6 @@ def plan_screen(
     what brings a metric to it. Cells needing nothing more are left out."""
     if not noise:
         return {}
-    deltas = deltas_of(threshold)
     one_each = sum(seconds_per_pair[cid] for cid in noise)  # a round: one more pair of every cell
     extra = int(share * seconds_left // one_each)
     if not extra and not any(have[cid] for cid in noise) and seconds_left >= min(seconds_per_pair.values()):
@@ -385,7 +394,7 @@ def plan_screen(
         extra = max(extra, min(floor - min(have[cid] for cid in noise), int(seconds_left // one_each)))
     out = {}
     for cid, sd in noise.items():
-        needs = [pairs_needed(v, deltas[m], screen_alpha, SCREEN_POWER) for m, v in sd.items() if m in deltas]
+        needs = needs_of(sd, threshold, screen_alpha, SCREEN_POWER)
         fitting = [n for n in needs if have[cid] < n <= have[cid] + extra]
         if fitting:
             out[cid] = max(fitting)
@@ -423,12 +432,11 @@ def plan_confirmation(
     seconds gets the pairs that metric needs (:func:`plan_extras`; the gate asks for those later,
     after the screen's cells short of power got theirs). A metric left short can still show a
     regression, never its absence."""
-    deltas = deltas_of(threshold)
+    metrics = len(judged(threshold))
     kept = list(suspects)
     while True:
-        level = alpha / (len(deltas) * max(already + len(kept), 1))
-        needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items()
-                             if m in deltas) for cid in kept}  # fmt: skip
+        level = alpha / (metrics * max(already + len(kept), 1))
+        needs = {cid: needs_of(suspects[cid], threshold, level, target) for cid in kept}
         pairs = {cid: needs[cid][0] for cid in kept}
         cost = sum(pairs[cid] * seconds_per_pair[cid] for cid in kept)
         if cost <= seconds_left or not kept:
@@ -439,7 +447,7 @@ def plan_confirmation(
     left_out = {}
     for cid in suspects:
         if cid not in kept:
-            wanted = min(pairs_needed(sd, deltas[m], level, target) for m, sd in suspects[cid].items() if m in deltas)
+            wanted = needs_of(suspects[cid], threshold, level, target)[0]
             # what the time left after the suspects kept affords it: a suspect can be left out though it
             # would fit alone, the dearest of several that do not fit together
             left_out[cid] = (wanted, int(max(0.0, seconds_left - cost) // seconds_per_pair[cid]))
@@ -472,9 +480,7 @@ def plan_extras(
 ) -> dict[str, int]:
     """The suspects measured again (``planned``: their pairs so far), their noisier metrics given
     what they need at ``level`` (the confirmation's), the cheapest first, within ``seconds_left``."""
-    deltas = deltas_of(threshold)
-    needs = {cid: sorted(pairs_needed(sd, deltas[m], level, target) for m, sd in noise[cid].items() if m in deltas)
-             for cid in planned}  # fmt: skip
+    needs = {cid: needs_of(noise[cid], threshold, level, target) for cid in planned}
     return _cheapest_steps(planned, needs, seconds_per_pair, seconds_left)
 
 
@@ -602,8 +608,8 @@ def judge_confirmed(
     for cid, (_, before, again) in cells.items():
         cell, sd, pw = out[cid]
         n = sum(p.usable for p in again)
+        sd.update(cell_noise([before, again], prior, threshold))
         for metric in deltas:
-            sd[metric] = noise([slowdowns(before, metric), slowdowns(again, metric)], prior[metric], CELL_PRIOR_WEIGHT)
             pw[metric] = power(n, sd[metric], deltas[metric], level)
             change = cell.metrics[metric]
             significant = change.p_adjusted is not None and change.p_adjusted < alpha

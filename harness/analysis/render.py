@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from harness.analysis.comparison import METRICS, CellComparison, Comparison, MetricChange, NotMeasured
+from harness.analysis.comparison import METRICS, NOT_JUDGED, CellComparison, Comparison, MetricChange, NotMeasured
 
 # --------------------------------------------------------------------------------------------
 # output
@@ -60,7 +60,7 @@ def result_threshold_text(result: Comparison) -> str:
     text = threshold_text(result.threshold)
     per = (result.gate or {}).get("thresholds") or {}
     others = [f"{metric} {threshold_text(value)}" for metric, value in per.items() if value != result.threshold]
-    if per and len(per) < 3:  # bench gate --metrics: the others reported, not judged
+    if per and len(per) < len(METRICS):  # bench gate --metrics: the others reported, not judged
         others.append(f"judged: {', '.join(per)}")
     return f"{text} ({', '.join(others)})" if others else text
 
@@ -129,7 +129,7 @@ def render_text(result: Comparison) -> str:
     for cell in sorted(
         result.cells, key=lambda c: ("regressed", "improved", "inconclusive", "unchanged").index(c.verdict)
     ):
-        parts = [f"{m} {_pct(c.change)} {_ci(c)}" + (" (not judged)" if c.verdict == "not judged" else "")
+        parts = [f"{m} {_pct(c.change)} {_ci(c)}" + (f" ({NOT_JUDGED})" if c.verdict == NOT_JUDGED else "")
                  for m, c in cell.metrics.items()]  # fmt: skip
         lines.append(f"  {cell.verdict:12s} {cell.label}{_again(cell)}: " + "; ".join(parts))
     if result.not_measured:

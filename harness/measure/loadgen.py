@@ -142,7 +142,7 @@ class LoadGenRun:
         pct = self.settings.latency_percentile
 
         def q(p: float) -> float | None:
-            return float(lat[max(0, math.ceil(p / 100 * lat.size) - 1)]) / 1e6 if lat.size else None
+            return nearest_rank(lat, p) / 1e6 if lat.size else None
 
         return {
             "target_qps": self.settings.target_qps,
@@ -195,6 +195,11 @@ def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int
     starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
     per_query = (np.maximum.reduceat(lat, starts), np.maximum.reduceat(iss, starts), np.minimum.reduceat(sched, starts))
     return (*per_query, int(q.size), max(wall, 1))
+
+
+def nearest_rank(ordered: np.ndarray, percentile: float) -> float:
+    """The ``percentile`` of sorted, non-empty values by nearest rank (LoadGen's way: no interpolation)."""
+    return float(ordered[max(0, math.ceil(percentile / 100 * ordered.size) - 1)])
 
 
 def own_lateness(latency_ns: np.ndarray, delay_ns: np.ndarray, scheduled_ns: np.ndarray) -> np.ndarray:

@@ -31,14 +31,12 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from harness.measure.loadgen import LoadGenRun, LoadSettings, nearest_rank, own_lateness
 from harness.measure.sut import BatchStats, Runnable
-
-if TYPE_CHECKING:
-    from harness.measure.loadgen import LoadGenRun, LoadSettings
 
 _NS = 1_000_000_000
 #: how long before an arrival the generator stops sleeping and spins: above this VM's timer
@@ -116,10 +114,7 @@ def verdict(latency_ns: np.ndarray, span_ns: int, settings: LoadSettings) -> dic
     n = int(latency_ns.size)
     queries_met = n >= settings.min_query_count
     duration_met = span_ns >= settings.min_duration_s * _NS
-    percentile_ns = None
-    if n:
-        ordered = np.sort(latency_ns)
-        percentile_ns = int(ordered[max(0, math.ceil(settings.latency_percentile / 100 * n) - 1)])
+    percentile_ns = int(nearest_rank(np.sort(latency_ns), settings.latency_percentile)) if n else None
     bound_ns = (settings.latency_bound_ms or math.inf) * 1e6
     bound_met = percentile_ns is not None and percentile_ns <= bound_ns
     valid = queries_met and duration_met and bound_met
@@ -139,8 +134,6 @@ def run_server(session: Runnable, settings: LoadSettings, log_dir: Path, margin_
     """One server test of ``session`` (inline, batch 1) by bench's generator, as a
     :class:`~harness.measure.loadgen.LoadGenRun` whose ``loadgen`` holds this generator's verdict
     under LoadGen's key names (``result_validity``, ``result_perf_constraints_met``, ...)."""
-    from harness.measure.loadgen import LoadGenRun
-
     if settings.scenario != "server":
         raise ValueError(f"bench's generator drives server tests only, not {settings.scenario!r}")
     arrivals = schedule(float(settings.target_qps or 0.0), settings.min_duration_s, settings.min_query_count,
@@ -151,8 +144,7 @@ def run_server(session: Runnable, settings: LoadSettings, log_dir: Path, margin_
     due = scheduled + start
     latency = done - due
     delay = issued - due
-    previous_done = np.r_[np.iinfo(np.int64).min, done[:-1]]
-    own = np.maximum(0, issued - np.maximum(due, previous_done))
+    own = own_lateness(latency, delay, scheduled)
     span = int(done[-1] - due[0]) if issued.size else 0
     judged = verdict(latency, span, settings)
     schedule_span = int(scheduled[-1] - scheduled[0]) if scheduled.size > 1 else 0
