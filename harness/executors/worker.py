@@ -201,7 +201,9 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
         compute, enqueue = timer.stop()
         gpu.update(call_times.summarize(compute, enqueue, window.latencies_ns, timer.what))
     elif cell.device_kind == "cuda":
-        gpu["gpu_timing_skipped"] = f"backend '{cell.backend}' keeps no CUDA-event times per call: wall clock only"
+        gpu["gpu_timing_skipped"] = session.info.get("gpu_timing_skipped") or (
+            f"backend '{cell.backend}' keeps no CUDA-event times per call: wall clock only"
+        )
     noise_end = noise.sample(marks["tree"])
     channel.send({"event": "phase", "phase": "measured"})
     peaks.stop()
@@ -431,8 +433,9 @@ def main() -> int:
     from harness.errors import SkipCell
 
     _die_with_parent()
-    # CUDA numbers GPUs fastest first unless told otherwise; NVML by PCI bus: the same order for both
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    # CUDA numbers GPUs fastest first unless told otherwise; NVML and nvidia-smi by PCI bus. Set, not
+    # defaulted: under another order cuda:N would be another GPU than the one NVML reads and bench checks
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     _pin()
     set_child_subreaper(True)  # what the runtime starts and orphans stays in this worker's tree
     _report_stacks_to_log()

@@ -19,6 +19,7 @@ NVML numbers GPUs by PCI bus; CUDA by speed unless ``CUDA_DEVICE_ORDER=PCI_BUS_I
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import threading
@@ -44,6 +45,13 @@ def _nvml() -> Any:
     import pynvml
 
     return pynvml
+
+
+def nvml_errors(nv: Any) -> tuple[type[BaseException], ...]:
+    """What an NVML read raises where it cannot read: NVMLError, and the mismatch nvidia-ml-py raises
+    (a plain Exception) when the driver lacks a versioned symbol such as the compute processes' _v3."""
+    mismatch = getattr(nv, "NVMLLibraryMismatchError", None)
+    return (nv.NVMLError, mismatch) if isinstance(mismatch, type) else (nv.NVMLError,)
 
 
 def nvml_index(device: str, visible: str | None = None) -> int | str:
@@ -91,7 +99,10 @@ class Telemetry:
         except (self.nv.NVMLError, ValueError) as exc:
             self.problem = f"NVML cannot read {device}: {exc}"
             return
-        self.mig = self._try(lambda: self.nv.nvmlDeviceGetMigMode(self.handle)[0] == 1, False)
+        # a MIG instance given by its UUID in CUDA_VISIBLE_DEVICES is a MIG handle; a whole GPU may have MIG on
+        self.mig = self._try(lambda: bool(self.nv.nvmlDeviceIsMigDeviceHandle(self.handle)), False) or self._try(
+            lambda: self.nv.nvmlDeviceGetMigMode(self.handle)[0] == 1, False
+        )
         if self.mig:
             self.notes.append(
                 "MIG is enabled on this GPU: NVML's power and energy are the whole GPU's, not this instance's, "
@@ -101,7 +112,7 @@ class Telemetry:
     def _try(self, read: Callable[[], Any], default: Any = None) -> Any:
         try:
             return read()
-        except self.nv.NVMLError:
+        except nvml_errors(self.nv):
             return default
 
     def _state(self) -> dict[str, Any]:
@@ -114,10 +125,15 @@ class Telemetry:
 
     def _reasons(self) -> set[str]:
         nv = self.nv
-        # the "event" names since driver 535; the "throttle" ones before
-        read = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
-        read = read or nv.nvmlDeviceGetCurrentClocksThrottleReasons
-        mask = self._try(lambda: read(self.handle), 0) or 0
+        # the "event" reader since driver 535; every driver has the "throttle" one (same bits)
+        mask = None
+        for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+            read: Callable[[Any], Any] | None = getattr(nv, name, None)
+            if read is not None:
+                mask = self._try(functools.partial(read, self.handle))
+            if mask is not None:
+                break
+        mask = mask or 0
         found = set()
         for name, words in THROTTLES.items():
             bit = getattr(nv, f"nvmlClocksEventReason{name}", None) or getattr(nv, f"nvmlClocksThrottleReason{name}", 0)
@@ -248,7 +264,7 @@ def capabilities() -> list[dict[str, Any]] | str:
             def works(read: Callable[[Any], Any], handle: Any = handle) -> bool:
                 try:
                     read(handle)
-                except nv.NVMLError:
+                except nvml_errors(nv):
                     return False
                 return True
 

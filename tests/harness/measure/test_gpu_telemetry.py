@@ -23,6 +23,14 @@ class NotSupported(NVMLError):
     pass
 
 
+class FunctionNotFound(NVMLError):
+    pass
+
+
+class NVMLLibraryMismatchError(Exception):  # nvidia-ml-py's: not an NVMLError
+    pass
+
+
 def fake_nvml(
     *,
     energy: bool = True,
@@ -31,6 +39,8 @@ def fake_nvml(
     throttle: int = 0,
     processes: bool = True,
     clock: Any = None,
+    old_driver: bool = False,
+    mig_handle: bool = False,
 ) -> SimpleNamespace:
     """NVML with a GPU drawing ``power_mw`` steadily; its energy counter follows ``clock`` (s)."""
     clock = clock or time.monotonic
@@ -47,6 +57,8 @@ def fake_nvml(
     def procs(handle: Any) -> list[SimpleNamespace]:
         if not processes:
             raise NotSupported("Not Supported")
+        if old_driver:  # a driver without the _v3 symbol that nvidia-ml-py asks for
+            raise NVMLLibraryMismatchError("Unversioned function called and the pyNVML version does not match")
         import os
 
         return [
@@ -54,17 +66,34 @@ def fake_nvml(
             SimpleNamespace(pid=1, usedGpuMemory=2**30),
         ]
 
+    def event_reasons(handle: Any) -> int:
+        if old_driver:  # the "event" reader came with driver 535
+            raise FunctionNotFound("Function Not Found")
+        return throttle
+
+    def mig_of_handle(handle: Any) -> int:
+        if mig_handle:
+            return 1
+        return 0
+
+    def clock_info(handle: Any, kind: int) -> int:
+        if mig_handle:
+            raise NotSupported("Not Supported")
+        return 1980 if kind == 1 else 6251
+
     return SimpleNamespace(
-        NVMLError=NVMLError, NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
+        NVMLError=NVMLError, NVMLLibraryMismatchError=NVMLLibraryMismatchError,
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
         nvmlClocksEventReasonSwPowerCap=0x4, nvmlClocksEventReasonHwSlowdown=0x8,
         nvmlInit=lambda: None, nvmlShutdown=lambda: None,
         nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i), nvmlDeviceGetHandleByUUID=lambda u: ("gpu", u),
         nvmlDeviceGetTotalEnergyConsumption=total_energy, nvmlDeviceGetPowerUsage=lambda h: power_mw,
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=3 * 2**30),
         nvmlDeviceGetComputeRunningProcesses=procs, nvmlDeviceGetMigMode=mig_mode,
-        nvmlDeviceGetClockInfo=lambda h, kind: 1980 if kind == 1 else 6251,
+        nvmlDeviceGetClockInfo=clock_info, nvmlDeviceIsMigDeviceHandle=mig_of_handle,
         nvmlDeviceGetTemperature=lambda h, kind: 61,
-        nvmlDeviceGetCurrentClocksEventReasons=lambda h: throttle,
+        nvmlDeviceGetCurrentClocksEventReasons=event_reasons,
+        nvmlDeviceGetCurrentClocksThrottleReasons=lambda h: throttle,
         nvmlSystemGetDriverVersion=lambda: "550.54", nvmlDeviceGetCount=lambda: 1,
         nvmlDeviceGetName=lambda h: b"NVIDIA L4",
     )  # fmt: skip
@@ -132,6 +161,33 @@ def test_mig_short_windows_throttling_and_no_process_memory_are_said(monkeypatch
     assert "held back" in out["gpu_telemetry_note"]
     assert out["gpu_proc_mem_peak_mb"] is None
     assert "no per-process memory" in out["gpu_telemetry_note"]
+
+
+def test_a_driver_before_535_still_reports_throttling_and_no_process_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the driver lacks the newer symbols nvidia-ml-py calls (the clock-event reasons, the
+    compute processes' _v3), the older reader answers, and the cell neither fails nor loses its energy."""
+    clock = Clock()
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=clock, throttle=0x4, old_driver=True))
+    telemetry = gt.Telemetry("cuda", clock=clock)
+    telemetry.start()
+    clock.now += 2.0
+    out = telemetry.stop(samples=100)
+    assert out["gpu_throttle_reasons"] == ["power cap"]
+    assert out["gpu_proc_mem_peak_mb"] is None and out["gpu_energy_j"] == pytest.approx(200.0, rel=0.01)
+    (row,) = gt.capabilities()  # bench doctor reads the same symbols
+    assert isinstance(row, dict) and row["process_memory"] is False and row["energy_counter"] is True
+
+
+def test_a_mig_instance_given_by_its_uuid_is_said_to_be_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=clock, mig_handle=True))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-5c89e2c2-0000-5000-9000-000000000000")
+    telemetry = gt.Telemetry("cuda", clock=clock)
+    telemetry.start()
+    clock.now += 2.0
+    out = telemetry.stop(samples=100)
+    assert "gpu_energy_j" not in out and "MIG is enabled" in out["gpu_telemetry_note"]
+    assert out["gpu_sm_clock_mhz_start"] is None  # what a MIG handle cannot read is left empty, not made up
 
 
 def test_no_nvml_is_a_reason_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
