@@ -65,9 +65,15 @@ class TorchSession(Session):
         on_close: Callable[[], None] | None = None,
         cuda_device: torch.device | None = None,
         host_inputs: tuple[torch.Tensor, ...] | None = None,
+        stream: torch.cuda.Stream | None = None,
     ) -> None:
         super().__init__()
         import torch
+
+        #: a replica's own CUDA stream (None: the device's current stream): replicas' calls overlap on
+        #: the GPU, and each waits for its own work only
+        self._stream = stream
+        self._stream_context = torch.cuda.stream if stream is not None else None
 
         self.info = info
         #: the module as converted for the cell (before torch.compile): for inspection, not for timing
@@ -99,6 +105,13 @@ class TorchSession(Session):
         return self._timing[0] if self._timing is not None else None
 
     def run(self) -> None:
+        if self._stream_context is not None:
+            with self._stream_context(self._stream):
+                self._call()
+        else:
+            self._call()
+
+    def _call(self) -> None:
         if self._host_inputs is not None:
             for device_tensor, host_tensor in zip(self._inputs, self._host_inputs, strict=True):
                 device_tensor.copy_(host_tensor, non_blocking=True)
@@ -124,6 +137,12 @@ class TorchSession(Session):
             timer.add(start.elapsed_time(end) * 1e6, t1 - t0)  # elapsed_time: ms
 
     def outputs(self) -> dict[str, np.ndarray]:
+        if self._stream_context is not None:
+            with self._stream_context(self._stream):
+                return self._outputs()
+        return self._outputs()
+
+    def _outputs(self) -> dict[str, np.ndarray]:
         import torch
 
         with self._inference_mode(True):
@@ -142,15 +161,30 @@ class TorchSession(Session):
         import numpy as np
         import torch
 
-        for name, tensor in zip(self.input_names, self._inputs, strict=True):
+        for index, (name, tensor) in enumerate(zip(self.input_names, self._inputs, strict=True)):
             tensor.copy_(torch.from_numpy(np.ascontiguousarray(arrays[name])))
+            if self._host_inputs is not None:  # transfers: include copies these to the GPU at each call
+                self._host_inputs[index].copy_(tensor)
+        if self._device is not None:
+            torch.cuda.synchronize(self._device)
 
     def replica(self) -> TorchSession:
-        """The same prepared module (a call only reads it) on copies of the inputs."""
+        """The same prepared module (a call only reads it) on copies of the inputs; on CUDA with a
+        stream of its own, so that the replicas' calls overlap on the GPU as separate servers' would."""
         inputs = tuple(t.clone() for t in self._inputs)
         host = tuple(t.clone().pin_memory() for t in self._host_inputs) if self._host_inputs is not None else None
-        twin = TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=self._sync, info=self.info,
-                            cuda_device=self._device, host_inputs=host)  # fmt: skip
+        stream, sync = None, self._sync
+        if self._device is not None:
+            import torch
+
+            stream = torch.cuda.Stream(device=self._device)
+            stream.wait_stream(torch.cuda.current_stream(self._device))  # the clones are made before it reads them
+            sync = stream.synchronize
+            # this session runs on the device's default stream: from now on it waits for that stream
+            # only, not for the whole device (the replicas' work)
+            self._sync = torch.cuda.default_stream(self._device).synchronize
+        twin = TorchSession(self._fn, inputs, self._output_names, module=self.module, sync=sync, info=self.info,
+                            cuda_device=self._device, host_inputs=host, stream=stream)  # fmt: skip
         twin.input_names = self.input_names
         return twin
 
@@ -375,8 +409,14 @@ class TorchBackend(Backend):
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise SkipCell(f"device {device} asked, but torch sees {count} CUDA device(s)")
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise SkipCell("this CUDA device has no native bf16 (torch.cuda.is_bf16_supported() is False)")
+        # not torch.cuda.is_bf16_supported(): it answers for the current device, and True wherever bf16
+        # can be emulated; native bf16 tensor cores came with compute capability 8.0 (Ampere)
+        capability = torch.cuda.get_device_capability(device)
+        if precision == "bf16" and tuple(capability) < (8, 0):
+            raise SkipCell(
+                f"{torch.cuda.get_device_name(device)} (compute capability {capability[0]}.{capability[1]}) has no "
+                "native bf16: it came with 8.0 (Ampere); torch would emulate it"
+            )
 
     @staticmethod
     def _quantize(torch: Any, module: torch.nn.Module) -> torch.nn.Module:

@@ -274,6 +274,27 @@ def test_cuda_events_time_each_call_of_a_window(model: DLRMSmall, prepared: Any,
     assert np.abs(out - reference(model, 64)).max() < 1e-2
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(NO_CUDA, reason="no CUDA device")
+def test_cuda_replicas_run_on_streams_of_their_own(model: DLRMSmall, prepared: Any) -> None:
+    import threading
+
+    import torch
+
+    session = prepared(cell(device="cuda", batch_size=64))
+    twins = [session.replica() for _ in range(2)]
+    streams = {id(t._stream) for t in twins}
+    assert len(streams) == 2 and all(t._stream is not None for t in twins) and session._stream is None
+    assert all(t._stream != torch.cuda.default_stream(t._device) for t in twins)
+    calls = [threading.Thread(target=lambda t=t: [t.run() for _ in range(50)]) for t in (session, *twins)]
+    for call in calls:
+        call.start()
+    for call in calls:
+        call.join()
+    for each in (session, *twins):
+        assert np.abs(each.outputs()["click_probability"] - reference(model, 64)).max() < 1e-4
+
+
 def test_prepare_refuses_what_supports_refuses(model: DLRMSmall, tmp_path: Path) -> None:
     with pytest.raises(SkipCell, match="fp16 on CPU"):
         TorchBackend().prepare(model, cell(precision="fp16"), tmp_path)
