@@ -224,7 +224,11 @@ def module_available(name: str) -> Support:
     """Whether ``import name`` would find the module, without importing it. The reason names the
     extra of bench that installs it where there is one (``pip install 'bench[openvino]'`` for
     ``nncf``)."""
-    if importlib.util.find_spec(name) is None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:  # a dotted name whose parent package is not there
+        spec = None
+    if spec is None:
         extra = _bench_extras().get(_normalised(name))
         hint = f" (pip install 'bench[{extra}]')" if extra else ""
         return Support.no(f"python package '{name}' is not installed{hint}")

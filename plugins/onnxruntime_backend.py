@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api import (
     Backend,
+    CallTimes,
     Cell,
     Conversion,
     Model,
@@ -134,6 +135,20 @@ QUANTIZED_OPS = frozenset(
         "QEmbedLayerNormalization",
     }
 )
+#: quantize_static's extra options for a Q/DQ model TensorRT builds: zero points of 0 (the only ones its
+#: parser takes); weights kept in float behind a Q/DQ pair and biases in float (it folds a weight's
+#: pair into int8 weights itself, and takes no int32 bias); Q/DQ at the inputs of the GEMMs and
+#: convolutions only, not at their outputs (TensorRT's advice: it fuses the rest, and a quantised
+#: output before an activation costs accuracy: dlrm-small's cosine to fp32 0.966 with, 0.999 without)
+TENSORRT_QDQ = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "AddQDQPairToWeight": True,
+    "QuantizeBias": False,
+    "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul", "Conv"],
+}
+#: the ops TensorRT's int8 recipe quantises (their inputs)
+TENSORRT_QDQ_OPS = ("Gemm", "MatMul", "Conv")
 #: samples per calibration batch when the model's batch axis is dynamic
 CALIBRATION_BATCH = 32
 #: bumped when the quantisation or fp16 recipe changes, so older cached files are not reused
@@ -153,6 +168,8 @@ ONNX_TYPES = {
     "tensor(bool)": "bool",
 }
 SPINNING_KEY = "session.intra_op.allow_spinning"
+#: run option: Run returns once its work is enqueued, without waiting for the GPU (the session waits on its stream)
+NO_SYNC_KEY = "disable_synchronize_execution_providers"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -164,6 +181,68 @@ def _first_line(exc: BaseException) -> str:
 class ModelFileError(RuntimeError):
     """An ONNX file that cannot be read (truncated, corrupt, missing): a failed cell, never a skip,
     since it is broken here as anywhere."""
+
+
+class CudaStream:
+    """A CUDA stream of the session's own (made with torch), handed to onnxruntime as its
+    ``user_compute_stream``, with two timing events on it and the run options under which Run
+    returns without synchronising: what lets CUDA events bracket onnxruntime's compute.
+
+    Only for a session that serves one call at a time on the GPU's memory (``transfers: exclude``,
+    concurrency 1): replicas would all compute on this one stream, where onnxruntime otherwise gives
+    each concurrent Run a stream of its own; and with host-bound outputs Run copies them back and
+    waits inside, so no event could end where the compute ends."""
+
+    def __init__(self, ort: Any, torch: Any, device_id: int, tensorrt: bool) -> None:
+        self._torch, self.device = torch, device_id
+        self.stream = torch.cuda.Stream(device=device_id)  # not the default stream: onnxruntime refuses handle 0
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry(NO_SYNC_KEY, "1")
+        self.timer = CallTimes("run_with_iobinding" + (" (TensorRT execution provider)" if tensorrt else ""))
+
+    def wait_for_copies(self) -> None:
+        """Wait for the device: onnxruntime copies inputs to the GPU (binding, update_inplace) with a
+        cudaMemcpy on the legacy default stream, which this non-blocking stream does not wait for."""
+        self._torch.cuda.synchronize(self.device)
+
+    @property
+    def handle(self) -> str:
+        """The stream's address, as onnxruntime's ``user_compute_stream`` option takes it."""
+        return str(int(self.stream.cuda_stream))
+
+    @staticmethod
+    def why_not(cell: Cell, transfers: str) -> str | None:
+        """Why this cell's session computes on onnxruntime's own streams, without events; None if it can have one."""
+        if transfers == "include":
+            return (
+                "transfers: include: Run copies the outputs to the host and waits for them inside, so no "
+                "CUDA event can end where the compute ends: wall clock only"
+            )
+        if cell.concurrency > 1:
+            return (
+                f"concurrency {cell.concurrency}: onnxruntime gives each concurrent Run a stream of its own, "
+                "which one stream of bench's (needed for events) would serialise: wall clock only"
+            )
+        return None
+
+
+def _cuda_stream(ort: Any, cell: Cell, device_id: int, tensorrt: bool, transfers: str,
+                 info: dict[str, Any]) -> CudaStream | None:  # fmt: skip
+    """The session's own stream with its events, or None with ``gpu_timing_skipped`` saying why."""
+    why = CudaStream.why_not(cell, transfers)
+    if why is None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return CudaStream(ort, torch, device_id, tensorrt)
+            why = "torch sees no CUDA device (a CPU build of torch?): bench makes the session's stream with torch"
+        except ImportError as exc:
+            why = f"torch is not importable ({exc}): bench makes the session's stream with torch"
+    info["gpu_timing_skipped"] = why
+    return None
 
 
 class OrtSession(Session):
@@ -179,9 +258,12 @@ class OrtSession(Session):
         on_device: bool,
         info: dict[str, Any],
         rebind: Callable[[], tuple[Any, dict[str, Any]]] | None = None,
+        stream: CudaStream | None = None,
     ) -> None:
         super().__init__()
         self.info = info
+        #: the CUDA stream onnxruntime computes on (``user_compute_stream``) with its events, or None
+        self._stream = stream
         self._rebind = rebind
         self._on_device = on_device
         #: the onnxruntime.InferenceSession, for inspection (providers, metadata), not for timing
@@ -190,16 +272,34 @@ class OrtSession(Session):
         #: the buffers the binding reads (host arrays, or OrtValues on the GPU): kept alive with it
         self._inputs = inputs
         self._output_names = output_names
-        # looked up once: run() is one bound-method call (plus one on CUDA)
+        # looked up once: run() is one bound-method call. Run waits for its own stream before it returns
+        # (outputs ready), so no synchronize_outputs, which is a cudaDeviceSynchronize: it would make each
+        # call wait for the other replicas' work too
         self._run = sess.run_with_iobinding
-        self._sync = binding.synchronize_outputs if on_device else None
 
     def run(self) -> None:
         # Outputs need no rebinding: the first call allocates them and later calls write into the
         # same buffers (same shapes), so each call costs onnxruntime's Run and nothing else.
-        self._run(self._binding)
-        if self._sync is not None:
-            self._sync()
+        stream = self._stream
+        if stream is None:
+            self._run(self._binding)
+            return
+        # On a stream of bench's own: Run enqueues without waiting, the events bracket its work on
+        # that stream, and the call ends when the stream has finished (outputs ready on the GPU).
+        timed = stream.timer.recording
+        if timed:
+            stream.start.record(stream.stream)
+        t0 = time.perf_counter_ns()
+        self._run(self._binding, stream.run_options)
+        t1 = time.perf_counter_ns()
+        if timed:
+            stream.end.record(stream.stream)
+        stream.stream.synchronize()
+        if timed:
+            stream.timer.add(stream.start.elapsed_time(stream.end) * 1e6, t1 - t0)
+
+    def call_times(self) -> CallTimes | None:
+        return self._stream.timer if self._stream is not None else None
 
     def outputs(self) -> dict[str, np.ndarray]:
         import numpy as np
@@ -219,6 +319,9 @@ class OrtSession(Session):
                 np.copyto(bound, arrays[name], casting="same_kind")
             else:  # an OrtValue on the GPU
                 bound.update_inplace(np.ascontiguousarray(arrays[name], dtype=bound.numpy().dtype))
+        if self._stream is not None:
+            # update_inplace copies on the legacy default stream, which bench's non-blocking stream does not wait for
+            self._stream.wait_for_copies()
 
     def replica(self) -> OrtSession | None:
         """The same InferenceSession (its ``run`` is thread-safe) with a binding of its own."""
@@ -238,7 +341,7 @@ class OrtSession(Session):
         self._binding = None  # type: ignore[assignment]  # released on close
         self._inputs = {}
         self._run = None  # type: ignore[assignment]  # released on close
-        self._sync = None
+        self._stream = None
         self.session = None  # type: ignore[assignment]  # released on close
 
 
@@ -331,7 +434,11 @@ class OnnxRuntimeBackend(Backend):
         on_device = device_kind == "cuda"
         tensorrt = on_device and opts["provider"] == "tensorrt"
         info: dict[str, Any] = {"onnxruntime_version": ort.__version__}
+        stream = _cuda_stream(ort, cell, device_id, tensorrt, opts["transfers"], info) if on_device else None
         providers = self._providers(ort, cell, device_id, tensorrt, workdir, info)
+        if stream is not None:  # every GPU provider computes on it (the TensorRT provider takes it too)
+            for _, provider_options in providers:
+                provider_options["user_compute_stream"] = stream.handle
 
         conv = onnx_model(model, workdir)
         info.update(conv.info("onnx_export"))
@@ -357,6 +464,9 @@ class OnnxRuntimeBackend(Backend):
         info["model_file"] = str(path)
 
         so = self._session_options(ort, cell, opts, info)
+        if on_device:  # where each node runs, from one profiled call (profiling stops after it)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(workdir / "onnxruntime-placement")
         sess = _open(ort, path, so, providers, cell)
         used = list(sess.get_providers())
         info["providers"] = used
@@ -371,17 +481,16 @@ class OnnxRuntimeBackend(Backend):
         bound_on_device = on_device and opts["transfers"] == "exclude"
         if on_device:
             info["transfers"] = opts["transfers"]
-            info["gpu_timing_note"] = (
-                "no CUDA events per call: onnxruntime's Python API does not expose the stream it computes on"
-            )
 
         def rebind() -> tuple[Any, dict[str, Any]]:
             return self._bind(ort, sess, model, cell, path, device_id if bound_on_device else None)
 
         binding, keep = rebind()
+        if stream is not None:
+            stream.wait_for_copies()
         session = OrtSession(
             sess, binding, tuple(model.output_names), inputs=keep, on_device=bound_on_device, info=info,
-            rebind=rebind,
+            rebind=rebind, stream=stream,
         )  # fmt: skip
         if tensorrt:
             # TensorRT builds its engine on the first call: build it here, so that prepare_s includes it
@@ -390,6 +499,9 @@ class OnnxRuntimeBackend(Backend):
             session.run()
             info["trt_first_call_s"] = time.perf_counter() - start
             info["trt_engines_built"] = _count_engines(info) - engines
+        if on_device:
+            session.run()
+            _record_placement(Path(sess.end_profiling()), wanted, info)
         return session
 
     @staticmethod
@@ -409,9 +521,13 @@ class OnnxRuntimeBackend(Backend):
                 f"(installed providers: {', '.join(available)}); install onnxruntime-gpu for CUDA"
                 + (" built with TensorRT, and TensorRT itself" if tensorrt else "")
             )
-        cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+        # no TF32: fp32 GEMMs in fp32, as torch's default (the CUDA provider's own default is TF32 on Ampere+)
+        info["tf32"] = False
+        cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "0"})
         if not tensorrt:
             return [cuda]
+        info["tf32"] = None
+        info["tf32_note"] = "TensorRT provider: TensorRT's own default (fp32 layers may use TF32 on Ampere and newer)"
         engines = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
         engines.mkdir(parents=True, exist_ok=True)
         info["trt_engine_cache_dir"] = str(engines)
@@ -518,6 +634,38 @@ def _open(ort: Any, path: Path, so: Any, providers: list[tuple[str, dict[str, An
         raise RuntimeError(msg) from exc
 
 
+def node_providers(profile: Path) -> dict[str, int]:
+    """Nodes per execution provider in an onnxruntime profile (one event per node's kernel, with the
+    provider that ran it): what ``get_providers()`` cannot say, since it lists the providers
+    registered, not where each node ran."""
+    nodes: dict[str, set[str]] = {}
+    for event in json.loads(profile.read_text()):
+        name = str(event.get("name", ""))
+        provider = (event.get("args") or {}).get("provider")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time") and provider:
+            nodes.setdefault(str(provider), set()).add(name)
+    return {provider: len(names) for provider, names in sorted(nodes.items())}
+
+
+def _record_placement(profile: Path, wanted: str, info: dict[str, Any]) -> None:
+    """``node_providers`` into ``info``, with a note where nodes ran on the CPU of a GPU cell (their
+    inputs and outputs cross the bus at each call: a model the GPU provider cannot wholly take)."""
+    try:
+        counts = node_providers(profile)
+    except (OSError, ValueError) as exc:
+        info["node_providers_note"] = f"onnxruntime's profile {profile} could not be read: {exc}"
+        return
+    finally:
+        profile.unlink(missing_ok=True)
+    info["node_providers"] = counts
+    on_cpu = counts.get("CPUExecutionProvider", 0)
+    if on_cpu:
+        info["node_providers_note"] = (
+            f"{on_cpu} of {sum(counts.values())} nodes ran on the CPU, not on {wanted} (no kernel there, or "
+            "shape computations onnxruntime keeps on the CPU): their data crosses the bus in each call"
+        )
+
+
 def _unreadable(exc: BaseException) -> bool:
     text = str(exc)
     return type(exc).__name__ in {"InvalidProtobuf", "NoSuchFile", "DecodeError"} or "Protobuf parsing failed" in text
@@ -579,7 +727,10 @@ def _quantize(
 
     source = _load(conv.path)  # a clear error for an unreadable file, before quantisation reads it
     method = opts["quantization"]
+    symmetric = bool(opts.get("symmetric", False))
     reduce_range, why = reduce_range_choice()
+    if symmetric:
+        reduce_range, why = False, "for TensorRT: the GPU's int8 kernels do not saturate, full 8-bit range kept"
     settings: dict[str, Any] = {
         "method": method,
         "weight_type": "QInt8",
@@ -602,6 +753,12 @@ def _quantize(
                 "calibration_seed": cell.seed,
             }
         )
+        if symmetric:  # TensorRT takes only zero points of 0, for activations as for weights
+            settings["symmetric"] = True
+            settings["extra_options"] = TENSORRT_QDQ
+            settings["per_channel"] = True  # a scale per output channel of each weight, which TensorRT takes
+            if settings["op_types"] == "all":
+                settings["op_types"] = TENSORRT_QDQ_OPS
     else:
         settings["activations"] = "QUInt8, quantised per call (DynamicQuantizeLinear)"
     del source
@@ -681,6 +838,7 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
                 reduce_range=settings["reduce_range"],
                 op_types_to_quantize=op_types,
                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[settings["calibration"]]),
+                extra_options=TENSORRT_QDQ if settings.get("symmetric") else None,
             )
             facts["calibration_samples_used"] = reader.samples
             facts["calibration_batches"] = len(reader.batches)

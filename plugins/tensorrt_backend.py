@@ -9,7 +9,8 @@ a strongly typed network (TensorRT 10's way, and the only one in 11):
 - fp32: the fp32 ONNX;
 - fp16: the ONNX converted to fp16 weights and compute, fp32 inputs and outputs (the same recipe as
   the onnxruntime backend's fp16);
-- int8: explicit quantisation, Q/DQ nodes written by ONNX Runtime's static QDQ quantiser calibrated on
+- int8: explicit quantisation, symmetric Q/DQ nodes (zero points of 0, as TensorRT requires) written by
+  ONNX Runtime's static QDQ quantiser calibrated on
   the model's calibration inputs;
 - bf16: ``BuilderFlag.BF16`` on the fp32 ONNX, a guarded path for TensorRT builds that still have
   the flag (deprecated in 10.12, removed in 11): elsewhere the cell is skipped with the reason.
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,11 +71,23 @@ OPTIONS: dict[str, Option] = {
         default="exclude",
     ),
     "calibration_samples": Option("int8: samples the Q/DQ quantiser calibrates on", type=int, minimum=1, default=512),
+    "tf32": Option(
+        "let fp32 layers use TF32 tensor cores (TensorRT's and trtexec's default; off here, so that fp32 is "
+        "fp32 as on the other backends)",
+        type=bool,
+        default=False,
+    ),
 }
 #: bumped when a recipe (conversion, build settings) changes, so older cached engines are not reused
 RECIPE = 1
-#: names of TensorRT's data types in the engine inspector's JSON, by the precision they are
-_PRECISION_WORDS = {"Int8": "int8", "FP8": "fp8", "Half": "fp16", "BFloat16": "bf16", "Float": "fp32"}
+#: words of the engine inspector's "Format/Datatype" by the precision they name (matched as whole
+#: words, case aside): classic layers write formats ("Row major linear FP16 format", "Channel major
+#: INT8 format where channel % 16 == 0", "Row major linear FP32"), Myelin layers bare names ("Half",
+#: "Int8", "Float", "BFloat16"); UInt8 is a word of its own, not int8
+_PRECISION_WORDS = {
+    "fp32": "fp32", "float": "fp32", "fp16": "fp16", "half": "fp16", "bf16": "bf16", "bfloat16": "bf16",
+    "int8": "int8", "fp8": "fp8", "int4": "int4", "fp4": "fp4",
+}  # fmt: skip
 
 
 def _cudart() -> Any:
@@ -96,19 +111,31 @@ def _ok(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def tensor_precision(tensor: Any) -> str | None:
+    """The precision a tensor of the inspector's JSON is in, from its ``Format/Datatype`` alone (never
+    its name), or None where that says none (``N/A due to dynamic shapes``, integers, booleans)."""
+    if not isinstance(tensor, dict):
+        return None
+    text = str(tensor.get("Format/Datatype") or tensor.get("Datatype") or "")
+    for word in re.findall(r"[A-Za-z]+[0-9]*", text):
+        found = _PRECISION_WORDS.get(word.lower())
+        if found:
+            return found
+    return None
+
+
 def layer_precisions(engine_json: str) -> dict[str, int]:
     """Layers per precision in the inspector's JSON (``ProfilingVerbosity.DETAILED``): each layer
-    counted once, by its first output's data type."""
+    counted once, by the data type of its first input (what it computes on: an int8 GEMM with a
+    fused dequantisation outputs float), else of its first output."""
     counts: dict[str, int] = {}
     for layer in json.loads(engine_json).get("Layers", []):
         if not isinstance(layer, dict):
             continue
-        outputs = layer.get("Outputs") or []
-        text = json.dumps(outputs[0]) if outputs else ""
-        for word, precision in _PRECISION_WORDS.items():
-            if word in text:
-                counts[precision] = counts.get(precision, 0) + 1
-                break
+        first = [(layer.get(side) or [None])[0] for side in ("Inputs", "Outputs")]
+        precision = tensor_precision(first[0]) or tensor_precision(first[1])
+        if precision:
+            counts[precision] = counts.get(precision, 0) + 1
     return counts
 
 
@@ -120,26 +147,60 @@ def executed_precision(counts: dict[str, int]) -> str | None:
     return max(counts, key=lambda p: (counts[p], p != "fp32"))
 
 
+def int8_recipe(model: Model, conv: Any, cell: Cell, samples: int, workdir: Path, info: dict[str, Any]) -> Any:
+    """The Q/DQ int8 model TensorRT builds: ONNX Runtime's static QDQ quantiser, min-max calibrated on
+    the model's calibration inputs, symmetric (zero points of 0, the only ones TensorRT's parser
+    takes) for activations and weights, full 8-bit range, Q/DQ at the inputs of GEMMs and
+    convolutions (``onnxruntime_backend.TENSORRT_QDQ``)."""
+    from plugins.onnxruntime_backend import _quantize
+
+    quant = {"quantization": "static", "calibration": "minmax", "calibration_samples": samples, "symmetric": True}
+    return _quantize(model, conv, cell, quant, workdir, info)
+
+
 class TrtSession(Session):
     """An engine's execution context with its IO bound once; :meth:`run` enqueues and synchronises."""
 
-    def __init__(self, engine: Any, trt: Any, batch: int, inputs: dict[str, Any], graph: bool, transfers: bool,
+    def __init__(self, engine: Any, trt: Any, device: int, inputs: dict[str, Any], graph: bool, transfers: bool,
                  info: dict[str, Any]) -> None:  # fmt: skip
         super().__init__()
+        self.info = info
+        self._engine = engine
+        #: the CUDA device: the runtime's current device is per thread, so each thread that runs a
+        #: call selects it once (LoadGen's replicas and the completer are other threads than prepare's)
+        self._device_index = device
+        self._threads: set[int] = set()
+        self._device: dict[str, int] = {}
+        self._host_ptrs: list[int] = []
+        self._graph_exec: Any = None
+        self._graph: Any = None
+        self._events: tuple[Any, ...] = ()
+        self._stream: Any = None
+        try:
+            self._setup(trt, inputs, graph, transfers)
+        except BaseException:
+            self.close()
+            raise
+
+    def _on_device(self) -> None:
+        thread = threading.get_ident()
+        if thread not in self._threads:
+            _ok(_cudart().cudaSetDevice(self._device_index))
+            self._threads.add(thread)
+
+    def _setup(self, trt: Any, inputs: dict[str, Any], graph: bool, transfers: bool) -> None:
         import numpy as np
 
         cudart = _cudart()
-        self.info = info
-        self._engine = engine
+        engine = self._engine
+        self._on_device()
         self._context = engine.create_execution_context()
-        self._stream = _ok(cudart.cudaStreamCreate())
-        self._device: dict[str, int] = {}
+        # non-blocking: work on the legacy default stream (torch's, in the same process) neither waits
+        # for this one nor breaks its graph capture
+        self._stream = _ok(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
         self._host: dict[str, np.ndarray] = {}
-        self._host_ptrs: list[int] = []
         self._inputs: list[str] = []
         self._outputs: list[str] = []
-        self._graph_exec: Any = None
-        self._graph: Any = None
         self._transfers = transfers
         self._events = (_ok(cudart.cudaEventCreate()), _ok(cudart.cudaEventCreate()))
         if graph:
@@ -156,7 +217,12 @@ class TrtSession(Session):
                 self._outputs.append(name)
         for name in self._inputs + self._outputs:
             shape = tuple(self._context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            try:
+                dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            except TypeError as exc:  # bf16 and fp8 have no numpy type
+                kind = engine.get_tensor_dtype(name)
+                msg = f"the engine's tensor '{name}' is {kind}, which numpy cannot hold: give the model fp32 or fp16 IO"
+                raise SkipCell(f"{msg} ({exc})") from exc
             nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
             self._device[name] = _ok(cudart.cudaMalloc(nbytes))
             pointer = _ok(cudart.cudaMallocHost(nbytes))  # pinned: copies run at the bus's speed
@@ -165,8 +231,7 @@ class TrtSession(Session):
             self._host[name] = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
             self._context.set_tensor_address(name, self._device[name])
         self.set_inputs({name: inputs[name] for name in self._inputs})
-        if graph:
-            self._capture()
+        self.info["cuda_graph_used"] = self._capture() if graph else False
 
     def _copy(self, name: str, to_device: bool) -> None:
         cudart = _cudart()
@@ -194,18 +259,40 @@ class TrtSession(Session):
             for name in self._outputs:
                 self._copy(name, False)
 
-    def _capture(self) -> None:
-        """One CUDA graph of a whole call; TensorRT asks for an enqueue before capture (allocation)."""
+    def _capture(self) -> bool:
+        """One CUDA graph of a whole call, captured in this thread's mode (other threads' CUDA calls
+        go on); TensorRT asks for an enqueue before capture (allocation). An engine whose work
+        cannot be captured runs without a graph, with the reason in ``cuda_graph_note``."""
         cudart = _cudart()
         self._enqueue()
         _ok(cudart.cudaStreamSynchronize(self._stream))
-        _ok(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-        self._enqueue()
-        self._graph = _ok(cudart.cudaStreamEndCapture(self._stream))
-        self._graph_exec = _ok(cudart.cudaGraphInstantiate(self._graph, 0))
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        _ok(cudart.cudaStreamBeginCapture(self._stream, mode))
+        failed: Exception | None = None
+        try:
+            self._enqueue()
+        except Exception as exc:  # the capture must end whatever happened, or the stream stays capturing
+            failed = exc
+        ended = cudart.cudaStreamEndCapture(self._stream)
+        try:
+            self._graph = _ok(ended)
+            if failed is None:
+                self._graph_exec = _ok(cudart.cudaGraphInstantiate(self._graph, 0))
+        except RuntimeError as exc:
+            failed = failed or exc
+        if failed is None:
+            return True
+        if self._graph is not None:
+            cudart.cudaGraphDestroy(self._graph)
+        self._graph = self._graph_exec = None
+        cudart.cudaGetLastError()  # clear the capture's error, as trtexec does
+        self.info["cuda_graph_note"] = f"the engine's work could not be captured in a CUDA graph, run without: {failed}"
+        return False
 
     def run(self) -> None:
         cudart = _cudart()
+        if threading.get_ident() not in self._threads:
+            self._on_device()
         timed = self._timer.recording
         t0 = time.perf_counter_ns()
         if self._graph_exec is not None:
@@ -238,24 +325,30 @@ class TrtSession(Session):
     def set_inputs(self, arrays: dict[str, Any]) -> None:
         import numpy as np
 
+        self._on_device()
         for name in self._inputs:
             np.copyto(self._host[name], arrays[name], casting="same_kind")
             self._copy(name, True)
         _ok(_cudart().cudaStreamSynchronize(self._stream))
 
     def close(self) -> None:
+        """Free what was made, once (a failed set-up frees what it had made; a second close is harmless)."""
         cudart = _cudart()
+        cudart.cudaSetDevice(self._device_index)
         if self._graph_exec is not None:
             cudart.cudaGraphExecDestroy(self._graph_exec)
+        if self._graph is not None:
             cudart.cudaGraphDestroy(self._graph)
         for pointer in self._device.values():
             cudart.cudaFree(pointer)
         for pointer in self._host_ptrs:
             cudart.cudaFreeHost(pointer)
-        self._device, self._host_ptrs = {}, []
         for event in self._events:
             cudart.cudaEventDestroy(event)
-        cudart.cudaStreamDestroy(self._stream)
+        if self._stream is not None:
+            cudart.cudaStreamDestroy(self._stream)
+        self._graph = self._graph_exec = self._stream = None
+        self._device, self._host_ptrs, self._events = {}, [], ()
 
 
 class TensorRTBackend(Backend):
@@ -271,13 +364,15 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def availability(cls) -> Support:
-        found = module_available("tensorrt")
-        if not found.ok:
+        if not module_available("tensorrt").ok:
             return Support.no(
-                f"{found.reason}: its libraries come from NVIDIA's package index, so add "
-                "--extra-index-url https://pypi.nvidia.com"
+                "python package 'tensorrt' is not installed: pip install 'bench[tensorrt]' --extra-index-url "
+                "https://pypi.nvidia.com (its libraries come from NVIDIA's package index)"
             )
-        return module_available("cuda")
+        bindings = module_available("cuda.bindings")  # cuda-bindings; older cuda-python had cuda.cudart
+        if bindings.ok or module_available("cuda.cudart").ok:
+            return Support.yes()
+        return bindings
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:
@@ -307,8 +402,9 @@ class TensorRTBackend(Backend):
         opts = self.option_values(cell)
         cudart = _cudart()
         _, _, index = cell.device.partition(":")
-        _ok(cudart.cudaSetDevice(int(index) if index else 0))
-        props = _ok(cudart.cudaGetDeviceProperties(int(index) if index else 0))
+        device = int(index) if index else 0
+        _ok(cudart.cudaSetDevice(device))
+        props = _ok(cudart.cudaGetDeviceProperties(device))
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         info: dict[str, Any] = {"tensorrt_version": trt.__version__, "device_name": gpu}
         workdir = Path(workdir)
@@ -324,11 +420,7 @@ class TensorRTBackend(Backend):
             conv = _to_fp16(conv, workdir, info)
             conversions.append(conv)
         elif cell.precision == "int8":
-            from plugins.onnxruntime_backend import _quantize
-
-            quant = {"quantization": "static", "calibration": "minmax",
-                     "calibration_samples": int(opts["calibration_samples"])}  # fmt: skip
-            conv = _quantize(model, conv, cell, quant, workdir, info)
+            conv = int8_recipe(model, conv, cell, int(opts["calibration_samples"]), workdir, info)
             conversions.append(conv)
         elif cell.precision == "bf16":
             if not hasattr(trt.BuilderFlag, "BF16"):
@@ -343,7 +435,9 @@ class TensorRTBackend(Backend):
         inputs = model.example_inputs(cell.batch_size, cell.seed)
         profile = {name: list(array.shape) for name, array in inputs.items()}
         settings = {"precision": cell.precision, "flags": flags, "strongly_typed": strongly_typed, "profile": profile,
-                    "opt_level": int(opts["opt_level"]), "workspace_mb": int(opts["workspace_mb"])}  # fmt: skip
+                    "opt_level": int(opts["opt_level"]), "workspace_mb": int(opts["workspace_mb"]),
+                    "tf32": bool(opts["tf32"])}  # fmt: skip
+        info["tf32"] = settings["tf32"]
         key = digest("tensorrt-engine", conv.key, trt.__version__, gpu, settings, RECIPE)
         timing = (cache_dir("tensorrt-timing") or workdir / "tensorrt-timing") / digest(gpu, trt.__version__)
 
@@ -360,6 +454,7 @@ class TensorRTBackend(Backend):
         conversions.append(engine_file)
         info["engine_build_s"] = time.perf_counter() - started
         info.update(engine_file.info("engine"))
+        info["engine_file"] = str(engine_file.path)
         info["compile_cache_hits"] = sum(c.cached for c in conversions)
         info["compile_cache_misses"] = sum(not c.cached for c in conversions)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -372,7 +467,7 @@ class TensorRTBackend(Backend):
         info["executed_precision"] = executed_precision(counts) or cell.precision
         info["transfers"] = opts["transfers"]
         info["cuda_graph"] = bool(opts["cuda_graph"])
-        session = TrtSession(engine, trt, cell.batch_size, inputs, bool(opts["cuda_graph"]),
+        session = TrtSession(engine, trt, device, inputs, bool(opts["cuda_graph"]),
                              opts["transfers"] == "include", info)  # fmt: skip
         session._runtime = runtime  # type: ignore[attr-defined]  # the engine needs its runtime alive
         return session
@@ -395,6 +490,8 @@ def _build(trt: Any, onnx_path: Path, settings: dict[str, Any], timing: Path, in
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector's per-layer precisions
     for flag in settings["flags"]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    if not settings["tf32"] and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 GEMMs would round their inputs to TF32
     profile = builder.create_optimization_profile()
     for name, shape in settings["profile"].items():
         profile.set_shape(name, shape, shape, shape)

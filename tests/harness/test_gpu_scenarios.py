@@ -70,5 +70,6 @@ def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].startswith("1. here: ")
     assert "3. timing truth: skipped: no CUDA device visible to torch" in lines
+    assert "3b. onnxruntime CUDA: skipped: nvidia-smi lists no NVIDIA GPU" in lines
     assert "4. NVML energy: skipped: no CUDA device visible to torch" in lines
     assert "5. TensorRT: skipped: no CUDA device visible to torch" in lines

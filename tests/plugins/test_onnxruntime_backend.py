@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.api import CACHE_DIR_ENV, Model, Support, onnx_model
+from harness.api import CACHE_DIR_ENV, CallTimes, Model, Support, onnx_model
 from harness.cells import Cell
 from harness.errors import SkipCell
 from harness.pluginmanager import registries
 from plugins import onnxruntime_backend
 from plugins.models.dlrm import DLRMSmall
 from plugins.onnxruntime_backend import (
+    CudaStream,
     ModelFileError,
     OnnxRuntimeBackend,
     OrtSession,
@@ -463,7 +465,22 @@ def test_cuda_runs_on_the_gpu(prepared: Any, references: dict[int, np.ndarray], 
     assert np.abs(out - references[32]).max() < tolerance
     assert session.info["executed_precision"] == precision
     assert session._binding.get_outputs()[0].device_name().lower() == "cuda"
-    assert session.info["transfers"] == "exclude" and session.call_times() is None
+    assert session.info["transfers"] == "exclude"
+    assert session.info["node_providers"].get("CUDAExecutionProvider", 0) > 0
+    # onnxruntime computes on bench's stream, so CUDA events bracket each call's compute
+    assert session.info["providers"] and "gpu_timing_skipped" not in session.info
+    timer = session.call_times()
+    assert timer is not None
+    timer.start()
+    walls = []
+    for _ in range(20):
+        t0 = time.perf_counter_ns()
+        session.run()
+        walls.append(time.perf_counter_ns() - t0)
+    compute, enqueue = timer.stop()
+    assert compute.size == 20 and enqueue.size == 20
+    assert (compute > 0).all() and (enqueue > 0).all()
+    assert np.median(compute) <= np.median(walls)  # the GPU's part of a call is within the call
 
 
 @pytest.mark.gpu
@@ -476,6 +493,97 @@ def test_cuda_transfers_include_binds_on_the_host(prepared: Any, references: dic
     assert session.info["transfers"] == "include"
     assert session._binding.get_outputs()[0].device_name().lower() == "cpu"  # copied back at each call
     assert np.abs(session.outputs()["click_probability"] - references[32]).max() < 1e-4
+    assert session.call_times() is None and "transfers: include" in session.info["gpu_timing_skipped"]
+
+
+def test_cuda_events_only_where_one_stream_can_carry_them() -> None:
+    assert CudaStream.why_not(cell(device="cuda"), "exclude") is None
+    assert "waits for them inside" in str(CudaStream.why_not(cell(device="cuda"), "include"))
+    served = Cell("dlrm-small", "onnxruntime", "cuda", "fp32", 1, 1, load="server", load_options={"concurrency": 4})
+    assert "concurrency 4" in str(CudaStream.why_not(served, "exclude"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer where torch has no CUDA")
+def test_cuda_stream_without_torch_cuda_says_why() -> None:
+    info: dict[str, Any] = {}
+    assert onnxruntime_backend._cuda_stream(ort, cell(device="cuda"), 0, False, "exclude", info) is None
+    assert "torch sees no CUDA device" in info["gpu_timing_skipped"]
+
+
+class _Clock:
+    """Stand-ins for a torch CUDA stream and its events that log what happened, in order: the
+    session's timed call is checked on a real (CPU) onnxruntime session."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+
+    def event(self, name: str) -> Any:
+        clock = self
+
+        class Event:
+            def record(self, stream: Any) -> None:
+                clock.log.append((name, time.perf_counter_ns()))
+
+            def elapsed_time(self, end: Any) -> float:  # ms, as torch's
+                stamps = dict(clock.log)
+                return (stamps["end"] - stamps["start"]) / 1e6
+
+        return Event()
+
+    def synchronize(self) -> None:
+        self.log.append(("sync", time.perf_counter_ns()))
+
+
+def test_a_session_on_its_own_stream_brackets_each_timed_call(prepared: Any, references: dict[int, np.ndarray]) -> None:
+    session = prepared(cell(batch_size=32))
+    clock = _Clock()
+    stream = CudaStream.__new__(CudaStream)
+    stream.stream, stream.start, stream.end = clock, clock.event("start"), clock.event("end")
+    stream.run_options = ort.RunOptions()
+    stream.run_options.add_run_config_entry(onnxruntime_backend.NO_SYNC_KEY, "1")
+    stream.timer = CallTimes("run_with_iobinding")
+    session._stream = stream
+    assert session.call_times() is stream.timer
+    session.run()  # no window open: the call waits on the stream, and nothing is timed
+    assert [name for name, _ in clock.log] == ["sync"]
+    stream.timer.start()
+    for _ in range(3):
+        session.run()
+    compute, enqueue = stream.timer.stop()
+    assert [name for name, _ in clock.log[1:]] == ["start", "end", "sync"] * 3
+    assert compute.size == 3 and (compute > 0).all() and (enqueue > 0).all()
+    assert np.abs(session.outputs()["click_probability"] - references[32]).max() < 1e-4
+    session.close()
+    assert session.call_times() is None
+
+
+def test_node_placement_is_read_from_a_profiled_call(model: DLRMSmall, tmp_path: Path) -> None:
+    """A GPU cell records where each node ran from one profiled call (get_providers() lists only the
+    providers registered); the reading is checked here on the CPU provider, where every node runs."""
+    path = onnx_model(model, tmp_path).path
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.profile_file_prefix = str(tmp_path / "p")
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, model.example_inputs(4))
+    profile = Path(sess.end_profiling())
+    counts = onnxruntime_backend.node_providers(profile)
+    graph_nodes = len(onnx.load(str(path)).graph.node)
+    assert set(counts) == {"CPUExecutionProvider"} and 0 < counts["CPUExecutionProvider"] <= graph_nodes
+    info: dict[str, Any] = {}
+    onnxruntime_backend._record_placement(profile, "CUDAExecutionProvider", info)
+    assert info["node_providers"] == counts and not profile.exists()
+    assert (
+        f"{counts['CPUExecutionProvider']} of {counts['CPUExecutionProvider']} nodes ran on the CPU"
+        in (info["node_providers_note"])
+    )
+    sess.run(None, model.example_inputs(4))  # profiling ended: no new file
+    assert not list(tmp_path.glob("p*.json"))
+
+
+def test_a_cpu_cell_is_not_profiled(prepared: Any, tmp_path: Path) -> None:
+    session = prepared(cell())
+    assert "node_providers" not in session.info and not list(tmp_path.glob("onnxruntime-placement*"))
 
 
 def test_close_releases_the_session(prepared: Any) -> None:

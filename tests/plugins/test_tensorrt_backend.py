@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,7 @@ from harness.api import Support
 from harness.cells import Cell
 from harness.errors import ScenarioError
 from harness.scenario import load_scenario_text
-from plugins.tensorrt_backend import TensorRTBackend, executed_precision, layer_precisions
+from plugins.tensorrt_backend import TensorRTBackend, executed_precision, int8_recipe, layer_precisions
 
 NO_TENSORRT = find_spec("tensorrt") is None
 
@@ -52,17 +54,88 @@ def test_an_optimisation_level_past_5_is_a_scenario_error() -> None:
 
 
 def test_the_engines_precision_is_read_from_its_layers() -> None:
+    def layer(name: str, fmt_in: str, fmt_out: str | None = None) -> dict[str, Any]:
+        return {"Name": name, "Inputs": [{"Name": f"{name}_in", "Format/Datatype": fmt_in}],
+                "Outputs": [{"Name": f"{name}_out", "Format/Datatype": fmt_out or fmt_in}]}  # fmt: skip
+
+    # the strings TensorRT 8.6-10.x write: classic layers' formats and Myelin layers' bare names
     engine = {
         "Layers": [
-            {"Name": "gemm1", "Outputs": [{"Name": "a", "Format/Datatype": "Row major linear FP16 format"}]},
-            {"Name": "gemm2", "Outputs": [{"Name": "b", "Format/Datatype": "Half"}]},
-            {"Name": "q", "Outputs": [{"Name": "c", "Format/Datatype": "Int8"}]},
-            {"Name": "cast", "Outputs": [{"Name": "d", "Format/Datatype": "Float"}]},
+            layer("gemm1", "Row major linear FP16 format"),
+            layer("gemm2", "Channel major FP16 format where channel % 8 == 0"),
+            layer("myelin", "Half"),
+            layer("conv", "Thirty-two wide channel vectorized row major Int8 format."),
+            layer("qgemm", "Channel major INT8 format where channel % 16 == 0", "Row major linear FP32"),
+            layer("kgen", "Int8", "Float"),  # an int8 GEMM with its dequantisation fused: counted by its input
+            layer("fc", "Row major linear FP32"),
+            layer("x_Half_cast", "Float"),  # a name is not a precision
+            layer("bf", "Row major linear BFloat16 format"),
+            layer("ids", "UInt8"),  # not int8
+            layer("shape", "N/A due to dynamic shapes"),
+            {"Name": "constant", "Outputs": [{"Name": "w", "Format/Datatype": "Row major linear FP16 format"}]},
             "a layer given only by name",
         ]
     }
     counts = layer_precisions(json.dumps(engine))
-    assert counts == {"fp16": 1, "int8": 1, "fp32": 1}  # "FP16 format" is not TensorRT's word: Half is
+    assert counts == {"fp16": 4, "int8": 3, "fp32": 2, "bf16": 1}
     assert executed_precision({"fp16": 5, "fp32": 2, "int8": 1}) == "fp16"
     assert executed_precision({"fp16": 2, "fp32": 2}) == "fp16"  # a tie goes to the lower precision
     assert executed_precision({}) is None
+
+
+@pytest.mark.parametrize(
+    ("model_name", "batch", "cosine_floor"),
+    # cosines to the fp32 model measured with this recipe: dlrm-small 0.998, minilm-l6 0.954
+    [("dlrm-small", 16, 0.995), pytest.param("minilm-l6", 8, 0.95, marks=pytest.mark.slow)],
+)
+def test_the_int8_recipe_writes_a_symmetric_qdq_model_that_matches_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_name: str, batch: int, cosine_floor: float
+) -> None:
+    """The file TensorRT would build for int8, checked where it can be: every Q/DQ zero point is 0
+    (TensorRT's ONNX parser takes no other), weights and biases stay float behind Q/DQ pairs, every
+    GEMM reads int8 operands, and onnxruntime's CPU provider running it stays within the int8
+    tolerance of the fp32 model."""
+    ort = pytest.importorskip("onnxruntime", reason="the int8 recipe is onnxruntime's QDQ quantiser")
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import numpy_helper
+
+    from harness.api import CACHE_DIR_ENV, onnx_model
+    from harness.conformance import TOLERANCE, compare
+    from harness.input_data import build_model
+    from harness.pluginmanager import registries
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    model = build_model(registries(()).models.get(model_name), {}, None)
+    cell = Cell(model_name, "tensorrt", "cuda", "int8", batch, 1)
+    info: dict[str, Any] = {}
+    fp32 = onnx_model(model, tmp_path)
+    conv = int8_recipe(model, fp32, cell, 128, tmp_path, info)
+    graph = onnx.load(str(conv.path)).graph
+    assert info["quantization_symmetric"] is True and info["quantization_reduce_range"] is False
+    assert info["quantization_per_channel"] is True and info["executed_precision"] == "int8"
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    zero_points = [weights[n.input[2]] for n in qdq if len(n.input) > 2]
+    assert len(zero_points) == len(qdq) >= 4
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    zero_point_names = {n.input[2] for n in qdq}
+    integers = [name for name, w in weights.items() if w.dtype in (np.int8, np.int32) and name not in zero_point_names]
+    assert not integers  # weights and biases stay float
+    produced_by = {out: n for n in graph.node for out in n.output}
+    gemms = [n for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert gemms
+    for gemm in gemms:  # both operands of every GEMM come through a DequantizeLinear: int8 math
+        assert all(produced_by[name].op_type == "DequantizeLinear" for name in gemm.input[:2]), gemm.name
+    weight_q = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] in weights]
+    assert weight_q  # a Q/DQ pair on the float weights, which TensorRT folds into int8 weights
+
+    inputs = model.example_inputs(batch, 0)
+    out = ort.InferenceSession(str(conv.path), providers=["CPUExecutionProvider"]).run(None, inputs)
+    ref = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"]).run(None, inputs)
+    max_abs_limit, cosine_limit = TOLERANCE["int8"]
+    for got, want in zip(out, ref, strict=True):
+        max_abs, cosine = compare(got, want)
+        assert max_abs <= max_abs_limit and cosine >= max(cosine_limit, cosine_floor), (max_abs, cosine)
+    again = int8_recipe(model, onnx_model(model, tmp_path), cell, 128, tmp_path, {})
+    assert again.cached and again.path == conv.path
