@@ -409,6 +409,31 @@ def describe(field: str) -> tuple[str, str] | None:
     return None
 
 
+#: the keys of ``generator.json``, which bench's own server generator writes where LoadGen would
+#: write its logs (``loadgen_log_dir``), with their units and meanings
+GENERATOR_JSON: dict[str, tuple[str, str]] = {
+    "generator": ("", "bench: the open-loop generator that issued the queries (harness/measure/open_loop.py)"),
+    "validity": ("", "VALID when min_queries_met, min_duration_met and latency_bound_met all hold; else INVALID"),
+    "min_queries_met": ("", "at least min_query_count queries completed"),
+    "min_duration_met": ("", "the test spanned at least min_duration_s, first arrival to last completion"),
+    "latency_bound_met": ("", "the percentile's latency is within latency_bound_ms"),
+    "percentile": ("%", "the latency percentile judged against the bound (loadgen.latency_percentile)"),
+    "percentile_latency_ns": ("ns", "that percentile of query latency, nearest rank"),
+    "query_count": ("queries", "queries issued and completed"),
+    "target_qps": ("queries/s", "the Poisson arrival rate asked for"),
+    "scheduled_qps": ("queries/s", "the rate of the arrivals actually scheduled (queries - 1 over their span)"),
+    "latency_bound_ms": ("ms", "the bound the percentile is judged against"),
+    "min_query_count": ("queries", "the least queries of a valid test"),
+    "min_duration_s": ("s", "the least span of a valid test"),
+    "max_duration_s": ("s", "issuing stops here even if fewer queries were issued (null: no limit)"),
+    "seed": ("", "seed of the arrival schedule: the same seed, the same arrivals"),
+    "spin_margin_ns": ("ns", "the generator sleeps until this long before an arrival, then spins on the clock"),
+    "queries_scheduled": ("queries", "arrivals in the schedule (issued ones are query_count, unless max_duration_s cut it)"),
+    "mean_latency_ns": ("ns", "mean query latency, from scheduled arrival to completion (queueing included)"),
+    "generator_delay_p99_ns": ("ns", "99th percentile of the generator's own lateness: how late it issued a query that found the server idle"),
+}  # fmt: skip
+
+
 def markdown() -> str:
     """docs/results.md: every field with its unit and meaning (``python -m harness.metrics``)."""
     lines = [
@@ -442,7 +467,17 @@ def markdown() -> str:
         "For LoadGen cells a latency is a query's, from its scheduled arrival to its last sample's completion "
         "(queueing included); `n_queries` counts queries, `samples` completed samples, and offline, whose one "
         "query holds every sample, has no latency percentiles.",
+        "",
+        "## generator.json",
+        "",
+        "Server cells served inline (one session, batch 1, no batching wait) are issued by bench's own open-loop",
+        "generator (`generator: bench`), which writes `generator.json` under `loadgen_log_dir` where LoadGen would",
+        "write its logs:",
+        "",
+        "| key | unit | meaning |",
+        "|---|---|---|",
     ]
+    lines += [f"| `{name}` | {unit} | {meaning} |" for name, (unit, meaning) in GENERATOR_JSON.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -164,6 +164,16 @@ def _noise_fields(job: Job, start: Any, end: Any) -> dict[str, Any]:
     }
 
 
+def _telemetry(cell: Any) -> Any:
+    """NVML's reader of the cell's GPU (energy, power, memory, clocks over the measured window), or
+    None for a cell that is not on ``cuda``."""
+    if cell.device_kind != "cuda":
+        return None
+    from harness.measure.gpu_telemetry import Telemetry
+
+    return Telemetry(cell.device)
+
+
 def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Channel, cell_dir: Path) -> dict[str, Any]:
     from harness.analysis import stats
     from harness.measure import noise
@@ -171,12 +181,8 @@ def _single_stream(job: Job, cell: Any, session: Any, peaks: Any, channel: Chann
 
     rule = job.rule
     marks: dict[str, Any] = {}
-    telemetry = None
     timer = session.call_times()  # a GPU session's CUDA-event times per call (None: it keeps none)
-    if cell.device_kind == "cuda":  # NVML: the GPU's energy, power, memory and clocks over the window
-        from harness.measure.gpu_telemetry import Telemetry
-
-        telemetry = Telemetry(cell.device)
+    telemetry = _telemetry(cell)
 
     def on_phase(phase: str) -> None:
         if phase != "warmup":  # the warm-up phase already holds the cold call
@@ -275,11 +281,7 @@ def _loadgen(job: Job, cell: Any, sessions: list[Any], peaks: Any, channel: Chan
     folder = loadgen.log_folder(cell_dir, job.repeat, job.attempt)
     wait_ns = int(opts.get("max_wait_us") or 0) * 1000
     tree = _tree()
-    telemetry = None
-    if cell.device_kind == "cuda" and rate != "peak":  # a peak search's trials are not one steady window
-        from harness.measure.gpu_telemetry import Telemetry
-
-        telemetry = Telemetry(cell.device)
+    telemetry = _telemetry(cell) if rate != "peak" else None  # a peak search's trials are not one steady window
     peaks.start("measure")
     channel.send({"event": "phase", "phase": "measure"})
     noise_start = noise.sample(tree)

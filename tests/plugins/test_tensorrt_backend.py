@@ -83,6 +83,17 @@ def test_the_engines_precision_is_read_from_its_layers() -> None:
     assert executed_precision({}) is None
 
 
+def _against_fp32(ort: Any, model: Any, batch: int, path: Path, fp32: Path) -> list[tuple[float, float]]:
+    """(max abs error, cosine) of each output of the file at ``path`` against the fp32 file's, both
+    run by onnxruntime's CPU provider on the model's example inputs."""
+    from harness.conformance import compare
+
+    inputs = model.example_inputs(batch, 0)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, inputs)
+    ref = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, inputs)
+    return [compare(got, want) for got, want in zip(out, ref, strict=True)]
+
+
 @pytest.mark.parametrize(
     ("model_name", "batch", "cosine_floor"),
     # cosines to the fp32 model measured with this recipe: dlrm-small 0.998, minilm-l6 0.954
@@ -101,7 +112,7 @@ def test_the_int8_recipe_writes_a_symmetric_qdq_model_that_matches_the_reference
     from onnx import numpy_helper
 
     from harness.api import CACHE_DIR_ENV, onnx_model
-    from harness.conformance import TOLERANCE, compare
+    from harness.conformance import TOLERANCE
     from harness.input_data import build_model
     from harness.pluginmanager import registries
 
@@ -130,12 +141,70 @@ def test_the_int8_recipe_writes_a_symmetric_qdq_model_that_matches_the_reference
     weight_q = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] in weights]
     assert weight_q  # a Q/DQ pair on the float weights, which TensorRT folds into int8 weights
 
-    inputs = model.example_inputs(batch, 0)
-    out = ort.InferenceSession(str(conv.path), providers=["CPUExecutionProvider"]).run(None, inputs)
-    ref = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"]).run(None, inputs)
-    max_abs_limit, cosine_limit = TOLERANCE["int8"]
-    for got, want in zip(out, ref, strict=True):
-        max_abs, cosine = compare(got, want)
+    for max_abs, cosine in _against_fp32(ort, model, batch, conv.path, fp32.path):
+        max_abs_limit, cosine_limit = TOLERANCE["int8"]
         assert max_abs <= max_abs_limit and cosine >= max(cosine_limit, cosine_floor), (max_abs, cosine)
     again = int8_recipe(model, onnx_model(model, tmp_path), cell, 128, tmp_path, {})
     assert again.cached and again.path == conv.path
+
+
+def test_every_cuda_runtime_call_exists_in_cuda_bindings() -> None:
+    """The backend's CUDA calls against the real binding (it imports without a GPU or a driver): every
+    ``cudart.<name>`` the module writes exists, with the enum members it names."""
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-bindings is not installed (bench[gpu])")
+    import re
+
+    from plugins import tensorrt_backend
+
+    assert tensorrt_backend._cudart() is runtime
+    names = set(re.findall(r"cudart\.(\w+)", Path(tensorrt_backend.__file__).read_text()))
+    assert {"cudaStreamCreateWithFlags", "cudaEventElapsedTime", "cudaGraphInstantiate"} <= names
+    assert sorted(name for name in names if not hasattr(runtime, name)) == []
+    assert runtime.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal is not None
+    assert {"cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"} <= set(runtime.cudaMemcpyKind.__members__)
+    assert int(runtime.cudaStream_t(0)) == 0  # execute_async_v3 takes the stream as an int
+
+
+def test_a_failed_cuda_call_raises_with_the_errors_name() -> None:
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-bindings is not installed (bench[gpu])")
+    from plugins.tensorrt_backend import _ok
+
+    err, count = runtime.cudaGetDeviceCount()
+    if err == runtime.cudaError_t.cudaSuccess:
+        assert _ok((err, count)) == count
+        pytest.skip("a CUDA device and driver are here: no error to read")
+    with pytest.raises(RuntimeError, match=rf"CUDA error {err.name}"):
+        _ok((err, count))
+    assert _ok((runtime.cudaError_t.cudaSuccess,)) is None
+    assert _ok((runtime.cudaError_t.cudaSuccess, 1, 2)) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "batch"), [("dlrm-small", 16), pytest.param("minilm-l6", 8, marks=pytest.mark.slow)]
+)
+def test_the_fp16_recipe_writes_the_file_tensorrt_builds_within_fp16_tolerance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_name: str, batch: int
+) -> None:
+    """The fp16 file a strongly typed TensorRT network is built from: fp16 weights, fp32 inputs and
+    outputs; onnxruntime's CPU provider (through its casts) stays within fp16's tolerance of fp32."""
+    ort = pytest.importorskip("onnxruntime", reason="the fp16 recipe is onnxruntime's converter")
+    onnx = pytest.importorskip("onnx")
+
+    from harness.api import CACHE_DIR_ENV, onnx_model
+    from harness.conformance import TOLERANCE
+    from harness.input_data import build_model
+    from harness.pluginmanager import registries
+    from plugins.onnxruntime_backend import _to_fp16
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    model = build_model(registries(()).models.get(model_name), {}, None)
+    fp32 = onnx_model(model, tmp_path)
+    info: dict[str, Any] = {}
+    conv = _to_fp16(fp32, tmp_path, info)
+    graph = onnx.load(str(conv.path)).graph
+    assert info["fp16_initializers"] > 0 and info["executed_precision"] == "fp16"
+    float32 = onnx.TensorProto.FLOAT
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {float32}
+    for max_abs, cosine in _against_fp32(ort, model, batch, conv.path, fp32.path):
+        max_abs_limit, cosine_limit = TOLERANCE["fp16"]
+        assert max_abs <= max_abs_limit and cosine >= cosine_limit, (max_abs, cosine)

@@ -6,6 +6,7 @@ throttling, per-process memory, device mapping, and the energy's price."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -229,3 +230,120 @@ def test_energy_is_priced_into_the_cost_per_million() -> None:
     assert priced["cost_per_million_usd"] == pytest.approx(
         plain["cost_per_million_usd"] + priced["energy_usd_per_million"]
     )
+
+
+GPU_PLUGIN = """
+import time
+
+from harness.api import Backend, Model, Session, hookimpl
+
+
+class Tiny(Model):
+    name = "telemetry-tiny"
+    input_names = ("x",)
+    output_names = ("y",)
+
+    def build_torch(self):
+        raise NotImplementedError
+
+    def example_inputs(self, batch_size, seed=0):
+        import numpy as np
+
+        return {"x": np.random.default_rng(seed).standard_normal((batch_size, 3)).astype("float32")}
+
+
+class BusySession(Session):
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+        self.info = {"executed_precision": "fp32"}
+
+    def run(self):
+        end = time.perf_counter_ns() + 200_000
+        while time.perf_counter_ns() < end:
+            pass
+
+    def outputs(self):
+        return {"y": self.x.sum(axis=1, keepdims=True)}
+
+    def set_inputs(self, arrays):
+        self.x[...] = arrays["x"]
+
+
+class FakeGpuBackend(Backend):
+    name = "fake-gpu"
+    devices = ("cuda",)
+
+    def prepare(self, model, cell, workdir):
+        return BusySession(model.example_inputs(cell.batch_size, cell.seed)["x"].copy())
+
+
+@hookimpl
+def bench_register_backends(register):
+    register(FakeGpuBackend)
+
+
+@hookimpl
+def bench_register_models(register):
+    register(Tiny)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("load", ["single_stream", "server", "server-peak"])
+def test_the_worker_reads_nvml_over_the_measured_window_of_either_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: str
+) -> None:
+    """Through the worker (run_job, in this process), a cuda cell gets the window's telemetry on the
+    single-stream path and on a LoadGen test at a fixed rate; a peak search says why it has none. NVML
+    is the stand-in here; the GPU itself is a busy wait, so that this runs without one."""
+    import importlib
+    import sys
+    import textwrap
+
+    import numpy as np
+
+    from harness.cells import Cell
+    from harness.executors.worker import Channel, run_job
+    from harness.records import Job, StopRule
+
+    if load != "single_stream":
+        pytest.importorskip("mlperf_loadgen")
+    name = "bench_fake_gpu_plugin"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(GPU_PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    importlib.import_module(name)
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(power_mw=150_000.0))
+    x = np.random.default_rng(7).standard_normal((4, 3)).astype("float32")
+    np.savez(tmp_path / "reference.npz", **{"input:x": x, "output:y": x.sum(axis=1, keepdims=True)})
+    options = {} if load == "single_stream" else {"target_qps": "peak" if load == "server-peak" else 1000}
+    cell = Cell("telemetry-tiny", "fake-gpu", "cuda", "fp32", 1, 1, load="single_stream" if load == "single_stream"
+                else "server", load_options=options)  # fmt: skip
+    loadgen = {
+        "min_duration_s": 1.5, "min_query_count": 100, "max_duration_s": 3.0, "latency_percentile": 99.0,
+        "expected_qps": None, "seed": 0, "min_qps": 100.0, "max_qps": 3000.0, "precision": 0.2,
+        "trial_duration_s": 0.3, "max_trials": 3,
+    }  # fmt: skip
+    job = Job(
+        cell=cell.config(), repeat=0, attempt=0, rule=StopRule(0.1, 2, 1.5, 1.5, 5, 50.0, 0.95, None),
+        percentiles=(50.0,), noise_threshold=1.0, quiet_wait_s=0.0,
+        loadgen=None if load == "single_stream" else loadgen,
+        reference={"path": str(tmp_path / "reference.npz"), "task": "other"}, fidelity={}, timeout_s=60.0,
+        plugins=(name,), autoload=False, workdir=str(tmp_path / "work"), cell_dir=str(tmp_path / "cells" / cell.id),
+    )  # fmt: skip
+    try:
+        result = run_job(job, Channel(open("/dev/null", "w")))  # noqa: SIM115 - closed with the process
+    finally:
+        sys.modules.pop(name, None)
+    assert result["status"] == "ok"
+    if load == "server-peak":
+        assert "peak search" in result["gpu_telemetry_skipped"] and "gpu_energy_j" not in result
+        return
+    window = result["gpu_window_s"]
+    assert window >= 1.0 and result["gpu_energy_source"] == "counter"
+    assert result["gpu_power_mean_w"] == pytest.approx(150.0, rel=0.05)
+    served = result["gpu_energy_j"] / result["gpu_energy_per_inference_j"]
+    assert served == pytest.approx(result["throughput_sps"] * window, rel=0.1)  # the window's inferences
+    if load == "single_stream":  # a session that keeps no CUDA-event times says so
+        assert "keeps no CUDA-event times" in result["gpu_timing_skipped"]

@@ -10,6 +10,7 @@ import pytest
 
 from harness.measure import loadgen, open_loop
 from harness.measure.loadgen import LoadSettings
+from harness.metrics import GENERATOR_JSON
 from plugins.fake import FakeSession
 
 MS = 1_000_000
@@ -78,6 +79,7 @@ def test_server_latency_matches_the_same_arrivals_queued_and_is_judged(tmp_path:
     assert lat.mean() == pytest.approx(same.mean(), rel=0.15), (lat.mean(), same.mean())
     assert float(np.median(run.generator_delay)) < 0.1 * MS  # spinning: issued on time, not a timer's wake-up later
     written = json.loads((tmp_path / "g" / "generator.json").read_text())
+    assert set(written) == set(GENERATOR_JSON)  # every key documented in docs/results.md, and no other
     assert written["generator"] == "bench" and written["validity"] == "VALID"
     assert written["query_count"] == lat.size and written["scheduled_qps"] == pytest.approx(500, rel=0.15)
     assert not (tmp_path / "g" / "mlperf_log_detail.txt").exists()  # LoadGen did not run
