@@ -171,8 +171,9 @@ def ort_bare_loop(model_file: str, batch_size: int, seconds: float) -> dict[str,
 
     model = build_model(registries(()).models.get("dlrm-small"), {}, None)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # as bench's cell (threads: 1)
-    sess = ort.InferenceSession(model_file, options, providers=[("CUDAExecutionProvider", {"device_id": 0})])
+    options.intra_op_num_threads = 1  # as bench's cell (threads: 1), and fp32 without TF32 as bench's
+    cuda = {"device_id": 0, "use_tf32": "0"}
+    sess = ort.InferenceSession(model_file, options, providers=[("CUDAExecutionProvider", cuda)])
     binding = sess.io_binding()
     keep = []
     for name, array in model.example_inputs(batch_size, 0).items():
@@ -288,7 +289,7 @@ def main() -> int:
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--skip-conformance", action="store_true")
     args = parser.parse_args()
-    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # as bench's workers: the bare loops' cuda is bench's cuda:0
     started = time.monotonic()
     here = facts()
     print("1. here:", json.dumps(here, default=str))

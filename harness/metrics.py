@@ -115,7 +115,10 @@ FIELDS: dict[str, tuple[str, str]] = {
         "trtexec's two warnings where they apply: enqueue-bound (launching took over 0.8 x the GPU compute time) "
         "and unstable GPU compute time (coefficient of variation over 2.5 %)",
     ),
-    "gpu_timing_skipped": ("", "why a cuda cell has no CUDA-event time per call (the backend keeps none)"),
+    "gpu_timing_skipped": (
+        "",
+        "why a cuda cell has no CUDA-event time per call (the backend keeps none, or the cell's settings: transfers: include, concurrency above 1)",
+    ),
     "energy_usd_per_million": (
         "USD",
         "the GPU's energy of a million inferences at cost.energy_usd_per_kwh; included in cost_per_million_usd",

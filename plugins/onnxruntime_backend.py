@@ -139,7 +139,7 @@ QUANTIZED_OPS = frozenset(
 #: parser takes); weights kept in float behind a Q/DQ pair and biases in float (it folds a weight's
 #: pair into int8 weights itself, and takes no int32 bias); Q/DQ at the inputs of the GEMMs and
 #: convolutions only, not at their outputs (TensorRT's advice: it fuses the rest, and a quantised
-#: output before an activation costs accuracy: dlrm-small's cosine to fp32 0.966 with, 0.999 without)
+#: output before an activation costs accuracy: dlrm-small's cosine to fp32 0.966 with, 0.998 without)
 TENSORRT_QDQ = {
     "ActivationSymmetric": True,
     "WeightSymmetric": True,
@@ -324,8 +324,10 @@ class OrtSession(Session):
             self._stream.wait_for_copies()
 
     def replica(self) -> OrtSession | None:
-        """The same InferenceSession (its ``run`` is thread-safe) with a binding of its own."""
-        if self._rebind is None:
+        """The same InferenceSession (its ``run`` is thread-safe) with a binding of its own; None for a
+        session on a stream of bench's (one concurrent call at a time: a replica's work would run on
+        that stream too, inside this session's events), so that the harness prepares another."""
+        if self._rebind is None or self._stream is not None:
             return None
         binding, keep = self._rebind()
         return OrtSession(
@@ -468,9 +470,25 @@ class OnnxRuntimeBackend(Backend):
             so.enable_profiling = True
             so.profile_file_prefix = str(workdir / "onnxruntime-placement")
         sess = _open(ort, path, so, providers, cell)
+        try:
+            return self._session(ort, sess, model, cell, path, opts, info, stream, tensorrt, providers[0][0])
+        except BaseException:
+            profile = sess.end_profiling() if on_device else ""  # profiling was on: end it, drop its file
+            if profile:
+                Path(profile).unlink(missing_ok=True)
+            raise
+
+    def _session(
+        self, ort: Any, sess: Any, model: Model, cell: Cell, path: Path, opts: dict[str, Any], info: dict[str, Any],
+        stream: CudaStream | None, tensorrt: bool, wanted: str,
+    ) -> OrtSession:  # fmt: skip
+        """The OrtSession on an open InferenceSession: its providers checked, its inputs bound, the
+        TensorRT engine built and the nodes' placement read where the cell is on CUDA."""
+        device_kind, _, index = cell.device.partition(":")
+        on_device = device_kind == "cuda"
+        device_id = int(index) if index else 0
         used = list(sess.get_providers())
         info["providers"] = used
-        wanted = providers[0][0]
         if wanted not in used:
             raise SkipCell(
                 f"onnxruntime fell back to {', '.join(used)}: {wanted} did not load for {cell.device} "
@@ -799,6 +817,7 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
     prepped = folder / "preprocessed.onnx"
     quiet = contextlib.redirect_stdout(io.StringIO())  # the calibrators print progress to stdout
     cwd = Path.cwd()
+    before = set(folder.iterdir())
     try:
         # it writes scratch files (sym_shape_infer_temp.onnx, external data) into the current folder
         os.chdir(folder)
@@ -812,6 +831,7 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
         facts["preprocess_error"] = _first_line(exc)
     finally:
         os.chdir(cwd)
+        _drop_scratch(folder, before, prepped)
     out = str(folder / "model.onnx")
     op_types = None if settings["op_types"] == "all" else list(settings["op_types"])
     start = time.perf_counter()
@@ -845,6 +865,24 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
     facts["quantize_s"] = time.perf_counter() - start
     prepped.unlink(missing_ok=True)
     return facts
+
+
+def _drop_scratch(folder: Path, before: set[Path], keep: Path) -> None:
+    """Delete what pre-processing left in ``folder`` besides ``keep`` and its external data: symbolic
+    shape inference writes ``sym_shape_infer_temp.onnx`` and its weights (a model's size) there when it
+    cannot finish, and would leave them in the cache."""
+    import onnx
+
+    kept = {keep}
+    if keep.is_file():
+        model = onnx.load(str(keep), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    kept.add(folder / entry.value)
+    for path in set(folder.iterdir()) - before - kept:
+        if path.is_file():
+            path.unlink()
 
 
 def _calibration_reader(model: Model, settings: dict[str, Any]) -> Any:

@@ -169,7 +169,7 @@ class TrtSession(Session):
         #: the CUDA device: the runtime's current device is per thread, so each thread that runs a
         #: call selects it once (LoadGen's replicas and the completer are other threads than prepare's)
         self._device_index = device
-        self._threads: set[int] = set()
+        self._selected = threading.local()  # .device set in each thread that selected it (ids get reused)
         self._device: dict[str, int] = {}
         self._host_ptrs: list[int] = []
         self._graph_exec: Any = None
@@ -183,10 +183,9 @@ class TrtSession(Session):
             raise
 
     def _on_device(self) -> None:
-        thread = threading.get_ident()
-        if thread not in self._threads:
+        if getattr(self._selected, "device", None) != self._device_index:
             _ok(_cudart().cudaSetDevice(self._device_index))
-            self._threads.add(thread)
+            self._selected.device = self._device_index
 
     def _setup(self, trt: Any, inputs: dict[str, Any], graph: bool, transfers: bool) -> None:
         import numpy as np
@@ -291,8 +290,7 @@ class TrtSession(Session):
 
     def run(self) -> None:
         cudart = _cudart()
-        if threading.get_ident() not in self._threads:
-            self._on_device()
+        self._on_device()
         timed = self._timer.recording
         t0 = time.perf_counter_ns()
         if self._graph_exec is not None:

@@ -123,6 +123,9 @@ def test_the_int8_recipe_writes_a_symmetric_qdq_model_that_matches_the_reference
     fp32 = onnx_model(model, tmp_path)
     conv = int8_recipe(model, fp32, cell, 128, tmp_path, info)
     graph = onnx.load(str(conv.path)).graph
+    left = sorted(p.name for p in conv.path.parent.iterdir())
+    assert left == ["model.onnx", "recipe.json"], left  # no shape-inference scratch (minilm-l6's is 90 MB)
+    assert not list(Path.cwd().glob("sym_shape_infer_temp*"))
     assert info["quantization_symmetric"] is True and info["quantization_reduce_range"] is False
     assert info["quantization_per_channel"] is True and info["executed_precision"] == "int8"
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
