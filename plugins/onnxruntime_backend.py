@@ -436,6 +436,11 @@ class OnnxRuntimeBackend(Backend):
         on_device = device_kind == "cuda"
         tensorrt = on_device and opts["provider"] == "tensorrt"
         info: dict[str, Any] = {"onnxruntime_version": ort.__version__}
+        if on_device:
+            # torch first, where it is installed: its wheel loads the CUDA, cuBLAS and cuDNN libraries that
+            # onnxruntime-gpu looks for, which a machine with pip-installed CUDA has nowhere else
+            with contextlib.suppress(ImportError):
+                import torch  # noqa: F401
         stream = _cuda_stream(ort, cell, device_id, tensorrt, opts["transfers"], info) if on_device else None
         providers = self._providers(ort, cell, device_id, tensorrt, workdir, info)
         if stream is not None:  # every GPU provider computes on it (the TensorRT provider takes it too)
