@@ -71,12 +71,12 @@ def run_window(call: Callable[[], object], rule: StopRule, on_phase: Callable[[s
         now = clock()
     warmup_ns = now - warm_start
 
-    if on_phase:
-        on_phase("measure")
     samples = array("q")
     append = samples.append
     min_q = rule.min_queries
-    gc.collect()
+    gc.collect()  # before the window opens: what on_phase starts (NVML's energy, the noise guard) spans the window only
+    if on_phase:
+        on_phase("measure")
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection inside the window is the harness's noise, not the model's
     checks = 0
