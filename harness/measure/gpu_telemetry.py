@@ -68,6 +68,23 @@ def nvml_index(device: str, visible: str | None = None) -> int | str:
     return int(entry) if entry.isdigit() else entry
 
 
+def _handle_by_uuid(nv: Any, uuid: str) -> Any:
+    """The NVML handle of a GPU given by UUID as ``CUDA_VISIBLE_DEVICES`` takes it: whole (``GPU-...``,
+    ``MIG-...``), or shortened to a prefix that names one GPU, which CUDA accepts and NVML does not."""
+    try:
+        return nv.nvmlDeviceGetHandleByUUID(uuid)
+    except nv.NVMLError:
+        matches = []
+        for index in range(nv.nvmlDeviceGetCount()):
+            handle = nv.nvmlDeviceGetHandleByIndex(index)
+            full = nv.nvmlDeviceGetUUID(handle)
+            if (full.decode() if isinstance(full, bytes) else str(full)).startswith(uuid):
+                matches.append(handle)
+        if len(matches) != 1:
+            raise
+        return matches[0]
+
+
 class Telemetry:
     """NVML readings of one GPU over one window: :meth:`start` at the window's start, :meth:`stop`
     at its end. Where NVML cannot be read, :meth:`stop` returns only ``gpu_telemetry_skipped``."""
@@ -95,7 +112,7 @@ class Telemetry:
             if isinstance(where, int):
                 self.handle = self.nv.nvmlDeviceGetHandleByIndex(where)
             else:
-                self.handle = self.nv.nvmlDeviceGetHandleByUUID(where)
+                self.handle = _handle_by_uuid(self.nv, where)
         except (self.nv.NVMLError, ValueError) as exc:
             self.problem = f"NVML cannot read {device}: {exc}"
             return

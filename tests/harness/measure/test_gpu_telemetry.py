@@ -67,6 +67,11 @@ def fake_nvml(
             SimpleNamespace(pid=1, usedGpuMemory=2**30),
         ]
 
+    def by_uuid(uuid: str) -> tuple[str, str]:
+        if uuid.startswith("GPU-") and len(uuid) < 40:  # NVML takes whole UUIDs only
+            raise NVMLError("Not Found")
+        return ("gpu", uuid)
+
     def event_reasons(handle: Any) -> int:
         if old_driver:  # the "event" reader came with driver 535
             raise FunctionNotFound("Function Not Found")
@@ -87,7 +92,8 @@ def fake_nvml(
         NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
         nvmlClocksEventReasonSwPowerCap=0x4, nvmlClocksEventReasonHwSlowdown=0x8,
         nvmlInit=lambda: None, nvmlShutdown=lambda: None,
-        nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i), nvmlDeviceGetHandleByUUID=lambda u: ("gpu", u),
+        nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i), nvmlDeviceGetHandleByUUID=by_uuid,
+        nvmlDeviceGetUUID=lambda h: f"GPU-{h[1]}a1b2c3-0000-4000-8000-00000000000{h[1]}",
         nvmlDeviceGetTotalEnergyConsumption=total_energy, nvmlDeviceGetPowerUsage=lambda h: power_mw,
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=3 * 2**30),
         nvmlDeviceGetComputeRunningProcesses=procs, nvmlDeviceGetMigMode=mig_mode,
@@ -189,6 +195,17 @@ def test_a_mig_instance_given_by_its_uuid_is_said_to_be_one(monkeypatch: pytest.
     out = telemetry.stop(samples=100)
     assert "gpu_energy_j" not in out and "MIG is enabled" in out["gpu_telemetry_note"]
     assert out["gpu_sm_clock_mhz_start"] is None  # what a MIG handle cannot read is left empty, not made up
+
+
+def test_a_shortened_uuid_in_cuda_visible_devices_finds_its_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA takes a UUID prefix that names one GPU; NVML only whole UUIDs: the prefix is matched
+    against every GPU's UUID, and one that matches none is a reason, not a guess."""
+    monkeypatch.setattr(gt, "_nvml", lambda: fake_nvml(clock=Clock()))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-0a1b")
+    assert gt.Telemetry("cuda").handle == ("gpu", 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-9f")
+    telemetry = gt.Telemetry("cuda")
+    assert telemetry.problem and "NVML cannot read cuda" in telemetry.problem
 
 
 def test_no_nvml_is_a_reason_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
