@@ -118,11 +118,7 @@ def bare_loop(batch_size: int, seconds: float) -> dict[str, float]:
     and a synchronize), with CUDA events for the GPU's own time."""
     import torch
 
-    from harness.input_data import build_model
-    from harness.pluginmanager import registries
-
-    regs = registries(())
-    model = build_model(regs.models.get("dlrm-small"), {}, None)
+    model = _dlrm()
     module = model.build_torch().eval().to("cuda")
     inputs = {k: torch.as_tensor(v).to("cuda") for k, v in model.example_inputs(batch_size, 0).items()}
     walls, gpu = [], []
@@ -166,10 +162,7 @@ def ort_bare_loop(model_file: str, batch_size: int, seconds: float) -> dict[str,
     onnxruntime's own stream."""
     import onnxruntime as ort
 
-    from harness.input_data import build_model
-    from harness.pluginmanager import registries
-
-    model = build_model(registries(()).models.get("dlrm-small"), {}, None)
+    model = _dlrm()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # as bench's cell (threads: 1), and fp32 without TF32 as bench's
     cuda = {"device_id": 0, "use_tf32": "0"}
@@ -276,11 +269,16 @@ def tensorrt_check(cuda: bool, window: float, trtexec: str | None) -> None:
               f"(enqueue {record.get('enqueue_mean_ms')} ms; warnings: {warned})")  # fmt: skip
 
 
-def _input_shapes(batch: int) -> dict[str, list[int]]:
+def _dlrm() -> Any:
+    """dlrm-small, as bench's cells build it."""
     from harness.input_data import build_model
     from harness.pluginmanager import registries
 
-    model = build_model(registries(()).models.get("dlrm-small"), {}, None)
+    return build_model(registries(()).models.get("dlrm-small"), {}, None)
+
+
+def _input_shapes(batch: int) -> dict[str, list[int]]:
+    model = _dlrm()
     return {name: list(array.shape) for name, array in model.example_inputs(batch, 0).items()}
 
 

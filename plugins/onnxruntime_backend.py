@@ -476,7 +476,8 @@ class OnnxRuntimeBackend(Backend):
             so.profile_file_prefix = str(workdir / "onnxruntime-placement")
         sess = _open(ort, path, so, providers, cell)
         try:
-            return self._session(ort, sess, model, cell, path, opts, info, stream, tensorrt, providers[0][0])
+            gpu = device_id if on_device else None
+            return self._session(ort, sess, model, cell, path, opts, info, stream, gpu, tensorrt, providers[0][0])
         except BaseException:
             profile = sess.end_profiling() if on_device else ""  # profiling was on: end it, drop its file
             if profile:
@@ -485,13 +486,12 @@ class OnnxRuntimeBackend(Backend):
 
     def _session(
         self, ort: Any, sess: Any, model: Model, cell: Cell, path: Path, opts: dict[str, Any], info: dict[str, Any],
-        stream: CudaStream | None, tensorrt: bool, wanted: str,
+        stream: CudaStream | None, device_id: int | None, tensorrt: bool, wanted: str,
     ) -> OrtSession:  # fmt: skip
         """The OrtSession on an open InferenceSession: its providers checked, its inputs bound, the
-        TensorRT engine built and the nodes' placement read where the cell is on CUDA."""
-        device_kind, _, index = cell.device.partition(":")
-        on_device = device_kind == "cuda"
-        device_id = int(index) if index else 0
+        TensorRT engine built and the nodes' placement read where the cell is on CUDA (``device_id``;
+        None on the CPU)."""
+        on_device = device_id is not None
         used = list(sess.get_providers())
         info["providers"] = used
         if wanted not in used:
@@ -863,7 +863,7 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
                 reduce_range=settings["reduce_range"],
                 op_types_to_quantize=op_types,
                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[settings["calibration"]]),
-                extra_options=TENSORRT_QDQ if settings.get("symmetric") else None,
+                extra_options=settings.get("extra_options"),
             )
             facts["calibration_samples_used"] = reader.samples
             facts["calibration_batches"] = len(reader.batches)

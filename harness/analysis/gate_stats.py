@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -531,20 +531,27 @@ def _label(metric: str, noise_sd: float) -> str:
     return f"noise {noise_sd * 100:.1f} % on {metric}"
 
 
+def _changes(
+    cid: str, label: str, pairs: Sequence[Pair], judged: Container[str], verdict: str = "unchanged"
+) -> CellComparison:
+    """A cell's comparison with every metric's change over ``pairs``; those not ``judged`` marked so."""
+    cell = CellComparison(cid, label, verdict=verdict)
+    for metric in METRICS:
+        cell.metrics[metric] = metric_change(metric, pairs)
+        if metric not in judged:
+            cell.metrics[metric].verdict = NOT_JUDGED
+    return cell
+
+
 def judge_screened(
     cid: str, label: str, pairs: Sequence[Pair], screened: Screened, threshold: Threshold
 ) -> CellComparison:
     """A cell the screen let through: ``unchanged`` when the screen had the power to keep a slowdown
     of the threshold for every metric, else ``inconclusive`` with the noise that prevented it."""
     thresholds = thresholds_of(threshold)
-    cell = CellComparison(cid, label)
-    for metric in METRICS:
-        change = metric_change(metric, pairs)
-        if metric not in thresholds:
-            change.verdict = NOT_JUDGED
-        else:
-            change.verdict = "unchanged" if screened.power[metric] >= SCREEN_POWER else "inconclusive"
-        cell.metrics[metric] = change
+    cell = _changes(cid, label, pairs, thresholds)
+    for metric in thresholds:
+        cell.metrics[metric].verdict = "unchanged" if screened.power[metric] >= SCREEN_POWER else "inconclusive"
     weak = [m for m in thresholds if cell.metrics[m].verdict == "inconclusive"]
     if not screened.pairs:
         cell.verdict, cell.note = "inconclusive", "no usable pair (a process failed or was measured on a busy machine)"
@@ -565,11 +572,7 @@ def judge_left_out(
     cid: str, label: str, pairs: Sequence[Pair], screened: Screened, needed: int, affordable: int
 ) -> CellComparison:
     """A suspect not measured again: its noise needs more pairs than the time left affords."""
-    cell = CellComparison(cid, label, verdict="inconclusive")
-    for metric in METRICS:
-        cell.metrics[metric] = metric_change(metric, pairs)
-        if metric not in screened.noise:
-            cell.metrics[metric].verdict = NOT_JUDGED
+    cell = _changes(cid, label, pairs, screened.noise, verdict="inconclusive")
     least = min(screened.noise, key=lambda m: screened.noise[m])
     cell.note = (
         f"{_label(least, screened.noise[least])}, its least noisy metric: {needed} pairs needed for "
@@ -593,13 +596,8 @@ def judge_confirmed(
     out: dict[str, tuple[CellComparison, dict[str, float], dict[str, float]]] = {}
     tested: list[MetricChange] = []
     for cid, (label, _, again) in cells.items():
-        cell = CellComparison(cid, label)
-        for metric in METRICS:
-            cell.metrics[metric] = metric_change(metric, again)
-            if metric not in deltas:
-                cell.metrics[metric].verdict = NOT_JUDGED
-            elif cell.metrics[metric].p_value is not None:
-                tested.append(cell.metrics[metric])
+        cell = _changes(cid, label, again, deltas)
+        tested += [cell.metrics[m] for m in deltas if cell.metrics[m].p_value is not None]
         out[cid] = (cell, {}, {})
     for change, adjusted in zip(tested, holm([c.p_value or 1.0 for c in tested]), strict=True):
         change.p_adjusted = adjusted

@@ -1,6 +1,6 @@
 """GPU time per call: what CUDA events measured around each call's compute, beside the wall clock.
 
-A GPU session (torch on CUDA, TensorRT) records two CUDA events on its stream around the work of
+A GPU session (torch on CUDA, TensorRT, onnxruntime on CUDA) records two CUDA events on its stream around the work of
 each :meth:`~harness.api.Session.run` and, once the call has synchronised, adds the events' elapsed
 time (the GPU's compute time) and the host time its launches took (the enqueue time) to its
 :class:`CallTimes`. The worker starts the recorder at the measured window and reads it at the end,

@@ -68,6 +68,11 @@ def nvml_index(device: str, visible: str | None = None) -> int | str:
     return int(entry) if entry.isdigit() else entry
 
 
+def _text(value: Any) -> str:
+    """An NVML string: bytes in older nvidia-ml-py, str in newer."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _handle_by_uuid(nv: Any, uuid: str) -> Any:
     """The NVML handle of a GPU given by UUID as ``CUDA_VISIBLE_DEVICES`` takes it: whole (``GPU-...``,
     ``MIG-...``), or shortened to a prefix that names one GPU, which CUDA accepts and NVML does not."""
@@ -77,8 +82,7 @@ def _handle_by_uuid(nv: Any, uuid: str) -> Any:
         matches = []
         for index in range(nv.nvmlDeviceGetCount()):
             handle = nv.nvmlDeviceGetHandleByIndex(index)
-            full = nv.nvmlDeviceGetUUID(handle)
-            if (full.decode() if isinstance(full, bytes) else str(full)).startswith(uuid):
+            if _text(nv.nvmlDeviceGetUUID(handle)).startswith(uuid):
                 matches.append(handle)
         if len(matches) != 1:
             raise
@@ -288,8 +292,7 @@ def capabilities() -> list[dict[str, Any]] | str:
             name = nv.nvmlDeviceGetName(handle)
             mig = works(nv.nvmlDeviceGetMigMode) and nv.nvmlDeviceGetMigMode(handle)[0] == 1
             out.append({
-                "index": index, "name": name.decode() if isinstance(name, bytes) else name,
-                "driver": driver.decode() if isinstance(driver, bytes) else driver,
+                "index": index, "name": _text(name), "driver": _text(driver),
                 "energy_counter": works(nv.nvmlDeviceGetTotalEnergyConsumption),
                 "power": works(nv.nvmlDeviceGetPowerUsage),
                 "process_memory": works(nv.nvmlDeviceGetComputeRunningProcesses),
