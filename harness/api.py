@@ -38,6 +38,7 @@ __all__ = [
     "CACHE_DIR_ENV",
     "CACHE_FOLDER",
     "PIN_CPUS_ENV",
+    "TF32_OVERRIDE_ENV",
     "WAIT_POLICY_ENV",
     "Backend",
     "CallTimes",
@@ -61,6 +62,7 @@ __all__ = [
     "module_available",
     "onnx_model",
     "pinned_cpus",
+    "tf32_allowed",
     "wait_policy",
 ]
 
@@ -72,6 +74,9 @@ CACHE_FOLDER = ".cache"
 #: environment variables through which bench hands a worker the scenario's ``cpu`` settings
 WAIT_POLICY_ENV = "BENCH_WAIT_POLICY"
 PIN_CPUS_ENV = "BENCH_PIN_CPUS"
+#: NVIDIA's switch: ``0`` turns TF32 off in every NVIDIA library of the process (cuBLAS, cuDNN, and
+#: TensorRT when it builds an engine), whatever the program asks of them
+TF32_OVERRIDE_ENV = "NVIDIA_TF32_OVERRIDE"
 
 
 def wait_policy() -> str:
@@ -85,6 +90,20 @@ def pinned_cpus() -> tuple[int, ...]:
     runtime with its own thread placement may bind its threads to these), or ``()`` when not pinned."""
     text = os.environ.get(PIN_CPUS_ENV, "")
     return tuple(int(cpu) for cpu in text.split(",") if cpu.strip().isdigit())
+
+
+def tf32_allowed(asked: bool, info: dict[str, Any]) -> bool:
+    """Whether a CUDA cell's fp32 matmuls and convolutions may use TF32 tensor cores (inputs rounded to
+    10 bits of mantissa, Ampere and newer): as the cell's ``tf32`` option asks, unless
+    ``NVIDIA_TF32_OVERRIDE=0`` in the environment forbids it in every NVIDIA library. Recorded as
+    ``info["tf32"]``, with ``tf32_note`` where the environment overrode the option."""
+    allowed = asked and os.environ.get(TF32_OVERRIDE_ENV) != "0"
+    info["tf32"] = allowed
+    if asked and not allowed:
+        info["tf32_note"] = (
+            f"tf32 asked, but {TF32_OVERRIDE_ENV}=0 in the environment turns TF32 off in every NVIDIA library"
+        )
+    return allowed
 
 
 def cache_dir(name: str) -> Path | None:

@@ -20,12 +20,14 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.api import (
+    TF32_OVERRIDE_ENV,
     Backend,
     CallTimes,
     Cell,
@@ -43,6 +45,7 @@ from harness.api import (
     hookimpl,
     module_available,
     onnx_model,
+    tf32_allowed,
     wait_policy,
 )
 
@@ -115,6 +118,13 @@ OPTIONS: dict[str, Option] = {
         choices=("exclude", "include"),
         default="exclude",
     ),
+    "tf32": Option(
+        "CUDA only: let fp32 GEMMs and convolutions use TF32 tensor cores (off: fp32 computes in fp32, as on "
+        "the other backends; the CUDA provider's use_tf32, and for the TensorRT provider, which has no such "
+        "option, NVIDIA_TF32_OVERRIDE=0 in the cell's worker)",
+        type=bool,
+        default=False,
+    ),
 }
 #: what a cell that sets no option runs with
 DEFAULTS: dict[str, Any] = {name: option.default for name, option in OPTIONS.items() if option.default is not None}
@@ -181,6 +191,23 @@ def _first_line(exc: BaseException) -> str:
 class ModelFileError(RuntimeError):
     """An ONNX file that cannot be read (truncated, corrupt, missing): a failed cell, never a skip,
     since it is broken here as anywhere."""
+
+
+def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool) -> Path:
+    """The TensorRT provider's engine cache folder for this cell, created. The provider names an engine
+    by the model's hash, its precision flags and the GPU's compute capability: not by TF32, by the
+    onnxruntime build (and the TensorRT it links) or by the GPU model, whose engines are tuned for
+    it. A folder for each of those, so that no cell loads an engine built under other settings."""
+    gpu = f"cuda{device_id}"
+    with contextlib.suppress(Exception):  # torch was imported first where installed; its name for the GPU
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(device_id)
+    name = f"ort{ort.__version__}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
+    folder = root / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class CudaStream:
@@ -419,6 +446,8 @@ class OnnxRuntimeBackend(Backend):
             return Support.no("option provider=tensorrt applies only to CUDA devices (TensorRT runs on NVIDIA GPUs)")
         if "transfers" in opts and device_kind != "cuda":
             return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
+        if "tf32" in opts and device_kind != "cuda":
+            return Support.no("option tf32 applies to cuda cells: TF32 is a mode of NVIDIA's tensor cores")
         return Support.yes()
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
@@ -544,15 +573,18 @@ class OnnxRuntimeBackend(Backend):
                 f"(installed providers: {', '.join(available)}); install onnxruntime-gpu for CUDA"
                 + (" built with TensorRT, and TensorRT itself" if tensorrt else "")
             )
-        # no TF32: fp32 GEMMs in fp32, as torch's default (the CUDA provider's own default is TF32 on Ampere+)
-        info["tf32"] = False
-        cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "0"})
+        # TF32 off unless asked: the CUDA provider's own default is TF32 on Ampere and newer
+        tf32 = tf32_allowed(bool(cell.backend_options.get("tf32", False)), info)
+        cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "1" if tf32 else "0"})
         if not tensorrt:
             return [cuda]
-        info["tf32"] = None
-        info["tf32_note"] = "TensorRT provider: TensorRT's own default (fp32 layers may use TF32 on Ampere and newer)"
-        engines = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
-        engines.mkdir(parents=True, exist_ok=True)
+        if not tf32:  # the TensorRT provider has no TF32 option, and TensorRT's builder allows TF32 by default
+            os.environ[TF32_OVERRIDE_ENV] = "0"  # read by TensorRT when it builds, by cuBLAS/cuDNN when they start
+            info["tf32_note"] = (
+                f"TensorRT provider: {TF32_OVERRIDE_ENV}=0 set in this cell's worker (the provider has no TF32 "
+                "option; TensorRT honours the variable when it builds the engine)"
+            )
+        engines = _trt_engine_folder(cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt", ort, device_id, tf32)
         info["trt_engine_cache_dir"] = str(engines)
         trt = {
             "device_id": device_id,

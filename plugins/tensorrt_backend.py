@@ -52,6 +52,7 @@ from harness.api import (
     hookimpl,
     module_available,
     onnx_model,
+    tf32_allowed,
 )
 
 OPTIONS: dict[str, Option] = {
@@ -434,8 +435,7 @@ class TensorRTBackend(Backend):
         profile = {name: list(array.shape) for name, array in inputs.items()}
         settings = {"precision": cell.precision, "flags": flags, "strongly_typed": strongly_typed, "profile": profile,
                     "opt_level": int(opts["opt_level"]), "workspace_mb": int(opts["workspace_mb"]),
-                    "tf32": bool(opts["tf32"])}  # fmt: skip
-        info["tf32"] = settings["tf32"]
+                    "tf32": tf32_allowed(bool(opts["tf32"]), info)}  # fmt: skip
         key = digest("tensorrt-engine", conv.key, trt.__version__, gpu, settings, RECIPE)
         timing = (cache_dir("tensorrt-timing") or workdir / "tensorrt-timing") / digest(gpu, trt.__version__)
 

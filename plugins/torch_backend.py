@@ -30,6 +30,7 @@ from harness.api import (
     cpu_flags,
     hookimpl,
     module_available,
+    tf32_allowed,
 )
 
 if TYPE_CHECKING:
@@ -207,6 +208,15 @@ def _to_host(result: Any) -> None:
             value.to("cpu")
 
 
+def _set_tf32(torch: Any, allowed: bool) -> None:
+    """TF32 for fp32 matmuls (cuBLAS, and inductor's kernels, which read the same setting) and cuDNN
+    convolutions, set in this worker before anything runs: torch's defaults differ between the two
+    (matmuls without, convolutions with TF32). Through the older setters, which set every backend
+    alike: mixing them with torch 2.9's ``fp32_precision`` makes torch's own getters raise."""
+    torch.set_float32_matmul_precision("high" if allowed else "highest")
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
 class TorchBackend(Backend):
     name = "pytorch"
     description = "PyTorch: eager or torch.compile (inductor); fp32, fp16/bf16 (cast), int8 (dynamic quantisation, CPU)"
@@ -222,6 +232,12 @@ class TorchBackend(Backend):
             "its outputs back (host latency); exclude = the inputs stay on the GPU (compute only)",
             choices=("exclude", "include"),
             default="exclude",
+        ),
+        "tf32": Option(
+            "cuda: let fp32 matmuls and convolutions use TF32 tensor cores (off: fp32 computes in fp32, as on "
+            "the other backends; torch's own default allows TF32 in cuDNN convolutions)",
+            type=bool,
+            default=False,
         ),
     }
 
@@ -271,6 +287,8 @@ class TorchBackend(Backend):
             return Support.no("option compile_mode applies only with mode=compile")
         if "transfers" in cell.backend_options and device_kind != "cuda":
             return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
+        if "tf32" in cell.backend_options and device_kind != "cuda":
+            return Support.no("option tf32 applies to cuda cells: TF32 is a mode of NVIDIA's tensor cores")
         return Support.yes()
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
@@ -295,6 +313,8 @@ class TorchBackend(Backend):
             torch.cuda.reset_peak_memory_stats(device)
 
         info: dict[str, Any] = {"mode": mode, "torch_version": torch.__version__}
+        if on_cuda:
+            _set_tf32(torch, tf32_allowed(bool(cell.backend_options.get("tf32", False)), info))
         if mode == "compile":
             info["compile_mode"] = compile_mode
         if cell.threads > 0:

@@ -4,6 +4,7 @@ caching, threads, I/O binding, unreadable files, fp16 conversion, CUDA skips."""
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
 import sys
 import time
@@ -157,6 +158,8 @@ def test_supports_cpu_fp16_and_cuda_int8_no() -> None:
         ({"calibration": "minmax"}, "calibration applies only with precision int8 and quantization=static"),
         ({"transfers": "include"}, "option transfers applies to cuda cells"),
         ({"transfers": "some"}, "transfers must be one of exclude, include, got 'some'"),
+        ({"tf32": True}, "option tf32 applies to cuda cells"),
+        ({"tf32": "yes"}, "tf32 must be true or false, got 'yes'"),
     ],
 )
 def test_supports_bad_options(options: dict[str, Any], expected: str) -> None:
@@ -616,3 +619,53 @@ def test_passive_waiting_turns_off_onnxruntime_spinning(monkeypatch: pytest.Monk
     passive = OnnxRuntimeBackend._session_options(ort, cell(), opts, info)
     assert passive.get_session_config_entry(SPINNING_KEY) == "0" and info["intra_op_allow_spinning"] == "0"
     assert default is not passive
+
+
+class _GpuBuild:
+    """What ``_providers`` reads of an onnxruntime module: its version and its providers (a GPU build's)."""
+
+    __version__ = ort.__version__
+
+    @staticmethod
+    def get_available_providers() -> list[str]:
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_reaches_both_gpu_providers(tf32: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 is fp32 unless the cell asks for TF32: the CUDA provider through use_tf32; the TensorRT
+    provider, which has no such option, through NVIDIA_TF32_OVERRIDE=0 in the worker; and TensorRT's
+    engines in a folder per TF32 setting, since the provider's engine names do not say it."""
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    folders = []
+    for tensorrt in (False, True):
+        info: dict[str, Any] = {}
+        c = cell(device="cuda", tf32=tf32, provider="tensorrt" if tensorrt else "default")
+        providers = OnnxRuntimeBackend._providers(_GpuBuild, c, 0, tensorrt, tmp_path, info)
+        names = [name for name, _ in providers]
+        assert names == (
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if tensorrt else ["CUDAExecutionProvider"]
+        )
+        assert providers[-1][1]["use_tf32"] == ("1" if tf32 else "0")
+        assert info["tf32"] is tf32
+        if tensorrt:
+            folder = Path(providers[0][1]["trt_engine_cache_path"])
+            assert folder.is_dir() and folder.parent == tmp_path / "onnxruntime-trt"
+            assert folder.name.startswith(f"ort{ort.__version__}-") and folder.name.endswith("-tf32")
+            folders.append(folder)
+    if tf32:
+        assert "NVIDIA_TF32_OVERRIDE" not in os.environ and "tf32_note" not in info
+        assert folders[0].name.endswith("-tf32") and not folders[0].name.endswith("no-tf32")
+    else:
+        assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0" and "NVIDIA_TF32_OVERRIDE=0 set" in info["tf32_note"]
+        assert folders[0].name.endswith("-no-tf32")
+
+
+def test_tf32_asked_but_forbidden_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    info: dict[str, Any] = {}
+    providers = OnnxRuntimeBackend._providers(_GpuBuild, cell(device="cuda", tf32=True), 0, False, tmp_path, info)
+    assert providers[0][1]["use_tf32"] == "0" and info["tf32"] is False
+    assert "tf32 asked, but NVIDIA_TF32_OVERRIDE=0" in info["tf32_note"]

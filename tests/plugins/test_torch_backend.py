@@ -73,7 +73,7 @@ def test_declarations() -> None:
     assert TorchBackend.name == "pytorch"
     assert TorchBackend.devices == ("cpu", "cuda")
     assert TorchBackend.precisions == ("fp32", "fp16", "bf16", "int8")
-    assert set(TorchBackend.options) == {"mode", "compile_mode", "transfers"}
+    assert set(TorchBackend.options) == {"mode", "compile_mode", "transfers", "tf32"}
     assert TorchBackend.availability().ok
 
 
@@ -349,3 +349,43 @@ def test_compile_fp32_small_batch(model: DLRMSmall, prepared: Any) -> None:
     session = prepared(cell(batch_size=4, mode="compile"))
     session.run()
     np.testing.assert_allclose(session.outputs()["click_probability"], reference(model, 4), rtol=0, atol=1e-5)
+
+
+def test_tf32_option_is_for_cuda_cells() -> None:
+    assert TorchBackend.supports(cell(device="cuda", tf32=True)).ok
+    verdict = TorchBackend.supports(cell(tf32=True))
+    assert not verdict.ok and "option tf32 applies to cuda cells" in verdict.reason
+
+
+@pytest.fixture
+def torch_tf32_restored() -> Iterator[None]:
+    """torch's own defaults back after the test (matmuls without TF32, cuDNN convolutions with it)."""
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.usefixtures("torch_tf32_restored")
+def test_set_tf32_sets_matmuls_and_convolutions_alike() -> None:
+    """torch's defaults differ (cuDNN convolutions use TF32, matmuls do not): a cuda cell sets both, and
+    torch's getters, old and new, read back the same state without raising."""
+    for allowed in (True, False):
+        torch_backend._set_tf32(torch, allowed)
+        assert torch.backends.cuda.matmul.allow_tf32 is allowed
+        assert torch.backends.cudnn.allow_tf32 is allowed
+        assert torch.get_float32_matmul_precision() == ("high" if allowed else "highest")
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9's API
+            assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if allowed else "ieee")
+
+
+def test_tf32_allowed_yields_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.api import tf32_allowed
+
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    info: dict[str, Any] = {}
+    assert tf32_allowed(True, info) is True and info == {"tf32": True}
+    info = {}
+    assert tf32_allowed(False, info) is False and info == {"tf32": False}
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    info = {}
+    assert tf32_allowed(True, info) is False and "NVIDIA_TF32_OVERRIDE=0" in info["tf32_note"]
