@@ -228,6 +228,18 @@ def trtexec_numbers(text: str) -> dict[str, float]:
     return out
 
 
+def trtexec_command(trtexec: str, engine: str, shapes: str, window: float, tensorrt_version: str) -> list[str]:
+    """trtexec on bench's engine as bench's cell runs it, every setting explicit, since trtexec 11 flipped
+    three defaults: no data transfers (10.x: --noDataTransfers; 11.x: its default, the old flag a
+    warning), no CUDA graph (10.x: the default; 11.x: --noCudaGraph), and a host that spin-waits for the
+    GPU, as cudaStreamSynchronize does under CUDA's default scheduling (10.x: --useSpinWait; 11.x: the
+    default); one query in flight (--exposeDMA)."""
+    major = int(tensorrt_version.split(".", maxsplit=1)[0])
+    version_flags = ["--noCudaGraph"] if major >= 11 else ["--noDataTransfers", "--useSpinWait"]
+    return [trtexec, f"--loadEngine={engine}", f"--shapes={shapes}", *version_flags, "--exposeDMA",
+            f"--duration={window:g}", "--warmUp=200"]  # fmt: skip
+
+
 def tensorrt_check(cuda: bool, window: float, trtexec: str | None) -> None:
     """bench's tensorrt cell against trtexec running the same engine file, one query in flight as
     bench has (--exposeDMA), no transfers: throughput (>= 0.95) and GPU compute median (within 3 %)."""
@@ -249,8 +261,8 @@ def tensorrt_check(cuda: bool, window: float, trtexec: str | None) -> None:
         print("   trtexec: skipped: not installed")
         return
     shapes = ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in _input_shapes(64).items())
-    command = [trtexec, f"--loadEngine={info.get('engine_file')}", f"--shapes={shapes}", "--noDataTransfers",
-               "--exposeDMA", f"--duration={window:g}", "--warmUp=200"]  # fmt: skip
+    command = trtexec_command(trtexec, str(info.get("engine_file")), shapes, window, str(info.get("tensorrt_version")))
+    print(f"   {' '.join(command)}")
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     numbers = trtexec_numbers(proc.stdout)
     if "qps" not in numbers:

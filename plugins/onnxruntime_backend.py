@@ -162,7 +162,7 @@ TENSORRT_QDQ_OPS = ("Gemm", "MatMul", "Conv")
 #: samples per calibration batch when the model's batch axis is dynamic
 CALIBRATION_BATCH = 32
 #: bumped when the quantisation or fp16 recipe changes, so older cached files are not reused
-RECIPE = 1
+RECIPE = 2
 #: facts about a derived model, saved beside it so that a cache hit reports them too
 SIDECAR = "recipe.json"
 #: ONNX tensor type -> numpy dtype name, for checking the model's example inputs against the graph
@@ -484,15 +484,15 @@ class OnnxRuntimeBackend(Backend):
             derived = _quantize(model, conv, cell, opts, workdir, info)
             conversions.append(derived)
             path = derived.path
-        elif cell.precision == "fp16" and not tensorrt:
+        elif cell.precision == "fp16":
             derived = _to_fp16(conv, workdir, info)
             conversions.append(derived)
             path = derived.path
-        elif cell.precision == "fp16":  # TensorRT builds fp16 engines from the fp32 model itself
-            info["executed_precision"] = "fp16"
-            info["executed_precision_note"] = (
-                "TensorRT with trt_fp16_enable: fp16 kernels where TensorRT finds them faster, fp32 elsewhere"
-            )
+            if tensorrt:  # the fp16 file for TensorRT 11 (strongly typed only: its fp16 flag is gone), the flag for 10
+                info["executed_precision_note"] += (
+                    "; TensorRT provider: the fp16 model, with trt_fp16_enable for TensorRT 10, whose networks "
+                    "take their types as hints; TensorRT 11's take them as they are and have no fp16 flag"
+                )
         else:
             info["executed_precision"] = "fp32"
         info["compile_cache_hits"] = sum(c.cached for c in conversions)
@@ -741,6 +741,57 @@ def _load(path: Path) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(_unreadable_message(path, exc)) from exc
+
+
+def load_with_weights(path: Path) -> onnx.ModelProto:
+    """The ONNX model of ``path`` with its weights, external ones included (a converter rewrites them)."""
+    import onnx
+
+    source = _load(path)
+    if path.with_suffix(".onnx.data").exists() or any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer
+    ):
+        source = onnx.load(str(path))  # with its external weights
+    return source
+
+
+def _names_read(node: onnx.NodeProto) -> set[str]:
+    """The tensor names a node reads: its inputs, and those its subgraphs (If, Loop, Scan) read."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in (attr.g, *attr.graphs):
+            for inner in sub.node:
+                names |= _names_read(inner)
+    return names
+
+
+def sort_nodes(graph: onnx.GraphProto) -> None:
+    """Put ``graph``'s nodes in topological order, in place, keeping the given order wherever it
+    already is one. ONNX requires that order (its checker and TensorRT's parser read the nodes in
+    sequence), and the fp16 converter breaks it: its casts of the graph inputs come last."""
+    import heapq
+
+    nodes = list(graph.node)
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+    needs = [{producer[name] for name in _names_read(node) if name in producer} - {i} for i, node in enumerate(nodes)]
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, deps in enumerate(needs):
+        for dep in deps:
+            users[dep].append(i)
+    waiting = [len(deps) for deps in needs]
+    ready = [i for i, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users[i]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) == len(nodes) and order != sorted(order):  # a cycle (not ONNX) is left as it is
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
 
 
 def count_ops(graph: onnx.GraphProto, ops: Callable[[str], bool]) -> int:
@@ -995,13 +1046,9 @@ def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversio
     key = digest("onnxruntime-fp16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
 
     def build(folder: Path) -> None:
-        source = _load(conv.path)
-        if conv.path.with_suffix(".onnx.data").exists() or any(
-            t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer
-        ):
-            source = onnx.load(str(conv.path))  # with its external weights
         with _quiet_root_logger():
-            converted = convert(source, keep_io_types=True)
+            converted = convert(load_with_weights(conv.path), keep_io_types=True)
+        sort_nodes(converted.graph)
         onnx.save(converted, str(folder / "model.onnx"))
 
     try:

@@ -12,8 +12,8 @@ a strongly typed network (TensorRT 10's way, and the only one in 11):
 - int8: explicit quantisation, symmetric Q/DQ nodes (zero points of 0, as TensorRT requires) written by
   ONNX Runtime's static QDQ quantiser calibrated on
   the model's calibration inputs;
-- bf16: ``BuilderFlag.BF16`` on the fp32 ONNX, a guarded path for TensorRT builds that still have
-  the flag (deprecated in 10.12, removed in 11): elsewhere the cell is skipped with the reason.
+- bf16: the fp16 recipe's choice of ops retyped to bf16, weights rounded from fp32
+  (:mod:`plugins.bf16_onnx`), on GPUs of compute capability 8.0 and newer.
 
 Engines and the timing cache go to the cross-run cache, keyed by the ONNX file's content, TensorRT's
 version, the GPU, the precision recipe, the optimisation profile and the options; ``prepare_s``
@@ -80,7 +80,7 @@ OPTIONS: dict[str, Option] = {
     ),
 }
 #: bumped when a recipe (conversion, build settings) changes, so older cached engines are not reused
-RECIPE = 1
+RECIPE = 2
 #: words of the engine inspector's "Format/Datatype" by the precision they name (matched as whole
 #: words, case aside): classic layers write formats ("Row major linear FP16 format", "Channel major
 #: INT8 format where channel % 16 == 0", "Row major linear FP32"), Myelin layers bare names ("Half",
@@ -113,11 +113,13 @@ def _ok(result: Any) -> Any:
 
 
 def tensor_precision(tensor: Any) -> str | None:
-    """The precision a tensor of the inspector's JSON is in, from its ``Format/Datatype`` alone (never
-    its name), or None where that says none (``N/A due to dynamic shapes``, integers, booleans)."""
+    """The precision a tensor of the inspector's JSON is in, from its data type alone (never its name),
+    or None where that says none (``N/A due to dynamic shapes``, integers, booleans): TensorRT 8.6-10
+    write one ``Format/Datatype`` ("Row major linear FP16 format", or "Half"), 11 a ``Datatype`` ("Half")
+    apart from the ``Format`` ("(Linear) Row major linear format")."""
     if not isinstance(tensor, dict):
         return None
-    text = str(tensor.get("Format/Datatype") or tensor.get("Datatype") or "")
+    text = str(tensor.get("Format/Datatype") or tensor.get("Datatype") or tensor.get("DataType") or "")
     for word in re.findall(r"[A-Za-z]+[0-9]*", text):
         found = _PRECISION_WORDS.get(word.lower())
         if found:
@@ -146,6 +148,38 @@ def executed_precision(counts: dict[str, int]) -> str | None:
     if not counts:
         return None
     return max(counts, key=lambda p: (counts[p], p != "fp32"))
+
+
+def bf16_recipe(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
+    """The bf16 model a strongly typed network builds (:mod:`plugins.bf16_onnx`): the fp16 converter's
+    choice of ops with bf16 types, weights rounded from fp32, inputs and outputs fp32; cached."""
+    import onnx
+
+    from plugins.bf16_onnx import to_bf16
+    from plugins.onnxruntime_backend import _quiet_root_logger, fp16_converter, load_with_weights, sort_nodes
+
+    converter, convert = fp16_converter()
+    key = digest("tensorrt-bf16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
+    counts: dict[str, int] = {}
+
+    def build(folder: Path) -> None:
+        source = load_with_weights(conv.path)
+        with _quiet_root_logger():
+            fp16 = convert(source, keep_io_types=True)
+        sort_nodes(fp16.graph)
+        model, changed = to_bf16(fp16, source)
+        counts.update(changed)
+        onnx.save(model, str(folder / "model.onnx"))
+
+    try:
+        result = cached("tensorrt-bf16", key, "model.onnx", build, workdir)
+    except onnx.checker.ValidationError as exc:
+        raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {str(exc).strip().splitlines()[0]}") from exc
+    info.update(result.info("bf16_conversion"))
+    info["bf16_converter"] = f"bench's bf16 retyping of {converter}'s fp16 conversion"
+    if counts:  # built here, not a cache hit
+        info["bf16_changes"] = counts
+    return result
 
 
 def int8_recipe(model: Model, conv: Any, cell: Cell, samples: int, workdir: Path, info: dict[str, Any]) -> Any:
@@ -353,8 +387,8 @@ class TrtSession(Session):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     description = (
-        "TensorRT engines built from the model's ONNX for the cell's batch (fp32, fp16 and int8 as strongly "
-        "typed networks of converted or Q/DQ models; bf16 by the builder flag where it still exists)"
+        "TensorRT engines built from the model's ONNX for the cell's batch (fp32, fp16, bf16 and int8 as strongly "
+        "typed networks of converted or Q/DQ models)"
     )
     devices = ("cuda",)
     precisions = ("fp32", "fp16", "bf16", "int8")
@@ -412,7 +446,6 @@ class TensorRTBackend(Backend):
         conv = onnx_model(model, workdir)
         conversions = [conv]
         info.update(conv.info("onnx_export"))
-        flags: list[str] = []
         if cell.precision == "fp16":
             from plugins.onnxruntime_backend import _to_fp16
 
@@ -422,20 +455,20 @@ class TensorRTBackend(Backend):
             conv = int8_recipe(model, conv, cell, int(opts["calibration_samples"]), workdir, info)
             conversions.append(conv)
         elif cell.precision == "bf16":
-            if not hasattr(trt.BuilderFlag, "BF16"):
+            if props.major < 8:
                 raise SkipCell(
-                    f"TensorRT {trt.__version__} has no BuilderFlag.BF16 (removed in 11): bf16 needs a bf16 ONNX "
-                    "for a strongly typed network, which bench does not make yet"
+                    f"{gpu} (compute capability {props.major}.{props.minor}) has no bf16 tensor cores: they came "
+                    "with 8.0 (Ampere)"
                 )
-            flags.append("BF16")
+            conv = bf16_recipe(conv, workdir, info)
+            conversions.append(conv)
         info["conversion_s"] = time.perf_counter() - started
         info["model_file"] = str(conv.path)
-        strongly_typed = not flags
         inputs = model.example_inputs(cell.batch_size, cell.seed)
         profile = {name: list(array.shape) for name, array in inputs.items()}
-        settings = {"precision": cell.precision, "flags": flags, "strongly_typed": strongly_typed, "profile": profile,
-                    "opt_level": int(opts["opt_level"]), "workspace_mb": int(opts["workspace_mb"]),
-                    "tf32": tf32_allowed(bool(opts["tf32"]), info)}  # fmt: skip
+        tf32 = tf32_allowed(bool(opts["tf32"]), info)
+        settings = {"precision": cell.precision, "profile": profile, "opt_level": int(opts["opt_level"]),
+                    "workspace_mb": int(opts["workspace_mb"]), "tf32": tf32}  # fmt: skip
         key = digest("tensorrt-engine", conv.key, trt.__version__, gpu, settings, RECIPE)
         timing = (cache_dir("tensorrt-timing") or workdir / "tensorrt-timing") / digest(gpu, trt.__version__)
 
@@ -476,8 +509,9 @@ def _build(trt: Any, onnx_path: Path, settings: dict[str, Any], timing: Path, in
     shapes), reusing and extending the timing cache."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if settings["strongly_typed"] else 0
-    network = builder.create_network(flags)
+    # strongly typed: each tensor in its model file's type (TensorRT 10 asks for it, 11 has nothing else)
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if typed is None else 1 << int(typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -486,8 +520,6 @@ def _build(trt: Any, onnx_path: Path, settings: dict[str, Any], timing: Path, in
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_mb"] << 20)
     config.builder_optimization_level = settings["opt_level"]
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector's per-layer precisions
-    for flag in settings["flags"]:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
     if not settings["tf32"] and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default: fp32 GEMMs would round their inputs to TF32
     profile = builder.create_optimization_profile()

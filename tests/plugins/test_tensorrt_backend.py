@@ -78,9 +78,38 @@ def test_the_engines_precision_is_read_from_its_layers() -> None:
     }
     counts = layer_precisions(json.dumps(engine))
     assert counts == {"fp16": 4, "int8": 3, "fp32": 2, "bf16": 1}
+    # TensorRT 11 writes the data type apart from the format, which no longer names it
+    linear = "(Linear) Row major linear format"
+
+    def typed(name: str, datatype: str, fmt: str = linear) -> dict[str, Any]:
+        return {"Name": name, "Inputs": [{"Name": f"{name}_in", "Datatype": datatype, "Format": fmt}],
+                "Outputs": [{"Name": f"{name}_out", "Datatype": datatype, "Format": fmt}]}  # fmt: skip
+
+    eleven = {"Layers": [typed("gemm", "Half"), typed("fc", "Float", "(NHWC) Channel major format"),
+                         typed("q", "Int8"), typed("bf", "BFloat16"), typed("ids", "Int64")]}  # fmt: skip
+    assert layer_precisions(json.dumps(eleven)) == {"fp16": 1, "fp32": 1, "int8": 1, "bf16": 1}
     assert executed_precision({"fp16": 5, "fp32": 2, "int8": 1}) == "fp16"
     assert executed_precision({"fp16": 2, "fp32": 2}) == "fp16"  # a tie goes to the lower precision
     assert executed_precision({}) is None
+
+
+def _model_and_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_name: str) -> tuple[Any, Any]:
+    """The registered model, and its fp32 ONNX export (in a cache under ``tmp_path``)."""
+    from harness.api import CACHE_DIR_ENV, onnx_model
+    from harness.input_data import build_model
+    from harness.pluginmanager import registries
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    model = build_model(registries(()).models.get(model_name), {}, None)
+    return model, onnx_model(model, tmp_path)
+
+
+def _valid_graph(onnx: Any, path: Path) -> Any:
+    """The graph of the ONNX file at ``path``, which ONNX's checker accepts: types every op takes, nodes
+    in topological order (TensorRT's parser reads them in sequence)."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    return model.graph
 
 
 def _against_fp32(ort: Any, model: Any, batch: int, path: Path, fp32: Path) -> list[tuple[float, float]]:
@@ -111,16 +140,12 @@ def test_the_int8_recipe_writes_a_symmetric_qdq_model_that_matches_the_reference
     import numpy as np
     from onnx import numpy_helper
 
-    from harness.api import CACHE_DIR_ENV, onnx_model
+    from harness.api import onnx_model
     from harness.conformance import TOLERANCE
-    from harness.input_data import build_model
-    from harness.pluginmanager import registries
 
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
-    model = build_model(registries(()).models.get(model_name), {}, None)
+    model, fp32 = _model_and_fp32(tmp_path, monkeypatch, model_name)
     cell = Cell(model_name, "tensorrt", "cuda", "int8", batch, 1)
     info: dict[str, Any] = {}
-    fp32 = onnx_model(model, tmp_path)
     conv = int8_recipe(model, fp32, cell, 128, tmp_path, info)
     graph = onnx.load(str(conv.path)).graph
     left = sorted(p.name for p in conv.path.parent.iterdir())
@@ -193,21 +218,152 @@ def test_the_fp16_recipe_writes_the_file_tensorrt_builds_within_fp16_tolerance(
     ort = pytest.importorskip("onnxruntime", reason="the fp16 recipe is onnxruntime's converter")
     onnx = pytest.importorskip("onnx")
 
-    from harness.api import CACHE_DIR_ENV, onnx_model
     from harness.conformance import TOLERANCE
-    from harness.input_data import build_model
-    from harness.pluginmanager import registries
     from plugins.onnxruntime_backend import _to_fp16
 
-    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
-    model = build_model(registries(()).models.get(model_name), {}, None)
-    fp32 = onnx_model(model, tmp_path)
+    model, fp32 = _model_and_fp32(tmp_path, monkeypatch, model_name)
     info: dict[str, Any] = {}
     conv = _to_fp16(fp32, tmp_path, info)
-    graph = onnx.load(str(conv.path)).graph
+    graph = _valid_graph(onnx, conv.path)
     assert info["fp16_initializers"] > 0 and info["executed_precision"] == "fp16"
     float32 = onnx.TensorProto.FLOAT
     assert {o.type.tensor_type.elem_type for o in graph.output} == {float32}
     for max_abs, cosine in _against_fp32(ort, model, batch, conv.path, fp32.path):
         max_abs_limit, cosine_limit = TOLERANCE["fp16"]
         assert max_abs <= max_abs_limit and cosine >= cosine_limit, (max_abs, cosine)
+
+
+def _bf16_as_float(onnx: Any, model: Any) -> Any:
+    """``model`` with every BFLOAT16 type made FLOAT, its weights and constants keeping their bf16
+    values: what onnxruntime's CPU provider can run, to check the weights' rounding apart from bf16
+    arithmetic."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from plugins.bf16_onnx import bf16_values
+
+    def as_float(tensor: Any) -> Any:
+        bits = np.frombuffer(tensor.raw_data, dtype="<u2").reshape(tuple(tensor.dims))
+        return numpy_helper.from_array(bf16_values(bits), tensor.name)
+
+    graph = model.graph
+    for i, tensor in enumerate(graph.initializer):
+        if tensor.data_type == onnx.TensorProto.BFLOAT16:
+            graph.initializer[i].CopyFrom(as_float(tensor))
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.BFLOAT16:
+                attr.i = onnx.TensorProto.FLOAT
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.BFLOAT16:
+                attr.t.CopyFrom(as_float(attr.t))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("model_name", "batch", "arithmetic_floor"),
+    # onnx's reference evaluator computes in bf16 throughout, reductions included (LayerNorm's mean
+    # over 384 values), where TensorRT and torch accumulate in fp32: measured cosine 0.99999 on
+    # dlrm-small, 0.9946 on minilm-l6 (torch's own bf16 0.99992)
+    [("dlrm-small", 16, 0.995), pytest.param("minilm-l6", 4, 0.99, marks=pytest.mark.slow)],
+)
+def test_the_bf16_recipe_writes_a_valid_bf16_model_within_bf16_tolerance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_name: str, batch: int, arithmetic_floor: float
+) -> None:
+    """The bf16 file a strongly typed TensorRT network is built from (TensorRT 11 has no bf16 flag):
+    valid ONNX in topological order (the checker's type inference accepts every op in bf16), fp32
+    inputs and outputs, every float weight bf16; its weights' rounding within bf16's tolerance of
+    the fp32 model (onnxruntime's CPU provider, which has no bf16 kernels, runs them as float); and
+    its bf16 arithmetic, run by onnx's reference evaluator, close to the fp32 model."""
+    ort = pytest.importorskip("onnxruntime", reason="the reference outputs come from onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    from harness.api import onnx_model
+    from harness.conformance import TOLERANCE, compare
+    from plugins.tensorrt_backend import bf16_recipe
+
+    model, fp32 = _model_and_fp32(tmp_path, monkeypatch, model_name)
+    info: dict[str, Any] = {}
+    conv = bf16_recipe(fp32, tmp_path, info)
+    graph = _valid_graph(onnx, conv.path)
+    types = {onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer}
+    assert types == {"BFLOAT16"}, types
+    float32 = onnx.TensorProto.FLOAT
+    assert {v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)} <= {float32, onnx.TensorProto.INT64}
+    assert info["bf16_changes"]["weights"] == len(graph.initializer) and info["bf16_changes"]["weights_from_fp16"] == 0
+    assert not any(n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16 for n in graph.node)
+
+    inputs = model.example_inputs(batch, 0)
+    want = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"]).run(None, inputs)
+    rounded = _bf16_as_float(onnx, onnx.load(str(conv.path)))
+    got = ort.InferenceSession(rounded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, inputs)
+    max_abs_limit, cosine_limit = TOLERANCE["bf16"]
+    for out, ref in zip(got, want, strict=True):
+        max_abs, cosine = compare(out, ref)
+        assert max_abs <= max_abs_limit and cosine >= cosine_limit, (max_abs, cosine)
+    for out, ref in zip(ReferenceEvaluator(str(conv.path)).run(None, inputs), want, strict=True):
+        max_abs, cosine = compare(out, ref)
+        assert out.dtype == ref.dtype and max_abs <= max_abs_limit and cosine >= arithmetic_floor, (max_abs, cosine)
+    again = bf16_recipe(onnx_model(model, tmp_path), tmp_path, {})
+    assert again.cached and again.path == conv.path
+
+
+def test_bf16_rounding_is_to_nearest_even_and_saturates_finite_values() -> None:
+    import numpy as np
+
+    from plugins.bf16_onnx import bf16_bits, bf16_values
+
+    values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -3.4028235e38, np.inf, -np.inf, -0.0], np.float32)
+    bits = bf16_bits(values)
+    # 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to the even one (1); 1 + 3*2^-8 up to 1 + 2^-6
+    assert [hex(b) for b in bits] == ["0x3f80", "0x3f80", "0x3f82", "0xff7f", "0x7f80", "0xff80", "0x8000"]
+    assert np.isnan(bf16_values(bf16_bits(np.array([np.nan], np.float32))))[0]
+    assert bf16_values(bits)[3] == np.float32(-3.3895314e38)  # fp32's lowest saturates, 0 x it stays 0
+
+
+def test_sort_nodes_orders_what_the_fp16_converter_appends_and_keeps_a_sorted_graph() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    from plugins.onnxruntime_backend import sort_nodes
+
+    cast_in = helper.make_node("Cast", ["x"], ["x16"], to=onnx.TensorProto.FLOAT16, name="cast_in")
+    relu = helper.make_node("Relu", ["x16"], ["y16"], name="relu")
+    neg = helper.make_node("Neg", ["x16"], ["z16"], name="neg")
+    add = helper.make_node("Add", ["y16", "z16"], ["s16"], name="add")
+    cast_out = helper.make_node("Cast", ["s16"], ["y"], to=onnx.TensorProto.FLOAT, name="cast_out")
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+    graph = helper.make_graph([relu, neg, add, cast_in, cast_out], "g", [x], [y])  # the converter's order
+    sort_nodes(graph)
+    assert [n.name for n in graph.node] == ["cast_in", "relu", "neg", "add", "cast_out"]
+    onnx.checker.check_model(helper.make_model(graph), full_check=True)
+    ordered = helper.make_graph([cast_in, neg, relu, add, cast_out], "g", [x], [y])  # sorted already: kept
+    sort_nodes(ordered)
+    assert [n.name for n in ordered.node] == ["cast_in", "neg", "relu", "add", "cast_out"]
+
+
+def test_gpu_checks_trtexec_runs_the_engine_as_bench_does_in_either_major_version() -> None:
+    """trtexec 11 flipped three defaults (transfers off, CUDA graph on, spin-wait on): the command
+    states each, in the flags that version takes (an unknown flag ends trtexec)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gpu_check", root / "benchmarks" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    ten = gpu_check.trtexec_command("trtexec", "e.engine", "x:64x13", 3.0, "10.13.2.6")
+    eleven = gpu_check.trtexec_command("trtexec", "e.engine", "x:64x13", 3.0, "11.1.0.4")
+    assert ten == ["trtexec", "--loadEngine=e.engine", "--shapes=x:64x13", "--noDataTransfers", "--useSpinWait",
+                   "--exposeDMA", "--duration=3", "--warmUp=200"]  # fmt: skip
+    assert eleven == ["trtexec", "--loadEngine=e.engine", "--shapes=x:64x13", "--noCudaGraph", "--exposeDMA",
+                      "--duration=3", "--warmUp=200"]  # fmt: skip
+    numbers = gpu_check.trtexec_numbers(
+        "[I] Throughput: 1234.5 qps\n[I] GPU Compute Time: min = 0.1 ms, max = 0.3 ms, mean = 0.2 ms, "
+        "median = 0.19 ms, percentile(90%) = 0.25 ms\n"
+    )
+    assert numbers == {"qps": 1234.5, "compute_median_ms": 0.19}

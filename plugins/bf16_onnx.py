@@ -1,0 +1,139 @@
+"""An fp32 ONNX model made bf16: what a strongly typed TensorRT network builds in bf16 (TensorRT 11
+has no ``BuilderFlag.BF16``; precision is the model file's).
+
+The fp16 converter (onnxconverter-common's ``convert_float_to_float16``, the onnxruntime backend's fp16
+recipe) decides which ops compute in reduced precision: its block list keeps a few in fp32 behind
+Cast nodes, and ``keep_io_types`` keeps the model's inputs and outputs fp32. Every FLOAT16 of its
+output then becomes BFLOAT16 (tensor types, Cast targets, weights, constants), and each weight or
+constant is rounded to bf16 from its fp32 original, not from the fp16 copy, which the converter
+clamped to +-1e4 and flushed below 1e-7: bf16 has fp32's range, so an attention mask's -3.4e38 stays
+near what it was (bf16's lowest, -3.39e38). ONNX's checker then confirms that every op takes bf16 at the model's opset.
+
+Nothing here needs TensorRT or a GPU: onnx's reference evaluator runs the result on the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+#: integer attributes that name an element type (Cast's ``to``; ``dtype`` of EyeLike, RandomNormal, ...)
+_TYPE_ATTRIBUTES = frozenset({"to", "dtype"})
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    """fp32 values as bf16 bit patterns (uint16), rounded to nearest, ties to even. A finite value
+    beyond bf16's largest (3.39e38) saturates to it rather than rounding to infinity: a model's
+    "minus infinity" is often fp32's lowest finite number times a 0/1 mask, and 0 x inf is NaN.
+    Infinities and NaN stay what they are."""
+    import numpy as np
+
+    floats = np.ascontiguousarray(values, dtype=np.float32)
+    bits = floats.view(np.uint32)
+    rounded = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    largest = np.where(floats < 0, np.uint16(0xFF7F), np.uint16(0x7F7F))  # -/+ 3.3895e38
+    rounded = np.where(np.isfinite(floats) & ((rounded & 0x7FFF) == 0x7F80), largest, rounded)
+    return np.where(np.isnan(floats), np.uint16(0x7FC0), rounded)
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (uint16) as the fp32 values they stand for."""
+    import numpy as np
+
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_tensor(onnx: Any, name: str, values: np.ndarray) -> onnx.TensorProto:
+    tensor = onnx.TensorProto()
+    tensor.name = name
+    tensor.data_type = onnx.TensorProto.BFLOAT16
+    tensor.dims.extend(values.shape)
+    tensor.raw_data = bf16_bits(values).astype("<u2").tobytes()
+    return tensor
+
+
+def _float_arrays(onnx: Any, graph: onnx.GraphProto, found: dict[str, np.ndarray]) -> None:
+    """The fp32 model's float weights and Constant values, by the name the converter keeps for each
+    (an initializer's name, a Constant's output), in every subgraph."""
+    from onnx import numpy_helper
+
+    for tensor in graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            found[tensor.name] = numpy_helper.to_array(tensor)
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
+                if attr.t.data_type == onnx.TensorProto.FLOAT and node.output:
+                    found[node.output[0]] = numpy_helper.to_array(attr.t)
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                _float_arrays(onnx, attr.g, found)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _float_arrays(onnx, sub, found)
+
+
+def _retype(onnx: Any, value_info: Any) -> int:
+    tensor_type = value_info.type.tensor_type
+    if tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+        tensor_type.elem_type = onnx.TensorProto.BFLOAT16
+        return 1
+    return 0
+
+
+def _graph_to_bf16(onnx: Any, graph: onnx.GraphProto, originals: dict[str, np.ndarray]) -> dict[str, int]:
+    """FLOAT16 -> BFLOAT16 throughout ``graph`` and its subgraphs, in place; what was changed, counted."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    counts = {"weights": 0, "weights_from_fp16": 0, "casts": 0, "tensors": 0, "constants": 0}
+
+    def add(more: dict[str, int]) -> None:
+        for key, value in more.items():
+            counts[key] += value
+
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type != onnx.TensorProto.FLOAT16:
+            continue
+        values = originals.get(tensor.name)
+        if values is None:  # made by the converter (no fp32 original): from its fp16 values
+            values = numpy_helper.to_array(tensor).astype(np.float32)
+            counts["weights_from_fp16"] += 1
+        graph.initializer[index].CopyFrom(_bf16_tensor(onnx, tensor.name, values))
+        counts["weights"] += 1
+    for value_info in (*graph.input, *graph.output, *graph.value_info):
+        counts["tensors"] += _retype(onnx, value_info)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.INT and attr.name in _TYPE_ATTRIBUTES:
+                if attr.i == onnx.TensorProto.FLOAT16:
+                    attr.i = onnx.TensorProto.BFLOAT16
+                    counts["casts"] += 1
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.FLOAT16:
+                source = originals.get(node.output[0]) if node.op_type == "Constant" and node.output else None
+                values = source if source is not None else numpy_helper.to_array(attr.t).astype(np.float32)
+                attr.t.CopyFrom(_bf16_tensor(onnx, attr.t.name, values))
+                counts["constants"] += 1
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                add(_graph_to_bf16(onnx, attr.g, originals))
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    add(_graph_to_bf16(onnx, sub, originals))
+    return counts
+
+
+def to_bf16(fp16: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
+    """The bf16 model: ``fp16`` (the fp16 converter's output for ``fp32``, with ``keep_io_types``)
+    with every FLOAT16 made BFLOAT16 and its weights rounded from ``fp32``'s; and what was changed.
+    Raises ``onnx.checker.ValidationError`` where an op does not take bf16 at the model's opset."""
+    import onnx
+
+    originals: dict[str, np.ndarray] = {}
+    _float_arrays(onnx, fp32.graph, originals)
+    model = onnx.ModelProto()
+    model.CopyFrom(fp16)
+    counts = _graph_to_bf16(onnx, model.graph, originals)
+    onnx.checker.check_model(model, full_check=True)  # type inference: every op's bf16 constraint
+    return model, counts
