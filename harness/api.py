@@ -58,6 +58,7 @@ __all__ = [
     "cpu_flags",
     "digest",
     "file_digest",
+    "first_line",
     "hookimpl",
     "module_available",
     "onnx_model",
@@ -90,6 +91,14 @@ def pinned_cpus() -> tuple[int, ...]:
     runtime with its own thread placement may bind its threads to these), or ``()`` when not pinned."""
     text = os.environ.get(PIN_CPUS_ENV, "")
     return tuple(int(cpu) for cpu in text.split(",") if cpu.strip().isdigit())
+
+
+def first_line(exc: BaseException) -> str:
+    """``"TypeName: first line of its message"`` (the type alone where the message is empty): an
+    exception said in one line, for a skip's or a failure's reason."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def tf32_allowed(asked: bool, info: dict[str, Any]) -> bool:

@@ -42,6 +42,7 @@ from harness.api import (
     cached,
     cpu_flags,
     digest,
+    first_line,
     hookimpl,
     module_available,
     onnx_model,
@@ -180,12 +181,6 @@ ONNX_TYPES = {
 SPINNING_KEY = "session.intra_op.allow_spinning"
 #: run option: Run returns once its work is enqueued, without waiting for the GPU (the session waits on its stream)
 NO_SYNC_KEY = "disable_synchronize_execution_providers"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class ModelFileError(RuntimeError):
@@ -682,10 +677,8 @@ def _open(ort: Any, path: Path, so: Any, providers: list[tuple[str, dict[str, An
         if _unreadable(exc) or not Path(path).is_file():
             raise ModelFileError(_unreadable_message(path, exc)) from exc
         if cell.device.partition(":")[0] != "cpu":
-            raise SkipCell(
-                f"onnxruntime could not build {path} on {names} ({cell.device}): {_first_line(exc)}"
-            ) from exc
-        msg = f"onnxruntime could not build {path} on {names}: {_first_line(exc)}"
+            raise SkipCell(f"onnxruntime could not build {path} on {names} ({cell.device}): {first_line(exc)}") from exc
+        msg = f"onnxruntime could not build {path} on {names}: {first_line(exc)}"
         raise RuntimeError(msg) from exc
 
 
@@ -728,7 +721,7 @@ def _unreadable(exc: BaseException) -> bool:
 
 def _unreadable_message(path: Path, exc: BaseException) -> str:
     return (
-        f"cannot read ONNX model file {path}: {_first_line(exc)}. The file is truncated or corrupt: delete it "
+        f"cannot read ONNX model file {path}: {first_line(exc)}. The file is truncated or corrupt: delete it "
         "(a cached export or quantised model is rebuilt on the next run; a model's own file must be replaced)"
     )
 
@@ -879,7 +872,7 @@ def _quantize(
     except ModelFileError:
         raise
     except Exception as exc:  # the quantiser cannot take this model: the cell cannot run here
-        raise SkipCell(f"onnxruntime {method} int8 quantisation of {conv.path} failed: {_first_line(exc)}") from exc
+        raise SkipCell(f"onnxruntime {method} int8 quantisation of {conv.path} failed: {first_line(exc)}") from exc
     facts = json.loads((result.path.parent / SIDECAR).read_text())
     quantized_ops = count_ops(_load(result.path).graph, is_quantized_op)
     info.update(result.info("quantization"))
@@ -916,7 +909,7 @@ def _build_int8(model: Model, source: Path, folder: Path, settings: dict[str, An
     except Exception as exc:  # symbolic shape inference refuses some graphs: quantise the original
         src = source
         facts["preprocessed"] = False
-        facts["preprocess_error"] = _first_line(exc)
+        facts["preprocess_error"] = first_line(exc)
     finally:
         os.chdir(cwd)
         _drop_scratch(folder, before, prepped)
@@ -1056,7 +1049,7 @@ def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversio
     except ModelFileError:
         raise
     except Exception as exc:
-        raise SkipCell(f"fp16 conversion of {conv.path} ({converter}) failed: {_first_line(exc)}") from exc
+        raise SkipCell(f"fp16 conversion of {conv.path} ({converter}) failed: {first_line(exc)}") from exc
     graph = _load(result.path).graph
     fp16_weights = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     info.update(result.info("fp16_conversion"))

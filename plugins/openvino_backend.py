@@ -47,6 +47,7 @@ from harness.api import (
     cached,
     cpu_flags,
     digest,
+    first_line,
     hookimpl,
     module_available,
     onnx_model,
@@ -79,12 +80,6 @@ COMPUTE_LAYERS = frozenset(
 BOOKKEEPING_LAYERS = frozenset({"Input", "Output", "Const", "Reshape", "Reorder", "Convert"})
 #: OpenVINO element type (lowercase) -> bench precision name; integer index types are left out
 RUNTIME_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class OpenVinoSession(Session):
@@ -420,7 +415,7 @@ def _import_nncf() -> Any:
     try:
         import nncf
     except ImportError as exc:  # supports() checked find_spec; this is a broken install
-        raise SkipCell(f"int8 needs NNCF, which does not import here: {_first_line(exc)}") from exc
+        raise SkipCell(f"int8 needs NNCF, which does not import here: {first_line(exc)}") from exc
     return nncf
 
 

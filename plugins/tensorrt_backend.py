@@ -49,6 +49,7 @@ from harness.api import (
     cache_dir,
     cached,
     digest,
+    first_line,
     hookimpl,
     module_available,
     onnx_model,
@@ -174,7 +175,7 @@ def bf16_recipe(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
     try:
         result = cached("tensorrt-bf16", key, "model.onnx", build, workdir)
     except onnx.checker.ValidationError as exc:
-        raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {str(exc).strip().splitlines()[0]}") from exc
+        raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {first_line(exc)}") from exc
     info.update(result.info("bf16_conversion"))
     info["bf16_converter"] = f"bench's bf16 retyping of {converter}'s fp16 conversion"
     if counts:  # built here, not a cache hit

@@ -28,6 +28,7 @@ from harness.api import (
     Support,
     cache_dir,
     cpu_flags,
+    first_line,
     hookimpl,
     module_available,
     tf32_allowed,
@@ -43,12 +44,6 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 FLOAT_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 INDUCTOR_DIR = "torchinductor"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class TorchSession(Session):
@@ -322,7 +317,7 @@ class TorchBackend(Backend):
         try:
             torch.set_num_interop_threads(1)
         except RuntimeError as exc:  # set already, or inter-op work has started in this process
-            info["interop_threads_note"] = f"set_num_interop_threads(1) refused: {_first_line(exc)}"
+            info["interop_threads_note"] = f"set_num_interop_threads(1) refused: {first_line(exc)}"
         info["threads"] = torch.get_num_threads()
         info["interop_threads"] = torch.get_num_interop_threads()
 
@@ -394,7 +389,7 @@ class TorchBackend(Backend):
             except Exception as exc:
                 restore()
                 if cell.precision == "int8":
-                    raise SkipCell(f"torch.compile of the dynamic-int8 model failed: {_first_line(exc)}") from exc
+                    raise SkipCell(f"torch.compile of the dynamic-int8 model failed: {first_line(exc)}") from exc
                 raise
 
         if on_cuda:
