@@ -1,25 +1,32 @@
 """An fp32 ONNX model made bf16: what a strongly typed TensorRT network builds in bf16 (TensorRT 11
 has no ``BuilderFlag.BF16``; precision is the model file's).
 
-The fp16 converter (onnxconverter-common's ``convert_float_to_float16``, the onnxruntime backend's fp16
-recipe) decides which ops compute in reduced precision: its block list keeps a few in fp32 behind
-Cast nodes, and ``keep_io_types`` keeps the model's inputs and outputs fp32. Every FLOAT16 of its
-output then becomes BFLOAT16 (tensor types, Cast targets, weights, constants), and each weight or
-constant is rounded to bf16 from its fp32 original, not from the fp16 copy, which the converter
-clamped to +-1e4 and flushed below 1e-7: bf16 has fp32's range, so an attention mask's -3.4e38 stays
-near what it was (bf16's lowest, -3.39e38). ONNX's checker then confirms that every op takes bf16 at the model's opset.
+The fp16 converter (``convert_float_to_float16``, the onnxruntime backend's fp16 recipe) decides
+which ops compute in reduced precision: its block list keeps a few in fp32 behind Cast nodes, and
+``keep_io_types`` keeps the model's inputs and outputs fp32. Every FLOAT16 of its output then becomes
+BFLOAT16 (tensor types, Cast targets, weights, tensor attributes), and each weight or constant is
+rounded to bf16 from its fp32 original, not from the fp16 copy, which the converter clamped to fp16's
+range: bf16 has fp32's range, so an attention mask's -3.4e38 stays near what it was (bf16's lowest,
+-3.39e38). ONNX's checker then confirms that every op takes bf16 at the model's opset; where one
+takes it only at a later opset (Conv and pooling from 22), the fp32 model is first raised to opset 22
+by ONNX's version converter.
 
 Nothing here needs TensorRT or a GPU: onnx's reference evaluator runs the result on the CPU.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from harness.api import first_line
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
 
+#: the first opset where every op that takes fp16 takes bf16 too (Conv and the pooling ops: 22)
+BF16_OPSET = 22
 #: integer attributes that name an element type (Cast's ``to``; ``dtype`` of EyeLike, RandomNormal, ...)
 _TYPE_ATTRIBUTES = frozenset({"to", "dtype"})
 
@@ -55,9 +62,15 @@ def _bf16_tensor(onnx: Any, name: str, values: np.ndarray) -> onnx.TensorProto:
     return tensor
 
 
+def _attribute_key(node: onnx.NodeProto, attr: onnx.AttributeProto) -> str:
+    """A tensor attribute's name across the conversion: its node's first output, and its own name."""
+    return f"{node.output[0] if node.output else node.name}#{attr.name}"
+
+
 def _float_arrays(onnx: Any, graph: onnx.GraphProto, found: dict[str, np.ndarray]) -> None:
-    """The fp32 model's float weights and Constant values, by the name the converter keeps for each
-    (an initializer's name, a Constant's output), in every subgraph."""
+    """The fp32 model's float weights and tensor attributes (a Constant's value, ConstantOfShape's),
+    by the names the converter keeps (an initializer's; a node's first output and the attribute's),
+    in every subgraph."""
     from onnx import numpy_helper
 
     for tensor in graph.initializer:
@@ -65,9 +78,9 @@ def _float_arrays(onnx: Any, graph: onnx.GraphProto, found: dict[str, np.ndarray
             found[tensor.name] = numpy_helper.to_array(tensor)
     for node in graph.node:
         for attr in node.attribute:
-            if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
-                if attr.t.data_type == onnx.TensorProto.FLOAT and node.output:
-                    found[node.output[0]] = numpy_helper.to_array(attr.t)
+            if attr.type == onnx.AttributeProto.TENSOR:
+                if attr.t.data_type == onnx.TensorProto.FLOAT:
+                    found[_attribute_key(node, attr)] = numpy_helper.to_array(attr.t)
             elif attr.type == onnx.AttributeProto.GRAPH:
                 _float_arrays(onnx, attr.g, found)
             elif attr.type == onnx.AttributeProto.GRAPHS:
@@ -112,7 +125,7 @@ def _graph_to_bf16(onnx: Any, graph: onnx.GraphProto, originals: dict[str, np.nd
                     attr.i = onnx.TensorProto.BFLOAT16
                     counts["casts"] += 1
             elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.FLOAT16:
-                source = originals.get(node.output[0]) if node.op_type == "Constant" and node.output else None
+                source = originals.get(_attribute_key(node, attr))
                 values = source if source is not None else numpy_helper.to_array(attr.t).astype(np.float32)
                 attr.t.CopyFrom(_bf16_tensor(onnx, attr.t.name, values))
                 counts["constants"] += 1
@@ -127,7 +140,8 @@ def _graph_to_bf16(onnx: Any, graph: onnx.GraphProto, originals: dict[str, np.nd
 def to_bf16(fp16: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
     """The bf16 model: ``fp16`` (the fp16 converter's output for ``fp32``, with ``keep_io_types``)
     with every FLOAT16 made BFLOAT16 and its weights rounded from ``fp32``'s; and what was changed.
-    Raises ``onnx.checker.ValidationError`` where an op does not take bf16 at the model's opset."""
+    Raises ``onnx.shape_inference.InferenceError`` where an op does not take bf16 at the model's
+    opset, ``onnx.checker.ValidationError`` where the model is otherwise invalid."""
     import onnx
 
     originals: dict[str, np.ndarray] = {}
@@ -137,3 +151,27 @@ def to_bf16(fp16: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.ModelPro
     counts = _graph_to_bf16(onnx, model.graph, originals)
     onnx.checker.check_model(model, full_check=True)  # type inference: every op's bf16 constraint
     return model, counts
+
+
+def bf16_model(
+    fp32: onnx.ModelProto, to_fp16: Callable[[onnx.ModelProto], onnx.ModelProto]
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The bf16 model of ``fp32``, whose ops ``to_fp16`` (the fp16 converter, inputs and outputs kept
+    fp32, nodes in topological order) chooses; and what was done. Where an op takes bf16 only at a
+    later opset than the model's (Conv and pooling from 22, ConstantOfShape from 21; bench exports at
+    17), the fp32 model is first converted to opset 22 by ONNX's version converter. Raises
+    ``onnx.shape_inference.InferenceError`` or ``onnx.checker.ValidationError`` where that fails too."""
+    import onnx
+    from onnx import version_converter
+
+    try:
+        model, counts = to_bf16(to_fp16(fp32), fp32)
+        return model, {"changes": counts}
+    except onnx.shape_inference.InferenceError as exc:
+        opset = next((o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx")), None)
+        if opset is None or opset >= BF16_OPSET:
+            raise
+        why = first_line(exc)
+    raised = version_converter.convert_version(fp32, BF16_OPSET)
+    model, counts = to_bf16(to_fp16(raised), raised)
+    return model, {"changes": counts, "opset": f"{opset} -> {BF16_OPSET}: at {opset}, {why}"}

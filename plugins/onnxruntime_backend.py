@@ -188,21 +188,61 @@ class ModelFileError(RuntimeError):
     since it is broken here as anywhere."""
 
 
-def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool) -> Path:
-    """The TensorRT provider's engine cache folder for this cell, created. The provider names an engine
-    by the model's hash, its precision flags and the GPU's compute capability: not by TF32, by the
-    onnxruntime build (and the TensorRT it links) or by the GPU model, whose engines are tuned for
-    it. A folder for each of those, so that no cell loads an engine built under other settings."""
+def tensorrt_library_version(library: int) -> str:
+    """TensorRT's ``getInferLibVersion()`` as a version: 100300 -> ``10.3.0`` (TensorRT 10 and later,
+    major x 10000), 8601 -> ``8.6.1`` (earlier, major x 1000)."""
+    if library >= 100000:
+        return f"{library // 10000}.{library // 100 % 100}.{library % 100}"
+    return f"{library // 1000}.{library // 100 % 10}.{library % 100}"
+
+
+def _tensorrt_library(ort: Any) -> str | None:
+    """The version of the TensorRT library onnxruntime's TensorRT provider links (the ``libnvinfer``
+    its provider library names, asked ``getInferLibVersion()``), or None where none loads: the
+    provider would not load either."""
+    import ctypes
+
+    provider = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
+    try:
+        needed = re.search(rb"libnvinfer\.so\.[0-9]+", provider.read_bytes())
+        if needed is None:
+            return None
+        library = ctypes.CDLL(needed.group().decode())
+        library.getInferLibVersion.restype = ctypes.c_int32
+        return tensorrt_library_version(int(library.getInferLibVersion()))
+    except (OSError, AttributeError):
+        return None
+
+
+def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool, info: dict[str, Any]) -> Path:
+    """The TensorRT provider's engine folder for this cell's settings, created. The provider names an
+    engine by a hash of the model's file name and its tensors' names (not its weights: a quantised
+    model calibrated otherwise has the same), the onnxruntime, CUDA and TensorRT versions it was built
+    with, its precision flags and the GPU's compute capability; and it loads a cached engine without
+    checking it. So bench keeps a folder per onnxruntime version, TensorRT library, GPU model and TF32
+    setting, and in it one per model file's content (``engine_folder``)."""
     gpu = f"cuda{device_id}"
     with contextlib.suppress(Exception):  # torch was imported first where installed; its name for the GPU
         import torch
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(device_id)
-    name = f"ort{ort.__version__}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
+    tensorrt = _tensorrt_library(ort)
+    info["tensorrt_version"] = tensorrt
+    name = f"ort{ort.__version__}-trt{tensorrt or 'unknown'}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
     folder = root / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def engine_folder(providers: list[tuple[str, dict[str, Any]]], model_key: str, info: dict[str, Any]) -> None:
+    """Point the TensorRT provider's engine cache (the first provider's options) at the subfolder of
+    the model file's content key, created; its timing cache stays shared by the models of the folder."""
+    options = providers[0][1]
+    folder = Path(options["trt_timing_cache_path"]) / model_key
+    folder.mkdir(parents=True, exist_ok=True)
+    options["trt_engine_cache_path"] = str(folder)
+    info["trt_engine_cache_dir"] = str(folder)
 
 
 class CudaStream:
@@ -493,6 +533,8 @@ class OnnxRuntimeBackend(Backend):
         info["compile_cache_hits"] = sum(c.cached for c in conversions)
         info["compile_cache_misses"] = sum(not c.cached for c in conversions)
         info["model_file"] = str(path)
+        if tensorrt:
+            engine_folder(providers, conversions[-1].key, info)
 
         so = self._session_options(ort, cell, opts, info)
         if on_device:  # where each node runs, from one profiled call (profiling stops after it)
@@ -579,8 +621,8 @@ class OnnxRuntimeBackend(Backend):
                 f"TensorRT provider: {TF32_OVERRIDE_ENV}=0 set in this cell's worker (the provider has no TF32 "
                 "option; TensorRT honours the variable when it builds the engine)"
             )
-        engines = _trt_engine_folder(cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt", ort, device_id, tf32)
-        info["trt_engine_cache_dir"] = str(engines)
+        root = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
+        engines = _trt_engine_folder(root, ort, device_id, tf32, info)  # the model's own subfolder: engine_folder
         trt = {
             "device_id": device_id,
             "trt_fp16_enable": cell.precision == "fp16",
@@ -760,8 +802,9 @@ def _names_read(node: onnx.NodeProto) -> set[str]:
 
 def sort_nodes(graph: onnx.GraphProto) -> None:
     """Put ``graph``'s nodes in topological order, in place, keeping the given order wherever it
-    already is one. ONNX requires that order (its checker and TensorRT's parser read the nodes in
-    sequence), and the fp16 converter breaks it: its casts of the graph inputs come last."""
+    already is one. ONNX requires that order (its checker refuses a graph without it; TensorRT's
+    parser sorts for itself), and the fp16 converter breaks it: its casts of the graph inputs come
+    last."""
     import heapq
 
     nodes = list(graph.node)

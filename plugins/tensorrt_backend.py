@@ -156,30 +156,34 @@ def bf16_recipe(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
     choice of ops with bf16 types, weights rounded from fp32, inputs and outputs fp32; cached."""
     import onnx
 
-    from plugins.bf16_onnx import to_bf16
+    from plugins.bf16_onnx import bf16_model
     from plugins.onnxruntime_backend import _quiet_root_logger, fp16_converter, load_with_weights, sort_nodes
 
     converter, convert = fp16_converter()
     key = digest("tensorrt-bf16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
-    counts: dict[str, int] = {}
+    done: dict[str, Any] = {}
 
-    def build(folder: Path) -> None:
-        source = load_with_weights(conv.path)
+    def to_fp16(source: Any) -> Any:
         with _quiet_root_logger():
             fp16 = convert(source, keep_io_types=True)
         sort_nodes(fp16.graph)
-        model, changed = to_bf16(fp16, source)
-        counts.update(changed)
+        return fp16
+
+    def build(folder: Path) -> None:
+        model, what = bf16_model(load_with_weights(conv.path), to_fp16)
+        done.update(what)
         onnx.save(model, str(folder / "model.onnx"))
 
     try:
         result = cached("tensorrt-bf16", key, "model.onnx", build, workdir)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {first_line(exc)}") from exc
     info.update(result.info("bf16_conversion"))
     info["bf16_converter"] = f"bench's bf16 retyping of {converter}'s fp16 conversion"
-    if counts:  # built here, not a cache hit
-        info["bf16_changes"] = counts
+    if done:  # built here, not a cache hit
+        info["bf16_changes"] = done["changes"]
+        if "opset" in done:
+            info["bf16_opset"] = done["opset"]
     return result
 
 

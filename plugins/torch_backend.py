@@ -210,6 +210,8 @@ def _set_tf32(torch: Any, allowed: bool) -> None:
     alike: mixing them with torch 2.9's ``fp32_precision`` makes torch's own getters raise."""
     torch.set_float32_matmul_precision("high" if allowed else "highest")
     torch.backends.cudnn.allow_tf32 = allowed
+    if hasattr(torch.backends.cudnn, "fp32_precision"):  # torch 2.9+: what inductor's Triton convolutions read
+        torch.backends.cudnn.fp32_precision = "tf32" if allowed else "ieee"
 
 
 class TorchBackend(Backend):

@@ -625,6 +625,7 @@ class _GpuBuild:
     """What ``_providers`` reads of an onnxruntime module: its version and its providers (a GPU build's)."""
 
     __version__ = ort.__version__
+    __file__ = ort.__file__  # where its TensorRT provider library would be
 
     @staticmethod
     def get_available_providers() -> list[str]:
@@ -669,3 +670,30 @@ def test_tf32_asked_but_forbidden_by_the_environment(tmp_path: Path, monkeypatch
     providers = OnnxRuntimeBackend._providers(_GpuBuild, cell(device="cuda", tf32=True), 0, False, tmp_path, info)
     assert providers[0][1]["use_tf32"] == "0" and info["tf32"] is False
     assert "tf32 asked, but NVIDIA_TF32_OVERRIDE=0" in info["tf32_note"]
+
+
+def test_tensorrt_engines_are_kept_apart_by_model_content_and_tensorrt_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TensorRT provider names an engine by file and tensor names, not weights (two calibrations of
+    one model look alike to it), and loads a cached one unchecked: bench gives each model file's
+    content its own engine folder, under one per onnxruntime version, TensorRT library, GPU and TF32
+    setting, whose timing cache the models share."""
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    info: dict[str, Any] = {}
+    trt_cell = cell(device="cuda", provider="tensorrt")
+    providers = OnnxRuntimeBackend._providers(_GpuBuild, trt_cell, 0, True, tmp_path, info)
+    settings = Path(providers[0][1]["trt_timing_cache_path"])
+    assert settings.name.startswith(f"ort{ort.__version__}-trtunknown-")  # no TensorRT library loads here
+    assert info["tensorrt_version"] is None
+    folders = []
+    for key in ("0123456789abcdef", "fedcba9876543210"):
+        onnxruntime_backend.engine_folder(providers, key, info)
+        folder = Path(providers[0][1]["trt_engine_cache_path"])
+        assert folder == settings / key and folder.is_dir() and info["trt_engine_cache_dir"] == str(folder)
+        assert providers[0][1]["trt_timing_cache_path"] == str(settings)
+        folders.append(folder)
+    assert folders[0] != folders[1]
+    assert [onnxruntime_backend.tensorrt_library_version(v) for v in (100300, 110100, 8601)] == [
+        "10.3.0", "11.1.0", "8.6.1"
+    ]  # fmt: skip

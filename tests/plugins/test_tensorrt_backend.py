@@ -106,7 +106,7 @@ def _model_and_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_name:
 
 def _valid_graph(onnx: Any, path: Path) -> Any:
     """The graph of the ONNX file at ``path``, which ONNX's checker accepts: types every op takes, nodes
-    in topological order (TensorRT's parser reads them in sequence)."""
+    in topological order (as ONNX requires)."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     return model.graph
@@ -367,3 +367,84 @@ def test_gpu_checks_trtexec_runs_the_engine_as_bench_does_in_either_major_versio
         "median = 0.19 ms, percentile(90%) = 0.25 ms\n"
     )
     assert numbers == {"qps": 1234.5, "compute_median_ms": 0.19}
+
+
+def _bf16_of(onnx: Any, nodes: list[Any], inputs: list[Any], output: Any, weights: list[Any]) -> tuple[Any, Any]:
+    """(fp32 model at opset 17, bench's bf16 model of it and what was done) for a small graph."""
+    from onnx import helper
+
+    from plugins.bf16_onnx import bf16_model
+    from plugins.onnxruntime_backend import fp16_converter, sort_nodes
+
+    fp32 = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, [output], weights), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.checker.check_model(fp32, full_check=True)
+    _, convert = fp16_converter()
+
+    def to_fp16(model: Any) -> Any:
+        fp16 = convert(model, keep_io_types=True)
+        sort_nodes(fp16.graph)
+        return fp16
+
+    return fp32, bf16_model(fp32, to_fp16)
+
+
+def test_bf16_raises_the_opset_where_an_op_takes_bf16_only_later() -> None:
+    """Conv takes bf16 from opset 22 (bench exports at 17): the fp32 model is raised to 22 first, and
+    the bf16 file still computes what the fp32 model does (ReduceMean's axes, an input from 18 on)."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    from harness.conformance import TOLERANCE, compare
+
+    float32 = onnx.TensorProto.FLOAT
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ReduceMean", ["r"], ["y"], axes=[2, 3], keepdims=0)]  # fmt: skip
+    x = helper.make_tensor_value_info("x", float32, [2, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", float32, [2, 4])
+    fp32, (bf16, done) = _bf16_of(onnx, nodes, [x], y, [weight])
+    assert done["opset"].startswith("17 -> 22: at 17, InferenceError") and "Conv" in done["opset"]
+    assert [o.version for o in bf16.opset_import if o.domain in ("", "ai.onnx")] == [22]
+    assert {t.data_type for t in bf16.graph.initializer if t.name == "w"} == {onnx.TensorProto.BFLOAT16}
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    got, want = ReferenceEvaluator(bf16).run(None, feeds)[0], ReferenceEvaluator(fp32).run(None, feeds)[0]
+    max_abs, cosine = compare(got, want)
+    assert cosine >= TOLERANCE["bf16"][1] and max_abs <= TOLERANCE["bf16"][0], (max_abs, cosine)
+
+
+def test_bf16_rounds_every_tensor_attribute_from_its_fp32_value() -> None:
+    """A ConstantOfShape of fp32's lowest (a mask's "minus infinity") stays bf16's lowest, not the
+    fp16 converter's clamped copy."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import helper
+
+    from plugins.bf16_onnx import bf16_values
+
+    float32 = onnx.TensorProto.FLOAT
+    lowest = helper.make_tensor("value", float32, [1], [-3.4028235e38])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("ConstantOfShape", ["s"], ["m"], value=lowest),
+             helper.make_node("Mul", ["x", "m"], ["y"])]  # fmt: skip
+    x = helper.make_tensor_value_info("x", float32, [2])
+    y = helper.make_tensor_value_info("y", float32, [2])
+    _, (bf16, _) = _bf16_of(onnx, nodes, [x], y, [])
+    constant = next(n for n in bf16.graph.node if n.op_type == "ConstantOfShape").attribute[0].t
+    assert constant.data_type == onnx.TensorProto.BFLOAT16
+    bits = np.frombuffer(constant.raw_data, dtype="<u2")
+    assert bf16_values(bits)[0] == np.float32(-3.3895314e38)
+
+
+def test_bf16_of_an_op_without_bf16_at_any_opset_fails_with_the_checkers_words() -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+
+    float32 = onnx.TensorProto.FLOAT
+    nodes = [helper.make_node("Einsum", ["a", "b"], ["y"], equation="ij,jk->ik")]
+    a, b = (helper.make_tensor_value_info(name, float32, [2, 2]) for name in "ab")
+    y = helper.make_tensor_value_info("y", float32, [2, 2])
+    with pytest.raises(onnx.shape_inference.InferenceError, match="Einsum"):
+        _bf16_of(onnx, nodes, [a, b], y, [])

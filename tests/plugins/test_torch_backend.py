@@ -363,6 +363,8 @@ def torch_tf32_restored() -> Iterator[None]:
     yield
     torch.set_float32_matmul_precision("highest")
     torch.backends.cudnn.allow_tf32 = True
+    if hasattr(torch.backends.cudnn, "fp32_precision"):
+        torch.backends.cudnn.fp32_precision = "none"
 
 
 @pytest.mark.usefixtures("torch_tf32_restored")
@@ -374,8 +376,10 @@ def test_set_tf32_sets_matmuls_and_convolutions_alike() -> None:
         assert torch.backends.cuda.matmul.allow_tf32 is allowed
         assert torch.backends.cudnn.allow_tf32 is allowed
         assert torch.get_float32_matmul_precision() == ("high" if allowed else "highest")
-        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9's API
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9's API, which inductor reads
             assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if allowed else "ieee")
+            assert torch.backends.cudnn.fp32_precision == ("tf32" if allowed else "ieee")
+            assert torch.backends.cudnn.conv.fp32_precision == ("tf32" if allowed else "ieee")
 
 
 def test_tf32_allowed_yields_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
