@@ -132,6 +132,17 @@ def warnings_for(report: dict[str, Any]) -> list[str]:
     gov = report["cpu_governor"]
     if gov is not None and gov != "performance":
         found.append(f"CPU frequency governor is '{gov}': clocks may vary between cells; 'performance' is steadier")
+    gpu_env = report.get("gpu_env") or {}
+    if gpu_env.get("CUDA_LAUNCH_BLOCKING", "0") not in ("", "0"):
+        found.append(
+            f"CUDA_LAUNCH_BLOCKING={gpu_env['CUDA_LAUNCH_BLOCKING']} makes every CUDA launch wait for the GPU: "
+            "GPU cells would time serialised launches (enqueue = compute), not the runtime; unset it"
+        )
+    if gpu_env.get("NVIDIA_TF32_OVERRIDE") == "0":
+        found.append(
+            "NVIDIA_TF32_OVERRIDE=0 turns TF32 off in every NVIDIA library: GPU cells with tf32: true get none "
+            "(their tf32_note says so); unset it to compare TF32"
+        )
     for name, info in report["runtimes"].items():
         if report["gpus"] and info.get("installed") and info.get("cuda_available") is False:
             users = ", ".join(info.get("backends") or [name])
@@ -157,6 +168,7 @@ def diagnose(plugins: Sequence[str] = ()) -> dict[str, Any]:
         "gpu_telemetry": _gpu_telemetry(),
         "cpu_governor": state["governor"],
         "thread_env": {var: os.environ[var] for var in THREAD_ENV_VARS if var in os.environ},
+        "gpu_env": environment.gpu_env(),
         "backends": {cls.name: _backend_state(cls) for cls in regs.backends.classes()},
         "runtimes": runtimes(regs, names),
         "plugin_failures": [str(failure) for failure in regs.failures],
@@ -224,6 +236,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"threads      {thread_vars}; bench sets each worker's threads from the scenario (auto = {cpu['usable_cpus']})"
     )
+    gpu_vars = ", ".join(f"{k}={v}" for k, v in (report.get("gpu_env") or {}).items()) or "no CUDA variables set"
+    lines.append(f"gpu env      {gpu_vars} (a cell's worker inherits them; bench sets CUDA_DEVICE_ORDER=PCI_BUS_ID)")
     busy = report["other_processes_busy"]
     lines.append("other load   " + ("unknown" if busy is None else f"{busy:.1%} of the CPUs busy elsewhere"))
     state = report["machine_state"]

@@ -85,6 +85,22 @@ def package_versions(names: Sequence[str] = CORE_PACKAGES) -> dict[str, str | No
     return versions
 
 
+#: environment variables that change what a GPU cell measures: which GPUs and in what order, launches
+#: made synchronous (CUDA_LAUNCH_BLOCKING), TF32 forbidden in every NVIDIA library, lazy module loading
+GPU_ENV_VARS = (
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_LAUNCH_BLOCKING",
+    "NVIDIA_TF32_OVERRIDE",
+    "CUDA_MODULE_LOADING",
+)
+
+
+def gpu_env() -> dict[str, str]:
+    """The :data:`GPU_ENV_VARS` set in this process's environment (a cell's worker inherits them)."""
+    return {var: os.environ[var] for var in GPU_ENV_VARS if var in os.environ}
+
+
 def gpus() -> list[dict[str, str]]:
     """NVIDIA GPUs from nvidia-smi (empty where there is none or no driver)."""
     exe = shutil.which("nvidia-smi")
@@ -162,6 +178,7 @@ def fingerprint(packages: Sequence[str] = ()) -> dict[str, Any]:
         "cpu": cpu_info(),
         "memory_total_mb": memory_total_mb(),
         "gpus": gpus(),
+        "gpu_env": gpu_env(),
         "packages": package_versions(list(dict.fromkeys([*CORE_PACKAGES, *packages]))),
         "git": git_commit(),
     }

@@ -46,6 +46,9 @@ METRICS: dict[str, tuple[str, bool]] = {
 NOT_JUDGED = "not judged"
 #: environment fields that must match for a comparison to mean something
 ENV_KEYS = ("cpu.model", "cpu.usable_cpus", "memory_total_mb", "gpus", "python")
+#: CUDA variables that change what a GPU cell measures, compared where both runs recorded them (a run
+#: made before bench recorded ``gpu_env`` has no such record: nothing to compare)
+GPU_ENV_KEYS = ("CUDA_LAUNCH_BLOCKING", "NVIDIA_TF32_OVERRIDE")
 #: packages compared whatever the backends: the array library every input and output goes through
 #: (the backends' own runtimes come from their declarations, see :func:`runtime_packages`)
 CORE_RUNTIME_PACKAGES = ("numpy",)
@@ -241,6 +244,11 @@ def env_differences(base: Mapping[str, Any], cand: Mapping[str, Any], packages: 
             b = [g.get("name") for g in b or []]
         if a != b:
             out.append(f"{key}: {a!r} vs {b!r}")
+    if "gpu_env" in base and "gpu_env" in cand:
+        for var in GPU_ENV_KEYS:
+            a, b = base["gpu_env"].get(var), cand["gpu_env"].get(var)
+            if a != b:
+                out.append(f"gpu_env.{var}: {a!r} vs {b!r}")
     for pkg in packages:
         a, b = _get(base, f"packages.{pkg}"), _get(cand, f"packages.{pkg}")
         if a != b:

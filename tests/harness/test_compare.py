@@ -377,3 +377,11 @@ def test_server_cells_issued_by_different_generators_are_not_judged(tmp_path: Pa
     assert "different generators (baseline loadgen, candidate bench)" in cell["note"]
     same = json.loads(bench("compare", str(base), str(base), "--format", "json").stdout)
     assert same["cells"][0]["verdict"] == "unchanged" and same["cells"][0]["note"] is None
+
+
+def test_env_differences_compare_cuda_variables_only_where_both_runs_recorded_them() -> None:
+    machine = {"cpu": {"model": "X", "usable_cpus": 2}, "memory_total_mb": 1.0, "gpus": [], "python": "3.11"}
+    blocking = {**machine, "gpu_env": {"CUDA_LAUNCH_BLOCKING": "1", "CUDA_VISIBLE_DEVICES": "0"}}
+    plain = {**machine, "gpu_env": {"CUDA_VISIBLE_DEVICES": "1"}}  # another GPU index is another machine's
+    assert comparison.env_differences(plain, blocking, ()) == ["gpu_env.CUDA_LAUNCH_BLOCKING: None vs '1'"]
+    assert comparison.env_differences(machine, blocking, ()) == []  # a run from before bench recorded them

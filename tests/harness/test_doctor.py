@@ -113,3 +113,27 @@ def test_warnings_for_a_busy_machine_and_a_gpu_torch_cannot_use() -> None:
     assert "40%" in found
     assert "powersave" in found
     assert "no CUDA" in found
+
+
+def test_warnings_for_cuda_variables_that_change_gpu_numbers() -> None:
+    report = {
+        "cpu": {"usable_cpus": 2, "logical_cpus": 2},
+        "thread_env": {},
+        "gpu_env": {"CUDA_LAUNCH_BLOCKING": "1", "NVIDIA_TF32_OVERRIDE": "0", "CUDA_VISIBLE_DEVICES": "1"},
+        "other_processes_busy": 0.0,
+        "cpu_governor": None,
+        "gpus": [],
+        "runtimes": {},
+    }
+    found = doctor.warnings_for(report)
+    assert any(w.startswith("CUDA_LAUNCH_BLOCKING=1 makes every CUDA launch wait") for w in found)
+    assert any(w.startswith("NVIDIA_TF32_OVERRIDE=0 turns TF32 off") for w in found)
+    report["gpu_env"] = {"CUDA_LAUNCH_BLOCKING": "0"}
+    assert doctor.warnings_for(report) == []
+
+
+def test_the_fingerprint_records_the_cuda_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in environment.GPU_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "1")
+    assert environment.fingerprint()["gpu_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}
