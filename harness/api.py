@@ -64,6 +64,7 @@ __all__ = [
     "onnx_model",
     "pinned_cpus",
     "tf32_allowed",
+    "tf32_support",
     "wait_policy",
 ]
 
@@ -113,6 +114,22 @@ def tf32_allowed(asked: bool, info: dict[str, Any]) -> bool:
             f"tf32 asked, but {TF32_OVERRIDE_ENV}=0 in the environment turns TF32 off in every NVIDIA library"
         )
     return allowed
+
+
+def tf32_support(cell: Cell) -> Support:
+    """The verdict on a cell's ``tf32`` option, for a backend's ``supports()``: CUDA cells only, and
+    ``true`` at precision fp32 only (TF32 is how fp32 matmuls may compute: an fp16, bf16 or int8 cell
+    with it would repeat the one without, so a sweep over tf32 keeps those once)."""
+    if "tf32" not in cell.backend_options:
+        return Support.yes()
+    if cell.device_kind != "cuda":
+        return Support.no("option tf32 applies to cuda cells: TF32 is a mode of NVIDIA's tensor cores")
+    if cell.backend_options["tf32"] is True and cell.precision != "fp32":
+        return Support.no(
+            f"option tf32 applies only with precision fp32 (TF32 is how fp32 matmuls may compute: this "
+            f"{cell.precision} cell would repeat the one with tf32=false)"
+        )
+    return Support.yes()
 
 
 def cache_dir(name: str) -> Path | None:

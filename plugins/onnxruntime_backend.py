@@ -47,6 +47,7 @@ from harness.api import (
     module_available,
     onnx_model,
     tf32_allowed,
+    tf32_support,
     wait_policy,
 )
 
@@ -481,9 +482,7 @@ class OnnxRuntimeBackend(Backend):
             return Support.no("option provider=tensorrt applies only to CUDA devices (TensorRT runs on NVIDIA GPUs)")
         if "transfers" in opts and device_kind != "cuda":
             return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
-        if "tf32" in opts and device_kind != "cuda":
-            return Support.no("option tf32 applies to cuda cells: TF32 is a mode of NVIDIA's tensor cores")
-        return Support.yes()
+        return tf32_support(cell)
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
         """Convert ``model`` for the cell (ONNX export, quantisation or fp16: each cached by content),

@@ -54,6 +54,7 @@ from harness.api import (
     module_available,
     onnx_model,
     tf32_allowed,
+    tf32_support,
 )
 
 OPTIONS: dict[str, Option] = {
@@ -423,7 +424,7 @@ class TensorRTBackend(Backend):
                 return Support.no(f"int8 needs ONNX Runtime's Q/DQ quantiser: {quantiser.reason}")
         if "calibration_samples" in cell.backend_options and cell.precision != "int8":
             return Support.no("option calibration_samples applies only with precision int8")
-        return Support.yes()
+        return tf32_support(cell)
 
     @classmethod
     def probe(cls) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from harness.api import (
     hookimpl,
     module_available,
     tf32_allowed,
+    tf32_support,
 )
 
 if TYPE_CHECKING:
@@ -284,9 +285,7 @@ class TorchBackend(Backend):
             return Support.no("option compile_mode applies only with mode=compile")
         if "transfers" in cell.backend_options and device_kind != "cuda":
             return Support.no("option transfers applies to cuda cells: a CPU cell's inputs are in host memory already")
-        if "tf32" in cell.backend_options and device_kind != "cuda":
-            return Support.no("option tf32 applies to cuda cells: TF32 is a mode of NVIDIA's tensor cores")
-        return Support.yes()
+        return tf32_support(cell)
 
     def prepare(self, model: Model, cell: Cell, workdir: Path) -> Session:
         """Build ``model`` for the cell, bind one batch of its example inputs (``seed``), compile if asked.

@@ -135,6 +135,12 @@ def test_supports_yes() -> None:
     assert OnnxRuntimeBackend.supports(cell(device="cuda:1", provider="tensorrt")).ok
 
 
+def test_supports_tf32_on_fp32_cuda_cells_only() -> None:
+    assert OnnxRuntimeBackend.supports(cell(device="cuda", tf32=True)).ok
+    verdict = OnnxRuntimeBackend.supports(cell(device="cuda", precision="fp16", tf32=True))
+    assert not verdict.ok and "option tf32 applies only with precision fp32" in verdict.reason
+
+
 def test_supports_cpu_fp16_and_cuda_int8_no() -> None:
     verdict = OnnxRuntimeBackend.supports(cell(precision="fp16"))
     assert not verdict.ok and "fp16 on CPU" in verdict.reason and "casts to fp32" in verdict.reason

@@ -38,6 +38,10 @@ def test_cells_and_options_it_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "only with precision int8" in TensorRTBackend.supports(odd).reason
     int8 = Cell("dlrm-small", "tensorrt", "cuda", "int8", 8, 1, backend_options={"calibration_samples": 64})
     assert TensorRTBackend.supports(int8).ok == (find_spec("onnxruntime") is not None)
+    fp16_tf32 = Cell("dlrm-small", "tensorrt", "cuda", "fp16", 8, 1, backend_options={"tf32": True})
+    assert "option tf32 applies only with precision fp32" in TensorRTBackend.supports(fp16_tf32).reason
+    fp32_tf32 = Cell("dlrm-small", "tensorrt", "cuda", "fp32", 8, 1, backend_options={"tf32": True})
+    assert TensorRTBackend.supports(fp32_tf32).ok
 
 
 def test_an_optimisation_level_past_5_is_a_scenario_error() -> None:

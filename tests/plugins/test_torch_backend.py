@@ -351,10 +351,17 @@ def test_compile_fp32_small_batch(model: DLRMSmall, prepared: Any) -> None:
     np.testing.assert_allclose(session.outputs()["click_probability"], reference(model, 4), rtol=0, atol=1e-5)
 
 
-def test_tf32_option_is_for_cuda_cells() -> None:
+def test_tf32_option_is_for_fp32_cuda_cells() -> None:
+    """A sweep over tf32 keeps one fp16/bf16 cell (under tf32=false): TF32 is how fp32 matmuls compute."""
     assert TorchBackend.supports(cell(device="cuda", tf32=True)).ok
+    assert TorchBackend.supports(cell(device="cuda", precision="fp16", tf32=False)).ok
     verdict = TorchBackend.supports(cell(tf32=True))
     assert not verdict.ok and "option tf32 applies to cuda cells" in verdict.reason
+    verdict = TorchBackend.supports(cell(device="cuda", precision="bf16", tf32=True))
+    assert not verdict.ok and verdict.reason == (
+        "option tf32 applies only with precision fp32 (TF32 is how fp32 matmuls may compute: this bf16 cell "
+        "would repeat the one with tf32=false)"
+    )
 
 
 @pytest.fixture
