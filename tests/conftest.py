@@ -161,6 +161,24 @@ def journal(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
 
 
+#: a test plugin's model source (a ``Model`` subclass ``Tiny`` named ``{name}``: one input "x" of 3
+#: floats per sample, no torch module), for plugin files written by tests; the file imports ``Model``
+TINY_MODEL = """\
+class Tiny(Model):
+    name = "{name}"
+    input_names = ("x",)
+    output_names = ("y",)
+
+    def build_torch(self):
+        raise NotImplementedError
+
+    def example_inputs(self, batch_size, seed=0):
+        import numpy as np
+
+        return {{"x": np.random.default_rng(seed).standard_normal((batch_size, 3)).astype("float32")}}
+"""
+
+
 FAKE_SCENARIO = """\
 name: fake
 model: toy

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import TINY_MODEL
 from harness.cells import Cell
 from harness.executors.worker import Channel, run_job
 from harness.records import Job, StopRule
 
-PLUGIN = """
+PLUGIN = (
+    """
 import threading
 
 from harness.api import Backend, Model, Session, hookimpl
@@ -31,19 +33,9 @@ def note(what, session=None):
     CALLS.append((what, threading.current_thread().name, None if session is None else session.index))
 
 
-class Tiny(Model):
-    name = "calls-tiny"
-    input_names = ("x",)
-    output_names = ("y",)
-
-    def build_torch(self):
-        raise NotImplementedError
-
-    def example_inputs(self, batch_size, seed=0):
-        import numpy as np
-
-        return {"x": np.random.default_rng(seed).standard_normal((batch_size, 3)).astype("float32")}
-
+"""
+    + TINY_MODEL.format(name="calls-tiny")
+    + """
 
 class RecordingSession(Session):
     made = 0
@@ -93,6 +85,7 @@ def bench_register_backends(register):
 def bench_register_models(register):
     register(Tiny)
 """
+)
 
 
 @pytest.fixture

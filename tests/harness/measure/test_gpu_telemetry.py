@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import TINY_MODEL
 from harness.analysis import economics
 from harness.measure import gpu_telemetry as gt
 
@@ -249,25 +250,16 @@ def test_energy_is_priced_into_the_cost_per_million() -> None:
     )
 
 
-GPU_PLUGIN = """
+GPU_PLUGIN = (
+    """
 import time
 
 from harness.api import Backend, Model, Session, hookimpl
 
 
-class Tiny(Model):
-    name = "telemetry-tiny"
-    input_names = ("x",)
-    output_names = ("y",)
-
-    def build_torch(self):
-        raise NotImplementedError
-
-    def example_inputs(self, batch_size, seed=0):
-        import numpy as np
-
-        return {"x": np.random.default_rng(seed).standard_normal((batch_size, 3)).astype("float32")}
-
+"""
+    + TINY_MODEL.format(name="telemetry-tiny")
+    + """
 
 class BusySession(Session):
     def __init__(self, x):
@@ -304,6 +296,7 @@ def bench_register_backends(register):
 def bench_register_models(register):
     register(Tiny)
 """
+)
 
 
 @pytest.mark.slow
