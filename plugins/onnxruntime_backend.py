@@ -1073,6 +1073,15 @@ def fp16_converter() -> tuple[str, Callable[..., Any]]:
         return f"onnxruntime.transformers.float16 {ort.__version__}", float16.convert_float_to_float16
 
 
+def fp16_model(convert: Callable[..., Any], source: onnx.ModelProto) -> onnx.ModelProto:
+    """``source`` through the fp16 converter (``fp16_converter()``'s function): fp16 weights and
+    compute, fp32 inputs and outputs (keep_io_types), nodes in topological order."""
+    with _quiet_root_logger():
+        converted = convert(source, keep_io_types=True)
+    sort_nodes(converted.graph)
+    return converted
+
+
 def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversion:
     """The model with fp16 weights and compute, fp32 inputs and outputs (keep_io_types), cached."""
     import onnx
@@ -1081,10 +1090,7 @@ def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversio
     key = digest("onnxruntime-fp16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
 
     def build(folder: Path) -> None:
-        with _quiet_root_logger():
-            converted = convert(load_with_weights(conv.path), keep_io_types=True)
-        sort_nodes(converted.graph)
-        onnx.save(converted, str(folder / "model.onnx"))
+        onnx.save(fp16_model(convert, load_with_weights(conv.path)), str(folder / "model.onnx"))
 
     try:
         result = cached("onnxruntime-fp16", key, "model.onnx", build, workdir)

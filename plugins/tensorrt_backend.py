@@ -29,6 +29,7 @@ frees every buffer, the stream and the graph. pycuda, which needs CUDA headers t
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import re
 import threading
@@ -158,20 +159,14 @@ def bf16_recipe(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
     import onnx
 
     from plugins.bf16_onnx import bf16_model
-    from plugins.onnxruntime_backend import _quiet_root_logger, fp16_converter, load_with_weights, sort_nodes
+    from plugins.onnxruntime_backend import fp16_converter, fp16_model, load_with_weights
 
     converter, convert = fp16_converter()
     key = digest("tensorrt-bf16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
     done: dict[str, Any] = {}
 
-    def to_fp16(source: Any) -> Any:
-        with _quiet_root_logger():
-            fp16 = convert(source, keep_io_types=True)
-        sort_nodes(fp16.graph)
-        return fp16
-
     def build(folder: Path) -> None:
-        model, what = bf16_model(load_with_weights(conv.path), to_fp16)
+        model, what = bf16_model(load_with_weights(conv.path), functools.partial(fp16_model, convert))
         done.update(what)
         onnx.save(model, str(folder / "model.onnx"))
 

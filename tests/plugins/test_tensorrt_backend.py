@@ -4,6 +4,7 @@ precision from the inspector. Engines build and run in benchmarks/gpu_check.py o
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib.util import find_spec
 from pathlib import Path
@@ -378,20 +379,14 @@ def _bf16_of(onnx: Any, nodes: list[Any], inputs: list[Any], output: Any, weight
     from onnx import helper
 
     from plugins.bf16_onnx import bf16_model
-    from plugins.onnxruntime_backend import fp16_converter, sort_nodes
+    from plugins.onnxruntime_backend import fp16_converter, fp16_model
 
     fp32 = helper.make_model(
         helper.make_graph(nodes, "g", inputs, [output], weights), opset_imports=[helper.make_opsetid("", 17)]
     )
     onnx.checker.check_model(fp32, full_check=True)
     _, convert = fp16_converter()
-
-    def to_fp16(model: Any) -> Any:
-        fp16 = convert(model, keep_io_types=True)
-        sort_nodes(fp16.graph)
-        return fp16
-
-    return fp32, bf16_model(fp32, to_fp16)
+    return fp32, bf16_model(fp32, functools.partial(fp16_model, convert))
 
 
 def test_bf16_raises_the_opset_where_an_op_takes_bf16_only_later() -> None:
