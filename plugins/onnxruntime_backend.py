@@ -197,22 +197,35 @@ def tensorrt_library_version(library: int) -> str:
     return f"{library // 1000}.{library // 100 % 10}.{library % 100}"
 
 
-def _tensorrt_library(ort: Any) -> str | None:
+def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
     """The version of the TensorRT library onnxruntime's TensorRT provider links (the ``libnvinfer``
-    its provider library names, asked ``getInferLibVersion()``), or None where none loads: the
-    provider would not load either."""
+    its provider library names, asked ``getInferLibVersion()``), and why not where that library does
+    not load: then the provider cannot load either, and onnxruntime would quietly fall back to CUDA.
+    (None, None) where the provider's file names no library to check."""
     import ctypes
 
     provider = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
     try:
-        needed = re.search(rb"libnvinfer\.so\.[0-9]+", provider.read_bytes())
-        if needed is None:
-            return None
-        library = ctypes.CDLL(needed.group().decode())
+        binary = provider.read_bytes()
+    except OSError:
+        return None, None
+    needed = re.search(rb"libnvinfer\.so\.[0-9]+", binary)
+    cuda = re.search(rb"libcudart\.so\.([0-9]+)", binary)
+    if needed is None:
+        return None, None
+    soname = needed.group().decode()
+    try:
+        library = ctypes.CDLL(soname)
         library.getInferLibVersion.restype = ctypes.c_int32
-        return tensorrt_library_version(int(library.getInferLibVersion()))
-    except (OSError, AttributeError):
-        return None
+        return tensorrt_library_version(int(library.getInferLibVersion())), None
+    except (OSError, AttributeError) as exc:
+        major = soname.rsplit(".", 1)[-1]
+        return None, (
+            f"onnxruntime {ort.__version__}'s TensorRT provider needs TensorRT {major} ({soname}), which does not "
+            f"load here ({first_line(exc)}): install TensorRT {major}'s libraries built for its CUDA "
+            f"(pip install 'tensorrt-cu{cuda.group(1).decode() if cuda else 'NN'}=={major}.*' "
+            "--extra-index-url https://pypi.nvidia.com)"
+        )
 
 
 def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool, info: dict[str, Any]) -> Path:
@@ -228,7 +241,7 @@ def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool, info: d
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(device_id)
-    tensorrt = _tensorrt_library(ort)
+    tensorrt, _ = _tensorrt_library(ort)
     info["tensorrt_version"] = tensorrt
     name = f"ort{ort.__version__}-trt{tensorrt or 'unknown'}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
     folder = root / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
@@ -609,6 +622,10 @@ class OnnxRuntimeBackend(Backend):
                 f"(installed providers: {', '.join(available)}); install onnxruntime-gpu for CUDA"
                 + (" built with TensorRT, and TensorRT itself" if tensorrt else "")
             )
+        if tensorrt:
+            _, why = _tensorrt_library(ort)
+            if why is not None:
+                raise SkipCell(why)
         # TF32 off unless asked: the CUDA provider's own default is TF32 on Ampere and newer
         tf32 = tf32_allowed(bool(cell.backend_options.get("tf32", False)), info)
         cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "1" if tf32 else "0"})

@@ -703,3 +703,32 @@ def test_tensorrt_engines_are_kept_apart_by_model_content_and_tensorrt_library(
     assert [onnxruntime_backend.tensorrt_library_version(v) for v in (100300, 110100, 8601)] == [
         "10.3.0", "11.1.0", "8.6.1"
     ]  # fmt: skip
+
+
+def test_a_tensorrt_provider_whose_tensorrt_does_not_load_is_skipped_with_the_library_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu lists its TensorRT provider whether or not TensorRT is installed, and a session
+    asked for it falls back to CUDA with a warning: the cell is skipped before that, naming the
+    TensorRT major version the provider was built against."""
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    capi = tmp_path / "onnxruntime" / "capi"
+    capi.mkdir(parents=True)
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(b"\x7fELF\0libnvinfer.so.97\0libcudart.so.13\0")
+
+    class Build(_GpuBuild):
+        __file__ = str(tmp_path / "onnxruntime" / "__init__.py")
+
+    version, why = onnxruntime_backend._tensorrt_library(Build)
+    assert version is None and why is not None
+    assert "TensorRT 97 (libnvinfer.so.97), which does not load here" in why
+    assert "pip install 'tensorrt-cu13==97.*' --extra-index-url https://pypi.nvidia.com" in why
+    info: dict[str, Any] = {}
+    with pytest.raises(SkipCell, match=r"needs TensorRT 97 \(libnvinfer\.so\.97\)"):
+        OnnxRuntimeBackend._providers(Build, cell(device="cuda", provider="tensorrt"), 0, True, tmp_path, info)
+    # the CUDA provider alone does not need TensorRT
+    providers = OnnxRuntimeBackend._providers(Build, cell(device="cuda"), 0, False, tmp_path, info)
+    assert [name for name, _ in providers] == ["CUDAExecutionProvider"]
+    # a provider file that names no TensorRT library (or none at all) is not judged here
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(b"\x7fELF\0")
+    assert onnxruntime_backend._tensorrt_library(Build) == (None, None)
