@@ -197,6 +197,52 @@ def tensorrt_library_version(library: int) -> str:
     return f"{library // 1000}.{library // 100 % 10}.{library % 100}"
 
 
+def needed_libraries(path: Path) -> list[str]:
+    """The shared libraries an ELF64 file names (its ``DT_NEEDED`` entries, as ``readelf -d`` lists
+    them), read from its dynamic section; [] for a file that is not a little-endian ELF64 or has
+    none. How bench tells which CUDA and TensorRT an onnxruntime provider was built for without
+    loading it."""
+    import struct
+
+    with open(path, "rb") as f:
+        header = f.read(64)
+        if len(header) < 64 or header[:6] != b"\x7fELF\x02\x01":  # ELF, 64-bit, little-endian
+            return []
+        (shoff,) = struct.unpack_from("<Q", header, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
+        f.seek(shoff)
+        table = f.read(shentsize * shnum)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+        needed: list[str] = []
+        for _, kind, _, _, offset, size, link, _, _, _ in sections:
+            if kind != 6:  # SHT_DYNAMIC; its sh_link is its string table
+                continue
+            f.seek(offset)
+            dynamic = f.read(size)
+            strtab = sections[link]
+            f.seek(strtab[4])
+            strings = f.read(strtab[5])
+            for tag, value in struct.iter_unpack("<qQ", dynamic[: size // 16 * 16]):
+                if tag == 1:  # DT_NEEDED
+                    needed.append(strings[value : strings.index(b"\0", value)].decode())
+        return needed
+
+
+def _provider_library(ort: Any, provider: str) -> Path:
+    """The file of one of onnxruntime's provider libraries (``cuda``, ``tensorrt``): it may be absent."""
+    return Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{provider}.so"
+
+
+def _linked_major(ort: Any, provider: str, library: str) -> str | None:
+    """The major version of ``library`` (``libcudart``, ``libnvinfer``) that an onnxruntime provider
+    links (``libcudart.so.13`` -> ``13``), or None where its file is absent or names none."""
+    try:
+        needed = needed_libraries(_provider_library(ort, provider))
+    except (OSError, IndexError, ValueError):  # absent, or not an ELF file bench can read
+        return None
+    return next((name.rsplit(".", 1)[-1] for name in needed if name.startswith(f"{library}.so.")), None)
+
+
 def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
     """The version of the TensorRT library onnxruntime's TensorRT provider links (the ``libnvinfer``
     its provider library names, asked ``getInferLibVersion()``), and why not where that library does
@@ -204,27 +250,20 @@ def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
     (None, None) where the provider's file names no library to check."""
     import ctypes
 
-    provider = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
-    try:
-        binary = provider.read_bytes()
-    except OSError:
+    major = _linked_major(ort, "tensorrt", "libnvinfer")
+    if major is None:
         return None, None
-    needed = re.search(rb"libnvinfer\.so\.[0-9]+", binary)
-    cuda = re.search(rb"libcudart\.so\.([0-9]+)", binary)
-    if needed is None:
-        return None, None
-    soname = needed.group().decode()
+    soname = f"libnvinfer.so.{major}"
     try:
         library = ctypes.CDLL(soname)
         library.getInferLibVersion.restype = ctypes.c_int32
         return tensorrt_library_version(int(library.getInferLibVersion())), None
     except (OSError, AttributeError) as exc:
-        major = soname.rsplit(".", 1)[-1]
+        cuda = _linked_major(ort, "tensorrt", "libcudart") or "NN"
         return None, (
             f"onnxruntime {ort.__version__}'s TensorRT provider needs TensorRT {major} ({soname}), which does not "
-            f"load here ({first_line(exc)}): install TensorRT {major}'s libraries built for its CUDA "
-            f"(pip install 'tensorrt-cu{cuda.group(1).decode() if cuda else 'NN'}=={major}.*' "
-            "--extra-index-url https://pypi.nvidia.com)"
+            f"load here ({first_line(exc)}): install TensorRT {major}'s libraries built for CUDA {cuda} "
+            f"(pip install 'tensorrt-cu{cuda}=={major}.*' --extra-index-url https://pypi.nvidia.com)"
         )
 
 
@@ -448,12 +487,32 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         providers = ort.get_available_providers()
-        return {
-            "version": ort.__version__,
-            "providers": providers,
-            "device": ort.get_device(),
-            "summary": "providers " + ", ".join(providers),
-        }
+        info: dict[str, Any] = {"version": ort.__version__, "providers": providers, "device": ort.get_device()}
+        summary = ["providers " + ", ".join(providers)]
+        warnings: list[str] = []
+        cuda = _linked_major(ort, "cuda", "libcudart") if "CUDAExecutionProvider" in providers else None
+        if cuda is not None:
+            info["cuda_major"] = cuda
+            summary.append(f"CUDA provider built for CUDA {cuda}")
+            with contextlib.suppress(Exception):  # torch's CUDA libraries are the ones the provider finds
+                import torch
+
+                if torch.version.cuda and torch.version.cuda.split(".")[0] != cuda:
+                    warnings.append(
+                        f"onnxruntime {ort.__version__}'s CUDA provider links CUDA {cuda}, torch "
+                        f"{torch.__version__} brings CUDA {torch.version.cuda}: the provider finds no CUDA {cuda} "
+                        "libraries unless installed apart (onnxruntime-gpu 1.26 and earlier are for CUDA 12)"
+                    )
+        if "TensorrtExecutionProvider" in providers:
+            version, why = _tensorrt_library(ort)
+            info["tensorrt_provider_library"] = version
+            summary.append(f"TensorRT provider with TensorRT {version}" if version else "TensorRT provider unusable")
+            if why is not None:
+                warnings.append(why)
+        info["summary"] = "; ".join(summary)
+        if warnings:
+            info["warnings"] = warnings
+        return info
 
     @classmethod
     def supports(cls, cell: Cell) -> Support:

@@ -714,7 +714,7 @@ def test_a_tensorrt_provider_whose_tensorrt_does_not_load_is_skipped_with_the_li
     monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
     capi = tmp_path / "onnxruntime" / "capi"
     capi.mkdir(parents=True)
-    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(b"\x7fELF\0libnvinfer.so.97\0libcudart.so.13\0")
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(_elf(["libnvinfer.so.97", "libcudart.so.13"]))
 
     class Build(_GpuBuild):
         __file__ = str(tmp_path / "onnxruntime" / "__init__.py")
@@ -722,13 +722,79 @@ def test_a_tensorrt_provider_whose_tensorrt_does_not_load_is_skipped_with_the_li
     version, why = onnxruntime_backend._tensorrt_library(Build)
     assert version is None and why is not None
     assert "TensorRT 97 (libnvinfer.so.97), which does not load here" in why
-    assert "pip install 'tensorrt-cu13==97.*' --extra-index-url https://pypi.nvidia.com" in why
+    assert "built for CUDA 13 (pip install 'tensorrt-cu13==97.*' --extra-index-url https://pypi.nvidia.com)" in why
     info: dict[str, Any] = {}
     with pytest.raises(SkipCell, match=r"needs TensorRT 97 \(libnvinfer\.so\.97\)"):
         OnnxRuntimeBackend._providers(Build, cell(device="cuda", provider="tensorrt"), 0, True, tmp_path, info)
     # the CUDA provider alone does not need TensorRT
     providers = OnnxRuntimeBackend._providers(Build, cell(device="cuda"), 0, False, tmp_path, info)
     assert [name for name, _ in providers] == ["CUDAExecutionProvider"]
-    # a provider file that names no TensorRT library (or none at all) is not judged here
-    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(b"\x7fELF\0")
-    assert onnxruntime_backend._tensorrt_library(Build) == (None, None)
+    # a provider file that names no TensorRT library, or is no ELF file, is not judged here
+    for content in (_elf(["libcudart.so.13", "libc.so.6"]), b"libnvinfer.so.97"):
+        (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(content)
+        assert onnxruntime_backend._tensorrt_library(Build) == (None, None)
+
+
+def _elf(needed: list[str]) -> bytes:
+    """A minimal ELF64 shared object naming ``needed`` in its dynamic section: a null section, the
+    string table and the dynamic section (linked to it), then their headers."""
+    import struct
+
+    strings = b"\0" + b"".join(name.encode() + b"\0" for name in needed)
+    offsets = [1 + sum(len(n) + 1 for n in needed[:i]) for i in range(len(needed))]
+    dynamic = b"".join(struct.pack("<qQ", 1, o) for o in offsets) + struct.pack("<qQ", 0, 0)
+    strtab_at, dynamic_at = 64, 64 + len(strings)
+    sections_at = dynamic_at + len(dynamic)
+    header = b"\x7fELF\x02\x01\x01".ljust(16, b"\0") + struct.pack(
+        "<HHIQQQIHHHHHH", 3, 62, 1, 0, 0, sections_at, 0, 64, 0, 0, 64, 3, 0
+    )
+    sections = [
+        struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        struct.pack("<IIQQQQIIQQ", 0, 3, 0, 0, strtab_at, len(strings), 0, 0, 1, 0),  # SHT_STRTAB
+        struct.pack("<IIQQQQIIQQ", 0, 6, 0, 0, dynamic_at, len(dynamic), 1, 0, 8, 16),  # SHT_DYNAMIC -> 1
+    ]
+    return header + strings + dynamic + b"".join(sections)
+
+
+def test_needed_libraries_reads_an_elf_files_dynamic_section(tmp_path: Path) -> None:
+    """How bench tells the CUDA and TensorRT majors a provider links without loading it: the same
+    DT_NEEDED list as readelf -d, from a made file and from onnxruntime's own extension module."""
+    made = tmp_path / "lib.so"
+    made.write_bytes(_elf(["libcublas.so.13", "libnvinfer.so.10", "libc.so.6"]))
+    assert onnxruntime_backend.needed_libraries(made) == ["libcublas.so.13", "libnvinfer.so.10", "libc.so.6"]
+    extension = next((Path(ort.__file__).parent / "capi").glob("onnxruntime_pybind11_state*.so"))
+    linked = onnxruntime_backend.needed_libraries(extension)
+    assert "libc.so.6" in linked and all(".so" in name for name in linked)
+    made.write_bytes(b"#!/bin/sh\n")
+    assert onnxruntime_backend.needed_libraries(made) == []
+
+
+def test_doctor_says_which_cuda_and_tensorrt_a_gpu_build_links_and_warns_on_a_mismatch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA 13 onnxruntime-gpu beside a CUDA 12 torch finds no CUDA libraries, and a TensorRT
+    provider without its TensorRT falls back to CUDA: ``bench doctor`` says both before a run does."""
+    import torch
+
+    capi = tmp_path / "onnxruntime" / "capi"
+    capi.mkdir(parents=True)
+    (capi / "libonnxruntime_providers_cuda.so").write_bytes(_elf(["libcublas.so.13", "libcudart.so.13"]))
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(_elf(["libnvinfer.so.97", "libcudart.so.13"]))
+
+    class Build(_GpuBuild):
+        __file__ = str(tmp_path / "onnxruntime" / "__init__.py")
+
+        @staticmethod
+        def get_device() -> str:
+            return "GPU"
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", Build)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    facts = OnnxRuntimeBackend.probe()
+    assert facts["cuda_major"] == "13" and facts["tensorrt_provider_library"] is None
+    assert "CUDA provider built for CUDA 13; TensorRT provider unusable" in facts["summary"]
+    mismatch, tensorrt = facts["warnings"]
+    assert "links CUDA 13, torch" in mismatch and "brings CUDA 12.8" in mismatch
+    assert "needs TensorRT 97 (libnvinfer.so.97)" in tensorrt
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert len(OnnxRuntimeBackend.probe()["warnings"]) == 1  # matching majors: the TensorRT one alone
