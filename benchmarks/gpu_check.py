@@ -13,10 +13,12 @@
    the stream it hands onnxruntime;
 4. NVML's energy: J/inference x throughput against NVML's sampled mean power, within 10 %;
 5. TensorRT: bench's tensorrt backend (dlrm-small fp32 b64), its engine's layer precisions, and its
-   throughput against trtexec's on the same ONNX file and shapes where trtexec is installed (>= 0.95).
+   throughput against trtexec's on the same ONNX file and shapes where trtexec is installed (>= 0.95);
+6. with ``--report-dir DIR``: each of those runs' HTML report in DIR, and whether it shows the
+   energy chart.
 
 On a machine without a GPU every check says why it is skipped, and the script exits 0.
-Run: .venv/bin/python benchmarks/gpu_check.py [--window-s 3] [--skip-conformance]
+Run: .venv/bin/python benchmarks/gpu_check.py [--window-s 3] [--skip-conformance] [--report-dir DIR]
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ def conformance() -> tuple[str, list[str]]:
     return (lines[-1] if lines else f"pytest exited {proc.returncode}"), failures + skips
 
 
+#: the run folders bench_cells made, in order: their reports are rendered at the end (--report-dir)
+RUNS: list[Path] = []
+
+
 def bench_cells(window: float, text: str = SCENARIO) -> list[dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     scenario = folder / "gpu-check.yaml"
@@ -109,8 +115,31 @@ def bench_cells(window: float, text: str = SCENARIO) -> list[dict[str, Any]]:
     runs = [p for p in (folder / "r").iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not runs:
         raise SystemExit(f"bench run made no run folder ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    RUNS.append(runs[0])
     lines = (runs[0] / "journal.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+#: what a report of GPU cells shows that one of CPU cells does not (harness.report.charts)
+GPU_REPORT_MARKS = {"energy chart": "GPU energy per inference"}
+
+
+def reports(folder: Path) -> None:
+    """Each run's HTML report in ``folder``, and whether its GPU parts (the energy chart) are in it:
+    real GPU records through the report, which no CPU test can give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for run in RUNS:
+        html = folder / f"{run.name}.html"
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness", "report", str(run), "-o", str(html)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0 or not html.is_file():
+            print(f"6. report {run.name}: bench report exited {proc.returncode}: {proc.stderr[-500:]}")
+            continue
+        text = html.read_text()
+        shown = ", ".join(f"{name} {'yes' if mark in text else 'no'}" for name, mark in GPU_REPORT_MARKS.items())
+        print(f"6. report {run.name}: {html} ({html.stat().st_size / 1e6:.1f} MB): {shown}")
 
 
 def bare_loop(batch_size: int, seconds: float) -> dict[str, float]:
@@ -298,6 +327,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window-s", type=float, default=3.0)
     parser.add_argument("--skip-conformance", action="store_true")
+    parser.add_argument("--report-dir", type=Path, help="render each run's HTML report into this folder")
     args = parser.parse_args()
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # as bench's workers: the bare loops' cuda is bench's cuda:0
     started = time.monotonic()
@@ -365,6 +395,11 @@ def main() -> int:
     else:
         print("3b. onnxruntime CUDA: skipped: onnxruntime is not installed")
     tensorrt_check(cuda, args.window_s, here["trtexec"])
+    if args.report_dir is not None:
+        if RUNS:
+            reports(args.report_dir)
+        else:
+            print("6. report: skipped: no check ran bench")
     print(f"done in {time.monotonic() - started:.0f} s")
     return 0
 

@@ -21,8 +21,8 @@ TABLE_COLUMNS = (
     "target_qps", "peak_qps", "loadgen_validity", "generator_kept_up", "mean_batch", "cosine", "max_abs_error",
     "task_value", "fidelity_ok", "instances_needed", "budgets_ok", "achieved_gflops", "fraction_of_peak", "cold_ms",
     "prepare_s", "n_queries", "wall_s", "stop_reason", "valid", "peak_rss_mb_prepare", "peak_rss_mb_measure",
-    "noise_fraction", "gpu_energy_per_inference_j", "gpu_power_mean_w", "energy_usd_per_million", "machine",
-    "node_host", "reason",
+    "noise_fraction", "gpu_compute_p50_ms", "gpu_compute_cv", "enqueue_mean_ms", "gpu_energy_per_inference_j",
+    "gpu_power_mean_w", "energy_usd_per_million", "machine", "node_host", "reason",
 )  # fmt: skip
 #: the columns shown before the reader picks others
 SHOWN_COLUMNS = 7

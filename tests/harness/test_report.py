@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import re
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bench, fake_scenario, run_dirs
+from conftest import ROOT, bench, fake_scenario, run_dirs
 
 RESOURCE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
 
@@ -345,14 +346,15 @@ def test_the_report_of_a_real_three_runtime_run_reads_at_a_glance_in_a_real_brow
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fake_plugin")
-def test_gpu_energy_gets_its_chart(tmp_path: Path) -> None:
+def test_gpu_energy_gets_its_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A run whose cells carry NVML's energy (GPU cells) gets a bar per cell of joules per inference."""
     (run_dir,) = _runs(tmp_path, 1)
     lines = (run_dir / "journal.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     for index, record in enumerate(records):
         if record["status"] == "ok":
-            record.update(gpu_energy_per_inference_j=0.01 * (index + 1), gpu_power_mean_w=70.0 + index)
+            record.update(gpu_energy_per_inference_j=0.01 * (index + 1), gpu_power_mean_w=70.0 + index,
+                          gpu_compute_p50_ms=0.25 * (index + 1))  # fmt: skip
     (run_dir / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     page = tmp_path / "page.html"
     out = bench("report", str(run_dir), "-o", str(page))
@@ -365,3 +367,15 @@ def test_gpu_energy_gets_its_chart(tmp_path: Path) -> None:
     (other,) = _runs(plain, 1)
     assert bench("report", str(other), "-o", str(tmp_path / "plain.html")).returncode == 0
     assert "GPU energy per inference" not in (tmp_path / "plain.html").read_text()  # no energy, no chart
+    # the CUDA-event time per call is a column beside the wall clock's
+    assert "gpu_compute_p50_ms <small>(ms)</small>" in text and 'data-v="0.25"' in text
+    # benchmarks/gpu_check.py --report-dir renders its runs' reports and says whether the chart is there
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    gpu_check.RUNS[:] = [run_dir, other]
+    gpu_check.reports(tmp_path / "gpu-check")
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith(f"6. report {run_dir.name}: ") and said[0].endswith(": energy chart yes")
+    assert said[1].endswith(": energy chart no") and (tmp_path / "gpu-check" / f"{other.name}.html").is_file()
