@@ -37,9 +37,23 @@ def validate(ctx: click.Context, scenario: str, executor: str | None, ray_addres
     skipped = [p for p in planned if p.skip_reason]
     click.echo(describe(loaded))
     click.echo(f"{len(planned)} cells: {len(planned) - len(skipped)} to run here, {len(skipped)} skipped")
+    for line in skip_counts(skipped):
+        click.echo(f"  {line}")
     for p in skipped:
         click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
     click.echo(f"{scenario}: valid")
+
+
+def skip_counts(skipped: list[Any]) -> list[str]:
+    """Each distinct skip reason with how many cells it skips, the most first: where a sweep of a
+    hundred cells skips for three reasons, the three come before the hundred lines. None for one
+    reason alone (each line says it)."""
+    counts: dict[str, int] = {}
+    for p in skipped:
+        counts[p.skip_reason] = counts.get(p.skip_reason, 0) + 1
+    if len(counts) < 2:
+        return []
+    return [f"{n} cell{'s' if n > 1 else ''}: {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
 
 
 def _validate_on_cluster(ctx: click.Context, loaded: Any, scenario: str, address: str | None) -> None:
