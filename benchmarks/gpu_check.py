@@ -1,8 +1,9 @@
 """One command that checks bench's GPU paths on a machine with an NVIDIA GPU, in a few minutes:
 
 1. what is here: GPUs (nvidia-smi), torch's CUDA, onnxruntime's providers, what NVML can read, trtexec;
-2. the conformance suite on every GPU backend and precision (outputs against the fp32 reference):
-   ``pytest tests/conformance -k cuda``, its passes, failures and skips with their reasons;
+2. the conformance suite on every GPU backend and precision (outputs against the fp32 reference),
+   and the backends' and telemetry's own GPU tests (``GPU_TESTS``): passes, failures and skips with
+   their reasons;
 3. timing truth: bench's CUDA-event median per call (``gpu_compute_p50_ms``) for PyTorch eager on
    ``cuda`` (dlrm-small fp32, batch 1 and 64) against a bare loop of the same module on the same
    inputs with CUDA events around each call (target bare / bench within 0.97-1.03: a bench
@@ -88,10 +89,15 @@ def facts() -> dict[str, Any]:
     return out
 
 
+#: the tests a GPU machine runs: the conformance suite's cuda cases, and the backends' and the
+#: telemetry's own GPU tests (each skips with its reason where no GPU is visible)
+GPU_TESTS = ["tests/conformance", "tests/plugins", "tests/harness/measure", "-k", "cuda or gpu"]
+
+
 def conformance() -> tuple[str, list[str]]:
-    """The suite's cuda cases: a summary line and the skip reasons."""
+    """The GPU tests (``GPU_TESTS``): a summary line, the failures and the skip reasons."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/conformance", "-q", "-k", "cuda", "-rs", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *GPU_TESTS, "-q", "-rs", "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     lines = proc.stdout.strip().splitlines()
@@ -335,10 +341,10 @@ def main() -> int:
     print("1. here:", json.dumps(here, default=str))
     cuda = isinstance(here["torch"], dict) and here["torch"]["available"]
     if args.skip_conformance:
-        print("2. conformance: skipped (--skip-conformance)")
+        print("2. GPU tests: skipped (--skip-conformance)")
     else:
         summary, notes = conformance()
-        print(f"2. conformance (pytest tests/conformance -k cuda): {summary}")
+        print(f"2. GPU tests (pytest {' '.join(GPU_TESTS[:-1])} '{GPU_TESTS[-1]}'): {summary}")
         for line in notes:
             print(f"   {line[:240]}")
     if not cuda:

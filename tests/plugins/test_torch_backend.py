@@ -243,6 +243,7 @@ def test_cuda_without_device_is_skipped(model: DLRMSmall, tmp_path: Path) -> Non
         TorchBackend().prepare(model, cell(device="cuda", precision="fp16"), tmp_path)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(NO_CUDA, reason="no CUDA device")
 def test_cuda_fp16_close_to_fp32(model: DLRMSmall, prepared: Any) -> None:
     session = prepared(cell(device="cuda", precision="fp16", batch_size=64))
