@@ -97,12 +97,12 @@ GPU_TESTS = ["tests/conformance", "tests/plugins", "tests/harness/measure", "-k"
 def conformance() -> tuple[str, list[str]]:
     """The GPU tests (``GPU_TESTS``): a summary line, the failures and the skip reasons."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", *GPU_TESTS, "-q", "-rs", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *GPU_TESTS, "-q", "-rfEs", "-p", "no:cacheprovider"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     lines = proc.stdout.strip().splitlines()
     skips = [line for line in lines if line.startswith("SKIPPED")]
-    failures = [line for line in lines if line.startswith("FAILED")]
+    failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     return (lines[-1] if lines else f"pytest exited {proc.returncode}"), failures + skips
 
 

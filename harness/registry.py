@@ -117,7 +117,7 @@ def safe_supports(cls: type[Backend], cell: Cell) -> Support:
         support = cls.supports(cell)
     except Exception as exc:  # a plugin's bug: this cell is skipped with the reason, the sweep goes on
         return Support.no(f"backend '{cls.name}': supports() raised {exception_line(exc)}")
-    if not support.ok:  # the backend's own reason first: it holds on every machine, a missing GPU on this one
+    if not support.ok:  # the backend's own reason first (often true of any machine), then this machine's GPU
         return support
     if cell.device in cls.devices or cell.device_kind in cls.devices:
         gpu = cuda_device_problem(cell.device)

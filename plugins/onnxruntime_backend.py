@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,33 +200,40 @@ def tensorrt_library_version(library: int) -> str:
 
 def needed_libraries(path: Path) -> list[str]:
     """The shared libraries an ELF64 file names (its ``DT_NEEDED`` entries, as ``readelf -d`` lists
-    them), read from its dynamic section; [] for a file that is not a little-endian ELF64 or has
-    none. How bench tells which CUDA and TensorRT an onnxruntime provider was built for without
-    loading it."""
-    import struct
-
+    them), read from its dynamic section; [] for a file that is not a little-endian ELF64, is
+    truncated or malformed, or names none. OSError where it cannot be read. How bench tells which
+    CUDA and TensorRT an onnxruntime provider was built for without loading it."""
     with open(path, "rb") as f:
-        header = f.read(64)
-        if len(header) < 64 or header[:6] != b"\x7fELF\x02\x01":  # ELF, 64-bit, little-endian
+        try:
+            return _dt_needed(f)
+        except (struct.error, IndexError, ValueError):  # cut short, or offsets past its end
             return []
-        (shoff,) = struct.unpack_from("<Q", header, 0x28)
-        shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
-        f.seek(shoff)
-        table = f.read(shentsize * shnum)
-        sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
-        needed: list[str] = []
-        for _, kind, _, _, offset, size, link, _, _, _ in sections:
-            if kind != 6:  # SHT_DYNAMIC; its sh_link is its string table
-                continue
-            f.seek(offset)
-            dynamic = f.read(size)
-            strtab = sections[link]
-            f.seek(strtab[4])
-            strings = f.read(strtab[5])
-            for tag, value in struct.iter_unpack("<qQ", dynamic[: size // 16 * 16]):
-                if tag == 1:  # DT_NEEDED
-                    needed.append(strings[value : strings.index(b"\0", value)].decode())
-        return needed
+
+
+def _dt_needed(f: Any) -> list[str]:
+    header = f.read(64)
+    if len(header) < 64 or header[:6] != b"\x7fELF\x02\x01":  # ELF, 64-bit, little-endian
+        return []
+    (shoff,) = struct.unpack_from("<Q", header, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
+    if shentsize < 64:
+        return []
+    f.seek(shoff)
+    table = f.read(shentsize * shnum)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+    needed: list[str] = []
+    for _, kind, _, _, offset, size, link, _, _, _ in sections:
+        if kind != 6:  # SHT_DYNAMIC; its sh_link is its string table
+            continue
+        f.seek(offset)
+        dynamic = f.read(size)
+        strtab = sections[link]
+        f.seek(strtab[4])
+        strings = f.read(strtab[5])
+        for tag, value in struct.iter_unpack("<qQ", dynamic[: len(dynamic) // 16 * 16]):
+            if tag == 1:  # DT_NEEDED
+                needed.append(strings[value : strings.index(b"\0", value)].decode())
+    return needed
 
 
 def _provider_library(ort: Any, provider: str) -> Path:
@@ -233,37 +241,69 @@ def _provider_library(ort: Any, provider: str) -> Path:
     return Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{provider}.so"
 
 
+def _provider_needs(ort: Any, provider: str) -> list[str]:
+    """The libraries an onnxruntime provider links ([] where its file is absent or unreadable)."""
+    try:
+        return needed_libraries(_provider_library(ort, provider))
+    except OSError:
+        return []
+
+
 def _linked_major(ort: Any, provider: str, library: str) -> str | None:
     """The major version of ``library`` (``libcudart``, ``libnvinfer``) that an onnxruntime provider
     links (``libcudart.so.13`` -> ``13``), or None where its file is absent or names none."""
+    needs = _provider_needs(ort, provider)
+    return next((name.rsplit(".", 1)[-1] for name in needs if name.startswith(f"{library}.so.")), None)
+
+
+#: the TensorRT libraries onnxruntime's TensorRT provider may link, in the order they load (the
+#: parser and the plugins link the core library)
+TENSORRT_LIBRARIES = ("libnvinfer.so.", "libnvonnxparser.so.", "libnvinfer_plugin.so.")
+
+
+def _pip_tensorrt_folder() -> Path | None:
+    """Where TensorRT's pip wheel (``tensorrt-cuNN-libs``, module ``tensorrt_libs``) keeps its
+    libraries: a folder no loader path names, so a library that links them by name finds them only
+    once they are loaded. None where that wheel is not installed."""
+    import importlib.util
+
     try:
-        needed = needed_libraries(_provider_library(ort, provider))
-    except (OSError, IndexError, ValueError):  # absent, or not an ELF file bench can read
+        spec = importlib.util.find_spec("tensorrt_libs")
+    except (ImportError, ValueError):
         return None
-    return next((name.rsplit(".", 1)[-1] for name in needed if name.startswith(f"{library}.so.")), None)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
 def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
     """The version of the TensorRT library onnxruntime's TensorRT provider links (the ``libnvinfer``
     its provider library names, asked ``getInferLibVersion()``), and why not where that library does
     not load: then the provider cannot load either, and onnxruntime would quietly fall back to CUDA.
-    (None, None) where the provider's file names no library to check."""
+    (None, None) where the provider's file names no library to check.
+
+    The TensorRT libraries the provider links are loaded here, from TensorRT's pip wheel where it is
+    installed: the provider, loaded later in this process, then finds them by name."""
     import ctypes
 
-    major = _linked_major(ort, "tensorrt", "libnvinfer")
-    if major is None:
+    needs = _provider_needs(ort, "tensorrt")
+    linked = [n for prefix in TENSORRT_LIBRARIES for n in needs if n.startswith(prefix)]
+    if not linked or not linked[0].startswith(TENSORRT_LIBRARIES[0]):
         return None, None
-    soname = f"libnvinfer.so.{major}"
+    soname, major = linked[0], linked[0].rsplit(".", 1)[-1]
+    wheel = _pip_tensorrt_folder()
     try:
-        library = ctypes.CDLL(soname)
-        library.getInferLibVersion.restype = ctypes.c_int32
-        return tensorrt_library_version(int(library.getInferLibVersion())), None
+        handles = [ctypes.CDLL(str(wheel / n) if wheel and (wheel / n).is_file() else n, mode=ctypes.RTLD_GLOBAL)
+                   for n in linked]  # fmt: skip
+        handles[0].getInferLibVersion.restype = ctypes.c_int32
+        return tensorrt_library_version(int(handles[0].getInferLibVersion())), None
     except (OSError, AttributeError) as exc:
-        cuda = _linked_major(ort, "tensorrt", "libcudart") or "NN"
+        said = f"onnxruntime {ort.__version__}'s TensorRT provider needs TensorRT {major} ({', '.join(linked)})"
+        if wheel is not None and (wheel / soname).is_file():
+            return None, f"{said}; TensorRT's wheel has it in {wheel}, but it does not load: {first_line(exc)}"
+        cuda = _linked_major(ort, "tensorrt", "libcudart") or _linked_major(ort, "cuda", "libcudart")
+        package = f"pip install 'tensorrt-cu{cuda}=={major}.*' --extra-index-url https://pypi.nvidia.com"
         return None, (
-            f"onnxruntime {ort.__version__}'s TensorRT provider needs TensorRT {major} ({soname}), which does not "
-            f"load here ({first_line(exc)}): install TensorRT {major}'s libraries built for CUDA {cuda} "
-            f"(pip install 'tensorrt-cu{cuda}=={major}.*' --extra-index-url https://pypi.nvidia.com)"
+            f"{said}, which does not load here ({first_line(exc)}): install TensorRT {major}'s libraries"
+            + (f" built for CUDA {cuda} ({package})" if cuda else " built for this onnxruntime's CUDA")
         )
 
 
@@ -506,7 +546,10 @@ class OnnxRuntimeBackend(Backend):
         if "TensorrtExecutionProvider" in providers:
             version, why = _tensorrt_library(ort)
             info["tensorrt_provider_library"] = version
-            summary.append(f"TensorRT provider with TensorRT {version}" if version else "TensorRT provider unusable")
+            summary.append(
+                f"TensorRT provider with TensorRT {version}" if version
+                else "TensorRT provider unusable" if why else "TensorRT provider (its TensorRT not read)"
+            )  # fmt: skip
             if why is not None:
                 warnings.append(why)
         info["summary"] = "; ".join(summary)

@@ -46,7 +46,7 @@ def validate(ctx: click.Context, scenario: str, executor: str | None, ray_addres
 
 def skip_counts(skipped: list[Any]) -> list[str]:
     """Each distinct skip reason with how many cells it skips, the most first: where a sweep of a
-    hundred cells skips for three reasons, the three come before the hundred lines. None for one
+    hundred cells skips for three reasons, the three come before the hundred lines. Nothing for one
     reason alone (each line says it)."""
     counts: dict[str, int] = {}
     for p in skipped:
@@ -88,6 +88,8 @@ def _validate_on_cluster(ctx: click.Context, loaded: Any, scenario: str, address
         skipped = [p for p in planned if p.skip_reason]
         click.echo(f"{len(planned)} cells on the cluster's kinds: {len(planned) - len(skipped)} to run, "
                    f"{len(skipped)} skipped")  # fmt: skip
+        for line in skip_counts(skipped):
+            click.echo(f"  {line}")
         for p in skipped:
             click.echo(f"  skipped {p.cell.label}: {p.skip_reason}")
         problem = rc.missing_kinds_message(kinds, cluster.address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -631,7 +632,9 @@ class _GpuBuild:
     """What ``_providers`` reads of an onnxruntime module: its version and its providers (a GPU build's)."""
 
     __version__ = ort.__version__
-    __file__ = ort.__file__  # where its TensorRT provider library would be
+    # where its provider libraries would be: none there, so the installed onnxruntime's (a GPU build's
+    # on a GPU machine) do not decide these tests
+    __file__ = str(Path(__file__).parent / "no-onnxruntime-here" / "__init__.py")
 
     @staticmethod
     def get_available_providers() -> list[str]:
@@ -722,6 +725,7 @@ def test_a_tensorrt_provider_whose_tensorrt_does_not_load_is_skipped_with_the_li
     version, why = onnxruntime_backend._tensorrt_library(Build)
     assert version is None and why is not None
     assert "TensorRT 97 (libnvinfer.so.97), which does not load here" in why
+    assert "TensorRT's wheel" not in why  # not installed here
     assert "built for CUDA 13 (pip install 'tensorrt-cu13==97.*' --extra-index-url https://pypi.nvidia.com)" in why
     info: dict[str, Any] = {}
     with pytest.raises(SkipCell, match=r"needs TensorRT 97 \(libnvinfer\.so\.97\)"):
@@ -733,6 +737,62 @@ def test_a_tensorrt_provider_whose_tensorrt_does_not_load_is_skipped_with_the_li
     for content in (_elf(["libcudart.so.13", "libc.so.6"]), b"libnvinfer.so.97"):
         (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(content)
         assert onnxruntime_backend._tensorrt_library(Build) == (None, None)
+    # without the CUDA major of either provider, no package name is made up
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(_elf(["libnvinfer.so.97"]))
+    _, why = onnxruntime_backend._tensorrt_library(Build)
+    assert why is not None and why.endswith("install TensorRT 97's libraries built for this onnxruntime's CUDA")
+
+
+def _shared_library(cc: str, folder: Path, soname: str, source: str, *links: str) -> None:
+    """A shared library built from C ``source`` under its soname, linking ``links`` (sonames in ``folder``)."""
+    (folder / f"{soname}.c").write_text(source)
+    extra = [f"-l:{name}" for name in links]
+    command = [cc, "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(folder / soname),
+               str(folder / f"{soname}.c"), f"-L{folder}", *extra]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def test_tensorrt_from_its_pip_wheel_is_loaded_for_the_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT's pip wheel keeps its libraries in site-packages/tensorrt_libs, which no loader path
+    names: bench loads the ones the provider links from there (the core first, the parser linking
+    it), so that the provider finds them; and says so where the wheel's file does not load. Stand-in
+    libraries built here carry the names and the version function."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the stand-in TensorRT libraries")
+    site = tmp_path / "site"
+    wheel = site / "tensorrt_libs"
+    wheel.mkdir(parents=True)
+    (wheel / "__init__.py").write_text("")
+    _shared_library(cc, wheel, "libnvinfer.so.96", "int getInferLibVersion(void) { return 960102; }\n")
+    parser = "int getInferLibVersion(void);\nint getNvOnnxParserVersion(void) { return getInferLibVersion(); }\n"
+    _shared_library(cc, wheel, "libnvonnxparser.so.96", parser, "libnvinfer.so.96")
+    capi = tmp_path / "onnxruntime" / "capi"
+    capi.mkdir(parents=True)
+    provider = _elf(["libcublas.so.12", "libnvinfer.so.96", "libnvonnxparser.so.96", "libcudart.so.12"])
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(provider)
+
+    class Build(_GpuBuild):
+        __file__ = str(tmp_path / "onnxruntime" / "__init__.py")
+
+    monkeypatch.syspath_prepend(str(site))
+    assert onnxruntime_backend._pip_tensorrt_folder() == wheel
+    assert onnxruntime_backend._tensorrt_library(Build) == ("96.1.2", None)
+    import ctypes
+
+    assert ctypes.CDLL("libnvonnxparser.so.96").getNvOnnxParserVersion() == 960102  # loaded: found by name
+    # the wheel's file is there but is no library
+    broken = tmp_path / "broken" / "tensorrt_libs"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "libnvinfer.so.95").write_text("not a library")
+    (capi / "libonnxruntime_providers_tensorrt.so").write_bytes(_elf(["libnvinfer.so.95", "libcudart.so.12"]))
+    monkeypatch.syspath_prepend(str(broken.parent))
+    version, why = onnxruntime_backend._tensorrt_library(Build)
+    assert version is None and why is not None
+    assert f"TensorRT's wheel has it in {broken}, but it does not load" in why and "pip install" not in why
 
 
 def _elf(needed: list[str]) -> bytes:
@@ -766,6 +826,13 @@ def test_needed_libraries_reads_an_elf_files_dynamic_section(tmp_path: Path) -> 
     linked = onnxruntime_backend.needed_libraries(extension)
     assert "libc.so.6" in linked and all(".so" in name for name in linked)
     made.write_bytes(b"#!/bin/sh\n")
+    assert onnxruntime_backend.needed_libraries(made) == []
+    # cut short, section headers past its end, or a zero header size: nothing read, nothing raised
+    whole = _elf(["libcublas.so.13"])
+    for broken in (whole[:80], whole[:-10], whole[:0x3A] + b"\0\0" + whole[0x3C:]):
+        made.write_bytes(broken)
+        assert onnxruntime_backend.needed_libraries(made) == []
+    made.write_bytes(whole[:0x28] + (1 << 40).to_bytes(8, "little") + whole[0x30:])
     assert onnxruntime_backend.needed_libraries(made) == []
 
 
