@@ -34,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,7 @@ def bench_cells(window: float, text: str = SCENARIO) -> list[dict[str, Any]]:
     )  # fmt: skip
     runs = [p for p in (folder / "r").iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not runs:
-        raise SystemExit(f"bench run made no run folder ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"bench run made no run folder ({proc.returncode}):\n{proc.stderr[-2000:]}")
     RUNS.append(runs[0])
     lines = (runs[0] / "journal.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
@@ -329,6 +331,65 @@ def _input_shapes(batch: int) -> dict[str, list[int]]:
     return {name: list(array.shape) for name, array in model.example_inputs(batch, 0).items()}
 
 
+def torch_check(window: float) -> None:
+    """Steps 3 and 4: bench's PyTorch eager cells on cuda (b1, b64) against a bare loop of the same
+    module, by CUDA events and by the wall clock, and NVML's energy of each cell against its power."""
+    records = {r["config"]["batch_size"]: r for r in bench_cells(window)}
+    for batch, record in sorted(records.items()):
+        if record["status"] != "ok":
+            print(f"3. timing truth b{batch}: bench's cell {record['status']}: {record.get('reason')}")
+            continue
+        bare = bare_loop(batch, window)
+        ratio = bare["p50_ms"] / record["p50_ms"]
+        events = record.get("gpu_compute_p50_ms")
+        if events:
+            gpu_ratio = bare["gpu_p50_ms"] / events
+            cv, enqueue = record.get("gpu_compute_cv") or 0.0, record.get("enqueue_mean_ms") or 0.0
+            warned = record.get("gpu_timing_warnings") or "none"
+            print(
+                f"3. timing truth b{batch}: CUDA events: bench p50 {events:.4f} ms ({record['gpu_timed_calls']} "
+                f"calls, CV {cv:.1%}, enqueue {enqueue:.4f} ms), bare loop {bare['gpu_p50_ms']:.4f} ms: "
+                f"bare/bench {gpu_ratio:.3f} (target 0.97-1.03) {band(gpu_ratio)}; "
+                f"warnings: {warned}"
+            )
+        else:
+            print(f"3. timing truth b{batch}: no CUDA-event times in bench's record: "
+                  f"{record.get('gpu_timing_skipped')}")  # fmt: skip
+        print(
+            f"3. timing truth b{batch}: wall clock: bench p50 {record['p50_ms']:.4f} ms, bare loop p50 "
+            f"{bare['p50_ms']:.4f} ms ({bare['calls']} calls): bare/bench {ratio:.3f} (target 0.97-1.03) "
+            f"{band(ratio)}"
+        )
+        energy, sampled = record.get("gpu_energy_per_inference_j"), record.get("gpu_power_sampled_mean_w")
+        if energy is None or not sampled:
+            why = record.get("gpu_telemetry_skipped") or record.get("gpu_telemetry_note")
+            print(f"4. NVML energy b{batch}: not measured: {why}")
+            continue
+        if record.get("gpu_energy_source") != "counter":  # power x time is the sampled power itself
+            print(f"4. NVML energy b{batch}: {energy:.3e} J/inference from {record.get('gpu_energy_source')}: "
+                  "not judged (the check needs the energy counter, independent of the power samples)")  # fmt: skip
+            continue
+        implied = energy * record["throughput_sps"]
+        off = implied / sampled - 1
+        print(
+            f"4. NVML energy b{batch}: {energy:.3e} J/inference x {record['throughput_sps']:,.0f}/s = "
+            f"{implied:.1f} W against {sampled:.1f} W sampled ({record['gpu_energy_source']}): {off:+.1%} "
+            f"(target within 10 %) {'ok' if abs(off) <= 0.10 else 'MISSED'}"
+        )
+
+
+def guarded(step: str, check: Callable[[], None]) -> None:
+    """Run one check; an exception is printed as that check's failure, with the end of its traceback,
+    and the next check runs: on a GPU machine lent for minutes, one broken check must not hide the
+    others' results."""
+    try:
+        check()
+    except Exception as exc:
+        print(f"{step}: FAILED: {type(exc).__name__}: {exc}")
+        for line in traceback.format_exc().strip().splitlines()[-8:]:
+            print(f"   {line}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window-s", type=float, default=3.0)
@@ -352,58 +413,17 @@ def main() -> int:
         print(f"3. timing truth: skipped: {why}")
         print(f"4. NVML energy: skipped: {why}")
     else:
-        records = {r["config"]["batch_size"]: r for r in bench_cells(args.window_s)}
-        for batch, record in sorted(records.items()):
-            if record["status"] != "ok":
-                print(f"3. timing truth b{batch}: bench's cell {record['status']}: {record.get('reason')}")
-                continue
-            bare = bare_loop(batch, args.window_s)
-            ratio = bare["p50_ms"] / record["p50_ms"]
-            events = record.get("gpu_compute_p50_ms")
-            if events:
-                gpu_ratio = bare["gpu_p50_ms"] / events
-                cv, enqueue = record.get("gpu_compute_cv") or 0.0, record.get("enqueue_mean_ms") or 0.0
-                warned = record.get("gpu_timing_warnings") or "none"
-                print(
-                    f"3. timing truth b{batch}: CUDA events: bench p50 {events:.4f} ms ({record['gpu_timed_calls']} "
-                    f"calls, CV {cv:.1%}, enqueue {enqueue:.4f} ms), bare loop {bare['gpu_p50_ms']:.4f} ms: "
-                    f"bare/bench {gpu_ratio:.3f} (target 0.97-1.03) {band(gpu_ratio)}; "
-                    f"warnings: {warned}"
-                )
-            else:
-                print(f"3. timing truth b{batch}: no CUDA-event times in bench's record: "
-                      f"{record.get('gpu_timing_skipped')}")  # fmt: skip
-            print(
-                f"3. timing truth b{batch}: wall clock: bench p50 {record['p50_ms']:.4f} ms, bare loop p50 "
-                f"{bare['p50_ms']:.4f} ms ({bare['calls']} calls): bare/bench {ratio:.3f} (target 0.97-1.03) "
-                f"{band(ratio)}"
-            )
-            energy, sampled = record.get("gpu_energy_per_inference_j"), record.get("gpu_power_sampled_mean_w")
-            if energy is None or not sampled:
-                why = record.get("gpu_telemetry_skipped") or record.get("gpu_telemetry_note")
-                print(f"4. NVML energy b{batch}: not measured: {why}")
-                continue
-            if record.get("gpu_energy_source") != "counter":  # power x time is the sampled power itself
-                print(f"4. NVML energy b{batch}: {energy:.3e} J/inference from {record.get('gpu_energy_source')}: "
-                      "not judged (the check needs the energy counter, independent of the power samples)")  # fmt: skip
-                continue
-            implied = energy * record["throughput_sps"]
-            off = implied / sampled - 1
-            print(
-                f"4. NVML energy b{batch}: {energy:.3e} J/inference x {record['throughput_sps']:,.0f}/s = "
-                f"{implied:.1f} W against {sampled:.1f} W sampled ({record['gpu_energy_source']}): {off:+.1%} "
-                f"(target within 10 %) {'ok' if abs(off) <= 0.10 else 'MISSED'}"
-            )
+        guarded("3. timing truth", lambda: torch_check(args.window_s))
     if not here["gpus"]:
         print("3b. onnxruntime CUDA: skipped: nvidia-smi lists no NVIDIA GPU")
     elif isinstance(here["onnxruntime"], dict):
-        ort_check(args.window_s, here["onnxruntime"]["providers"])
+        guarded("3b. onnxruntime CUDA", lambda: ort_check(args.window_s, here["onnxruntime"]["providers"]))
     else:
         print("3b. onnxruntime CUDA: skipped: onnxruntime is not installed")
-    tensorrt_check(cuda, args.window_s, here["trtexec"])
+    guarded("5. TensorRT", lambda: tensorrt_check(cuda, args.window_s, here["trtexec"]))
     if args.report_dir is not None:
         if RUNS:
-            reports(args.report_dir)
+            guarded("6. report", lambda: reports(args.report_dir))
         else:
             print("6. report: skipped: no check ran bench")
     print(f"done in {time.monotonic() - started:.0f} s")

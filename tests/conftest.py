@@ -152,6 +152,17 @@ def bench(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
     )
 
 
+def gpu_check_module():
+    """benchmarks/gpu_check.py as a module (a script, not a package module): its functions for tests."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_dirs(out_root: Path) -> list[Path]:
     """The run folders in a results root (not its ``.cache``)."""
     return sorted(p for p in out_root.iterdir() if p.is_dir() and not p.name.startswith("."))

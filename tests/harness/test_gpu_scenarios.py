@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, bench, run_dirs
+from conftest import ROOT, bench, gpu_check_module, run_dirs
 from harness import environment
 
 NO_GPU = not environment.gpus()
@@ -89,3 +89,13 @@ def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
     assert "3b. onnxruntime CUDA: skipped: nvidia-smi lists no NVIDIA GPU" in lines
     assert "4. NVML energy: skipped: no CUDA device visible to torch" in lines
     assert "5. TensorRT: skipped: no CUDA device visible to torch" in lines
+
+
+def test_gpu_check_goes_on_past_a_check_that_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    """One GPU machine run shows every check: a check that raises is printed as failed, with where."""
+    gpu_check = gpu_check_module()
+    gpu_check.guarded("3b. onnxruntime CUDA", lambda: {}["model_file"])
+    gpu_check.guarded("5. TensorRT", lambda: print("5. TensorRT: ran"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "3b. onnxruntime CUDA: FAILED: KeyError: 'model_file'"
+    assert any("test_gpu_scenarios.py" in line for line in lines[1:-1]) and lines[-1] == "5. TensorRT: ran"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
 import shutil
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, bench, fake_scenario, run_dirs
+from conftest import bench, fake_scenario, gpu_check_module, run_dirs
 
 RESOURCE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", re.I)
 
@@ -370,10 +369,7 @@ def test_gpu_energy_gets_its_chart(tmp_path: Path, capsys: pytest.CaptureFixture
     # the CUDA-event time per call is a column beside the wall clock's
     assert "gpu_compute_p50_ms <small>(ms)</small>" in text and 'data-v="0.25"' in text
     # benchmarks/gpu_check.py --report-dir renders its runs' reports and says whether the chart is there
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = gpu_check_module()
     gpu_check.RUNS[:] = [run_dir, other]
     gpu_check.reports(tmp_path / "gpu-check")
     said = capsys.readouterr().out.splitlines()

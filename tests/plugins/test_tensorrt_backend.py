@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import gpu_check_module
 from harness.api import Support
 from harness.cells import Cell
 from harness.errors import ScenarioError
@@ -354,13 +355,7 @@ def test_sort_nodes_orders_what_the_fp16_converter_appends_and_keeps_a_sorted_gr
 def test_gpu_checks_trtexec_runs_the_engine_as_bench_does_in_either_major_version() -> None:
     """trtexec 11 flipped three defaults (transfers off, CUDA graph on, spin-wait on): the command
     states each, in the flags that version takes (an unknown flag ends trtexec)."""
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("gpu_check", root / "benchmarks" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = gpu_check_module()
     ten = gpu_check.trtexec_command("trtexec", "e.engine", "x:64x13", 3.0, "10.13.2.6")
     eleven = gpu_check.trtexec_command("trtexec", "e.engine", "x:64x13", 3.0, "11.1.0.4")
     assert ten == ["trtexec", "--loadEngine=e.engine", "--shapes=x:64x13", "--noDataTransfers", "--useSpinWait",
