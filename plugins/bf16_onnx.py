@@ -11,12 +11,16 @@ range: bf16 has fp32's range, so an attention mask's -3.4e38 stays near what it 
 takes it only at a later opset (Conv and pooling from 22), the fp32 model is first raised to opset 22
 by ONNX's version converter.
 
-Nothing here needs TensorRT or a GPU: onnx's reference evaluator runs the result on the CPU.
+Used by the tensorrt backend and by onnxruntime's CUDA and TensorRT providers (``bf16_file``: the
+file, cached). Nothing here needs TensorRT or a GPU: onnx's reference evaluator runs the result on
+the CPU.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.api import first_line
@@ -175,3 +179,39 @@ def bf16_model(
     raised = version_converter.convert_version(fp32, BF16_OPSET)
     model, counts = to_bf16(to_fp16(raised), raised)
     return model, {"changes": counts, "opset": f"{opset} -> {BF16_OPSET}: at {opset}, {why}"}
+
+
+#: bumped when the bf16 recipe changes, so older cached files are not reused
+BF16_RECIPE = 1
+
+
+def bf16_file(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
+    """The bf16 model of the ONNX file ``conv`` (a ``harness.api.Conversion``), cached by content: the
+    fp16 converter's choice of ops with bf16 types, weights rounded from fp32, inputs and outputs
+    fp32. What a strongly typed TensorRT network builds in bf16, and what onnxruntime's CUDA
+    provider runs in bf16. A model that is not valid ONNX in bf16 is a skip with the checker's words."""
+    import onnx
+
+    from harness.api import SkipCell, cached, digest
+    from plugins.onnxruntime_backend import fp16_converter, fp16_model, load_with_weights
+
+    converter, convert = fp16_converter()
+    key = digest("bf16-onnx", conv.key, converter, onnx.__version__, {"keep_io_types": True}, BF16_RECIPE)
+    done: dict[str, Any] = {}
+
+    def build(folder: Path) -> None:
+        model, what = bf16_model(load_with_weights(conv.path), functools.partial(fp16_model, convert))
+        done.update(what)
+        onnx.save(model, str(folder / "model.onnx"))
+
+    try:
+        result = cached("bf16-onnx", key, "model.onnx", build, workdir)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {first_line(exc)}") from exc
+    info.update(result.info("bf16_conversion"))
+    info["bf16_converter"] = f"bench's bf16 retyping of {converter}'s fp16 conversion"
+    if done:  # built here, not a cache hit
+        info["bf16_changes"] = done["changes"]
+        if "opset" in done:
+            info["bf16_opset"] = done["opset"]
+    return result

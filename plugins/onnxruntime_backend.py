@@ -506,10 +506,10 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = (
         "ONNX Runtime on the exported ONNX model: fp32, int8 (quantize_dynamic or static QDQ, CPU), "
-        "fp16 (converted model, CUDA); CPU, CUDA or TensorRT execution provider"
+        "fp16 and bf16 (converted models, CUDA); CPU, CUDA or TensorRT execution provider"
     )
     devices = ("cpu", "cuda")
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("fp32", "fp16", "bf16", "int8")
     #: one InferenceSession, a binding per replica: its run() is thread-safe
     max_concurrency = 16
     options: ClassVar[dict[str, Option]] = OPTIONS
@@ -567,6 +567,11 @@ class OnnxRuntimeBackend(Backend):
             return Support.no(
                 "fp16 on CPU: onnxruntime's CPU provider has fp16 kernels for few ops and wraps the others "
                 "in casts to fp32, so it would not measure fp16 inference"
+            )
+        if device_kind == "cpu" and cell.precision == "bf16":
+            return Support.no(
+                "bf16 on CPU: onnxruntime's CPU provider has bf16 kernels for few ops (no MatMul or Gemm), "
+                "so a bf16 model would not load there; bf16 runs on the CUDA and TensorRT providers"
             )
         if device_kind == "cuda" and cell.precision == "int8":
             return Support.no(
@@ -641,6 +646,15 @@ class OnnxRuntimeBackend(Backend):
                 info["executed_precision_note"] += (
                     "; TensorRT provider: the fp16 model, with trt_fp16_enable for TensorRT 10, whose networks "
                     "take their types as hints; TensorRT 11's take them as they are and have no fp16 flag"
+                )
+        elif cell.precision == "bf16":
+            derived = _to_bf16(conv, device_id, workdir, info)
+            conversions.append(derived)
+            path = derived.path
+            if tensorrt:
+                info["executed_precision_note"] += (
+                    "; TensorRT provider: the bf16 model, with trt_bf16_enable for TensorRT 10, whose networks "
+                    "take their types as hints"
                 )
         else:
             info["executed_precision"] = "fp32"
@@ -744,6 +758,7 @@ class OnnxRuntimeBackend(Backend):
         trt = {
             "device_id": device_id,
             "trt_fp16_enable": cell.precision == "fp16",
+            **({"trt_bf16_enable": True} if cell.precision == "bf16" else {}),  # an option since onnxruntime 1.2x
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": True,
@@ -1217,16 +1232,51 @@ def _to_fp16(conv: Conversion, workdir: Path, info: dict[str, Any]) -> Conversio
         raise
     except Exception as exc:
         raise SkipCell(f"fp16 conversion of {conv.path} ({converter}) failed: {first_line(exc)}") from exc
-    graph = _load(result.path).graph
-    fp16_weights = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     info.update(result.info("fp16_conversion"))
     info["fp16_converter"] = converter
-    info["fp16_initializers"] = fp16_weights
-    info["fp32_initializers"] = sum(t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)
-    info["executed_precision"] = "fp16" if fp16_weights else "fp32"
+    _reduced_precision(result.path, onnx.TensorProto.FLOAT16, "fp16", info)
     info["executed_precision_note"] = (
         "weights and compute fp16, inputs and outputs fp32 (keep_io_types); the converter's op block list "
         "keeps a few ops in fp32"
+    )
+    return result
+
+
+def _reduced_precision(path: Path, data_type: int, precision: str, info: dict[str, Any]) -> None:
+    """How many of the converted model's weights are ``precision`` (``<precision>_initializers``) and
+    fp32, and ``executed_precision``: ``precision`` where any weight is, else fp32."""
+    import onnx
+
+    graph = _load(path).graph
+    weights = sum(t.data_type == data_type for t in graph.initializer)
+    info[f"{precision}_initializers"] = weights
+    info["fp32_initializers"] = sum(t.data_type == onnx.TensorProto.FLOAT for t in graph.initializer)
+    info["executed_precision"] = precision if weights else "fp32"
+
+
+def _to_bf16(conv: Conversion, device_id: int, workdir: Path, info: dict[str, Any]) -> Conversion:
+    """The bf16 model (:func:`plugins.bf16_onnx.bf16_file`, the tensorrt backend's too): the fp16
+    converter's choice of ops, typed bf16, inputs and outputs fp32. A skip on a GPU before compute
+    capability 8.0 (Ampere), which has no bf16 tensor cores (torch tells, where it is installed)."""
+    import onnx
+
+    from plugins.bf16_onnx import bf16_file
+
+    with contextlib.suppress(ImportError, RuntimeError, AssertionError):
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device_id)
+            if major < 8:
+                name = torch.cuda.get_device_name(device_id)
+                raise SkipCell(
+                    f"{name} (compute capability {major}.{minor}) has no bf16 tensor cores: they came with 8.0 (Ampere)"
+                )
+    result = bf16_file(conv, workdir, info)
+    _reduced_precision(result.path, onnx.TensorProto.BFLOAT16, "bf16", info)
+    info["executed_precision_note"] = (
+        "weights and compute bf16, inputs and outputs fp32; the fp16 converter's op block list keeps a few "
+        "ops in fp32 (the placement says which nodes, if any, ran on the CPU)"
     )
     return result
 

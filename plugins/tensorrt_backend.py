@@ -29,7 +29,6 @@ frees every buffer, the stream and the graph. pycuda, which needs CUDA headers t
 from __future__ import annotations
 
 import ctypes
-import functools
 import json
 import re
 import threading
@@ -50,13 +49,13 @@ from harness.api import (
     cache_dir,
     cached,
     digest,
-    first_line,
     hookimpl,
     module_available,
     onnx_model,
     tf32_allowed,
     tf32_support,
 )
+from plugins.bf16_onnx import bf16_file
 
 OPTIONS: dict[str, Option] = {
     "opt_level": Option(
@@ -151,36 +150,6 @@ def executed_precision(counts: dict[str, int]) -> str | None:
     if not counts:
         return None
     return max(counts, key=lambda p: (counts[p], p != "fp32"))
-
-
-def bf16_recipe(conv: Any, workdir: Path, info: dict[str, Any]) -> Any:
-    """The bf16 model a strongly typed network builds (:mod:`plugins.bf16_onnx`): the fp16 converter's
-    choice of ops with bf16 types, weights rounded from fp32, inputs and outputs fp32; cached."""
-    import onnx
-
-    from plugins.bf16_onnx import bf16_model
-    from plugins.onnxruntime_backend import fp16_converter, fp16_model, load_with_weights
-
-    converter, convert = fp16_converter()
-    key = digest("tensorrt-bf16", conv.key, converter, onnx.__version__, {"keep_io_types": True}, RECIPE)
-    done: dict[str, Any] = {}
-
-    def build(folder: Path) -> None:
-        model, what = bf16_model(load_with_weights(conv.path), functools.partial(fp16_model, convert))
-        done.update(what)
-        onnx.save(model, str(folder / "model.onnx"))
-
-    try:
-        result = cached("tensorrt-bf16", key, "model.onnx", build, workdir)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise SkipCell(f"the bf16 model of {conv.path} is not valid ONNX: {first_line(exc)}") from exc
-    info.update(result.info("bf16_conversion"))
-    info["bf16_converter"] = f"bench's bf16 retyping of {converter}'s fp16 conversion"
-    if done:  # built here, not a cache hit
-        info["bf16_changes"] = done["changes"]
-        if "opset" in done:
-            info["bf16_opset"] = done["opset"]
-    return result
 
 
 def int8_recipe(model: Model, conv: Any, cell: Cell, samples: int, workdir: Path, info: dict[str, Any]) -> Any:
@@ -461,7 +430,7 @@ class TensorRTBackend(Backend):
                     f"{gpu} (compute capability {props.major}.{props.minor}) has no bf16 tensor cores: they came "
                     "with 8.0 (Ampere)"
                 )
-            conv = bf16_recipe(conv, workdir, info)
+            conv = bf16_file(conv, workdir, info)
             conversions.append(conv)
         info["conversion_s"] = time.perf_counter() - started
         info["model_file"] = str(conv.path)

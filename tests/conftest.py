@@ -163,6 +163,36 @@ def gpu_check_module():
     return module
 
 
+def bf16_as_float(model):
+    """``model`` with every BFLOAT16 type made FLOAT, its weights and constants keeping their bf16
+    values: what onnxruntime's CPU provider can run, to check the weights' rounding apart from bf16
+    arithmetic."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from plugins.bf16_onnx import bf16_values
+
+    def as_float(tensor):
+        bits = np.frombuffer(tensor.raw_data, dtype="<u2").reshape(tuple(tensor.dims))
+        return numpy_helper.from_array(bf16_values(bits), tensor.name)
+
+    graph = model.graph
+    for i, tensor in enumerate(graph.initializer):
+        if tensor.data_type == onnx.TensorProto.BFLOAT16:
+            graph.initializer[i].CopyFrom(as_float(tensor))
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == onnx.TensorProto.BFLOAT16:
+                attr.i = onnx.TensorProto.FLOAT
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.BFLOAT16:
+                attr.t.CopyFrom(as_float(attr.t))
+    return model
+
+
 def run_dirs(out_root: Path) -> list[Path]:
     """The run folders in a results root (not its ``.cache``)."""
     return sorted(p for p in out_root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -73,7 +73,7 @@ def test_validate_reports_cells_and_skips() -> None:
     out = bench("validate", "scenarios/rec.yaml")
     assert out.returncode == 0, out.stderr
     assert "48 cells: 44 to run here, 4 skipped" in out.stdout
-    assert "skipped dlrm-small onnxruntime cpu bf16 b1: backend 'onnxruntime' has no precision 'bf16'" in out.stdout
+    assert "skipped dlrm-small onnxruntime cpu bf16 b1: bf16 on CPU: onnxruntime's CPU provider" in out.stdout
     assert "scenarios/rec.yaml: valid" in out.stdout
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import bf16_as_float
 from harness.api import CACHE_DIR_ENV, CallTimes, Model, Support, onnx_model
 from harness.cells import Cell
 from harness.errors import SkipCell
@@ -95,7 +96,7 @@ def op_counts(path: str | Path) -> collections.Counter[str]:
 def test_declarations() -> None:
     assert OnnxRuntimeBackend.name == "onnxruntime"
     assert OnnxRuntimeBackend.devices == ("cpu", "cuda")
-    assert OnnxRuntimeBackend.precisions == ("fp32", "fp16", "int8")
+    assert OnnxRuntimeBackend.precisions == ("fp32", "fp16", "bf16", "int8")
     assert {"execution_mode", "inter_op_threads", "graph_optimization", "quantization", "provider"} <= set(
         OnnxRuntimeBackend.options
     )
@@ -133,6 +134,8 @@ def test_supports_yes() -> None:
     assert OnnxRuntimeBackend.supports(cell(quantization="dynamic")).ok
     # GPU presence and the installed build's providers are prepare's business
     assert OnnxRuntimeBackend.supports(cell(device="cuda", precision="fp16")).ok
+    assert OnnxRuntimeBackend.supports(cell(device="cuda", precision="bf16")).ok
+    assert OnnxRuntimeBackend.supports(cell(device="cuda", precision="bf16", provider="tensorrt")).ok
     assert OnnxRuntimeBackend.supports(cell(device="cuda:1", provider="tensorrt")).ok
 
 
@@ -147,6 +150,8 @@ def test_supports_cpu_fp16_and_cuda_int8_no() -> None:
     assert not verdict.ok and "fp16 on CPU" in verdict.reason and "casts to fp32" in verdict.reason
     verdict = OnnxRuntimeBackend.supports(cell(device="cuda", precision="int8"))
     assert not verdict.ok and "CUDA provider lacks" in verdict.reason
+    verdict = OnnxRuntimeBackend.supports(cell(precision="bf16"))
+    assert not verdict.ok and "bf16 on CPU" in verdict.reason and "CUDA and TensorRT providers" in verdict.reason
 
 
 @pytest.mark.parametrize(
@@ -442,6 +447,38 @@ def test_fp16_conversion_runs_and_loads_on_cpu(
     assert np.abs(out - references[4]).max() < 2e-2
     again = onnxruntime_backend._to_fp16(onnx_model(model, tmp_path), tmp_path, {})
     assert again.cached and again.path == conv.path
+
+
+def test_bf16_is_the_tensorrt_backends_bf16_model_within_bf16_tolerance(
+    model: DLRMSmall, tmp_path: Path, references: dict[int, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA provider's bf16 model is the one the tensorrt backend builds (plugins.bf16_onnx: one
+    file for both, cached): bf16 weights, fp32 inputs and outputs. onnxruntime's CPU provider has no
+    bf16 kernels, so its weights are checked as float here; on a GPU the conformance suite runs it.
+    A GPU before Ampere is a skip with its compute capability (torch's answer, stood in for here)."""
+    info: dict[str, Any] = {}
+    conv = onnxruntime_backend._to_bf16(onnx_model(model, tmp_path), 0, tmp_path, info)
+    graph = onnx.load(str(conv.path)).graph
+    assert info["executed_precision"] == "bf16" and info["bf16_initializers"] == len(graph.initializer) > 0
+    assert info["fp32_initializers"] == 0 and "bench's bf16 retyping" in info["bf16_converter"]
+    float32 = onnx.TensorProto.FLOAT
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {float32}
+    as_float = bf16_as_float(onnx.load(str(conv.path)))
+    session = ort.InferenceSession(as_float.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, model.example_inputs(4))[0]
+    assert np.abs(out - references[4]).max() < 0.05
+    trt = cell(device="cuda", precision="bf16", provider="tensorrt")
+    trt_options = OnnxRuntimeBackend._providers(_GpuBuild, trt, 0, True, tmp_path, {})[0][1]
+    assert trt_options["trt_bf16_enable"] is True and trt_options["trt_fp16_enable"] is False
+    fp16 = cell(device="cuda", precision="fp16", provider="tensorrt")
+    assert "trt_bf16_enable" not in OnnxRuntimeBackend._providers(_GpuBuild, fp16, 0, True, tmp_path, {})[0][1]
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "Tesla T4")
+    with pytest.raises(SkipCell, match=r"Tesla T4 \(compute capability 7\.5\) has no bf16 tensor cores"):
+        onnxruntime_backend._to_bf16(onnx_model(model, tmp_path), 0, tmp_path, {})
 
 
 @pytest.mark.skipif(HAS_CUDA_EP, reason="this onnxruntime build has the CUDA provider")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import gpu_check_module
+from conftest import bf16_as_float, gpu_check_module
 from harness.api import Support
 from harness.cells import Cell
 from harness.errors import ScenarioError
@@ -239,35 +239,6 @@ def test_the_fp16_recipe_writes_the_file_tensorrt_builds_within_fp16_tolerance(
         assert max_abs <= max_abs_limit and cosine >= cosine_limit, (max_abs, cosine)
 
 
-def _bf16_as_float(onnx: Any, model: Any) -> Any:
-    """``model`` with every BFLOAT16 type made FLOAT, its weights and constants keeping their bf16
-    values: what onnxruntime's CPU provider can run, to check the weights' rounding apart from bf16
-    arithmetic."""
-    import numpy as np
-    from onnx import numpy_helper
-
-    from plugins.bf16_onnx import bf16_values
-
-    def as_float(tensor: Any) -> Any:
-        bits = np.frombuffer(tensor.raw_data, dtype="<u2").reshape(tuple(tensor.dims))
-        return numpy_helper.from_array(bf16_values(bits), tensor.name)
-
-    graph = model.graph
-    for i, tensor in enumerate(graph.initializer):
-        if tensor.data_type == onnx.TensorProto.BFLOAT16:
-            graph.initializer[i].CopyFrom(as_float(tensor))
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
-            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.name == "to" and attr.i == onnx.TensorProto.BFLOAT16:
-                attr.i = onnx.TensorProto.FLOAT
-            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == onnx.TensorProto.BFLOAT16:
-                attr.t.CopyFrom(as_float(attr.t))
-    return model
-
-
 @pytest.mark.parametrize(
     ("model_name", "batch", "arithmetic_floor"),
     # onnx's reference evaluator computes in bf16 throughout, reductions included (LayerNorm's mean
@@ -289,11 +260,11 @@ def test_the_bf16_recipe_writes_a_valid_bf16_model_within_bf16_tolerance(
 
     from harness.api import onnx_model
     from harness.conformance import TOLERANCE, compare
-    from plugins.tensorrt_backend import bf16_recipe
+    from plugins.bf16_onnx import bf16_file
 
     model, fp32 = _model_and_fp32(tmp_path, monkeypatch, model_name)
     info: dict[str, Any] = {}
-    conv = bf16_recipe(fp32, tmp_path, info)
+    conv = bf16_file(fp32, tmp_path, info)
     graph = _valid_graph(onnx, conv.path)
     types = {onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer}
     assert types == {"BFLOAT16"}, types
@@ -304,7 +275,7 @@ def test_the_bf16_recipe_writes_a_valid_bf16_model_within_bf16_tolerance(
 
     inputs = model.example_inputs(batch, 0)
     want = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"]).run(None, inputs)
-    rounded = _bf16_as_float(onnx, onnx.load(str(conv.path)))
+    rounded = bf16_as_float(onnx.load(str(conv.path)))
     got = ort.InferenceSession(rounded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, inputs)
     max_abs_limit, cosine_limit = TOLERANCE["bf16"]
     for out, ref in zip(got, want, strict=True):
@@ -313,7 +284,7 @@ def test_the_bf16_recipe_writes_a_valid_bf16_model_within_bf16_tolerance(
     for out, ref in zip(ReferenceEvaluator(str(conv.path)).run(None, inputs), want, strict=True):
         max_abs, cosine = compare(out, ref)
         assert out.dtype == ref.dtype and max_abs <= max_abs_limit and cosine >= arithmetic_floor, (max_abs, cosine)
-    again = bf16_recipe(onnx_model(model, tmp_path), tmp_path, {})
+    again = bf16_file(onnx_model(model, tmp_path), tmp_path, {})
     assert again.cached and again.path == conv.path
 
 
