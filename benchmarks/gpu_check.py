@@ -18,7 +18,8 @@
 6. with ``--report-dir DIR``: each of those runs' HTML report in DIR, and whether it shows the
    energy chart.
 
-On a machine without a GPU every check says why it is skipped, and the script exits 0.
+On a machine without a GPU every check says why it is skipped, and the script exits 0; it exits 1
+where a check raised (printed as FAILED, the others still run).
 Run: .venv/bin/python benchmarks/gpu_check.py [--window-s 3] [--skip-conformance] [--report-dir DIR]
 """
 
@@ -378,16 +379,23 @@ def torch_check(window: float) -> None:
         )
 
 
-def guarded(step: str, check: Callable[[], None]) -> None:
+#: the checks that raised (``guarded``): the script's exit status is 1 where any did
+FAILED: list[str] = []
+
+
+def guarded(step: str, check: Callable[[], None], also: str = "") -> None:
     """Run one check; an exception is printed as that check's failure, with the end of its traceback,
     and the next check runs: on a GPU machine lent for minutes, one broken check must not hide the
-    others' results."""
+    others' results. ``also``: the step that shares the check's code, printed as not run."""
     try:
         check()
     except Exception as exc:
+        FAILED.append(step)
         print(f"{step}: FAILED: {type(exc).__name__}: {exc}")
         for line in traceback.format_exc().strip().splitlines()[-8:]:
             print(f"   {line}")
+        if also:
+            print(f"{also}: not run: {step} failed")
 
 
 def main() -> int:
@@ -413,7 +421,7 @@ def main() -> int:
         print(f"3. timing truth: skipped: {why}")
         print(f"4. NVML energy: skipped: {why}")
     else:
-        guarded("3. timing truth", lambda: torch_check(args.window_s))
+        guarded("3. timing truth", lambda: torch_check(args.window_s), also="4. NVML energy")
     if not here["gpus"]:
         print("3b. onnxruntime CUDA: skipped: nvidia-smi lists no NVIDIA GPU")
     elif isinstance(here["onnxruntime"], dict):
@@ -426,8 +434,8 @@ def main() -> int:
             guarded("6. report", lambda: reports(args.report_dir))
         else:
             print("6. report: skipped: no check ran bench")
-    print(f"done in {time.monotonic() - started:.0f} s")
-    return 0
+    print(f"done in {time.monotonic() - started:.0f} s" + (f"; failed: {', '.join(FAILED)}" if FAILED else ""))
+    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":

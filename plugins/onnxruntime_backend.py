@@ -654,7 +654,7 @@ class OnnxRuntimeBackend(Backend):
             if tensorrt:
                 info["executed_precision_note"] += (
                     "; TensorRT provider: the bf16 model, with trt_bf16_enable for TensorRT 10, whose networks "
-                    "take their types as hints"
+                    "take their types as hints; TensorRT 11's take them as they are"
                 )
         else:
             info["executed_precision"] = "fp32"
@@ -753,12 +753,17 @@ class OnnxRuntimeBackend(Backend):
                 f"TensorRT provider: {TF32_OVERRIDE_ENV}=0 set in this cell's worker (the provider has no TF32 "
                 "option; TensorRT honours the variable when it builds the engine)"
             )
+        if cell.precision == "bf16" and _version(ort.__version__) < TRT_BF16_SINCE:
+            raise SkipCell(
+                f"onnxruntime {ort.__version__}'s TensorRT provider has no bf16 option (trt_bf16_enable came with "
+                f"{'.'.join(map(str, TRT_BF16_SINCE))}): install onnxruntime-gpu 1.23 or later"
+            )
         root = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
         engines = _trt_engine_folder(root, ort, device_id, tf32, info)  # the model's own subfolder: engine_folder
         trt = {
             "device_id": device_id,
             "trt_fp16_enable": cell.precision == "fp16",
-            **({"trt_bf16_enable": True} if cell.precision == "bf16" else {}),  # an option since onnxruntime 1.2x
+            **({"trt_bf16_enable": True} if cell.precision == "bf16" else {}),  # an option since onnxruntime 1.23
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": True,
@@ -1254,10 +1259,21 @@ def _reduced_precision(path: Path, data_type: int, precision: str, info: dict[st
     info["executed_precision"] = precision if weights else "fp32"
 
 
+#: the first onnxruntime whose TensorRT provider takes ``trt_bf16_enable`` (read from the provider
+#: libraries of onnxruntime-gpu 1.20-1.31: 1.22 has no such option, 1.23 has)
+TRT_BF16_SINCE = (1, 23)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """A version's leading numbers: ``1.23.2`` -> (1, 23, 2), ``1.24.0.dev1`` -> (1, 24, 0, 1)."""
+    return tuple(int(n) for n in re.findall(r"[0-9]+", text))
+
+
 def _to_bf16(conv: Conversion, device_id: int, workdir: Path, info: dict[str, Any]) -> Conversion:
     """The bf16 model (:func:`plugins.bf16_onnx.bf16_file`, the tensorrt backend's too): the fp16
     converter's choice of ops, typed bf16, inputs and outputs fp32. A skip on a GPU before compute
-    capability 8.0 (Ampere), which has no bf16 tensor cores (torch tells, where it is installed)."""
+    capability 8.0 (Ampere), which has no bf16 tensor cores: torch tells, where it is installed (the
+    CUDA-event timing needs it too); without torch the cell runs and its kernels say what they can."""
     import onnx
 
     from plugins.bf16_onnx import bf16_file

@@ -40,9 +40,9 @@ MODELS = ("dlrm-small", "squares")
 #: option variants worth covering beyond a backend's defaults (expensive ones at one precision only)
 VARIANTS: dict[str, list[tuple[dict[str, Any], tuple[str, ...]]]] = {
     "pytorch": [({"mode": "compile"}, ("fp32",))],
-    # the TensorRT provider: its fp16 model, engine folders and TF32 override (skipped, with the reason,
-    # where no GPU or no onnxruntime build with TensorRT is)
-    "onnxruntime": [({"quantization": "static"}, ("int8",)), ({"provider": "tensorrt"}, ("fp32", "fp16"))],
+    # the TensorRT provider: its fp16 and bf16 models, engine folders and TF32 override (skipped, with the
+    # reason, where no GPU or no onnxruntime build with TensorRT is)
+    "onnxruntime": [({"quantization": "static"}, ("int8",)), ({"provider": "tensorrt"}, ("fp32", "fp16", "bf16"))],
     "openvino": [({"quantization": "weights"}, ("int8",)), ({"hint": "throughput"}, ("fp32",))],
 }
 

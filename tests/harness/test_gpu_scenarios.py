@@ -94,8 +94,10 @@ def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
 def test_gpu_check_goes_on_past_a_check_that_raises(capsys: pytest.CaptureFixture[str]) -> None:
     """One GPU machine run shows every check: a check that raises is printed as failed, with where."""
     gpu_check = gpu_check_module()
-    gpu_check.guarded("3b. onnxruntime CUDA", lambda: {}["model_file"])
+    gpu_check.guarded("3. timing truth", lambda: {}["model_file"], also="4. NVML energy")
     gpu_check.guarded("5. TensorRT", lambda: print("5. TensorRT: ran"))
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "3b. onnxruntime CUDA: FAILED: KeyError: 'model_file'"
-    assert any("test_gpu_scenarios.py" in line for line in lines[1:-1]) and lines[-1] == "5. TensorRT: ran"
+    assert lines[0] == "3. timing truth: FAILED: KeyError: 'model_file'"
+    assert any("test_gpu_scenarios.py" in line for line in lines[1:-2])
+    assert lines[-2:] == ["4. NVML energy: not run: 3. timing truth failed", "5. TensorRT: ran"]
+    assert gpu_check.FAILED == ["3. timing truth"]  # the script exits 1

@@ -19,6 +19,7 @@ import pytest
 from conftest import bf16_as_float
 from harness.api import CACHE_DIR_ENV, CallTimes, Model, Support, onnx_model
 from harness.cells import Cell
+from harness.conformance import TOLERANCE, compare
 from harness.errors import SkipCell
 from harness.pluginmanager import registries
 from plugins import onnxruntime_backend
@@ -466,13 +467,20 @@ def test_bf16_is_the_tensorrt_backends_bf16_model_within_bf16_tolerance(
     as_float = bf16_as_float(onnx.load(str(conv.path)))
     session = ort.InferenceSession(as_float.SerializeToString(), providers=["CPUExecutionProvider"])
     out = session.run(None, model.example_inputs(4))[0]
-    assert np.abs(out - references[4]).max() < 0.05
+    max_abs, cosine = compare(out, references[4])
+    assert max_abs <= TOLERANCE["bf16"][0] and cosine >= TOLERANCE["bf16"][1], (max_abs, cosine)
     trt = cell(device="cuda", precision="bf16", provider="tensorrt")
     trt_options = OnnxRuntimeBackend._providers(_GpuBuild, trt, 0, True, tmp_path, {})[0][1]
     assert trt_options["trt_bf16_enable"] is True and trt_options["trt_fp16_enable"] is False
     fp16 = cell(device="cuda", precision="fp16", provider="tensorrt")
     assert "trt_bf16_enable" not in OnnxRuntimeBackend._providers(_GpuBuild, fp16, 0, True, tmp_path, {})[0][1]
-    import torch
+
+    class Older(_GpuBuild):
+        __version__ = "1.22.0"
+
+    with pytest.raises(SkipCell, match=r"onnxruntime 1\.22\.0's TensorRT provider has no bf16 option"):
+        OnnxRuntimeBackend._providers(Older, trt, 0, True, tmp_path, {})
+    torch = pytest.importorskip("torch", reason="the compute-capability skip asks torch")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (7, 5))
