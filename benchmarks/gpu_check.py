@@ -1,6 +1,7 @@
 """One command that checks bench's GPU paths on a machine with an NVIDIA GPU, in a few minutes:
 
 1. what is here: GPUs (nvidia-smi), torch's CUDA, onnxruntime's providers, what NVML can read, trtexec;
+   and ``bench doctor``'s whole output;
 2. the conformance suite on every GPU backend and precision (outputs against the fp32 reference),
    and the backends' and telemetry's own GPU tests (``GPU_TESTS``): passes, failures and skips with
    their reasons;
@@ -95,6 +96,16 @@ def facts() -> dict[str, Any]:
 #: the tests a GPU machine runs: the conformance suite's cuda cases, and the backends' and the
 #: telemetry's own GPU tests (each skips with its reason where no GPU is visible)
 GPU_TESTS = ["tests/conformance", "tests/plugins", "tests/harness/measure", "-k", "cuda or gpu"]
+
+
+def doctor() -> None:
+    """``bench doctor`` as a user sees it: its GPU, NVML, CUDA-variable and runtime lines on a machine
+    that has a GPU, which no CPU test shows."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "doctor"], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=300)  # fmt: skip
+    print(f"1b. bench doctor (exit {proc.returncode}):")
+    for line in (proc.stdout + proc.stderr[-2000:]).splitlines():
+        print(f"   {line}")
 
 
 def conformance() -> tuple[str, list[str]]:
@@ -408,6 +419,7 @@ def main() -> int:
     started = time.monotonic()
     here = facts()
     print("1. here:", json.dumps(here, default=str))
+    guarded("1b. bench doctor", doctor)
     cuda = isinstance(here["torch"], dict) and here["torch"]["available"]
     if args.skip_conformance:
         print("2. GPU tests: skipped (--skip-conformance)")

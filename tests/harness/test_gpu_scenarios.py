@@ -85,6 +85,7 @@ def test_gpu_check_says_why_each_check_skips_without_a_gpu() -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("1. here: ")
+    assert lines[1] == "1b. bench doctor (exit 0):" and "   gpus         none" in lines
     assert "3. timing truth: skipped: no CUDA device visible to torch" in lines
     assert "3b. onnxruntime CUDA: skipped: nvidia-smi lists no NVIDIA GPU" in lines
     assert "4. NVML energy: skipped: no CUDA device visible to torch" in lines
