@@ -258,9 +258,14 @@ class TorchBackend(Backend):
         }
         if torch.cuda.is_available():
             info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            # bf16 and TF32 tensor cores from 8.0 (Ampere), fp8 from 8.9: what each GPU's cells can run
+            info["cuda_capabilities"] = [
+                ".".join(map(str, torch.cuda.get_device_capability(i))) for i in range(torch.cuda.device_count())
+            ]
         with contextlib.suppress(Exception):  # a private op: absent from some builds
             info["mkldnn_bf16"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        cuda = ", ".join(info.get("cuda_devices", [])) or "no CUDA device"
+        devices = zip(info.get("cuda_devices", []), info.get("cuda_capabilities", []), strict=True)
+        cuda = "; ".join(f"{name}: compute capability {cc}" for name, cc in devices) or "no CUDA device"
         info["summary"] = f"cuda {info['cuda_build'] or 'not built in'} ({cuda}); default threads {info['threads']}"
         return info
 

@@ -401,3 +401,18 @@ def test_tf32_allowed_yields_to_the_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     info = {}
     assert tf32_allowed(True, info) is False and "NVIDIA_TF32_OVERRIDE=0" in info["tf32_note"]
+
+
+def test_probe_names_each_gpu_with_its_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench doctor`` says what each GPU's cells can run (bf16 and TF32 from 8.0): torch's answers
+    for two GPUs stood in for here."""
+    import torch
+
+    names, capabilities = ["NVIDIA H200", "Tesla T4"], [(9, 0), (7, 5)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: names[index])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: capabilities[index])
+    facts = TorchBackend.probe()
+    assert facts["cuda_devices"] == names and facts["cuda_capabilities"] == ["9.0", "7.5"]
+    assert "(NVIDIA H200: compute capability 9.0; Tesla T4: compute capability 7.5)" in facts["summary"]
