@@ -181,6 +181,18 @@ def bf16_model(
     return model, {"changes": counts, "opset": f"{opset} -> {BF16_OPSET}: at {opset}, {why}"}
 
 
+#: the compute capability from which NVIDIA GPUs have bf16 tensor cores (Ampere)
+BF16_CAPABILITY = (8, 0)
+
+
+def no_bf16_tensor_cores(gpu: str, major: int, minor: int) -> str | None:
+    """Why a GPU of compute capability ``major.minor`` runs no bf16 cell (none from 8.0 on): the
+    reason the tensorrt backend and onnxruntime's GPU providers skip with."""
+    if (major, minor) >= BF16_CAPABILITY:
+        return None
+    return f"{gpu} (compute capability {major}.{minor}) has no bf16 tensor cores: they came with 8.0 (Ampere)"
+
+
 #: bumped when the bf16 recipe changes, so older cached files are not reused
 BF16_RECIPE = 1
 

@@ -249,11 +249,16 @@ def _provider_needs(ort: Any, provider: str) -> list[str]:
         return []
 
 
-def _linked_major(ort: Any, provider: str, library: str) -> str | None:
-    """The major version of ``library`` (``libcudart``, ``libnvinfer``) that an onnxruntime provider
-    links (``libcudart.so.13`` -> ``13``), or None where its file is absent or names none."""
-    needs = _provider_needs(ort, provider)
+def _major(needs: list[str], library: str) -> str | None:
+    """The major version of ``library`` (``libcudart``, ``libnvinfer``) among the linked libraries
+    ``needs`` (``libcudart.so.13`` -> ``13``), or None where it is not among them."""
     return next((name.rsplit(".", 1)[-1] for name in needs if name.startswith(f"{library}.so.")), None)
+
+
+def _linked_major(ort: Any, provider: str, library: str) -> str | None:
+    """The major version of ``library`` that an onnxruntime provider links, or None where its file is
+    absent or names none."""
+    return _major(_provider_needs(ort, provider), library)
 
 
 #: the TensorRT libraries onnxruntime's TensorRT provider may link, in the order they load (the
@@ -299,7 +304,7 @@ def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
         said = f"onnxruntime {ort.__version__}'s TensorRT provider needs TensorRT {major} ({', '.join(linked)})"
         if wheel is not None and (wheel / soname).is_file():
             return None, f"{said}; TensorRT's wheel has it in {wheel}, but it does not load: {first_line(exc)}"
-        cuda = _linked_major(ort, "tensorrt", "libcudart") or _linked_major(ort, "cuda", "libcudart")
+        cuda = _major(needs, "libcudart") or _linked_major(ort, "cuda", "libcudart")
         package = f"pip install 'tensorrt-cu{cuda}=={major}.*' --extra-index-url https://pypi.nvidia.com"
         return None, (
             f"{said}, which does not load here ({first_line(exc)}): install TensorRT {major}'s libraries"
@@ -307,22 +312,24 @@ def _tensorrt_library(ort: Any) -> tuple[str | None, str | None]:
         )
 
 
-def _trt_engine_folder(root: Path, ort: Any, device_id: int, tf32: bool, info: dict[str, Any]) -> Path:
+def _trt_engine_folder(
+    root: Path, ort_version: str, tensorrt: str | None, device_id: int, tf32: bool, info: dict[str, Any]
+) -> Path:
     """The TensorRT provider's engine folder for this cell's settings, created. The provider names an
     engine by a hash of the model's file name and its tensors' names (not its weights: a quantised
     model calibrated otherwise has the same), the onnxruntime, CUDA and TensorRT versions it was built
     with, its precision flags and the GPU's compute capability; and it loads a cached engine without
     checking it. So bench keeps a folder per onnxruntime version, TensorRT library, GPU model and TF32
-    setting, and in it one per model file's content (``engine_folder``)."""
+    setting, and in it one per model file's content (``engine_folder``). ``tensorrt``: the version of
+    the TensorRT library the provider links (``_tensorrt_library``), None where it was not read."""
     gpu = f"cuda{device_id}"
     with contextlib.suppress(Exception):  # torch was imported first where installed; its name for the GPU
         import torch
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(device_id)
-    tensorrt, _ = _tensorrt_library(ort)
     info["tensorrt_version"] = tensorrt
-    name = f"ort{ort.__version__}-trt{tensorrt or 'unknown'}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
+    name = f"ort{ort_version}-trt{tensorrt or 'unknown'}-{gpu}-{'tf32' if tf32 else 'no-tf32'}"
     folder = root / re.sub(r"[^A-Za-z0-9._-]+", "-", name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -738,10 +745,16 @@ class OnnxRuntimeBackend(Backend):
                 f"(installed providers: {', '.join(available)}); install onnxruntime-gpu for CUDA"
                 + (" built with TensorRT, and TensorRT itself" if tensorrt else "")
             )
+        tensorrt_version = None
         if tensorrt:
-            _, why = _tensorrt_library(ort)
+            tensorrt_version, why = _tensorrt_library(ort)
             if why is not None:
                 raise SkipCell(why)
+            if cell.precision == "bf16" and _version(ort.__version__) < TRT_BF16_SINCE:
+                raise SkipCell(
+                    f"onnxruntime {ort.__version__}'s TensorRT provider has no bf16 option (trt_bf16_enable came "
+                    f"with {'.'.join(map(str, TRT_BF16_SINCE))}): install onnxruntime-gpu 1.23 or later"
+                )
         # TF32 off unless asked: the CUDA provider's own default is TF32 on Ampere and newer
         tf32 = tf32_allowed(bool(cell.backend_options.get("tf32", False)), info)
         cuda = ("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": "1" if tf32 else "0"})
@@ -753,13 +766,9 @@ class OnnxRuntimeBackend(Backend):
                 f"TensorRT provider: {TF32_OVERRIDE_ENV}=0 set in this cell's worker (the provider has no TF32 "
                 "option; TensorRT honours the variable when it builds the engine)"
             )
-        if cell.precision == "bf16" and _version(ort.__version__) < TRT_BF16_SINCE:
-            raise SkipCell(
-                f"onnxruntime {ort.__version__}'s TensorRT provider has no bf16 option (trt_bf16_enable came with "
-                f"{'.'.join(map(str, TRT_BF16_SINCE))}): install onnxruntime-gpu 1.23 or later"
-            )
         root = cache_dir("onnxruntime-trt") or workdir / "onnxruntime-trt"
-        engines = _trt_engine_folder(root, ort, device_id, tf32, info)  # the model's own subfolder: engine_folder
+        # the model's own subfolder: engine_folder
+        engines = _trt_engine_folder(root, ort.__version__, tensorrt_version, device_id, tf32, info)
         trt = {
             "device_id": device_id,
             "trt_fp16_enable": cell.precision == "fp16",
@@ -1276,18 +1285,17 @@ def _to_bf16(conv: Conversion, device_id: int, workdir: Path, info: dict[str, An
     CUDA-event timing needs it too); without torch the cell runs and its kernels say what they can."""
     import onnx
 
-    from plugins.bf16_onnx import bf16_file
+    from plugins.bf16_onnx import bf16_file, no_bf16_tensor_cores
 
+    why = None
     with contextlib.suppress(ImportError, RuntimeError, AssertionError):
         import torch
 
         if torch.cuda.is_available():
             major, minor = torch.cuda.get_device_capability(device_id)
-            if major < 8:
-                name = torch.cuda.get_device_name(device_id)
-                raise SkipCell(
-                    f"{name} (compute capability {major}.{minor}) has no bf16 tensor cores: they came with 8.0 (Ampere)"
-                )
+            why = no_bf16_tensor_cores(torch.cuda.get_device_name(device_id), major, minor)
+    if why is not None:
+        raise SkipCell(why)
     result = bf16_file(conv, workdir, info)
     _reduced_precision(result.path, onnx.TensorProto.BFLOAT16, "bf16", info)
     info["executed_precision_note"] = (

@@ -55,7 +55,7 @@ from harness.api import (
     tf32_allowed,
     tf32_support,
 )
-from plugins.bf16_onnx import bf16_file
+from plugins.bf16_onnx import bf16_file, no_bf16_tensor_cores
 
 OPTIONS: dict[str, Option] = {
     "opt_level": Option(
@@ -425,11 +425,9 @@ class TensorRTBackend(Backend):
             conv = int8_recipe(model, conv, cell, int(opts["calibration_samples"]), workdir, info)
             conversions.append(conv)
         elif cell.precision == "bf16":
-            if props.major < 8:
-                raise SkipCell(
-                    f"{gpu} (compute capability {props.major}.{props.minor}) has no bf16 tensor cores: they came "
-                    "with 8.0 (Ampere)"
-                )
+            why = no_bf16_tensor_cores(gpu, props.major, props.minor)
+            if why is not None:
+                raise SkipCell(why)
             conv = bf16_file(conv, workdir, info)
             conversions.append(conv)
         info["conversion_s"] = time.perf_counter() - started

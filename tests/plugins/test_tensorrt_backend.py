@@ -413,3 +413,13 @@ def test_bf16_of_an_op_without_bf16_at_any_opset_fails_with_the_checkers_words()
     y = helper.make_tensor_value_info("y", float32, [2, 2])
     with pytest.raises(onnx.shape_inference.InferenceError, match="Einsum"):
         _bf16_of(onnx, nodes, [a, b], y, [])
+
+
+def test_bf16_needs_the_tensor_cores_of_compute_capability_8() -> None:
+    """One verdict for the tensorrt backend and onnxruntime's GPU providers: Ampere (8.0) and newer."""
+    from plugins.bf16_onnx import no_bf16_tensor_cores
+
+    assert no_bf16_tensor_cores("NVIDIA A100", 8, 0) is None and no_bf16_tensor_cores("NVIDIA H200", 9, 0) is None
+    assert no_bf16_tensor_cores("Tesla T4", 7, 5) == (
+        "Tesla T4 (compute capability 7.5) has no bf16 tensor cores: they came with 8.0 (Ampere)"
+    )
