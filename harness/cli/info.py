@@ -3,6 +3,7 @@ scenario would do, before anything runs."""
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,12 +49,10 @@ def skip_counts(skipped: list[Any]) -> list[str]:
     """Each distinct skip reason with how many cells it skips, the most first: where a sweep of a
     hundred cells skips for three reasons, the three come before the hundred lines. Nothing for one
     reason alone (each line says it)."""
-    counts: dict[str, int] = {}
-    for p in skipped:
-        counts[p.skip_reason] = counts.get(p.skip_reason, 0) + 1
+    counts = collections.Counter(p.skip_reason for p in skipped)
     if len(counts) < 2:
         return []
-    return [f"{n} cell{'s' if n > 1 else ''}: {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return [f"{n} cell{'s' if n > 1 else ''}: {reason}" for reason, n in counts.most_common()]
 
 
 def _validate_on_cluster(ctx: click.Context, loaded: Any, scenario: str, address: str | None) -> None:
