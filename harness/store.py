@@ -46,6 +46,8 @@ RESERVE = ".reserve"
 RESERVE_BYTES = 4 << 20
 #: how long a writer waits for the lock: a reader probing it holds it for microseconds
 LOCK_WAIT_S = 2.0
+#: results.parquet's schema metadata key: the byte length of the journal the table was built from
+JOURNAL_BYTES_KEY = b"bench.journal_bytes"
 #: statuses that end a cell's attempt; a journal line with one of them is a recorded cell
 FINAL_STATUSES = STATUSES
 
@@ -277,7 +279,7 @@ class RunDir:
 
     def state(self) -> RunState:
         read = self.read_journal()
-        recorded = {(r.get("cell_id"), r.get("repeat", 0)) for r in read.records if r.get("status") in FINAL_STATUSES}
+        recorded = self.done(read)
         manifest = self.manifest()
         return RunState(
             planned=manifest.planned,
@@ -373,7 +375,11 @@ class RunDir:
                 raise StoreError(msg) from exc
             if not isinstance(record, dict):
                 raise StoreError(f"{self.journal_path}:{number}: journal line is not a JSON object")
-            records.append(CellRecord.from_json_dict(record))
+            try:
+                records.append(CellRecord.from_json_dict(record))
+            except ValueError as exc:
+                msg = f"{self.journal_path}:{number}: journal line of the wrong shape: {exc}; fix or delete that line"
+                raise StoreError(msg) from exc
         good = len(complete) + len(newline)
         return JournalRead(records, good, bool(tail.strip()))
 
@@ -388,19 +394,21 @@ class RunDir:
             os.fsync(fh.fileno())
         return True
 
-    def records(self) -> Iterator[CellRecord]:
-        """The journal's records, less a ``retryable`` one (a cell whose Ray node was lost) that a
-        later record of the same cell and repeat replaced (its --resume)."""
-        records = self.read_journal().records
+    def records(self, read: JournalRead | None = None) -> Iterator[CellRecord]:
+        """The journal's records (of ``read``, else read now), less a ``retryable`` one (a cell whose
+        Ray node was lost) that a later record of the same cell and repeat replaced (its --resume)."""
+        records = (read or self.read_journal()).records
         last = {(r.cell_id, r.repeat): index for index, r in enumerate(records)}
         for index, record in enumerate(records):
             if record.get("retryable") and last[(record.cell_id, record.repeat)] != index:
                 continue
             yield record
 
-    def done(self) -> set[tuple[str, int]]:
-        """(cell id, repeat) of every record a resume keeps: all but a ``retryable`` failure."""
-        return {(r.cell_id, r.repeat) for r in self.records() if r.status in FINAL_STATUSES and not r.get("retryable")}
+    def done(self, read: JournalRead | None = None) -> set[tuple[str, int]]:
+        """(cell id, repeat) of every record a resume keeps: all but a ``retryable`` failure (a cell
+        whose Ray node was lost, which --resume runs again, so its run is not complete)."""
+        return {(r.cell_id, r.repeat) for r in self.records(read)
+                if r.status in FINAL_STATUSES and not r.get("retryable")}  # fmt: skip
 
     # -- tables -------------------------------------------------------------------------------
     def write_tables(self) -> None:
@@ -409,11 +417,16 @@ class RunDir:
 
         import numpy as np
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        records = list(self.records())
-        results = records_to_frame(records)
+        read = self.read_journal()
+        records = list(self.records(read))
+        table = pa.Table.from_pandas(records_to_frame(records), preserve_index=False)
+        # the journal it was built from, so a reader can tell a table that a later append made stale
+        meta = {**(table.schema.metadata or {}), JOURNAL_BYTES_KEY: str(read.good_bytes).encode()}
         buf = io.BytesIO()
-        results.to_parquet(buf, index=False)
+        pq.write_table(table.replace_schema_metadata(meta), buf)
         write_atomic(self.path / RESULTS, buf.getvalue())
 
         parts = []
@@ -490,15 +503,20 @@ def _flag_frontiers(rows: list[dict[str, Any]]) -> None:
 def load_results(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The public read API: a run folder's results as a DataFrame, one row per cell and repeat.
 
-    Reads results.parquet when it is complete, else rebuilds from the journal (a killed run).
+    Reads results.parquet when it was built from the journal as it is now, else rebuilds from the
+    journal (a killed run, or a resume killed before it rewrote the table).
     """
     import pandas as pd
+    import pyarrow.parquet as pq
 
     run = RunDir.open(Path(path))
     table = run.path / RESULTS
-    records = list(run.records())
+    read = run.read_journal()
     if table.is_file():
-        frame = pd.read_parquet(table)
-        if len(frame) == len(records):
-            return frame
-    return records_to_frame(records)
+        try:
+            built_from = (pq.read_schema(table).metadata or {}).get(JOURNAL_BYTES_KEY)
+        except (OSError, ValueError):  # a damaged table: the journal is the record
+            built_from = None
+        if built_from == str(read.good_bytes).encode():
+            return pd.read_parquet(table)
+    return records_to_frame(list(run.records(read)))

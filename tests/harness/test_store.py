@@ -92,3 +92,52 @@ def test_tables_are_rebuilt_from_the_journal(tmp_path: Path) -> None:
     run.append({"cell_id": "ghi", "repeat": 0, "status": "ok", "config": config})
     assert len(load_results(run.path)) == 3
     assert not list(run.path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_a_table_older_than_the_journal_is_not_read_though_its_row_count_matches(tmp_path: Path) -> None:
+    """A resume on Ray replaces a lost node's retryable record: the journal gains a line, the rows
+    stay as many. Killed before it rewrote the tables, the old table must not be returned."""
+    run = _run(tmp_path)
+    config = {"model": "toy", "backend": "fake", "batch_size": 1}
+    run.append({"cell_id": "a", "repeat": 0, "status": "ok", "config": config})
+    run.append({"cell_id": "b", "repeat": 0, "status": "failed", "reason": "node lost", "retryable": True,
+                "config": config})  # fmt: skip
+    run.write_tables()
+    assert list(load_results(run.path)["status"]) == ["ok", "failed"]
+    run.append({"cell_id": "b", "repeat": 0, "status": "ok", "config": config})  # the resume's record
+    frame = load_results(run.path)
+    assert list(frame["cell_id"]) == ["a", "b"] and list(frame["status"]) == ["ok", "ok"]
+    run.write_tables()  # rewritten: the table is read again, and says the same
+    assert list(load_results(run.path)["status"]) == ["ok", "ok"]
+
+
+def test_a_lost_nodes_retryable_cell_leaves_its_run_incomplete(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    run.update_manifest(planned=2, finished_at=1.0)
+    run.append({"cell_id": "a", "repeat": 0, "status": "ok"})
+    run.append({"cell_id": "b", "repeat": 0, "status": "failed", "reason": "node lost", "retryable": True})
+    state = run.state()
+    assert (state.recorded, state.complete) == (1, False)
+    assert state.notes(run.path) == [f"run incomplete: 1 of 2 planned cells measured; finish it with: "
+                                     f"bench run --resume {run.path}"]  # fmt: skip
+    run.append({"cell_id": "b", "repeat": 0, "status": "ok"})  # its resume
+    assert run.state().complete and run.state().notes(run.path) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [("repeat", '"x"', "repeat is 'x', not a whole number"), ("config", "[1, 2]", "config is [1, 2], not an object"),
+     ("throughput_sps", '"fast"', "throughput_sps is 'fast', not a number (samples/s)"),
+     ("p99_ms", "true", "p99_ms is True, not a number (ms)")],
+)  # fmt: skip
+def test_a_journal_line_with_a_field_of_the_wrong_type_names_its_line_and_key(
+    tmp_path: Path, field: str, value: str, says: str
+) -> None:
+    run = _run(tmp_path)
+    run.append({"cell_id": "a", "status": "ok", "throughput_sps": 10.0, "p99_ms": None})
+    with open(run.journal_path, "a") as fh:
+        fh.write(f'{{"cell_id": "b", "status": "ok", "{field}": {value}}}\n')
+    with pytest.raises(StoreError) as raised:
+        run.read_journal()
+    expected = f"{run.journal_path}:2: journal line of the wrong shape: {says}; fix or delete that line"
+    assert str(raised.value) == expected
