@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,44 @@ def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) 
         raise UsageError(msg)
     warn(f"finishing {run.path} with changed model files ({what}); recorded in its manifest as changed_inputs")
     run.update_manifest(changed_inputs=[*(manifest.changed_inputs or []), *changed])
+
+
+def machine_of(environment: Mapping[str, Any]) -> str:
+    """What a run's cells depend on of the machine they ran on, in words: the CPU model, the CPUs the
+    run could use (``threads: auto`` is that many) and the GPUs."""
+    cpu = environment.get("cpu") or {}
+    gpus = [str(g.get("name")) for g in environment.get("gpus") or [] if isinstance(g, Mapping)]
+    text = f"{cpu.get('model') or 'unknown CPU'}, {cpu.get('usable_cpus')} usable CPUs"
+    return text + (f", {', '.join(gpus)}" if gpus else "")
+
+
+def check_machine(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) -> None:
+    """Refuse to resume a run on a machine other than the one it started on (another CPU model, GPU,
+    or number of usable CPUs, as under ``taskset`` or a smaller container): its finished cells measured
+    the first one. ``allow_changed`` goes on and records the change in the manifest. The cells still
+    run with the threads the run planned."""
+    from harness import environment
+
+    manifest = run.manifest()
+    if (manifest.settings.executor or {}).get("kind") == "ray":
+        return  # its cells ran on the cluster's nodes, each recorded with its own fingerprint
+    if not manifest.environment.get("cpu"):
+        return  # a run folder without a fingerprint: nothing to compare
+    before = machine_of(manifest.environment)
+    now = machine_of({"cpu": environment.cpu_info(), "gpus": environment.gpus()})
+    if now == before:
+        return
+    if not allow_changed:
+        msg = (
+            f"{run.path}: the run started on another machine ({before}) than this one ({now}); its finished cells "
+            "measured that one, so finishing it here would mix two machines in one run. Resume it there, or start a "
+            "new run, or pass --allow-changed-inputs to finish it anyway (recorded in the manifest)"
+        )
+        raise UsageError(msg)
+    warn(f"finishing {run.path} on another machine ({now}; it started on {before}); recorded in its manifest "
+         "as changed_inputs")  # fmt: skip
+    change = {"machine_before": before, "machine_now": now, "at": time.time()}
+    run.update_manifest(changed_inputs=[*(manifest.changed_inputs or []), change])
 
 
 def _failed_for_disk_space(run: RunDir, result: dict[str, Any]) -> bool:

@@ -101,7 +101,8 @@ class Manifest(_Open):
     machine_state: dict[str, Any] | None = None
     #: sha256 of every file the run's measurements depend on (model files, the scenario file)
     inputs: dict[str, StrictStr] | None = None
-    #: model files that changed before a resume finished the run (--allow-changed-inputs)
+    #: model files that changed, or the machine (``machine_before``/``machine_now``), before a resume
+    #: finished the run (--allow-changed-inputs)
     changed_inputs: list[dict[str, Any]] | None = None
     #: Ray runs: every node that ran or refused a cell, by node id: host, address, machine kind, bench
     #: version and code digest, and its environment fingerprint (CPU, GPUs, versions)

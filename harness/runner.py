@@ -24,7 +24,7 @@ from harness.store import RunDir, is_disk_full, new_run_id
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
-from harness.guards import _failed_for_disk_space, check_inputs, disk_full_message, input_hashes
+from harness.guards import _failed_for_disk_space, check_inputs, check_machine, disk_full_message, input_hashes
 from harness.planning import (
     PlannedCell,
     RunOptions,
@@ -368,7 +368,9 @@ def _execute(run: RunDir, scenario: Scenario, options: RunOptions, reporter: Rep
     settings = manifest.settings
     regs = registries(settings.plugins, autoload=settings.autoload)
     check_scenario(scenario, regs)
-    planned = plan(select_cells(scenario, options), regs)
+    # threads: auto as the run planned it, so a resume keeps its cells (and their ids)
+    cpus = (manifest.environment.get("cpu") or {}).get("usable_cpus")
+    planned = plan(select_cells(scenario, options, cpu_count=cpus if isinstance(cpus, int) else None), regs)
     manifest, todo = start_sweep(run, scenario, planned, manifest, reporter)
     for p, repeat in todo:
         measure_one(run, p, repeat, manifest, reporter)
@@ -392,6 +394,8 @@ def start_sweep(
     if manifest.planned != len(pairs):  # readers tell a finished run from an interrupted one
         manifest = run.update_manifest(planned=len(pairs))
     todo = [(p, repeat) for p, repeat in pairs if (p.cell.id, repeat) not in done]
+    if todo and manifest.finished_at is not None:  # a resume of a finished run (a lost node's cells):
+        manifest = run.update_manifest(finished_at=None)  # unfinished until it ends, should it be killed
     run.reserve()
     if todo and any(p.skip_reason is None for p, _ in todo):
         manifest = _reference(run, scenario, manifest, reporter)
@@ -507,6 +511,7 @@ def resume(
     run.acquire(options.command)
     try:
         check_inputs(run, options.allow_changed_inputs, warn)
+        check_machine(run, options.allow_changed_inputs, warn)
         manifest = run.manifest()
         scenario = stored_scenario(run)
         settings = manifest.settings

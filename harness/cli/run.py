@@ -61,8 +61,8 @@ from harness.cli.app import _load, _warn, cli
 @click.option("--summary-md", "summary_md", type=click.Path(dir_okay=False), default=None,
               help="Write a Markdown summary (for a CI job page).")  # fmt: skip
 @click.option("--allow-changed-inputs", is_flag=True,
-              help="With --resume: finish the run although a model file changed since it started "
-                   "(recorded in its manifest).")  # fmt: skip
+              help="With --resume: finish the run although a model file changed since it started, or "
+                   "this machine is not the one it started on (recorded in its manifest).")  # fmt: skip
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where cells run: worker processes on this machine, or a Ray cluster's nodes (one cell "
                    "per node at a time; the scenario's machines: are its node kinds).")  # fmt: skip

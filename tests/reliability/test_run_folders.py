@@ -205,6 +205,41 @@ def test_resume_refuses_a_changed_model_file_unless_allowed(tmp_path: Path) -> N
     assert [c["path"] for c in changed] == [str(folder / "m.onnx")]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs to start a run on one")
+def test_resume_on_another_machine_is_refused_unless_allowed_and_keeps_the_runs_cells(tmp_path: Path) -> None:
+    """threads: auto is the CPUs the run could use when it started: a resume under other CPUs (another
+    machine, taskset, a smaller container) would plan other cells and measure every one again."""
+    scenario = fake_scenario(tmp_path, batches="[1, 2, 3]")
+    scenario.write_text(scenario.read_text().replace("threads: 1", "threads: auto"))
+    one_cpu = min(os.sched_getaffinity(0))
+    started = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(scenario), "--out", str(tmp_path / "r"), "--no-report"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one_cpu}),  # an affinity mask only: no locks taken
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    (run_dir,) = run_dirs(tmp_path / "r")
+    lines = (run_dir / "journal.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "journal.jsonl").write_text(lines[0])  # as if killed after its first cell
+    cpu = json.loads((run_dir / "manifest.json").read_text())["environment"]["cpu"]
+    assert cpu["usable_cpus"] == 1
+
+    refused = bench("run", "--resume", str(run_dir), "--no-report")
+    assert refused.returncode == 2, refused.stderr
+    assert f"the run started on another machine ({cpu['model']}, 1 usable CPUs)" in refused.stderr
+    assert "--allow-changed-inputs" in refused.stderr and len(journal(run_dir)) == 1
+    _no_traceback(refused)
+
+    allowed = bench("run", "--resume", str(run_dir), "--no-report", "--allow-changed-inputs")
+    assert allowed.returncode == 0, allowed.stderr
+    records = journal(run_dir)
+    assert len({r["cell_id"] for r in records}) == len(records) == 3  # the run's cells, none measured twice
+    assert {r["config"]["threads"] for r in records} == {1}
+    changed = json.loads((run_dir / "manifest.json").read_text())["changed_inputs"]
+    assert changed[-1]["machine_before"] == f"{cpu['model']}, 1 usable CPUs"
+
+
 # -- 8. resume from anywhere ------------------------------------------------------------------------
 @pytest.mark.slow
 def test_resume_from_another_folder_finds_a_relative_model_file(tmp_path: Path) -> None:
@@ -254,6 +289,7 @@ def test_an_output_that_breaks_during_the_run_keeps_the_summary_and_results(tmp_
     assert len(harness.load_results(run_dir)) == 3
 
 
+@pytest.mark.slow
 def test_report_compare_and_history_outputs_that_cannot_be_written_are_exit_2(tmp_path: Path) -> None:
     scenario = fake_scenario(tmp_path, batches="[1]")
     done = bench("run", str(scenario), "--out", str(tmp_path / "r"), "--no-report")
@@ -266,11 +302,28 @@ def test_report_compare_and_history_outputs_that_cannot_be_written_are_exit_2(tm
         ("compare", str(run_dir), str(run_dir), "-o", str(blocker / "x.txt")),
         ("compare", str(run_dir), str(run_dir), "--json-out", str(blocker / "x.json")),
         ("history", str(tmp_path / "r"), "--html", str(blocker / "x.html")),
+        ("report", str(run_dir), "--format", "svg", "-o", str(blocker / "charts")),
     ):
+        if "--format" in args:
+            pytest.importorskip(
+                "matplotlib", reason="charts as files need the images extra: pip install 'bench[images]'"
+            )
         proc = bench(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "cannot write there" in proc.stderr and str(blocker) in proc.stderr
         _no_traceback(proc)
+
+
+@pytest.mark.slow
+def test_recommend_says_when_nothing_was_measured_and_refuses_a_run_given_twice(tmp_path: Path) -> None:
+    failed = bench("run", str(fake_scenario(tmp_path, faults="[raise]")), "--out", str(tmp_path / "f"), "--no-report")
+    assert failed.returncode == 3, failed.stderr
+    (run_dir,) = run_dirs(tmp_path / "f")
+    nothing = bench("recommend", str(run_dir), "--p99-ms", "1", "--hourly-usd", "1")
+    assert nothing.returncode == 2 and f"no measured cells in {run_dir} (1 failed)" in nothing.stderr, nothing.stderr
+    twice = bench("recommend", str(run_dir), f"{run_dir}/", "--p99-ms", "1", "--hourly-usd", "1")
+    assert twice.returncode == 2 and f"{run_dir}/ is given twice (also as {run_dir})" in twice.stderr, twice.stderr
+    _no_traceback(nothing)
 
 
 # -- 5. a full disk --------------------------------------------------------------------------------
