@@ -223,7 +223,7 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
         raise UsageError(f"{root} is a run folder; give its results root ({Path(root).parent})")
     _warn_if_fraction(threshold)
     found = history(Path(root), scenario)
-    for note in found.skipped:
+    for note in [*found.skipped, *found.notes]:
         click.echo(f"bench: warning: {note}", err=True)
     rows = found.rows
     if not rows:
@@ -242,5 +242,6 @@ def history_(root: str, scenario: str | None, threshold: float, json_output: boo
         click.echo(f"  {run}  {commit}")
     click.echo(f"{len(changes)} change point(s):" if changes else "no change points")
     for c in changes:
-        click.echo(f"  {c['label']} {c['metric']}: {c['before']:.4g} -> {c['after']:.4g} ({c['change']:+.1%}) "
+        where = (f" [{c['machine']}]" if c.get("machine") else "") + (" (quick runs)" if c.get("quick") else "")
+        click.echo(f"  {c['label']}{where} {c['metric']}: {c['before']:.4g} -> {c['after']:.4g} ({c['change']:+.1%}) "
                    f"from {c['at_run']} ({c['commit']})")  # fmt: skip

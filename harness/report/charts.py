@@ -613,6 +613,14 @@ def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list
     """Throughput and p99 of every cell against the run's position in the history (oldest 0), in
     small multiples past ``MAX_SERIES`` cells."""
     index = {r["run"]: i for i, r in enumerate(runs)}
+    machines = len({str(r.get("machine") or "") for r in rows}) > 1
+    quick_and_full = len({bool(r.get("quick")) for r in rows}) > 1
+
+    def line_of(row: dict[str, Any]) -> str:  # one line per cell, machine, and quick or full runs
+        label = str(row["label"])
+        label += f" [{row.get('machine')}]" if machines else ""
+        return label + (" (quick)" if quick_and_full and row.get("quick") else "")
+
     out = []
     for name, title, unit, ylog in (("throughput_sps", "Throughput per run", "samples/s", True),
                                     ("p99_ms", "p99 latency per run", "ms", True)):  # fmt: skip
@@ -620,7 +628,7 @@ def trend_charts(rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list
         for row in rows:
             value = _num(row.get(name))
             if value is not None:
-                label = str(row["label"])
+                label = line_of(row)
                 line = series.setdefault(label, Series(_words(label), row.get("config") or {}))
                 line.points.append(_point(row, index[row["run"]], value))
         if series:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import bench, fake_scenario, journal, run_dirs
+from conftest import bench, fake_scenario, journal, run_dirs, stub_manifest
 from harness.analysis import comparison, history, intervals, render
 
 
@@ -28,6 +28,60 @@ def test_change_points_find_a_level_shift_and_not_noise() -> None:
     assert history.change_points(step) == [15]
     small = flat[:15] + [v * 0.98 for v in flat[15:]]  # 2 %: under the 5 % threshold
     assert history.change_points(small) == []
+
+
+def _history_run(root: Path, name: str, at: float, throughputs: list[float], machine: str = "CPU A",
+                 **manifest: object) -> None:  # fmt: skip
+    """A run folder of one cell measured ``len(throughputs)`` times (repeats), made at ``at``."""
+    from harness.store import RunDir
+
+    data = {**stub_manifest(name, "s"), "created_at": at, "environment": {"cpu": {"model": machine, "usable_cpus": 2}}}
+    run = RunDir.create(root, name, {**data, **manifest})
+    for repeat, value in enumerate(throughputs):
+        run.append({"cell_id": "a", "label": "a", "repeat": repeat, "status": "ok", "throughput_sps": value,
+                    "p99_ms": 1000 / value})  # fmt: skip
+
+
+def test_history_is_one_point_per_run_the_mean_of_its_repeats(tmp_path: Path) -> None:
+    _history_run(tmp_path, "r1", 0, [90.0, 100.0, 110.0], planned=3, finished_at=0.5)
+    _history_run(tmp_path, "r2", 1, [60.0, 70.0, 80.0], planned=3, finished_at=1.5)
+    _history_run(tmp_path, "r3", 2, [70.0], planned=2)  # killed after its first cell
+    found = history.history(tmp_path)
+    assert [(r["run"], r["throughput_sps"], r["repeats"]) for r in found.rows] == [
+        ("r1", 100.0, 3), ("r2", 70.0, 3), ("r3", 70.0, 1)]  # fmt: skip
+    assert history.history_changes(found.rows) == []  # three runs are too few for a change point, six repeats too
+    assert found.notes == [f"r3: run incomplete: 1 of 2 planned cells measured; finish it with: "
+                           f"bench run --resume {tmp_path / 'r3'}"]  # fmt: skip
+
+
+def _rows(values: list[float | None], **fields: object) -> list[dict[str, object]]:
+    return [{"run": f"run{i:02d}", "commit": f"c{i}", "cell_id": "a", "label": "a", "quick": False,
+             "machine": "CPU A", "trusted": True, "throughput_sps": 100.0, "p99_ms": v, **fields}
+            for i, v in enumerate(values)]  # fmt: skip
+
+
+def _p99_changes(rows: list[dict[str, object]]) -> list[tuple[str, float, str | None]]:
+    return [(c["at_run"], round(c["change"], 3), c["machine"]) for c in history.history_changes(rows)
+            if c["metric"] == "p99_ms"]  # fmt: skip
+
+
+def test_history_changes_give_each_shift_against_the_level_before_it_at_the_run_it_started() -> None:
+    assert _p99_changes(_rows([10.0] * 10 + [8.0] * 10 + [10.0] * 10)) == [("run10", -0.2, None), ("run20", 0.25, None)]
+    assert _p99_changes(_rows([None, None] + [10.0] * 6 + [12.0] * 6)) == [("run08", 0.2, None)]  # no p99 in two runs
+
+
+def test_history_changes_keep_machines_and_quick_runs_apart_and_skip_untrusted_cells() -> None:
+    one, other = _rows([10.0] * 12), _rows([20.0] * 12, machine="CPU B")
+    alternating = [row for pair in zip(one, other, strict=True) for row in pair]
+    assert _p99_changes(alternating) == []
+    shifted = _rows([10.0] * 6 + [20.0] * 6, machine="CPU B")
+    assert _p99_changes(one + shifted) == [("run06", 1.0, "CPU B")]
+    quick = _rows([20.0] * 12, quick=True)
+    assert _p99_changes(one + quick) == []
+    disturbed = _rows([10.0] * 6 + [14.0] * 6)
+    for row in disturbed[6:]:
+        row["trusted"] = False
+    assert _p99_changes(disturbed) == []
 
 
 def test_bootstrap_ci_covers_a_known_shift() -> None:
