@@ -166,12 +166,23 @@ class CellRecord(Mapping[str, Any]):
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> CellRecord:
-        """A journal line read back. Lenient: a field another version of bench wrote is kept as is."""
+        """A journal line read back. Lenient: a field another version of bench wrote is kept as is.
+        A field of the wrong type (``repeat`` not a whole number, ``config`` not an object, a
+        measurement with a unit not a number) is a ValueError naming the key."""
         status = data.get("status")
+        repeat = data.get("repeat") or 0
+        if isinstance(repeat, bool) or not isinstance(repeat, int):
+            raise ValueError(f"repeat is {repeat!r}, not a whole number")
+        if not isinstance(data.get("config") or {}, Mapping):
+            raise ValueError(f"config is {data.get('config')!r}, not an object")
+        for key, value in data.items():
+            unit = (describe(key) or ("",))[0] if key not in _CORE and key not in _NESTED else ""
+            if unit and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{key} is {value!r}, not a number ({unit})")
         return cls(
             cell_id=str(data.get("cell_id", "")),
             label=str(data.get("label", "")),
-            repeat=int(data.get("repeat") or 0),
+            repeat=repeat,
             config=data.get("config") or {},
             status=cast("Status", str(status)),  # as written, even a status this version does not know
             reason=str(data.get("reason") or ""),
