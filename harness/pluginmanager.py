@@ -124,9 +124,13 @@ class BenchPluginManager(pluggy.PluginManager):
             raise PluginError(f"invalid plugin '{name}' ({_module_name(plugin)}): {exc}") from exc
 
 
-def get_plugin_manager(plugins: Sequence[str] = (), *, autoload: bool | None = None) -> BenchPluginManager:
+def get_plugin_manager(
+    plugins: Sequence[str] = (), *, autoload: bool | None = None, strict: bool = True
+) -> BenchPluginManager:
     """A plugin manager with the ``bench`` hookspecs, entry points loaded unless disabled,
-    and every module of ``BENCH_PLUGINS`` and ``plugins`` registered."""
+    and every module of ``BENCH_PLUGINS`` and ``plugins`` registered. A module that cannot be
+    imported (whatever its import raises) is a :class:`PluginError`, or with ``strict=False`` a
+    :class:`PluginFailure` in ``failures``, as an entry point's is."""
     pm = BenchPluginManager()
     pm.add_hookspecs(hookspecs)
     if autoload is None:
@@ -138,8 +142,12 @@ def get_plugin_manager(plugins: Sequence[str] = (), *, autoload: bool | None = N
             continue
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
-            msg = f"plugin module '{name}' cannot be imported: {exc} (check -p / {PLUGINS_ENV})"
+        except Exception as exc:  # a syntax error or a raise in the module, or a name that is no module's
+            if not strict:
+                pm.failures.append(PluginFailure(name, name, f"cannot be imported: {exception_line(exc)} "
+                                                             f"(check -p / {PLUGINS_ENV})"))  # fmt: skip
+                continue
+            msg = f"plugin module '{name}' cannot be imported: {exception_line(exc)} (check -p / {PLUGINS_ENV})"
             raise PluginError(msg) from exc
         pm._register(module, name)
     try:
@@ -267,7 +275,7 @@ def load_registries(pm: BenchPluginManager) -> Registries:
 def registries(plugins: Sequence[str] = (), *, autoload: bool | None = None, strict: bool = True) -> Registries:
     """Shortcut: the registries of a fresh plugin manager. ``strict`` (the default) raises
     :class:`PluginError` when a plugin was left out; otherwise see :attr:`Registries.failures`."""
-    regs = load_registries(get_plugin_manager(plugins, autoload=autoload))
+    regs = load_registries(get_plugin_manager(plugins, autoload=autoload, strict=strict))
     if strict:
         regs.check()
     return regs

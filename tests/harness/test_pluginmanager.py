@@ -45,6 +45,26 @@ def _plugin_module(tmp_path: Path, name: str, body: str) -> str:
     return name
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [('raise RuntimeError("no licence server")', "RuntimeError: no licence server"),
+     ("def broken(:\n", "SyntaxError: ")],
+)  # fmt: skip
+def test_a_plugin_whose_import_raises_anything_is_named_and_the_others_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, says: str
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = _plugin_module(tmp_path, "raising_plugin_mod", body)
+    with pytest.raises(PluginError, match=f"plugin module '{mod}' cannot be imported: {says}"):
+        get_plugin_manager([mod], autoload=False)
+    regs = registries(["plugins.fake", mod], autoload=False, strict=False)  # what bench doctor and list show
+    assert regs.backends.names() == ["fake"]
+    (failure,) = regs.failures
+    assert failure.plugin == mod and f"cannot be imported: {says}" in str(failure)
+    with pytest.raises(PluginError, match=r"plugin module '\.\./x' cannot be imported: TypeError"):
+        registries(["../x"], autoload=False)  # a path, not a module name
+
+
 DUPLICATE = """
 from harness import hookimpl
 from harness.api import Backend
