@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,11 @@ def recommend(
     from harness.store import RunDir
 
     _warn_unfinished(run_dirs)
+    seen: dict[Path, str] = {}
+    for path in run_dirs:
+        if Path(path).resolve() in seen:
+            raise UsageError(f"{path} is given twice (also as {seen[Path(path).resolve()]}): give each run once")
+        seen[Path(path).resolve()] = path
     rows = []
     bases: dict[str, economics.RequestLatency] = {}
     for path in run_dirs:
@@ -157,8 +163,10 @@ def recommend(
             row["machine"] = f"{kind} ({run.path.name})" if kind and len(run_dirs) > 1 else kind or run_machine
             row["run_dir"] = path
             rows.append(row)
-    if not rows:
-        raise UsageError("no measured cells in " + ", ".join(run_dirs))
+    if not any(r.get("status") == "ok" for r in rows):
+        counts = Counter(str(r.get("status")) for r in rows)
+        what = f" ({', '.join(f'{n} {s}' for s, n in counts.most_common())})" if counts else ""
+        raise UsageError("no measured cells in " + ", ".join(run_dirs) + what)
     if all(r.get("cost_per_million_usd") is None for r in rows if r.get("status") == "ok"):
         raise UsageError(
             "these runs have no price: give --hourly-usd PRICE, or run a scenario with cost: {instance: NAME}"

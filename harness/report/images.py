@@ -12,12 +12,14 @@ of its charts.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import UsageError
+from harness.output.files import write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -152,9 +154,9 @@ def draw(charts: Sequence[Mapping[str, Any]], target: Path, fmt: str) -> Path:
         _axes(ax, config)
     for j in range(n, rows * cols):
         grid[j // cols][j % cols].set_visible(False)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
-    return target
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+    return write(target, buf.getvalue(), "-o")  # atomic; a folder that cannot be written is exit 2
 
 
 def write_images(charts: Sequence[Mapping[str, Any]], folder: Path, fmt: str,
