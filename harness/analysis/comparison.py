@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.economics import is_trusted
-from harness.analysis.intervals import _level, _normal, bootstrap_log_variance, cell_spread, holm, pooled_run_sigma
+from harness.analysis.intervals import (
+    _level,
+    _normal,
+    bootstrap_log_variance,
+    cell_dof,
+    cell_spread,
+    holm,
+    pooled_run_sigma,
+)
 from harness.errors import UsageError
 from harness.records import CellRecord
 from harness.store import RunDir
@@ -316,7 +324,7 @@ def judge_cells(
             if base.latencies and cand.latencies:  # plus the within-process spread, by bootstrap
                 seed = zlib.crc32(f"{cid}:{metric}".encode())  # the same numbers every time it is run
                 variance += bootstrap_log_variance(base.latencies, cand.latencies, metric, batch, seed, processes=False)
-            change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95)
+            change, lo, hi, p = _normal(math.log(cv / bv), variance, 0.95, cell_dof(b_vals, c_vals))
             worse = change < 0 if higher_better else change > 0
             cell.metrics[metric] = MetricChange(metric, bv, cv, change, lo, hi, p, worse=worse)
     _decide(results, threshold, alpha)
