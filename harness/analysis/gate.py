@@ -515,8 +515,11 @@ class WorkerPairs(Pairs):
         return NotMeasured(cid, self.cells[cid].label, missing_in, *base, *cand, verdict)
 
 
-def _gate_cells(scenario: Scenario, plugins: Sequence[str]) -> tuple[list[PlannedCell], list[dict[str, str]]]:
-    """The cells the gate measures here, and those it leaves out (skipped here, a peak search) with why."""
+def _gate_cells(
+    scenario: Scenario, plugins: Sequence[str], metrics: Sequence[str] = tuple(METRICS)
+) -> tuple[list[PlannedCell], list[dict[str, str]]]:
+    """The cells the gate measures here, and those it leaves out (skipped here, a peak search, an
+    offline cell where only latencies are judged) with why."""
     from harness import planning
     from harness.pluginmanager import explicit_plugins, registries
 
@@ -531,6 +534,9 @@ def _gate_cells(scenario: Scenario, plugins: Sequence[str]) -> tuple[list[Planne
             excluded.append({"cell_id": p.cell.id, "label": p.cell.label, "reason": f"skipped here: {p.skip_reason}"})
         elif p.cell.load_options.get("target_qps") == "peak":
             why = "a peak search measures another rate in every process: compare its runs with bench compare"
+            excluded.append({"cell_id": p.cell.id, "label": p.cell.label, "reason": why})
+        elif p.cell.load == "offline" and "throughput" not in metrics:
+            why = "an offline cell has no latency per query, and --metrics leaves out its throughput"
             excluded.append({"cell_id": p.cell.id, "label": p.cell.label, "reason": why})
         else:
             kept.append(p)
@@ -564,7 +570,7 @@ def run_gate(scenario: Scenario, options: GateOptions, say: Callable[[str], None
         raise UsageError("give the baseline, one way: --baseline REF (a git branch, tag or commit, or 'installed'), "
                          "or --baseline-code DIR (a checkout of it)")  # fmt: skip
     measured = gate_scenario(scenario)
-    planned, excluded = _gate_cells(measured, options.plugins)
+    planned, excluded = _gate_cells(measured, options.plugins, options.metrics)
     check_budget(measured, planned, options.budget_s)
     with sides_of(options.baseline, options.baseline_code, options.allow_dirty) as sides:
         if sides.baseline.path is not None and sides.baseline.path != sides.candidate_path:

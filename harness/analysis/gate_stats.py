@@ -138,10 +138,12 @@ class Process:
 
     @property
     def usable(self) -> bool:
-        """Measured, on a quiet machine, with every metric."""
-        return (
-            self.status == "ok" and self.trusted and all((self.values.get(m) or 0) > 0 for m in METRICS)
-        )  # fmt: skip
+        """Measured, on a quiet machine, with a throughput (an offline cell has no latency per query:
+        its p50 and p99 are absent, 0 here, and not judged; see :func:`measured_deltas`)."""
+        return self.status == "ok" and self.trusted and (self.values.get("throughput") or 0) > 0
+
+    def has(self, metric: str) -> bool:
+        return (self.values.get(metric) or 0) > 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "trusted": self.trusted, "values": dict(self.values),
@@ -170,6 +172,10 @@ class Pair:
         """Both processes measured on a quiet machine: a disturbed one takes its pair out."""
         return self.baseline.usable and self.candidate.usable
 
+    def has(self, metric: str) -> bool:
+        """Both processes measured ``metric``."""
+        return self.baseline.has(metric) and self.candidate.has(metric)
+
     def slowdown(self, metric: str) -> float:
         """The log ratio, positive when the candidate is worse."""
         ratio = math.log(self.candidate.values[metric] / self.baseline.values[metric])
@@ -187,8 +193,18 @@ class Pair:
 
 
 def slowdowns(pairs: Sequence[Pair], metric: str) -> np.ndarray:
-    """The usable pairs' slowdowns of ``metric``."""
-    return np.array([p.slowdown(metric) for p in pairs if p.usable], dtype=np.float64)
+    """The usable pairs' slowdowns of ``metric`` (of those that measured it)."""
+    return np.array([p.slowdown(metric) for p in pairs if p.usable and p.has(metric)], dtype=np.float64)
+
+
+def measured_deltas(pairs: Sequence[Pair], threshold: Threshold) -> dict[str, float]:
+    """The judged metrics' deltas (:func:`deltas_of`) a cell's usable pairs measured: throughput
+    only for an offline cell. Every judged metric while no pair is usable (nothing says otherwise)."""
+    deltas = deltas_of(threshold)
+    used = [p for p in pairs if p.usable]
+    if not used:
+        return deltas
+    return {m: d for m, d in deltas.items() if any(p.has(m) for p in used)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +335,8 @@ def needs_of(noise: Mapping[str, float], threshold: Threshold, level: float, tar
 def cell_noise(stages: Sequence[Sequence[Pair]], prior: Mapping[str, float], threshold: Threshold) -> dict[str, float]:
     """Each judged metric's noise of a cell over its stages' pairs (each stage around its own mean),
     shrunk towards ``prior`` with the weight of ``CELL_PRIOR_WEIGHT`` pairs."""
-    return {m: noise([slowdowns(pairs, m) for pairs in stages], prior[m], CELL_PRIOR_WEIGHT) for m in judged(threshold)}
+    measured = measured_deltas([p for pairs in stages for p in pairs], threshold)
+    return {m: noise([slowdowns(pairs, m) for pairs in stages], prior[m], CELL_PRIOR_WEIGHT) for m in measured}
 
 
 def delta_of(threshold: float) -> float:
@@ -353,11 +370,11 @@ def screen(
 ) -> dict[str, Screened]:
     """Stage 1: per cell, each metric's uncorrected one-sided p-value; a suspect when any is under
     ``screen_alpha``; the screen's power at the metric's threshold with the cell's own noise."""
-    deltas = deltas_of(threshold)
     out = {}
     for cid, pairs in cells.items():
         p, sd, pw = {}, {}, {}
         n = sum(pair.usable for pair in pairs)
+        deltas = measured_deltas(pairs, threshold)
         for metric in deltas:
             values = slowdowns(pairs, metric)
             p[metric] = worse_p(values)
@@ -486,7 +503,7 @@ def plan_extras(
 
 def _levels(pairs: Sequence[Pair], metric: str) -> tuple[float | None, float | None]:
     """Each side's level of ``metric`` over the usable pairs: the geometric mean of its processes."""
-    used = [p for p in pairs if p.usable]
+    used = [p for p in pairs if p.usable and p.has(metric)]
     if not used:
         return None, None
     base = float(np.exp(np.mean([math.log(p.baseline.values[metric]) for p in used])))
@@ -548,7 +565,7 @@ def judge_screened(
 ) -> CellComparison:
     """A cell the screen let through: ``unchanged`` when the screen had the power to keep a slowdown
     of the threshold for every metric, else ``inconclusive`` with the noise that prevented it."""
-    thresholds = thresholds_of(threshold)
+    thresholds = {m: t for m, t in thresholds_of(threshold).items() if m in screened.power}  # those it measured
     cell = _changes(cid, label, pairs, thresholds)
     for metric in thresholds:
         cell.metrics[metric].verdict = "unchanged" if screened.power[metric] >= SCREEN_POWER else "inconclusive"
@@ -595,9 +612,11 @@ def judge_confirmed(
     deltas = deltas_of(threshold)
     out: dict[str, tuple[CellComparison, dict[str, float], dict[str, float]]] = {}
     tested: list[MetricChange] = []
-    for cid, (label, _, again) in cells.items():
-        cell = _changes(cid, label, again, deltas)
-        tested += [cell.metrics[m] for m in deltas if cell.metrics[m].p_value is not None]
+    own: dict[str, dict[str, float]] = {}  # each cell's judged metrics that it measured
+    for cid, (label, before, again) in cells.items():
+        own[cid] = measured_deltas([*before, *again], threshold)
+        cell = _changes(cid, label, again, own[cid])
+        tested += [cell.metrics[m] for m in own[cid] if cell.metrics[m].p_value is not None]
         out[cid] = (cell, {}, {})
     for change, adjusted in zip(tested, holm([c.p_value or 1.0 for c in tested]), strict=True):
         change.p_adjusted = adjusted
@@ -607,7 +626,7 @@ def judge_confirmed(
         cell, sd, pw = out[cid]
         n = sum(p.usable for p in again)
         sd.update(cell_noise([before, again], prior, threshold))
-        for metric in deltas:
+        for metric in own[cid]:
             pw[metric] = power(n, sd[metric], deltas[metric], level)
             change = cell.metrics[metric]
             significant = change.p_adjusted is not None and change.p_adjusted < alpha
@@ -621,7 +640,7 @@ def judge_confirmed(
         elif not n:
             cell.verdict, cell.note = "inconclusive", "no usable pair measured again"
         elif "inconclusive" in verdicts:
-            worst = max((m for m in deltas if cell.metrics[m].verdict == "inconclusive"), key=lambda m: sd[m])
+            worst = max((m for m in own[cid] if cell.metrics[m].verdict == "inconclusive"), key=lambda m: sd[m])
             cell.verdict = "inconclusive"
             cell.note = (
                 f"{_label(worst, sd[worst])}: {n} pair(s) measured again had {pw[worst]:.0%} power at the threshold, "

@@ -79,6 +79,18 @@ def test_a_gate_subset_naming_no_cell_is_an_error_at_its_key(gate: str, where: s
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fake_plugin")
+def test_offline_cells_are_left_out_with_why_where_only_latencies_are_judged() -> None:
+    text = "name: g\nmodel: toy\nbackends: [fake]\nbatch_sizes: [1]\nthreads: 1\nload: [offline, single_stream]\n"
+    scenario = load_scenario_text(text, "s.yaml")
+    kept, excluded = gate._gate_cells(scenario, ["plugins.fake"], ("p50", "p99"))
+    assert [p.cell.load for p in kept] == ["single_stream"]
+    assert [e["reason"] for e in excluded] == [
+        "an offline cell has no latency per query, and --metrics leaves out its throughput"]  # fmt: skip
+    kept, excluded = gate._gate_cells(scenario, ["plugins.fake"])  # throughput judged: both kept
+    assert sorted(p.cell.load for p in kept) == ["offline", "single_stream"] and not excluded
+
+
 def _process(thr: float, p50: float, p99: float, *, trusted: bool = True, status: str = "ok") -> gs.Process:
     return gs.Process(status, trusted, {"throughput": thr, "p50": p50, "p99": p99}, 1.0)
 
@@ -272,9 +284,10 @@ class _Synthetic(gate.Pairs):
 
     def __init__(
         self, cells: int, budget_s: float, slower: dict[str, float], noise: float, trusted: bool = True,
-        busy_until: float = 0.0,
+        busy_until: float = 0.0, offline: frozenset[str] = frozenset(),
     ) -> None:  # fmt: skip
         self.now, self.slower, self.noise, self.trusted, self.busy_until = 0.0, slower, noise, trusted, busy_until
+        self.offline = offline  # cells without a latency per query: p50 and p99 absent, as a worker records them
         self.rng = np.random.default_rng(5)
         made = [gate.GateCell(f"c{i}", f"c{i}", "fake", 1.0) for i in range(cells)]
         super().__init__(made, 1, gate.Clock(budget_s, now=lambda: self.now), lambda line: None)
@@ -284,7 +297,8 @@ class _Synthetic(gate.Pairs):
         factor = (1 + self.slower.get(cid, 0.0)) * float(self.rng.lognormal(0, self.noise))
         factor = factor if side == "candidate" else float(self.rng.lognormal(0, self.noise))
         trusted = self.trusted and self.now > self.busy_until
-        return gs.Process("ok", trusted, {"throughput": 1000 / factor, "p50": factor, "p99": 3 * factor}, 1.0)
+        latency = 0.0 if cid in self.offline else factor
+        return gs.Process("ok", trusted, {"throughput": 1000 / factor, "p50": latency, "p99": 3 * latency}, 1.0)
 
 
 def test_the_course_finds_the_slowed_cell_within_its_budget() -> None:
@@ -295,6 +309,18 @@ def test_the_course_finds_the_slowed_cell_within_its_budget() -> None:
     assert night.clock.used <= 600 and decision.calibration_pairs >= 1 and decision.measured_again >= 1
     # every cell the screen let through had the power to have seen a 5 % slowdown: unchanged, not just quiet
     assert set(verdicts.values()) == {"unchanged"}
+
+
+def test_offline_cells_are_judged_on_their_throughput_and_their_latencies_not_judged() -> None:
+    night = _Synthetic(6, 600, {"c1": 0.15, "c2": 0.15}, 0.02, offline=frozenset({"c1", "c3"}))
+    cells = {c.cell_id: c for c in gate.decide(night, threshold=0.05, alpha=0.01).cells}
+    assert cells["c1"].verdict == "regressed" and cells["c1"].metrics["throughput"].verdict == "regressed"
+    assert cells["c2"].verdict == "regressed"
+    assert cells["c3"].verdict == "unchanged", cells["c3"].note
+    for cid in ("c1", "c3"):
+        assert [cells[cid].metrics[m].verdict for m in ("p50", "p99")] == ["not judged", "not judged"]
+        assert cells[cid].metrics["p50"].baseline is None
+    assert {cells[c].verdict for c in ("c0", "c4", "c5")} == {"unchanged"}
 
 
 def test_a_night_on_a_busy_machine_ends_inconclusive_within_its_budget() -> None:
