@@ -198,8 +198,12 @@ def read_trace(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int
 
 
 def nearest_rank(ordered: np.ndarray, percentile: float) -> float:
-    """The ``percentile`` of sorted, non-empty values by nearest rank (LoadGen's way: no interpolation)."""
-    return float(ordered[max(0, math.ceil(percentile / 100 * ordered.size) - 1)])
+    """The ``percentile`` of sorted, non-empty values by nearest rank (LoadGen's way: no interpolation):
+    the summary's own rule (:func:`harness.analysis.stats.nearest_rank`), whose rank survives the
+    floating-point error of ``0.999 * n`` that a bare ceil turns into the next sample up."""
+    from harness.analysis.stats import nearest_rank as summary_rank
+
+    return summary_rank(ordered, percentile)
 
 
 def own_lateness(latency_ns: np.ndarray, delay_ns: np.ndarray, scheduled_ns: np.ndarray) -> np.ndarray:

@@ -216,3 +216,15 @@ def test_multi_stream_queries_complete_when_their_last_sample_does(tmp_path: Pat
     # two calls of 1 ms in a row per query on one replica
     assert np.median(run.query_latency_ns) >= 1.98 * MS
     assert run.loadgen["result_query_count"] == run.query_latency_ns.size
+
+
+def test_the_generators_percentile_is_the_summarys_nearest_rank_at_every_size() -> None:
+    """0.999 * 3000 is 2997.0000000000005 in floating point: a bare ceil took the 2998th sample."""
+    from harness.analysis import stats
+    from harness.measure.loadgen import nearest_rank
+
+    for n in (1, 7, 1000, 3000, 10_000):
+        ordered = np.arange(1, n + 1, dtype=np.float64)
+        for p in (50, 90, 99, 99.9, 100):
+            assert nearest_rank(ordered, p) == stats.nearest_rank(ordered, p), (n, p)
+    assert nearest_rank(np.arange(1, 3001, dtype=np.float64), 99.9) == 2997
