@@ -321,12 +321,15 @@ FIELDS: dict[str, tuple[str, str]] = {
     "price_source": ("", "where hourly_usd came from: the catalog row (cloud/instance, region, date, public source)"),
     "cost_per_million_usd": (
         "USD",
-        "cost per million inferences: hourly_usd / (throughput_sps x 3600) x 1e6, the machine fully used; plus "
+        "cost per million inferences: hourly_usd / (throughput_sps x 3600) x 1e6, the machine kept at throughput_sps "
+        "(its capacity in offline, single-stream, multi-stream and peak-search cells; in a server cell at a fixed "
+        "target_qps the rate offered, a lower bound of its capacity, so the cost at that load, not the least); plus "
         "energy_usd_per_million where the scenario prices energy (cost.energy_usd_per_kwh)",
     ),
     "instances_needed": (
         "machines",
-        "machines to serve cost.target_qps samples/s with each at cost.utilisation of throughput_sps",
+        "machines to serve cost.target_qps samples/s with each at cost.utilisation of throughput_sps (an upper "
+        "bound in a server cell at a fixed target_qps, whose throughput_sps is the rate offered)",
     ),
     "monthly_usd": ("USD", "a 30-day month of cost.daily_volume inferences a day at cost.utilisation"),
     "budgets": (
