@@ -407,6 +407,23 @@ def _unique_machines(value: tuple[MachineKind, ...]) -> tuple[MachineKind, ...]:
     return value
 
 
+def _unique_backends(value: tuple[BackendEntry, ...]) -> tuple[BackendEntry, ...]:
+    """Two entries of one backend with other options are two configurations; the same entry twice is
+    a slip (it would plan the same cells again)."""
+    first: dict[str, int] = {}
+    for index, entry in enumerate(value):
+        key = json.dumps(entry.model_dump(mode="json"), sort_keys=True)
+        if key in first:
+            raise PydanticCustomError(
+                "scenario_duplicate",
+                "backend '{name}' is the same as at index {first} (same options, sweep and precisions); remove "
+                "one, or give them different options",
+                {"name": entry.name, "first": first[key], "at": (index,)},
+            )
+        first[key] = index
+    return value
+
+
 class Scenario(BaseModel):
     """A validated scenario, with where it came from: its file, text and the line of each key."""
 
@@ -416,7 +433,7 @@ class Scenario(BaseModel):
     name: Annotated[StrictStr, AfterValidator(_name)]
     description: StrictStr | None = None
     model: ModelRef
-    backends: Annotated[tuple[BackendEntry, ...], Field(min_length=1)]
+    backends: Annotated[tuple[BackendEntry, ...], Field(min_length=1), AfterValidator(_unique_backends)]
     devices: Annotated[tuple[Device, ...], Field(min_length=1), AfterValidator(_unique)] = ("cpu",)
     precisions: Precisions = ("fp32",)
     batch_sizes: Annotated[tuple[BatchSize, ...], Field(min_length=1), AfterValidator(_unique)]

@@ -244,6 +244,12 @@ def test_negative_batch_size(tmp_path: Path) -> None:
     assert error_of(path) == f"{path}:7: batch_sizes.2: Input should be greater than 0 (got -4)"
 
 
+def test_the_same_backend_entry_twice_points_at_the_repeat(tmp_path: Path) -> None:
+    text = "name: t\nmodel: m\nbackends:\n  - pytorch\n  - {name: pytorch, options: {a: 1}}\n  - name: pytorch\n"
+    path = write(tmp_path, text + "batch_sizes: [1]\n")
+    assert_line(error_of(path), path, 6, "backends.2", "backend 'pytorch' is the same as at index 0", "remove one")
+
+
 def test_duplicate_batch_sizes_point_at_the_repeat(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: m\nbackends: [pytorch]\nbatch_sizes:\n  - 1\n  - 8\n  - 8\n")
     assert_line(error_of(path), path, 7, "batch_sizes.2", "duplicate value 8", "remove it")
@@ -559,7 +565,7 @@ backends:
   - name: b
     precisions: [int8]
   - name: b
-    precisions: [int8]
+    precisions: [bf16, int8]
 devices: [cpu, cuda]
 precisions: [fp32, bf16]
 batch_sizes: [4, 2]
@@ -574,7 +580,8 @@ batch_sizes: [4, 2]
         for precision in ("fp32", "bf16")
         for batch in (4, 2)
     ] + [("b", None, device, "int8", batch) for device in ("cpu", "cuda") for batch in (4, 2)]
-    assert keys == expected  # the duplicate backend entry adds nothing
+    expected += [("b", None, device, "bf16", batch) for device in ("cpu", "cuda") for batch in (4, 2)]
+    assert keys == expected  # the second b entry adds only its bf16 cells: its int8 ones are the first's
     assert len({c.id for c in cells}) == len(cells)
     assert all(c.threads == 5 for c in cells)  # threads: auto
     assert all(c.model == "m" and c.model_options == {"size": 2} for c in cells)
