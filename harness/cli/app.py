@@ -141,6 +141,17 @@ def _warn_unfinished(paths: Any) -> None:
             _warn(f"{path}: {note}")
 
 
+def _only_with(ctx: click.Context, needed: str, *options: str) -> None:
+    """Refuse options given on the command line (not left at their defaults) that only mean something
+    with ``needed``, rather than ignore them without a word."""
+    given = [f"--{name.replace('_', '-')}" for name in options
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]  # fmt: skip
+    if given:
+        from harness.errors import UsageError
+
+        raise UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with {needed}")
+
+
 def _warn_if_fraction(threshold: float, option: str = "--threshold") -> None:
     """Thresholds are percent; a value under 0.5 was most likely meant as a fraction (0.05 for 5 %),
     which would make every tiny change count. Said, not refused: a tiny threshold can be wanted."""

@@ -13,7 +13,7 @@ import click
 
 if TYPE_CHECKING:
     pass
-from harness.cli.app import _load, _registries, cli
+from harness.cli.app import _load, _only_with, _registries, cli
 
 
 @cli.command()
@@ -34,6 +34,7 @@ def validate(ctx: click.Context, scenario: str, executor: str | None, ray_addres
     if (executor or ("ray" if loaded.machines else "local")) == "ray":
         _validate_on_cluster(ctx, loaded, scenario, ray_address)
         return
+    _only_with(ctx, "--executor ray (or a scenario with machines:)", "ray_address")
     planned = planning.plan(expand_cells(loaded, environment.usable_cpus()), regs)
     skipped = [p for p in planned if p.skip_reason]
     click.echo(describe(loaded))

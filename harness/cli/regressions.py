@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from harness.cli.app import Duration, Finite, _load, _warn_if_fraction, _warn_unfinished, cli
+from harness.cli.app import Duration, Finite, _load, _only_with, _warn_if_fraction, _warn_unfinished, cli
 
 if TYPE_CHECKING:
     from harness.analysis.comparison import Comparison
@@ -74,6 +74,8 @@ def compare(
     from harness.output.files import check_writable
 
     _warn_if_fraction(threshold)
+    if not confirm:
+        _only_with(ctx, "--confirm", "confirm_repeats", "screen_alpha", "baseline_code")
     for option, path in (("-o", output), ("--json-out", json_out)):
         if path:  # before --confirm's re-measurement, which can take an hour
             check_writable(path, option)

@@ -73,6 +73,8 @@ def report(
     from harness.report import render_images, render_run
 
     paths = [Path(p) for p in run_dirs]
+    if baseline_run and comparison_json:
+        raise UsageError("give --baseline RUN_DIR or --comparison FILE, not both: the report shows one comparison")
     _warn_unfinished(paths)
     if fmt != "html":
         if len(paths) > 1 or baseline_run or comparison_json or allow_mixed:
@@ -86,6 +88,10 @@ def report(
         raise UsageError("--chart picks charts to write as images: give --format png or svg")
     if output and Path(output).is_dir():
         raise UsageError(f"-o {output}: a folder; the HTML report is a file (images go to a folder: --format png)")
+    if output:
+        from harness.output.files import check_writable
+
+        check_writable(output, "-o")  # named as the user gave it, before the report is rendered
     target = Path(output) if output else Path("reports") / f"{paths[0].name}.html"
     section = ""
     if baseline_run:

@@ -134,3 +134,26 @@ def test_a_truncated_onnx_model_stops_the_run_before_it_starts(tmp_path: Path) -
     out = bench("run", str(scenario), "--out", str(tmp_path / "r"))
     _assert_clean_error(out, "not a readable ONNX model")
     assert not (tmp_path / "r").exists()
+
+
+def test_options_that_mean_nothing_without_another_are_refused_not_ignored(tmp_path: Path) -> None:
+    from conftest import stub_manifest
+    from harness.store import RunDir
+
+    run = RunDir.create(tmp_path, "r1", stub_manifest("r1"))
+    run.update_manifest(planned=0, finished_at=1.0)
+    run.release()  # a finished run: no warning before the error
+    (tmp_path / "c.json").write_text("{}")
+    _assert_clean_error(bench("compare", str(run.path), str(run.path), "--confirm-repeats", "5", "--screen-alpha",
+                              "0.2"), "--confirm-repeats, --screen-alpha go with --confirm")  # fmt: skip
+    _assert_clean_error(bench("compare", str(run.path), str(run.path), "--baseline-code", str(tmp_path)),
+                        "--baseline-code goes with --confirm")  # fmt: skip
+    both = bench("report", str(run.path), "--baseline", str(run.path), "--comparison", str(tmp_path / "c.json"))
+    _assert_clean_error(both, "give --baseline RUN_DIR or --comparison FILE, not both")
+    scenario = tmp_path / "ok.yaml"
+    scenario.write_text(GOOD)
+    _assert_clean_error(bench("validate", str(scenario), "--ray-address", "10.0.0.1:6379"),
+                        "--ray-address goes with --executor ray")  # fmt: skip
+    (tmp_path / "a-file").write_text("")
+    _assert_clean_error(bench("report", str(run.path), "-o", str(tmp_path / "a-file" / "r.html")),
+                        f"-o {tmp_path / 'a-file' / 'r.html'}: cannot write there")  # fmt: skip
