@@ -154,7 +154,8 @@ def measure_attempts(
     module: str | None = None,
 ) -> dict[str, Any]:
     """Measure a cell, again (after a pause that grows) while the machine disturbed the window, up to
-    max_attempts; keep the quietest attempt, untrusted when every attempt was disturbed. The same on
+    max_attempts; keep the quietest attempt that measured (a retry that failed, as one may on a busy
+    machine, never replaces a measurement), untrusted when every attempt was disturbed. The same on
     every executor: a Ray node runs this for its cell."""
     attempts = []
     for attempt in range(max_attempts):
@@ -171,12 +172,14 @@ def measure_attempts(
         attempts.append(record)
         if not record.get("noisy"):
             break
-    best = min(attempts, key=_disturbance) if len(attempts) > 1 else attempts[0]
+    measured = [r for r in attempts if r.get("status") == "ok"]
+    best = min(measured, key=_disturbance) if measured else attempts[-1]
     best["attempts"] = len(attempts)
     if best.get("status") == "ok":
         best["trusted"] = not best.get("noisy")
         if best.get("noisy"):
-            best["untrusted_reason"] = _untrusted_reason(best, len(attempts), noise_threshold)
+            failed = [f"attempt {i + 1} {r.get('status')}" for i, r in enumerate(attempts) if r.get("status") != "ok"]
+            best["untrusted_reason"] = _untrusted_reason(best, len(attempts), noise_threshold, failed)
     return best
 
 
@@ -192,8 +195,9 @@ def _disturbance(record: Mapping[str, Any]) -> tuple[float, float]:
     return disturbed, record.get("noise_fraction") or 0.0
 
 
-def _untrusted_reason(record: Mapping[str, Any], attempts: int, threshold: float) -> str:
-    parts = [f"the machine was busy in all {attempts} attempt(s)"]
+def _untrusted_reason(record: Mapping[str, Any], attempts: int, threshold: float, failed: Sequence[str] = ()) -> str:
+    parts = [f"the machine was busy in all {attempts} attempt(s)" if not failed else
+             f"the machine was busy in every attempt that measured ({', '.join(failed)})"]  # fmt: skip
     if record.get("noise_fraction") is not None:
         parts.append(f"other processes used {record['noise_fraction']:.0%} of the CPUs over the kept window")
     if record.get("noise_subwindows"):

@@ -80,6 +80,7 @@ def run_window(call: Callable[[], object], rule: StopRule, on_phase: Callable[[s
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection inside the window is the harness's noise, not the model's
     checks = 0
+    checking_ns = 0  # time the stop rule's checks took inside the window: no call ran, so it is not the model's
     try:
         start = clock()
         min_end = start + int(rule.min_duration_s * _NS)
@@ -103,11 +104,13 @@ def run_window(call: Callable[[], object], rule: StopRule, on_phase: Callable[[s
                     next_check = max_end
                     continue
                 checks += 1
-                if _ci_converged(samples, rule):
+                if _ci_converged(samples, rule):  # after the window's last call: not inside it
                     reason = "ci_converged"
                     break
-            # check again after another 10% of the elapsed window (at least 50 ms): O(log) checks
-            next_check = t_end + max((t_end - start) // 10, _NS // 20)
+                checking_ns += clock() - t_end  # inside it: the next call starts after the check
+            # check again after another 10% of the elapsed window (at least 50 ms): O(log) checks; the
+            # window still ends at max_duration_s at the latest
+            next_check = min(t_end + max((t_end - start) // 10, _NS // 20), max_end)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -117,7 +120,7 @@ def run_window(call: Callable[[], object], rule: StopRule, on_phase: Callable[[s
         warmup_queries=warm_n,
         warmup_ns=warmup_ns,
         latencies_ns=latencies,
-        wall_ns=t_end - start,
+        wall_ns=t_end - start - checking_ns,
         stop_reason=reason,
         min_queries_met=len(latencies) >= min_q,
         ci_checks=checks,

@@ -176,11 +176,16 @@ class BatchingSUT:
             return self._pop(batch)  # the hot path: no lock
         cv = self._cv
         with cv:
-            while not queue:
-                if self._stopping:
-                    return None
-                self._asleep += 1
-                cv.wait()
+            # asleep before the queue is looked at: an issue landing between the look and the wait
+            # then sees a sleeper and notifies (it waits for the lock, which the wait releases); counted
+            # only after the look, its notify was skipped and the samples waited for the next issue
+            self._asleep += 1
+            try:
+                while not queue:
+                    if self._stopping:
+                        return None
+                    cv.wait()
+            finally:
                 self._asleep -= 1
             if self._max_wait_ns and len(queue) < batch:
                 try:

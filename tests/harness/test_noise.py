@@ -7,7 +7,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -83,3 +85,30 @@ def test_the_worker_waits_for_a_quiet_machine_before_its_window(tmp_path: Path) 
     (cell,) = json.loads(out.stdout)["cells"]
     assert cell["quiet_at_start"] is True
     assert 0.2 <= cell["quiet_wait_s"] < 20
+
+
+@dataclass
+class _Job:
+    attempt: int = 0
+
+
+def test_a_retry_that_fails_never_replaces_the_measurement_it_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy machine disturbs the window and then, as often, times the retry out: the disturbed
+    measurement is kept, untrusted, saying why, rather than the timeout (whose noise fields, absent,
+    read as the quietest)."""
+    from harness import runner
+
+    outcomes = iter([
+        {"status": "ok", "noisy": True, "noise_fraction": 0.4, "throughput_sps": 900.0},
+        {"status": "timeout", "reason": "no result within 30 s"},
+    ])  # fmt: skip
+    monkeypatch.setattr(runner, "run_cell", lambda job, **kwargs: dict(next(outcomes)))
+    monkeypatch.setattr(runner, "ATTEMPT_BACKOFF_S", 0.0)
+    kept = runner.measure_attempts(
+        cast("Any", _Job()), limits=cast("Any", None), log_path=Path("unused"), env={}, max_attempts=3,
+        noise_threshold=0.1,
+    )  # fmt: skip
+    assert (kept["status"], kept["throughput_sps"], kept["attempts"], kept["trusted"]) == ("ok", 900.0, 2, False)
+    assert kept["untrusted_reason"].startswith(
+        "the machine was busy in every attempt that measured (attempt 2 timeout)"
+    )

@@ -76,3 +76,24 @@ def test_latencies_are_the_calls_durations() -> None:
     assert np.median(window.latencies_ns) == np.clip(np.median(window.latencies_ns), 1_000_000, 1_050_000)
     # the window's wall time covers the calls and nothing much else
     assert window.latencies_ns.sum() <= window.wall_ns <= window.latencies_ns.sum() * 1.02
+
+
+def test_the_stop_rules_checks_are_not_the_models_time_and_the_window_ends_at_its_maximum(monkeypatch) -> None:
+    from harness.measure import single_stream
+
+    def slow_check(samples, rule) -> bool:  # a check as slow as sorting millions of samples
+        time.sleep(0.02)
+        return False
+
+    monkeypatch.setattr(single_stream, "_ci_converged", slow_check)
+    window = run_window(_busy(100_000), _rule(min_queries=10, max_duration_s=0.4))
+    assert window.stop_reason == "max_duration" and window.ci_checks >= 2
+    between_calls = window.wall_ns - int(window.latencies_ns.sum())
+    assert between_calls < 0.25 * window.ci_checks * 20_000_000, (between_calls, window.ci_checks)
+
+
+def test_a_window_that_never_converges_stops_at_its_maximum_not_at_the_next_check() -> None:
+    # checks fall every 10 % of the window: past 0.51 s the next came at 0.56 + 10 %, not at 0.56 s
+    window = run_window(_busy(100_000), _rule(min_queries=10, max_duration_s=0.56, ci_rel_width=1e-9))
+    assert window.stop_reason == "max_duration"
+    assert 0.45e9 < window.wall_ns < 0.56e9 + 20_000_000, window.wall_ns

@@ -165,3 +165,39 @@ def test_inline_serving_refuses_what_it_cannot_do(kwargs) -> None:
 def test_inline_serving_takes_one_session() -> None:
     with pytest.raises(ValueError, match="inline serving"):
         BatchingSUT([Recorder(), Recorder()], 1, lambda ids: None, inline=True)
+
+
+def test_samples_issued_while_a_replica_is_going_to_sleep_wake_it() -> None:
+    """The issuer notifies only a replica counted as asleep: one that looked at the empty queue and
+    was not yet counted missed the samples issued in between, which then waited for the next issue
+    (the last query of a test: until the cell's timeout)."""
+    from collections import deque
+
+    class Noop:
+        def run(self) -> None:
+            pass
+
+    done: list[int] = []
+    sut = BatchingSUT([Noop()], batch_size=4, complete=done.extend)  # a queue of its own: not served inline
+    looked = threading.Event()
+
+    class SlowLook(deque):  # the replica's look at the empty queue, slowed as a thread switch there would be
+        def __len__(self) -> int:
+            n = super().__len__()
+            replica = threading.current_thread().name.startswith("bench-replica")
+            if not n and replica and sut._cv._lock.locked() and not looked.is_set():  # its look under the lock
+                looked.set()
+                time.sleep(0.2)  # the samples are issued here
+            return n
+
+    sut._queue = SlowLook()
+    sut.start()
+    try:
+        assert looked.wait(5)
+        sut.issue([1, 2])
+        deadline = time.monotonic() + 2
+        while len(done) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(done) == [1, 2], done
+    finally:
+        sut.stop()
