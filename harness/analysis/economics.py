@@ -258,16 +258,20 @@ def budget_verdicts(record: Mapping[str, Any], budgets: Mapping[str, float]) -> 
             out[key] = {"limit": limit, "value": None, "ok": None, "why": "not measured for this cell"}
             continue
         ok = value <= limit if budget.kind == "max" else value >= limit
-        out[key] = {"limit": limit, "value": value, "ok": ok, "why": _verdict_text(budget, value, limit, ok)}
+        load = (record.get("config") or {}).get("load", "single_stream")
+        per = (" per call" if load == "single_stream" else " per query") if key in LATENCY_FIELDS else ""
+        out[key] = {"limit": limit, "value": value, "ok": ok, "why": _verdict_text(budget, value, limit, ok, per)}
     return out
 
 
-def _verdict_text(budget: Budget, value: float, limit: float, ok: bool) -> str:
-    """What happened, the measured value first: "p99 3.556 ms > limit 0.0001 ms" when broken,
-    "p99 0.5 ms <= limit 3 ms" when met."""
+def _verdict_text(budget: Budget, value: float, limit: float, ok: bool, per: str = "") -> str:
+    """What happened, the measured value first: "p99 per call 3.556 ms > limit 0.0001 ms" when
+    broken, "p99 per call 0.5 ms <= limit 3 ms" when met. A latency budget is judged on the cell's
+    own percentile: per call of batch_size samples in a single-stream cell (a request also waits for
+    its batch: the report's answers judge that, :func:`meets_budgets`), per query under LoadGen."""
     sign = {("max", True): "<=", ("max", False): ">", ("min", True): ">=", ("min", False): "<"}[budget.kind, ok]
     unit = "" if budget.unit == "fraction" else f" {budget.unit}"
-    return f"{budget.name or budget.field} {value:.4g}{unit} {sign} limit {limit:g}{unit}"
+    return f"{budget.name or budget.field}{per} {value:.4g}{unit} {sign} limit {limit:g}{unit}"
 
 
 def broken(records: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str, dict[str, Any]]]:
@@ -314,6 +318,32 @@ def _p99_as_measured(row: Mapping[str, Any]) -> tuple[float | None, str]:
     return (None, "no p99 (offline measures throughput only)") if p99 is None else (float(p99), "as measured")
 
 
+def one_per_cell(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One record per cell, in the records' order: among a cell's repeats, measured and trusted ones
+    first, the one of median throughput (the lower middle of an even count). Answers and
+    recommendations judge a cell by it, not by its luckiest repeat."""
+    by_cell: dict[object, list[Mapping[str, Any]]] = {}
+    for rec in records:  # a record without a cell id (not a journal's) stands alone
+        by_cell.setdefault(rec.get("cell_id") or id(rec), []).append(rec)
+    out = []
+    for repeats in by_cell.values():
+        ok = [r for r in repeats if r.get("status") == "ok"]
+        pool = [r for r in ok if is_trusted(r)] or ok or repeats
+        pool = sorted(pool, key=lambda r: float(r.get("throughput_sps") or 0.0))
+        out.append(pool[(len(pool) - 1) // 2])
+    return out
+
+
+def wrong_outputs(row: Mapping[str, Any]) -> str | None:
+    """Why a cell's outputs disqualify it from any answer (not all finite, or its fidelity check
+    failed), or None."""
+    if row.get("outputs_finite") is False:
+        return "its outputs were not all finite numbers"
+    if row.get("fidelity_ok") is False:
+        return f"fidelity failed: {row.get('fidelity_reason') or 'outputs too far from the fp32 reference'}"
+    return None
+
+
 def slo_check(
     p99_ms: float | None,
     min_throughput: float | None,
@@ -321,7 +351,8 @@ def slo_check(
     latency: LatencyOf | None = None,
 ) -> Callable[[dict[str, Any]], str | None]:
     """A ``meets`` for :func:`cheapest`: why a cell misses the SLO, or None. An untrusted cell
-    misses it (its figures are not a quiet machine's); ``latency`` says what a row's p99 is for the
+    misses it (its figures are not a quiet machine's), and so does one whose fidelity failed or whose
+    outputs were not finite (:func:`wrong_outputs`); ``latency`` says what a row's p99 is for the
     SLO (:func:`request_latency`; default: the p99 as measured)."""
     latency_of = latency or _p99_as_measured
 
@@ -331,6 +362,9 @@ def slo_check(
         why_not = untrusted_reason(row)
         if why_not:
             return f"untrusted: {why_not}"
+        wrong = wrong_outputs(row)
+        if wrong:  # a fast wrong answer is no answer, an SLO on agreement or not
+            return wrong
         if min_agreement is not None:
             agreement = row.get("agreement")
             if agreement is None:
@@ -407,6 +441,12 @@ class RequestLatency:
     #: where ``qps`` came from ("--qps", "cost.target_qps")
     qps_source: str = ""
 
+    @property
+    def fleet(self) -> bool:
+        """Whether ``qps`` is a whole fleet's rate (cost.target_qps plans the machines that serve it),
+        each cell's machines sharing it, rather than the rate reaching one queue (--qps)."""
+        return self.qps_source == FLEET_RATE_SOURCE
+
     def describe(self) -> str:
         """What was done, for the report and ``bench recommend``."""
         if self.basis == "server":
@@ -416,16 +456,55 @@ class RequestLatency:
                 "no queue) are left out of latency answers"
             )
         if self.basis == "gathering":
+            share = (
+                f"Q = {self.qps:,.0f} requests/s ({self.qps_source}) shared by the machines each cell needs to serve "
+                "it (instances_needed), one queue each"
+                if self.fleet
+                else f"Q = {self.qps:,.0f} requests/s ({self.qps_source}) reaching one queue"
+            )
             return (
                 f"latency per request estimated, not measured: a batch-B cell's p99 per call plus (B - 1) / Q, the "
-                f"time the first request of a batch waits for B - 1 more at Q = {self.qps:,.0f} requests/s "
-                f"({self.qps_source}) arriving evenly at one queue; batch 1 as measured"
+                f"time the first request of a batch waits for B - 1 more, at {share}, arriving evenly; batch 1 as "
+                "measured; a cell slower than the rate reaching it is left out (its queue would grow without bound)"
             )
         return (
             "latency per request: batch 1 as measured (one request a call); batch > 1 left out of latency answers: "
             "a request waits for its batch to fill, and no request rate is known to say how long "
             "(give cost.target_qps in the scenario, or bench recommend --qps Q)"
         )
+
+
+def meets_budgets(rec: Mapping[str, Any], basis: RequestLatency) -> str | None:
+    """Why a cell misses the run's budgets, or None, as the report's answers and its machine ranking
+    judge them: latency budgets per request under ``basis`` (a cell left out of latency answers cannot
+    show it meets one; the run's own verdicts, ``budgets``, judge them per call); the others as the run
+    judged them."""
+    for key, verdict in (rec.get("budgets") or {}).items():
+        if key in LATENCY_FIELDS:
+            value, how = request_latency(rec, basis, key)
+            if value is None:
+                return f"{key}: {how}"
+            limit = float(verdict.get("limit"))
+            if value > limit:
+                return f"{key.removesuffix('_ms').replace('_', '.')} {value:.3g} ms per request > {limit:g} ms ({how})"
+        elif verdict.get("ok") is False:
+            return f"{key}: {verdict.get('why', '')}"
+    return None
+
+
+#: the ``qps_source`` of a rate that is a fleet's (the scenario's cost.target_qps), not one queue's
+FLEET_RATE_SOURCE = "cost.target_qps"
+
+
+def queue_rate(record: Mapping[str, Any], basis: RequestLatency) -> tuple[float, str]:
+    """The request rate reaching one of a cell's queues under ``basis`` (a gathering basis), and how
+    it was had: a fleet's rate (cost.target_qps) over the cell's ``instances_needed`` machines, each
+    batching its own share; --qps as given (the rate at one queue)."""
+    assert basis.qps is not None
+    machines = record.get("instances_needed")
+    if basis.fleet and isinstance(machines, int) and machines > 1:
+        return basis.qps / machines, f"{basis.qps:,.0f}/s ({basis.qps_source}) over {machines} machines"
+    return basis.qps, f"{basis.qps:,.0f}/s ({basis.qps_source})"
 
 
 def latency_basis(records: Iterable[Mapping[str, Any]], qps: float | None, qps_source: str = "") -> RequestLatency:
@@ -480,13 +559,20 @@ def request_latency(
         return None, f"{load}: latency per query issued back to back, not per request at a rate"
     if value is None:
         return None, f"no {name}"
+    rate, rate_how = queue_rate(record, basis) if basis.basis == "gathering" and basis.qps else (None, "")
+    capacity = record.get("throughput_sps")
+    if rate is not None and isinstance(capacity, (int, float)) and capacity < rate:
+        return None, (
+            f"its throughput {capacity:,.0f} samples/s is under the {rate:,.0f} requests/s reaching it "
+            f"({rate_how}): its queue would grow without bound"
+        )
     if batch == 1:
         return float(value), "per call = per request at batch 1"
-    if basis.basis == "gathering" and basis.qps:
-        wait = gathering_ms(batch, basis.qps)
+    if rate is not None:
+        wait = gathering_ms(batch, rate)
         return float(value) + wait, (
             f"estimate: {name} per call {float(value):.3g} ms + {wait:.3g} ms gathering {batch - 1} more requests "
-            f"at {basis.qps:,.0f}/s"
+            f"at {rate:,.0f}/s" + (f" ({rate_how})" if rate != basis.qps else "")
         )
     return None, (
         f"batch {batch}: a request also waits for {batch - 1} more to fill the batch, unknown without a request "

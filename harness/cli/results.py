@@ -153,11 +153,15 @@ def recommend(
         run = RunDir.open(Path(path))
         manifest = run.manifest()
         run_machine = manifest.environment.get("cpu", {}).get("model") or run.path.name
+        instance = (manifest.settings.cost or {}).get("instance")
+        run_machine = f"{instance}: {run_machine}" if instance else run_machine
+        if len(run_dirs) > 1:  # one machine per run: two instance sizes of one CPU model are two machines
+            run_machine += f" ({run.path.name})"
         records = list(run.records())
         planned = (manifest.settings.cost or {}).get("target_qps")
-        rate, source = (qps, "--qps") if qps is not None else (planned, "cost.target_qps")
+        rate, source = (qps, "--qps") if qps is not None else (planned, economics.FLEET_RATE_SOURCE)
         bases[path] = economics.latency_basis(records, rate, source)
-        for rec in records:
+        for rec in economics.one_per_cell(records):  # a cell by its median repeat, not its luckiest
             if rec.get("status") == "skipped":
                 continue
             row = dict(rec)

@@ -84,9 +84,13 @@ def compare(
         result["task_value"] = auc(labels, np.asarray(outputs[first]))
         result["reference_task_value"] = auc(labels, np.asarray(reference[first]))
     elif labels is not None and task == "classification":
-        out = np.asarray(outputs[first])
+
+        def accuracy(values: np.ndarray) -> float:
+            return float(np.mean(values.reshape(len(values), -1).argmax(1) == labels.ravel()))
+
         result["task_metric"] = "accuracy"
-        result["task_value"] = float(np.mean(out.reshape(len(out), -1).argmax(1) == labels.ravel()))
+        result["task_value"] = accuracy(np.asarray(outputs[first]))
+        result["reference_task_value"] = accuracy(np.asarray(reference[first]))
     return result
 
 

@@ -84,6 +84,20 @@ def junit_xml(records: Sequence[Mapping[str, Any]], budgets: dict[str, float], s
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
+def _budget_mark(verdicts: Mapping[str, Mapping[str, Any]]) -> str:
+    """A cell's budgets in a word: FAIL (one broken), pass (all met), not judged (none judged), or pass
+    with how many were not judged."""
+    if not verdicts:
+        return ""
+    oks = [v.get("ok") for v in verdicts.values()]
+    if False in oks:
+        return "FAIL"
+    unjudged = oks.count(None)
+    if unjudged == len(oks):
+        return "not judged"
+    return "pass" + (f" ({unjudged} not judged)" if unjudged else "")
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -93,11 +107,15 @@ def markdown(records: Sequence[Mapping[str, Any]], budgets: dict[str, float], ti
     cells = _cells(records)
     ok = [r for r in cells if r.get("status") == "ok"]
     broken = [(r, k, v) for r in cells for k, v in (r.get("budgets") or {}).items() if v.get("ok") is False]
+    unjudged = [(r, k, v) for r in ok for k, v in (r.get("budgets") or {}).items() if v.get("ok") is None]
+    if broken:
+        verdict = f"**{len(broken)} budget(s) broken**"
+    elif unjudged:  # not a pass: a cell measured on a busy machine (or without the metric) was not judged
+        verdict = f"no budget broken, but **{len(unjudged)} budget verdict(s) not judged** (untrusted or not measured)"
+    else:
+        verdict = "all budgets met" if budgets else "no budgets set"
     lines = [f"## bench: {md_line(title)}", ""]
-    lines.append(
-        f"{len(ok)} of {len(cells)} cells measured, {len(records) - len(cells)} skipped; "
-        + (f"**{len(broken)} budget(s) broken**" if broken else ("all budgets met" if budgets else "no budgets set"))
-    )
+    lines.append(f"{len(ok)} of {len(cells)} cells measured, {len(records) - len(cells)} skipped; " + verdict)
     lines.append("")
     if broken:
         lines += ["| cell | budget | limit | what happened |", "|---|---|---|---|"]
@@ -109,8 +127,7 @@ def markdown(records: Sequence[Mapping[str, Any]], budgets: dict[str, float], ti
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        verdicts = r.get("budgets") or {}
-        mark = "" if not verdicts else ("pass" if r.get("budgets_ok") else "FAIL")
+        mark = _budget_mark(r.get("budgets") or {})
         lines.append(
             f"| {md_cell(r.get('label'))} | {md_cell(r.get('status'))} | {_fmt(r.get('throughput_sps'), ',.0f')} | "
             f"{_fmt(r.get('p50_ms'), '.3f')} | {_fmt(r.get('p99_ms'), '.3f')} | "

@@ -35,7 +35,7 @@ def _clean(value: Any) -> Any:
 
 
 def _run_view(run: RunDir) -> dict[str, Any]:
-    from harness.analysis.economics import latency_basis, untrusted_reason
+    from harness.analysis.economics import FLEET_RATE_SOURCE, latency_basis, untrusted_reason
     from harness.metrics import describe
     from harness.report.firstscreen import answers, heat_table, readable_options
 
@@ -68,7 +68,7 @@ def _run_view(run: RunDir) -> dict[str, Any]:
         "rows": rows,
         "counts": counts,
         "not_ok": [r for r in records if r["status"] != "ok"],
-        "answers": answers(records, latency_basis(records, planned, "cost.target_qps")),
+        "answers": answers(records, latency_basis(records, planned, FLEET_RATE_SOURCE)),
         "heat": heat_table(records),
         "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(manifest.created_at)),
     }

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis.economics import FRONTIERS, is_trusted, pareto_front, untrusted_reason
+from harness.analysis.economics import (
+    FLEET_RATE_SOURCE,
+    FRONTIERS,
+    is_trusted,
+    latency_basis,
+    meets_budgets,
+    pareto_front,
+    untrusted_reason,
+)
 from harness.store import RunDir
 
 #: points per latency CDF (quantiles of the per-query latencies)
@@ -565,17 +573,19 @@ def budget_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def machines(all_records: Sequence[tuple[RunDir, Sequence[Mapping[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per machine of a merged report (a run, or a machine kind of a Ray run with ``machines:``),
-    ranked by cost per million of its cheapest cell meeting the budgets (throughput where no run has a
-    price), with the fingerprint of the machine that measured it."""
+    ranked by cost per million of its cheapest cell meeting the budgets as the report's answers judge
+    them (latency per request: :func:`harness.analysis.economics.meets_budgets`; throughput where no run
+    has a price), with the fingerprint of the machine that measured it."""
     rows = []
     for run, records in all_records:
         manifest = run.manifest()
+        basis = latency_basis(records, (manifest.settings.cost or {}).get("target_qps"), FLEET_RATE_SOURCE)
         kinds: dict[str | None, list[Mapping[str, Any]]] = {}
         for record in records:
             kinds.setdefault((record.get("config") or {}).get("machine"), []).append(record)
         for kind, mine in kinds.items():
             env = _machine_environment(manifest, kind)
-            ok = [r for r in mine if r.get("status") == "ok" and is_trusted(r) and r.get("budgets_ok") is not False]
+            ok = [r for r in mine if r.get("status") == "ok" and is_trusted(r) and meets_budgets(r, basis) is None]
             cheap = min((r for r in ok if _num(r.get("cost_per_million_usd"))),
                         key=lambda r: r["cost_per_million_usd"], default=None)  # fmt: skip
             fast = max((r for r in ok if _num(r.get("throughput_sps"))), key=lambda r: r["throughput_sps"],

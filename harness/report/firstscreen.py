@@ -15,11 +15,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.analysis.economics import (
-    LATENCY_FIELDS,
     RequestLatency,
     is_trusted,
+    meets_budgets,
+    one_per_cell,
     request_latency,
     untrusted_reason,
+    wrong_outputs,
 )
 from harness.report.charts import _num, config_words, legend_names
 
@@ -31,27 +33,12 @@ _BLUES = ("#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08
 _DARK_TEXT_FROM = 0.55
 
 
-def meets_budgets(rec: Mapping[str, Any], basis: RequestLatency) -> str | None:
-    """Why a cell misses the run's budgets, or None. Latency budgets are judged per request (a
-    cell left out of latency answers cannot show it meets one); the others as the run judged them."""
-    for key, verdict in (rec.get("budgets") or {}).items():
-        if key in LATENCY_FIELDS:
-            value, how = request_latency(rec, basis, key)
-            if value is None:
-                return f"{key}: {how}"
-            limit = float(verdict.get("limit"))
-            if value > limit:
-                return f"{key.removesuffix('_ms').replace('_', '.')} {value:.3g} ms per request > {limit:g} ms ({how})"
-        elif verdict.get("ok") is False:
-            return f"{key}: {verdict.get('why', '')}"
-    return None
-
-
 def answers(records: Sequence[Mapping[str, Any]], basis: RequestLatency) -> dict[str, Any]:
-    """The headline answers among the trusted measured cells, how latency was judged, and the
-    untrusted cells left out (each with why)."""
-    ok = [r for r in records if r.get("status") == "ok"]
-    trusted = [r for r in ok if is_trusted(r)]
+    """The headline answers among the trusted measured cells (each cell by its median repeat:
+    :func:`harness.analysis.economics.one_per_cell`), how latency was judged, and the cells left out
+    (each with why)."""
+    ok = [r for r in one_per_cell(records) if r.get("status") == "ok"]
+    trusted = [r for r in ok if is_trusted(r) and wrong_outputs(r) is None]  # a fast wrong answer is none
     rows: list[dict[str, str]] = []
     best = max((r for r in trusted if _num(r.get("throughput_sps"))), key=lambda r: r["throughput_sps"], default=None)
     if best:
@@ -78,9 +65,10 @@ def answers(records: Sequence[Mapping[str, Any]], basis: RequestLatency) -> dict
             rows.append({"question": question, "cell": "none", "value": "",
                          "how": f"no trusted cell meets every budget ({len(priced)} judged)"})  # fmt: skip
     if ok and not trusted:
-        why = f"all {len(ok)} measured cells are untrusted: measure again on a quiet machine"
+        why = f"all {len(ok)} measured cells are untrusted or failed fidelity: see the cells left out"
         rows.append({"question": "every answer", "cell": "none", "value": "", "how": why})
-    left_out = [{"cell": r["label"], "why": untrusted_reason(r) or ""} for r in ok if not is_trusted(r)]
+    left_out = [{"cell": r["label"], "why": untrusted_reason(r) or wrong_outputs(r) or ""} for r in ok
+                if not is_trusted(r) or wrong_outputs(r)]  # fmt: skip
     return {"rows": rows, "basis": basis.describe(), "left_out": left_out}
 
 

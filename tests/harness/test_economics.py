@@ -77,13 +77,31 @@ def test_pareto_front_skips_rows_without_the_metric_and_checks_its_arguments() -
 def test_budget_verdicts() -> None:
     record = {"status": "ok", "p99_ms": 4.0, "throughput_sps": 900.0, "p50_ms": None}
     verdicts = budget_verdicts(record, {"p99_ms": 5.0, "min_throughput_sps": 1000.0, "p50_ms": 1.0})
-    assert verdicts["p99_ms"]["ok"] is True and verdicts["p99_ms"]["why"] == "p99 4 ms <= limit 5 ms"
+    assert verdicts["p99_ms"]["ok"] is True and verdicts["p99_ms"]["why"] == "p99 per call 4 ms <= limit 5 ms"
     assert verdicts["min_throughput_sps"]["ok"] is False and verdicts["min_throughput_sps"]["why"] == (
         "throughput 900 samples/s < limit 1000 samples/s"
     )
     assert verdicts["p50_ms"]["ok"] is None  # not measured for this cell: not judged
     failed = budget_verdicts({"status": "crashed"}, {"p99_ms": 5.0})
     assert failed["p99_ms"]["ok"] is False and "crashed" in failed["p99_ms"]["why"]
+    served = budget_verdicts({**record, "config": {"load": "server"}}, {"p99_ms": 5.0})
+    assert served["p99_ms"]["why"] == "p99 per query 4 ms <= limit 5 ms"  # LoadGen: a query is a request
+
+
+def test_a_summary_never_says_all_budgets_met_of_verdicts_not_judged() -> None:
+    from harness.output import ci
+
+    judged = {"status": "ok", "label": "a", "budgets": {"p99_ms": {"ok": True, "limit": 5}}, "budgets_ok": True}
+    unjudged = {
+        "status": "ok",
+        "label": "b",
+        "budgets_ok": True,
+        "budgets": {"p99_ms": {"ok": None, "limit": 5, "why": "not judged: a compile ran beside it"}},
+    }
+    assert "all budgets met" in ci.markdown([judged], {"p99_ms": 5}, "t")
+    text = ci.markdown([judged, unjudged], {"p99_ms": 5}, "t")
+    assert "all budgets met" not in text and "no budget broken, but **1 budget verdict(s) not judged**" in text
+    assert "| pass |" in text and "| not judged |" in text
 
 
 BUDGETED = """\
@@ -215,6 +233,31 @@ def test_request_latency_adds_the_gathering_time_of_a_batch_or_leaves_it_out() -
     assert economics.request_latency(served[3], gathering)[0] is None  # offline has no latency percentiles
 
 
+def test_a_fleet_rate_is_shared_by_the_machines_a_cell_needs_and_an_overloaded_cell_is_left_out() -> None:
+    fleet = economics.latency_basis([_cell(64, 0.5)], 100_000.0, economics.FLEET_RATE_SOURCE)
+    two = _cell(64, 0.5, instances_needed=2, throughput_sps=80_000.0)  # each machine gets 50,000/s
+    value, how = economics.request_latency(two, fleet)
+    assert value == pytest.approx(0.5 + 63 / 50_000 * 1e3) and "(100,000/s (cost.target_qps) over 2 machines)" in how
+    one_queue = economics.latency_basis([two], 100_000.0, "--qps")  # --qps is the rate at one queue
+    slow, why = economics.request_latency(two, one_queue)
+    assert slow is None and "its throughput 80,000 samples/s is under the 100,000 requests/s reaching it" in why
+    small = _cell(1, 0.05, throughput_sps=15_000.0)  # batch 1 queues too when the rate outruns it
+    assert economics.request_latency(small, one_queue)[0] is None
+
+
+def test_no_answer_comes_from_wrong_outputs_or_a_lucky_repeat() -> None:
+    meets = economics.slo_check(10.0, None)
+    assert meets(_cell(1, 0.1, fidelity_ok=False, fidelity_reason="cosine 0.9 < 0.99 (int8)")) == (
+        "fidelity failed: cosine 0.9 < 0.99 (int8)")  # fmt: skip
+    assert meets(_cell(1, 0.1, outputs_finite=False)) == "its outputs were not all finite numbers"
+    repeats = [_cell(8, 1.0, cell_id="c", repeat=i, throughput_sps=t) for i, t in enumerate((7376.0, 7361.0, 7300.0))]
+    other = _cell(1, 0.1, cell_id="d", throughput_sps=100.0)
+    picked = economics.one_per_cell([*repeats, other])
+    assert [r["throughput_sps"] for r in picked] == [7361.0, 100.0]  # the median repeat, in the records' order
+    busy = {**repeats[0], "trusted": False}
+    assert economics.one_per_cell([busy, repeats[2]]) == [repeats[2]]  # a trusted repeat before a disturbed one
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 99), st.floats(1.0, 1e6))
 def test_the_gathering_wait_is_the_99th_percentile_wait_of_an_evenly_filled_batch(batch: int, qps: float) -> None:
@@ -253,11 +296,14 @@ def test_recommend_judges_the_slo_per_request_with_the_time_a_batch_takes_to_gat
     assert "estimated, not measured" in planned.stdout and "(cost.target_qps)" in planned.stdout
     assert re.search(r"b64: p99 6\d\.\d+ ms > [\d.]+ ms \(estimate: p99 per call [\d.]+ ms \+ 63 ms gathering 63 more "
                      r"requests at 1,000/s\)", planned.stdout), planned.stdout  # fmt: skip
-    # a rate that gathers the batch in 0.5 % of the SLO: b64 meets it, and is the cheapest
-    qps = 63 / (max(p99.values()) * 0.005 / 1e3)
-    faster = bench("recommend", str(run_dir), "--p99-ms", slo, "--qps", f"{qps:.0f}")
+    # a rate b64 serves at half its throughput, and an SLO with room for its batch to gather at that
+    # rate: b64 meets it and is the cheapest; b1 cannot keep up with the rate, and is left out saying so
+    qps = next(r["throughput_sps"] for r in journal(run_dir) if r["config"]["batch_size"] == 64) / 2
+    roomy = f"{p99[64] * 1.01 + 63 / qps * 1e3 * 1.05:.6f}"
+    faster = bench("recommend", str(run_dir), "--p99-ms", roomy, "--qps", f"{qps:.0f}")
     assert faster.stdout.splitlines()[0].endswith(" b64") and "(--qps)" in faster.stdout, faster.stdout
     assert "ms gathering 63 more requests" in faster.stdout
+    assert "b1: its throughput" in faster.stdout and "its queue would grow without bound" in faster.stdout
     # no rate known (a run priced by the hour only): batch 64 is left out, and the output says why
     manifest = (run_dir / "manifest.json").read_text().replace('"target_qps": 1000.0', '"target_qps": null')
     (run_dir / "manifest.json").write_text(manifest)

@@ -221,8 +221,8 @@ def test_budget_verdicts_say_what_happened(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (record,) = journal(run_dirs(tmp_path / "r")[0])
     broken, met = record["budgets"]["p99_ms"]["why"], record["budgets"]["p50_ms"]["why"]
-    assert re.fullmatch(r"p99 \d+\.\d+ ms > limit 0\.0001 ms", broken), broken
-    assert re.fullmatch(r"p50 \d+\.\d+ ms <= limit 3 ms", met), met
+    assert re.fullmatch(r"p99 per call \d+\.\d+ ms > limit 0\.0001 ms", broken), broken
+    assert re.fullmatch(r"p50 per call \d+\.\d+ ms <= limit 3 ms", met), met
     assert f"p99_ms: {broken}" in done.stderr and broken in md.read_text()
     failure = ET.parse(junit).getroot().find(".//failure")
     assert failure is not None and failure.get("message") == f"p99_ms: {broken}"
