@@ -318,20 +318,31 @@ def _p99_as_measured(row: Mapping[str, Any]) -> tuple[float | None, str]:
     return (None, "no p99 (offline measures throughput only)") if p99 is None else (float(p99), "as measured")
 
 
+def median_repeat(repeats: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The record that stands for a cell's repeats: among the measured ones, trusted ones first, the
+    one of median throughput (the lower middle of an even count); the first when none measured."""
+    ok = [r for r in repeats if r.get("status") == "ok"]
+    pool = [r for r in ok if is_trusted(r)] or ok
+    if not pool:
+        return repeats[0]
+    pool = sorted(pool, key=lambda r: _finite(r.get("throughput_sps")))
+    return pool[(len(pool) - 1) // 2]
+
+
+def _finite(value: Any) -> float:
+    """A number as a float to order by: 0 for a missing, non-numeric or non-finite one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
 def one_per_cell(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One record per cell, in the records' order: among a cell's repeats, measured and trusted ones
-    first, the one of median throughput (the lower middle of an even count). Answers and
+    """One record per cell, in the records' order: its :func:`median_repeat`. Answers and
     recommendations judge a cell by it, not by its luckiest repeat."""
     by_cell: dict[object, list[Mapping[str, Any]]] = {}
     for rec in records:  # a record without a cell id (not a journal's) stands alone
         by_cell.setdefault(rec.get("cell_id") or id(rec), []).append(rec)
-    out = []
-    for repeats in by_cell.values():
-        ok = [r for r in repeats if r.get("status") == "ok"]
-        pool = [r for r in ok if is_trusted(r)] or ok or repeats
-        pool = sorted(pool, key=lambda r: float(r.get("throughput_sps") or 0.0))
-        out.append(pool[(len(pool) - 1) // 2])
-    return out
+    return [median_repeat(repeats) for repeats in by_cell.values()]
 
 
 def wrong_outputs(row: Mapping[str, Any]) -> str | None:

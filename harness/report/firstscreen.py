@@ -17,6 +17,7 @@ from typing import Any
 from harness.analysis.economics import (
     RequestLatency,
     is_trusted,
+    median_repeat,
     meets_budgets,
     one_per_cell,
     request_latency,
@@ -83,14 +84,9 @@ def _blue(t: float) -> str:
 
 
 def _pick(recs: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], int]:
-    """The record a table cell shows: among its repeats (trusted ones first), the one of median
-    throughput; and how many repeats there were."""
-    ok = [r for r in recs if r.get("status") == "ok"]
-    pool = [r for r in ok if is_trusted(r)] or ok
-    if not pool:
-        return recs[0], len(recs)
-    pool = sorted(pool, key=lambda r: _num(r.get("throughput_sps")) or 0.0)
-    return pool[(len(pool) - 1) // 2], len(recs)
+    """The record a table cell shows (:func:`harness.analysis.economics.median_repeat`), and how many
+    repeats there were."""
+    return median_repeat(recs), len(recs)
 
 
 def heat_table(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
