@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,16 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def machine_of(recorded: Mapping[str, Any]) -> str:
+    """What a run's cells depend on of the machine they ran on, in words, from its fingerprint (the
+    manifest's ``environment``): the CPU model, the CPUs the run could use (``threads: auto`` is that
+    many) and the GPUs."""
+    cpu = recorded.get("cpu") or {}
+    gpus = [str(g.get("name")) for g in recorded.get("gpus") or [] if isinstance(g, Mapping)]
+    text = f"{cpu.get('model') or 'unknown CPU'}, {cpu.get('usable_cpus')} usable CPUs"
+    return text + (f", {', '.join(gpus)}" if gpus else "")
 
 
 def memory_total_mb() -> float | None:

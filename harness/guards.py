@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,15 +78,6 @@ def check_inputs(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) 
     run.update_manifest(changed_inputs=[*(manifest.changed_inputs or []), *changed])
 
 
-def machine_of(environment: Mapping[str, Any]) -> str:
-    """What a run's cells depend on of the machine they ran on, in words: the CPU model, the CPUs the
-    run could use (``threads: auto`` is that many) and the GPUs."""
-    cpu = environment.get("cpu") or {}
-    gpus = [str(g.get("name")) for g in environment.get("gpus") or [] if isinstance(g, Mapping)]
-    text = f"{cpu.get('model') or 'unknown CPU'}, {cpu.get('usable_cpus')} usable CPUs"
-    return text + (f", {', '.join(gpus)}" if gpus else "")
-
-
 def check_machine(run: RunDir, allow_changed: bool, warn: Callable[[str], None]) -> None:
     """Refuse to resume a run on a machine other than the one it started on (another CPU model, GPU,
     or number of usable CPUs, as under ``taskset`` or a smaller container): its finished cells measured
@@ -99,8 +90,8 @@ def check_machine(run: RunDir, allow_changed: bool, warn: Callable[[str], None])
         return  # its cells ran on the cluster's nodes, each recorded with its own fingerprint
     if not manifest.environment.get("cpu"):
         return  # a run folder without a fingerprint: nothing to compare
-    before = machine_of(manifest.environment)
-    now = machine_of({"cpu": environment.cpu_info(), "gpus": environment.gpus()})
+    before = environment.machine_of(manifest.environment)
+    now = environment.machine_of({"cpu": environment.cpu_info(), "gpus": environment.gpus()})
     if now == before:
         return
     if not allow_changed:

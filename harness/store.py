@@ -277,8 +277,9 @@ class RunDir:
         finally:
             os.close(fd)
 
-    def state(self) -> RunState:
-        read = self.read_journal()
+    def state(self, read: JournalRead | None = None) -> RunState:
+        """What a reader must know of the run (of ``read``, the journal as a caller read it, else read now)."""
+        read = read or self.read_journal()
         recorded = self.done(read)
         manifest = self.manifest()
         return RunState(

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.economics import is_trusted, untrusted_reason
+from harness.environment import machine_of
 from harness.errors import StoreError
-from harness.guards import machine_of
 from harness.store import MANIFEST, RunDir
 
 # --------------------------------------------------------------------------------------------
@@ -72,8 +72,9 @@ def history(root: Path, scenario: str | None = None) -> History:
             manifest = run.manifest()
             if scenario and manifest.scenario.name != scenario:
                 continue
-            records = list(run.records())
-            notes += [f"{path.name}: {note}" for note in run.state().notes(path)]
+            read = run.read_journal()
+            records = list(run.records(read))
+            notes += [f"{path.name}: {note}" for note in run.state(read).notes(path)]
         except StoreError as exc:
             skipped.append(f"{path.name} left out: {str(exc).splitlines()[0]}")
             continue
