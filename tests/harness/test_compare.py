@@ -50,6 +50,8 @@ def test_history_is_one_point_per_run_the_mean_of_its_repeats(tmp_path: Path) ->
     assert [(r["run"], r["throughput_sps"], r["repeats"]) for r in found.rows] == [
         ("r1", 100.0, 3), ("r2", 70.0, 3), ("r3", 70.0, 1)]  # fmt: skip
     assert history.history_changes(found.rows) == []  # three runs are too few for a change point, six repeats too
+    documented = (Path(__file__).parents[2] / "docs" / "compare.md").read_text().split("## `bench history --json`")[1]
+    assert all(f".{key}`" in documented for key in found.rows[0]), found.rows[0].keys()  # every field documented
     assert found.notes == [f"r3: run incomplete: 1 of 2 planned cells measured; finish it with: "
                            f"bench run --resume {tmp_path / 'r3'}"]  # fmt: skip
 
@@ -68,6 +70,9 @@ def _p99_changes(rows: list[dict[str, object]]) -> list[tuple[str, float, str | 
 def test_history_changes_give_each_shift_against_the_level_before_it_at_the_run_it_started() -> None:
     assert _p99_changes(_rows([10.0] * 10 + [8.0] * 10 + [10.0] * 10)) == [("run10", -0.2, None), ("run20", 0.25, None)]
     assert _p99_changes(_rows([None, None] + [10.0] * 6 + [12.0] * 6)) == [("run08", 0.2, None)]  # no p99 in two runs
+    documented = (Path(__file__).parents[2] / "docs" / "compare.md").read_text().split("## `bench history --json`")[1]
+    change = history.history_changes(_rows([10.0] * 6 + [8.0] * 6))[0]
+    assert all(f".{key}`" in documented for key in change), change.keys()  # every field documented
 
 
 def test_history_changes_keep_machines_and_quick_runs_apart_and_skip_untrusted_cells() -> None:
